@@ -1,0 +1,3 @@
+"""Strata host agent: executes the controller's storage commands on one host."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,73 @@
+"""The agent's aiohttp applications: the protocol API and the loopback debug API."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from agent import views
+from agent.config import AgentConfig
+from agent.executor import Executor
+from agent.qemuimg import QemuImg
+from agent.services import AgentServices
+from agent.tasks import TaskManager, TaskStore
+from shared.http import Handler, error_middleware, error_response
+
+CONFIG = web.AppKey("config", AgentConfig)
+TOKEN = web.AppKey("token", str)
+SERVICES = web.AppKey("services", AgentServices)
+TASKS = web.AppKey("tasks", TaskManager)
+
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only the controller, holding the shared token, may send commands."""
+    if request.path not in PUBLIC_PATHS:
+        expected = f"Bearer {request.app[TOKEN]}"
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return error_response(401, "unauthorized", "missing or wrong controller token")
+    return await handler(request)
+
+
+def create_app(config: AgentConfig, executor: Executor | None = None) -> web.Application:
+    os.makedirs(config.state_dir, exist_ok=True)
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=1 << 20)
+    app[CONFIG] = config
+    app[TOKEN] = config.resolve_token()
+    executor = executor or Executor()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store = TaskStore(os.path.join(config.state_dir, "tasks.sqlite"))
+        app[TASKS] = TaskManager(store)
+        async with aiohttp.ClientSession() as http:
+            app[SERVICES] = AgentServices(
+                config=config, executor=executor,
+                qemu_img=QemuImg(executor, config.qemu_img), http=http,
+            )
+            yield
+            await app[TASKS].shutdown()
+        store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", views.healthz)
+    app.router.add_post("/v1/commands/{name}", views.submit_command)
+    app.router.add_get("/v1/tasks/{task_id}", views.get_task)
+    app.router.add_delete("/v1/tasks/{task_id}", views.cancel_task)
+    return app
+
+
+def create_debug_app(main: web.Application) -> web.Application:
+    """Served on a loopback-only listener; shares state with the main app."""
+    app = web.Application(middlewares=[error_middleware])
+    app["main"] = main
+    app.router.add_get("/debug/tasks", views.debug_tasks)
+    app.router.add_get("/debug/config", views.debug_config)
+    return app

@@ -1,0 +1,25 @@
+"""Command handlers, one module per concern, bound to the protocol's command table."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agent.commands import host, images, storage, volumes
+from agent.services import AgentServices
+from shared.protocol import COMMAND_MODELS, Command, Model
+
+ProgressCallback = Callable[[float], None]
+Handler = Callable[[AgentServices, Any, ProgressCallback], Awaitable[Model]]
+
+HANDLERS: dict[str, Handler] = {
+    Command.HOST_INFO: host.host_info,
+    Command.SLEEP: host.sleep,
+    Command.PREPARE_STORAGE: storage.prepare_storage,
+    Command.DOWNLOAD_IMAGE: images.download_image,
+    Command.COPY_IMAGE: images.copy_image,
+    Command.CREATE_VOLUME: volumes.create_volume,
+    Command.DELETE_FILE: volumes.delete_file,
+}
+
+assert set(HANDLERS) == set(COMMAND_MODELS), "every protocol command needs a handler"

@@ -1,0 +1,74 @@
+"""Images into a store or a cache: from an http(s) URL, or from a directory store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+
+from agent.imagewriter import VerifiedImageWriter
+from agent.services import AgentServices
+from shared.errors import InvalidInput, NotFound, OperationFailed
+from shared.protocol import CopyImagePayload, DownloadImagePayload, ImageFacts
+
+CHUNK = 4 << 20
+
+
+async def download_image(
+    svc: AgentServices, payload: DownloadImagePayload, progress: Callable[[float], None]
+) -> ImageFacts:
+    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=120)
+    try:
+        async with svc.http.get(payload.url, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise OperationFailed(
+                    f"download of {payload.url} failed: HTTP {resp.status} {resp.reason}",
+                    code="download_failed",
+                )
+            if resp.content_length and resp.content_length > svc.config.max_image_size:
+                raise InvalidInput(
+                    f"image is {resp.content_length} bytes, over the limit of "
+                    f"{svc.config.max_image_size}"
+                )
+            writer = VerifiedImageWriter(
+                svc.qemu_img, payload.dest_dir, payload.file_name,
+                expected_sha256=payload.expected_sha256,
+                expected_format=payload.expected_format,
+                expected_size=resp.content_length, progress=progress,
+            )
+            return await writer.write_all(_limited(resp.content.iter_chunked(CHUNK),
+                                                   svc.config.max_image_size))
+    except aiohttp.ClientError as exc:
+        raise OperationFailed(
+            f"download of {payload.url} failed: {exc}", code="download_failed"
+        ) from exc
+
+
+async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise InvalidInput(f"image is larger than the limit of {limit} bytes")
+        yield chunk
+
+
+async def copy_image(
+    svc: AgentServices, payload: CopyImagePayload, progress: Callable[[float], None]
+) -> ImageFacts:
+    if not os.path.isfile(payload.src_path):
+        raise NotFound(f"source image {payload.src_path} does not exist")
+    writer = VerifiedImageWriter(
+        svc.qemu_img, payload.dest_dir, payload.file_name,
+        expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
+        expected_size=os.path.getsize(payload.src_path), progress=progress,
+    )
+    return await writer.write_all(_read_file(payload.src_path))
+
+
+async def _read_file(path: str) -> AsyncIterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := await asyncio.to_thread(f.read, CHUNK):
+            yield chunk

@@ -1,0 +1,60 @@
+"""Agent settings."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.config import parse_listen
+
+DEFAULT_STATE_DIR = "/var/lib/strata/agent"
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = "127.0.0.1:8641"
+    debug_listen: str = Field(
+        default="127.0.0.1:8642", description="Loopback-only listener for /debug/*."
+    )
+    state_dir: str = DEFAULT_STATE_DIR
+    token: str | None = Field(
+        default=None,
+        description="Shared secret the controller presents; generated into state_dir if unset.",
+    )
+    token_file: str | None = None
+    command_wait: float = Field(
+        default=10.0, ge=0, description="How long POST /v1/commands waits before a 202."
+    )
+    max_image_size: int = 1 << 40
+    qemu_img: str = "qemu-img"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+    @field_validator("debug_listen")
+    @classmethod
+    def _debug_listen(cls, v: str) -> str:
+        host, _ = parse_listen(v)
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError("debug_listen must be a loopback address")
+        return v
+
+    def resolve_token(self) -> str:
+        """The configured token, else the one in token_file, else a new one saved there."""
+        if self.token:
+            return self.token
+        path = self.token_file or os.path.join(self.state_dir, "token")
+        if os.path.exists(path):
+            with open(path) as f:
+                return f.read().strip()
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token

@@ -1,0 +1,64 @@
+"""`strata-agent`: runs the host agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from aiohttp import web
+
+from agent.app import create_app, create_debug_app
+from agent.config import DEFAULT_STATE_DIR, AgentConfig
+from shared.config import load_config, parse_listen
+from shared.errors import StrataError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="strata-agent", description=__doc__)
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--listen", help="HOST:PORT for the controller (default 127.0.0.1:8641)")
+    p.add_argument("--debug-listen", help="loopback HOST:PORT for /debug (default :8642)")
+    p.add_argument("--state-dir", help=f"task log and token (default {DEFAULT_STATE_DIR})")
+    p.add_argument("--token-file", help="file holding the controller's shared token")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+async def serve(config: AgentConfig) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    debug_runner = web.AppRunner(create_debug_app(app), access_log=None)
+    await debug_runner.setup()
+    host, port = parse_listen(config.listen)
+    dhost, dport = parse_listen(config.debug_listen)
+    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(debug_runner, dhost, dport).start()
+    logging.getLogger("strata.agent").info("agent listening on %s", config.listen)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await debug_runner.cleanup()
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(AgentConfig, args.config, {
+            "listen": args.listen, "debug_listen": args.debug_listen,
+            "state_dir": args.state_dir, "token_file": args.token_file,
+        })
+        asyncio.run(serve(config))
+    except StrataError as exc:
+        sys.exit(f"strata-agent: {exc.message}")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""What command handlers work with: the tools, the HTTP client and the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from agent.config import AgentConfig
+from agent.executor import Executor
+from agent.qemuimg import QemuImg
+
+
+@dataclass
+class AgentServices:
+    config: AgentConfig
+    executor: Executor
+    qemu_img: QemuImg
+    http: aiohttp.ClientSession

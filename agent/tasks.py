@@ -1,0 +1,220 @@
+"""Durable task log and the manager that runs commands as tasks.
+
+The controller picks each task id; the same id again returns the same task, never a second
+execution. Every task is written to a small SQLite file before it starts and again when it
+ends, so a restarted agent can still say what became of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from shared.errors import Cancelled, Conflict, NotFound, StrataError, Timeout
+from shared.protocol import ErrorBody, TaskInfo, TaskState
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float], None]
+TaskBody = Callable[[ProgressCallback], Awaitable[dict[str, object]]]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    state TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    result TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+class TaskStore:
+    """The on-disk task log (one SQLite file in the agent's state directory)."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, task_id: str) -> TaskInfo | None:
+        row = self._db.execute(
+            "SELECT task_id, command, state, progress, result, error_code, error_message,"
+            " created_at, updated_at FROM tasks WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        return _row_to_info(row) if row else None
+
+    def insert(self, info: TaskInfo) -> None:
+        self._db.execute(
+            "INSERT INTO tasks (task_id, command, state, progress, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (info.task_id, info.command, info.state.value, info.progress,
+             info.created_at, info.updated_at),
+        )
+
+    def finish(self, info: TaskInfo) -> None:
+        self._db.execute(
+            "UPDATE tasks SET state = ?, progress = ?, result = ?, error_code = ?,"
+            " error_message = ?, updated_at = ? WHERE task_id = ?",
+            (info.state.value, info.progress,
+             json.dumps(info.result) if info.result is not None else None,
+             info.error.code if info.error else None,
+             info.error.message if info.error else None,
+             info.updated_at, info.task_id),
+        )
+
+    def list_recent(self, limit: int = 100) -> list[TaskInfo]:
+        rows = self._db.execute(
+            "SELECT task_id, command, state, progress, result, error_code, error_message,"
+            " created_at, updated_at FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_row_to_info(r) for r in rows]
+
+    def fail_interrupted(self) -> int:
+        """Tasks left running by a previous agent process cannot finish any more."""
+        cur = self._db.execute(
+            "UPDATE tasks SET state = ?, error_code = 'interrupted',"
+            " error_message = 'the agent restarted while the task was running', updated_at = ?"
+            " WHERE state = ?",
+            (TaskState.FAILED.value, time.time(), TaskState.RUNNING.value),
+        )
+        return cur.rowcount
+
+    def prune(self, older_than: float) -> None:
+        self._db.execute(
+            "DELETE FROM tasks WHERE state != ? AND updated_at < ?",
+            (TaskState.RUNNING.value, older_than),
+        )
+
+
+def _row_to_info(row: tuple[object, ...]) -> TaskInfo:
+    task_id, command, state, progress, result, code, message, created, updated = row
+    return TaskInfo(
+        task_id=str(task_id), command=str(command), state=TaskState(state),
+        progress=float(progress),  # type: ignore[arg-type]
+        result=json.loads(str(result)) if result is not None else None,
+        error=ErrorBody(code=str(code), message=str(message)) if code is not None else None,
+        created_at=float(created), updated_at=float(updated),  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class _Running:
+    info: TaskInfo
+    job: asyncio.Task[None] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class TaskManager:
+    """Starts tasks, lets callers wait on them, cancels them, keeps the log."""
+
+    RETENTION_SECONDS = 7 * 24 * 3600
+
+    def __init__(self, store: TaskStore) -> None:
+        self._store = store
+        self._running: dict[str, _Running] = {}
+        interrupted = store.fail_interrupted()
+        if interrupted:
+            log.warning("marked %d interrupted task(s) as failed", interrupted)
+        store.prune(time.time() - self.RETENTION_SECONDS)
+
+    def submit(self, task_id: str, command: str, deadline: float | None, body: TaskBody) -> TaskInfo:
+        existing = self.get(task_id)
+        if existing is not None:
+            if existing.command != command:
+                raise Conflict(
+                    f"task {task_id} already exists for command {existing.command!r}",
+                    code="task_id_reused",
+                )
+            return existing
+        now = time.time()
+        info = TaskInfo(task_id=task_id, command=command, state=TaskState.RUNNING,
+                        created_at=now, updated_at=now)
+        self._store.insert(info)
+        running = _Running(info)
+        self._running[task_id] = running
+        running.job = asyncio.create_task(self._run(running, deadline, body), name=task_id)
+        return info
+
+    def get(self, task_id: str) -> TaskInfo | None:
+        running = self._running.get(task_id)
+        if running is not None:
+            return running.info
+        return self._store.get(task_id)
+
+    async def wait(self, task_id: str, timeout: float) -> TaskInfo:
+        running = self._running.get(task_id)
+        if running is not None and timeout > 0:
+            try:
+                await asyncio.wait_for(asyncio.shield(running.done.wait()), timeout)
+            except TimeoutError:
+                pass
+        info = self.get(task_id)
+        if info is None:
+            raise NotFound(f"no task {task_id}")
+        return info
+
+    def cancel(self, task_id: str) -> TaskInfo:
+        running = self._running.get(task_id)
+        if running is not None and running.job is not None:
+            running.job.cancel()
+            return running.info
+        info = self._store.get(task_id)
+        if info is None:
+            raise NotFound(f"no task {task_id}")
+        return info
+
+    def running(self) -> list[TaskInfo]:
+        return [r.info for r in self._running.values()]
+
+    def recent(self) -> list[TaskInfo]:
+        return self._store.list_recent()
+
+    async def shutdown(self) -> None:
+        jobs = [r.job for r in self._running.values() if r.job is not None]
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+    async def _run(self, running: _Running, deadline: float | None, body: TaskBody) -> None:
+        info = running.info
+
+        def progress(pct: float) -> None:
+            info.progress = round(max(info.progress, min(pct, 100.0)), 2)
+            info.updated_at = time.time()
+
+        try:
+            budget = None if deadline is None else max(0.0, deadline - time.time())
+            async with asyncio.timeout(budget):
+                info.result = await body(progress)
+            info.state, info.progress = TaskState.SUCCEEDED, 100.0
+        except TimeoutError:
+            err = Timeout(f"task {info.task_id} passed its deadline")
+            info.state, info.error = TaskState.FAILED, ErrorBody(**err.to_body())
+        except asyncio.CancelledError:
+            err = Cancelled(f"task {info.task_id} was cancelled")
+            info.state, info.error = TaskState.CANCELLED, ErrorBody(**err.to_body())
+        except StrataError as exc:
+            info.state, info.error = TaskState.FAILED, ErrorBody(**exc.to_body())
+        except Exception as exc:
+            log.exception("task %s (%s) crashed", info.task_id, info.command)
+            info.state = TaskState.FAILED
+            info.error = ErrorBody(code="internal_error", message=f"{type(exc).__name__}: {exc}")
+        finally:
+            info.updated_at = time.time()
+            self._store.finish(info)
+            running.done.set()
+            self._running.pop(info.task_id, None)

@@ -1,0 +1,86 @@
+"""Request handlers of the agent API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from agent import app as agent_app
+from agent.commands import HANDLERS
+from shared.errors import InvalidInput, NotFound
+from shared.http import json_model, read_json
+from shared.protocol import COMMAND_MODELS, CommandEnvelope, TaskInfo
+
+MAX_WAIT = 60.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    tasks = request.app[agent_app.TASKS]
+    return web.json_response({"status": "ok", "running_tasks": len(tasks.running())})
+
+
+def _wait_param(request: web.Request) -> float:
+    raw = request.query.get("wait", "0")
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise InvalidInput(f"wait must be a number of seconds, not {raw!r}") from None
+    if not 0 <= wait <= MAX_WAIT:
+        raise InvalidInput(f"wait must be between 0 and {MAX_WAIT:g} seconds")
+    return wait
+
+
+def _task_response(info: TaskInfo) -> web.Response:
+    return json_model(info, status=200 if info.state.finished else 202)
+
+
+async def submit_command(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in COMMAND_MODELS:
+        raise NotFound(f"unknown command {name!r}", code="unknown_command")
+    envelope = CommandEnvelope.model_validate(await read_json(request))
+    payload_model, _ = COMMAND_MODELS[name]
+    payload = payload_model.model_validate(envelope.payload)
+    services = request.app[agent_app.SERVICES]
+    handler = HANDLERS[name]
+
+    async def body(progress: Any) -> dict[str, Any]:
+        result = await handler(services, payload, progress)
+        return result.model_dump(mode="json")
+
+    tasks = request.app[agent_app.TASKS]
+    info = tasks.submit(envelope.task_id, name, envelope.deadline, body)
+    if not info.state.finished:
+        info = await tasks.wait(envelope.task_id, request.app[agent_app.CONFIG].command_wait)
+    return _task_response(info)
+
+
+async def get_task(request: web.Request) -> web.Response:
+    tasks = request.app[agent_app.TASKS]
+    info = await tasks.wait(request.match_info["task_id"], _wait_param(request))
+    return _task_response(info)
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    tasks = request.app[agent_app.TASKS]
+    info = tasks.cancel(request.match_info["task_id"])
+    info = await tasks.wait(info.task_id, 5)
+    return _task_response(info)
+
+
+async def debug_tasks(request: web.Request) -> web.Response:
+    tasks = request.app["main"][agent_app.TASKS]
+    return web.json_response({
+        "running": [t.model_dump(mode="json") for t in tasks.running()],
+        "recent": [t.model_dump(mode="json") for t in tasks.recent()],
+        "now": time.time(),
+    })
+
+
+async def debug_config(request: web.Request) -> web.Response:
+    config = request.app["main"][agent_app.CONFIG]
+    data = config.model_dump()
+    data["token"] = "***" if config.token else None
+    return web.json_response(data)

@@ -1,0 +1,103 @@
+"""The controller's side of the agent protocol: submit a command, wait for its task.
+
+A submit carries a task id the caller derives from its job, so a resumed job (after a
+controller restart) re-submits the same id and simply goes on waiting for the same task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+from pydantic import BaseModel
+
+from shared.errors import AgentUnreachable, Unauthorized, from_body
+from shared.protocol import COMMAND_MODELS, CommandEnvelope, TaskInfo, TaskState
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=BaseModel)
+ProgressCallback = Callable[[float], None]
+
+POLL_WAIT = 30
+RETRY_DELAYS = (0.2, 0.5, 1, 2, 5)
+
+
+class AgentClient:
+    def __init__(self, http: aiohttp.ClientSession, token: str) -> None:
+        self._http = http
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(
+        self, address: str, command: str, task_id: str, payload: BaseModel, result_type: type[R],
+        *, timeout: float = 3600, progress: ProgressCallback | None = None,
+    ) -> R:
+        """Runs `command` on the agent at `address` and returns its typed result.
+        Raises the task's error, rebuilt from its `{code, message}`."""
+        assert COMMAND_MODELS[command][1] is result_type
+        deadline = time.time() + timeout
+        envelope = CommandEnvelope(task_id=task_id, deadline=deadline,
+                                   payload=payload.model_dump(mode="json"))
+        info = await self._retrying(
+            deadline, address,
+            lambda: self._request("POST", f"{address}/v1/commands/{command}",
+                                  envelope.model_dump(mode="json")))
+        while not info.state.finished:
+            if progress:
+                progress(info.progress)
+            info = await self._retrying(
+                deadline, address,
+                lambda: self._poll_or_resubmit(address, command, task_id, envelope))
+        if info.state is TaskState.SUCCEEDED:
+            return result_type.model_validate(info.result or {})
+        assert info.error is not None
+        raise from_body(info.error.code, info.error.message)
+
+    async def _poll_or_resubmit(
+        self, address: str, command: str, task_id: str, envelope: CommandEnvelope
+    ) -> TaskInfo:
+        try:
+            return await self._request("GET", f"{address}/v1/tasks/{task_id}?wait={POLL_WAIT}")
+        except _TaskUnknown:
+            # The agent lost its task log (a reinstalled host): the id still protects us.
+            return await self._request("POST", f"{address}/v1/commands/{command}",
+                                       envelope.model_dump(mode="json"))
+
+    async def _request(self, method: str, url: str, body: object = None) -> TaskInfo:
+        async with self._http.request(
+            method, url, json=body, headers=self._headers,
+            timeout=aiohttp.ClientTimeout(total=POLL_WAIT + 30, connect=10),
+        ) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status in (200, 202):
+                return TaskInfo.model_validate(data)
+            if resp.status == 404 and method == "GET":
+                raise _TaskUnknown()
+            if resp.status == 401:
+                raise Unauthorized(f"agent at {url} refused the controller token")
+            raise from_body(data.get("code", "agent_error"), data.get("message", str(data)))
+
+    async def _retrying(
+        self, deadline: float, address: str, request: Callable[[], Awaitable[TaskInfo]]
+    ) -> TaskInfo:
+        """Retries only what a network or a restarting agent causes; errors the agent
+        states (4xx bodies) go straight to the caller."""
+        attempt = 0
+        while True:
+            try:
+                return await request()
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if time.time() >= deadline:
+                    raise AgentUnreachable(f"agent at {address} unreachable: {exc}") from exc
+                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+                attempt += 1
+                log.info("agent %s unreachable (%s); retrying in %ss", address, exc, delay)
+                await asyncio.sleep(delay)
+
+
+class _TaskUnknown(Exception):
+    pass

@@ -1,0 +1,72 @@
+"""Database engine: embedded SQLite by default, PostgreSQL when given a URL.
+The schema is managed by Alembic and upgraded at start."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from shared.errors import InvalidInput
+
+MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+def normalize_url(url: str) -> str:
+    """Accepts plain `postgresql://` and `sqlite:///` URLs and picks the async driver."""
+    for plain, driver in (("postgresql://", "postgresql+asyncpg://"),
+                          ("postgres://", "postgresql+asyncpg://"),
+                          ("sqlite://", "sqlite+aiosqlite://")):
+        if url.startswith(plain):
+            return driver + url[len(plain):]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise InvalidInput(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 60}, pool_size=8)
+        _serialize_sqlite_writers(engine)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _serialize_sqlite_writers(engine: AsyncEngine) -> None:
+    """SQLite upgrades a read transaction to a write one by failing, not waiting, when
+    another writer got in first. BEGIN IMMEDIATE takes the write lock up front, so
+    concurrent transactions queue on the busy timeout instead of erroring."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    def upgrade(conn: Connection) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", MIGRATIONS)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(upgrade)

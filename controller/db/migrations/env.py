@@ -1,0 +1,11 @@
+"""Alembic environment: runs on the connection the controller hands over."""
+
+from alembic import context
+
+from controller.db.models import Base
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata,
+                  render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,192 @@
+"""The data model. Objects in a store follow one state machine (see `ObjectState`); every
+transition is a compare-and-swap update made through `controller.db.transitions`."""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, int: BigInteger}
+
+
+class ObjectState(enum.StrEnum):
+    """allocated -> creating -> ready; ready -> copying -> ready;
+    ready -> destroying -> destroyed; error from every transitional state."""
+
+    ALLOCATED = "allocated"
+    CREATING = "creating"
+    READY = "ready"
+    COPYING = "copying"
+    DESTROYING = "destroying"
+    DESTROYED = "destroyed"
+    ERROR = "error"
+
+
+TRANSITIONAL = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.COPYING,
+                ObjectState.DESTROYING)
+
+
+class StoreState(enum.StrEnum):
+    CREATING = "creating"
+    READY = "ready"
+    MAINTENANCE = "maintenance"
+    DELETING = "deleting"
+    ERROR = "error"
+
+
+class HostState(enum.StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+class AttachState(enum.StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    DETACHING = "detaching"
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+class Timestamps:
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time, onupdate=time.time)
+
+
+class Host(Timestamps, Base):
+    __tablename__ = "hosts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    address: Mapped[str] = mapped_column(String(255))
+    hypervisor: Mapped[str] = mapped_column(String(32), default="kvm")
+    state: Mapped[str] = mapped_column(String(16), default=HostState.CONNECTING)
+    reason: Mapped[str | None] = mapped_column(Text)
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class PrimaryStorage(Timestamps, Base):
+    __tablename__ = "primary_storages"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    hypervisor: Mapped[str] = mapped_column(String(32), default="kvm")
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=StoreState.READY)
+    capacity_total: Mapped[int] = mapped_column(default=0)
+    capacity_available: Mapped[int] = mapped_column(default=0)
+    capacity_allocated: Mapped[int] = mapped_column(default=0)
+    overprovision_factor: Mapped[float] = mapped_column(Float, default=1.0)
+
+
+class PrimaryStorageHostRef(Timestamps, Base):
+    __tablename__ = "primary_storage_host_refs"
+    __table_args__ = (UniqueConstraint("primary_storage_id", "host_id"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    primary_storage_id: Mapped[str] = mapped_column(ForeignKey("primary_storages.id"))
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"))
+    state: Mapped[str] = mapped_column(String(16), default=AttachState.CONNECTING)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class BackupStorage(Timestamps, Base):
+    __tablename__ = "backup_storages"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=StoreState.CREATING)
+    reason: Mapped[str | None] = mapped_column(Text)
+    capacity_total: Mapped[int] = mapped_column(default=0)
+    capacity_available: Mapped[int] = mapped_column(default=0)
+
+
+class Image(Timestamps, Base):
+    __tablename__ = "images"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    url: Mapped[str] = mapped_column(Text)
+    declared_format: Mapped[str | None] = mapped_column(String(16))
+    declared_sha256: Mapped[str | None] = mapped_column(String(64))
+    format: Mapped[str | None] = mapped_column(String(16))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column()
+    virtual_size: Mapped[int | None] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16), default=ObjectState.ALLOCATED)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ImageStoreRef(Timestamps, Base):
+    """An image's copy on a backup storage."""
+
+    __tablename__ = "image_store_refs"
+    __table_args__ = (UniqueConstraint("image_id", "backup_storage_id"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
+    backup_storage_id: Mapped[str] = mapped_column(ForeignKey("backup_storages.id"))
+    path: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=ObjectState.ALLOCATED)
+
+
+class ImageCache(Timestamps, Base):
+    """An image's copy on a primary storage, the base of its linked clones."""
+
+    __tablename__ = "image_caches"
+    __table_args__ = (UniqueConstraint("image_id", "primary_storage_id"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
+    primary_storage_id: Mapped[str] = mapped_column(ForeignKey("primary_storages.id"))
+    path: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(default=0)
+    attempt: Mapped[int] = mapped_column(default=1)
+    state: Mapped[str] = mapped_column(String(16), default=ObjectState.CREATING)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Volume(Timestamps, Base):
+    __tablename__ = "volumes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    primary_storage_id: Mapped[str] = mapped_column(ForeignKey("primary_storages.id"))
+    image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"))
+    image_cache_id: Mapped[str | None] = mapped_column(ForeignKey("image_caches.id"))
+    size: Mapped[int] = mapped_column()
+    path: Mapped[str | None] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16), default="qcow2")
+    state: Mapped[str] = mapped_column(String(16), default=ObjectState.ALLOCATED)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Job(Timestamps, Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=JobState.PENDING)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    resource_type: Mapped[str | None] = mapped_column(String(32))
+    resource_id: Mapped[str | None] = mapped_column(String(36))

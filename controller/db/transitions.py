@@ -1,0 +1,90 @@
+"""Compare-and-swap state changes and capacity accounting.
+
+Every change is `UPDATE ... WHERE state IN (:expected)`, never read-modify-write, so two
+requests (or two controllers) can't both win. Capacity moves in the same transaction as
+the state change that causes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.models import Base, ObjectState, PrimaryStorage, StoreState
+from shared.errors import InsufficientCapacity
+
+
+async def transition(
+    session: AsyncSession, model: type[Base], obj_id: str,
+    expected: str | Iterable[str], new: str, *, where: dict[str, Any] | None = None,
+    **values: Any,
+) -> bool:
+    """Moves one row from one of `expected` to `new` (and any `where` column equal to its
+    value); False if the row was not in that state."""
+    states = [expected] if isinstance(expected, str) else list(expected)
+    table: Any = model
+    conditions = [getattr(table, col) == val for col, val in (where or {}).items()]
+    stmt = (
+        update(table)
+        .where(table.id == obj_id, table.state.in_(states), *conditions)
+        .values(state=new, **values)
+        .execution_options(synchronize_session=False)
+    )
+    result: Any = await session.execute(stmt)
+    return bool(result.rowcount == 1)
+
+
+HOLDS_CAPACITY = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY,
+                  ObjectState.COPYING, ObjectState.DESTROYING)
+
+
+def holds_capacity(state: str) -> bool:
+    """Volumes and caches hold their bytes from allocation until destroyed or failed."""
+    return state in HOLDS_CAPACITY
+
+
+async def reserve_capacity(session: AsyncSession, storage: PrimaryStorage, size: int) -> None:
+    """Adds `size` to the allocated bytes if the over-provisioned total still allows it."""
+    ps = PrimaryStorage
+    result: Any = await session.execute(
+        update(ps)
+        .where(
+            ps.id == storage.id,
+            ps.state == StoreState.READY,
+            ps.capacity_allocated + size <= ps.capacity_total * ps.overprovision_factor,
+        )
+        .values(capacity_allocated=ps.capacity_allocated + size)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        limit = int(storage.capacity_total * storage.overprovision_factor)
+        raise InsufficientCapacity(
+            f"primary storage {storage.name} cannot hold {size} more bytes: "
+            f"{storage.capacity_allocated} of {limit} allocated "
+            f"(total {storage.capacity_total} x over-provisioning {storage.overprovision_factor})"
+        )
+
+
+async def release_capacity(session: AsyncSession, storage_id: str, size: int) -> None:
+    ps = PrimaryStorage
+    await session.execute(
+        update(ps)
+        .where(ps.id == storage_id)
+        .values(capacity_allocated=ps.capacity_allocated - size)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def record_fs_capacity(
+    session: AsyncSession, storage_id: str, total: int, available: int
+) -> None:
+    """What the agent's statvfs reported after a change."""
+    ps = PrimaryStorage
+    await session.execute(
+        update(ps).where(ps.id == storage_id)
+        .values(capacity_total=total, capacity_available=available)
+        .execution_options(synchronize_session=False)
+    )

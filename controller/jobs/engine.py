@@ -1,0 +1,193 @@
+"""The job engine. Every mutating API call writes a job row in the same transaction as the
+resource it concerns, then the engine runs it. Jobs found pending or running at start
+(the controller died mid-job) are run again: handlers are idempotent and their agent
+steps use task ids derived from the job id, so a resumed job re-attaches to the same
+agent task instead of starting a second one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controller.agentclient import AgentClient
+from controller.db.models import Host, Job, JobState
+from shared.errors import NotFound, StrataError
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=BaseModel)
+
+PROGRESS_INTERVAL = 1.0
+
+
+@dataclass
+class JobContext:
+    """What a running job handler gets: its job, the database, the agents, progress."""
+
+    job: Job
+    engine: JobEngine
+    db: async_sessionmaker[AsyncSession]
+    agents: AgentClient
+    _last_write: float = field(default=0.0)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.job.params
+
+    def task_id(self, step: str) -> str:
+        return f"{self.job.id}.{step}"
+
+    async def call(
+        self, host: Host, command: str, payload: BaseModel, result_type: type[R], *,
+        task_id: str, timeout: float = 3600, span: tuple[float, float] = (0.0, 100.0),
+    ) -> R:
+        """Runs one agent command; its progress fills `span` of the job's progress."""
+        lo, hi = span
+
+        def on_progress(pct: float) -> None:
+            self.progress(lo + (hi - lo) * pct / 100.0)
+
+        result = await self.agents.call(host.address, command, task_id, payload, result_type,
+                                        timeout=timeout, progress=on_progress)
+        self.progress(hi)
+        return result
+
+    def progress(self, pct: float, message: str | None = None) -> None:
+        """Recorded at most once a second: progress is for people, not a hot path."""
+        now = time.monotonic()
+        if now - self._last_write < PROGRESS_INTERVAL and message is None:
+            return
+        self._last_write = now
+        self.engine.schedule_progress(self.job.id, round(pct, 1), message)
+
+
+JobHandler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
+
+
+class JobEngine:
+    def __init__(self, db: async_sessionmaker[AsyncSession], agents: AgentClient) -> None:
+        self._db = db
+        self._agents = agents
+        self._handlers: dict[str, JobHandler] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def register(self, kind: str, handler: JobHandler) -> None:
+        self._handlers[kind] = handler
+
+    @staticmethod
+    def new_job(
+        session: AsyncSession, kind: str, *, resource_type: str | None = None,
+        resource_id: str | None = None, params: dict[str, Any] | None = None,
+    ) -> Job:
+        """Adds a job row to the caller's transaction; call `start` after commit."""
+        job = Job(kind=kind, params=params or {}, resource_type=resource_type,
+                  resource_id=resource_id, state=JobState.PENDING)
+        session.add(job)
+        return job
+
+    def start(self, job: Job) -> None:
+        if job.id in self._tasks:
+            return
+        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+
+    async def resume_all(self) -> int:
+        async with self._db() as session:
+            jobs = (await session.scalars(
+                select(Job).where(Job.state.in_([JobState.PENDING, JobState.RUNNING]))
+                .order_by(Job.created_at)
+            )).all()
+        for job in jobs:
+            log.info("resuming job %s (%s)", job.id, job.kind)
+            self.start(job)
+        return len(jobs)
+
+    async def get(self, job_id: str, wait: float = 0) -> Job:
+        deadline = time.monotonic() + wait
+        while True:
+            event = self._changed.setdefault(job_id, asyncio.Event())
+            event.clear()
+            async with self._db() as session:
+                job = await session.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id}")
+            remaining = deadline - time.monotonic()
+            if JobState(job.state).finished or remaining <= 0:
+                return job
+            # The event covers this process's jobs; the timeout also catches others'.
+            try:
+                await asyncio.wait_for(event.wait(), min(remaining, 2.0))
+            except TimeoutError:
+                pass
+
+    def schedule_progress(self, job_id: str, pct: float, message: str | None) -> None:
+        task = asyncio.create_task(self._update(job_id, progress=pct, message=message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def shutdown(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, *self._background, return_exceptions=True)
+
+    async def _update(self, job_id: str, **values: Any) -> None:
+        values = {k: v for k, v in values.items() if v is not None}
+        async with self._db.begin() as session:
+            await session.execute(
+                update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING)
+                .values(**values).execution_options(synchronize_session=False))
+        self._notify(job_id)
+
+    def _notify(self, job_id: str) -> None:
+        event = self._changed.get(job_id)
+        if event is not None:
+            event.set()
+
+    async def _finish(self, job_id: str, **values: Any) -> None:
+        async with self._db.begin() as session:
+            await session.execute(
+                update(Job).where(Job.id == job_id).values(**values)
+                .execution_options(synchronize_session=False))
+        self._notify(job_id)
+        self._changed.pop(job_id, None)
+
+    async def _run(self, job: Job) -> None:
+        handler = self._handlers.get(job.kind)
+        if handler is None:
+            await self._finish(job.id, state=JobState.FAILED, error_code="unknown_job_kind",
+                               error_message=f"no handler for job kind {job.kind!r}")
+            return
+        if job.state == JobState.PENDING:
+            async with self._db.begin() as session:
+                await session.execute(update(Job).where(Job.id == job.id)
+                                      .values(state=JobState.RUNNING)
+                                      .execution_options(synchronize_session=False))
+        ctx = JobContext(job=job, engine=self, db=self._db, agents=self._agents)
+        try:
+            result = await handler(ctx)
+        except asyncio.CancelledError:
+            log.info("job %s interrupted by shutdown; it resumes at next start", job.id)
+            raise
+        except StrataError as exc:
+            log.info("job %s (%s) failed: %s", job.id, job.kind, exc.message)
+            await self._finish(job.id, state=JobState.FAILED, error_code=exc.code,
+                               error_message=exc.message)
+        except Exception as exc:
+            log.exception("job %s (%s) crashed", job.id, job.kind)
+            await self._finish(job.id, state=JobState.FAILED, error_code="internal_error",
+                               error_message=f"{type(exc).__name__}: {exc}")
+        else:
+            await self._finish(job.id, state=JobState.SUCCEEDED, progress=100.0,
+                               result=result)

@@ -1,0 +1,1 @@
+"""`dir` backup storage: an image store directory that hosts reach by path."""

@@ -1,0 +1,65 @@
+"""The `dir` backup storage type: lifecycle and image driver."""
+
+from __future__ import annotations
+
+import posixpath
+
+from controller.db.models import BackupStorage, Host, Image, ImageStoreRef, PrimaryStorage
+from controller.jobs.engine import JobContext
+from controller.plugins.common import DirectoryConfig
+from controller.plugins.interfaces import (
+    DataStoreLifeCycle,
+    DataStoreProvider,
+    ImageDataStoreDriver,
+    StorageRole,
+)
+from shared.protocol import (
+    Command,
+    DeleteFilePayload,
+    DeleteFileResult,
+    DownloadImagePayload,
+    FsCapacity,
+    ImageFacts,
+    PrepareStoragePayload,
+    PrepareStorageResult,
+)
+
+IMAGES = "images"
+
+
+class DirLifeCycle(DataStoreLifeCycle):
+    config_model = DirectoryConfig
+
+    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
+                     host: Host) -> FsCapacity:
+        payload = PrepareStoragePayload(path=store.config["path"], subdirs=[IMAGES])
+        result = await ctx.call(host, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
+                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
+        return result.capacity
+
+
+class DirDriver(ImageDataStoreDriver):
+    def image_dir(self, store: BackupStorage) -> str:
+        return posixpath.join(store.config["path"], IMAGES)
+
+    async def register(self, ctx: JobContext, store: BackupStorage, image: Image,
+                       host: Host) -> ImageFacts:
+        payload = DownloadImagePayload(
+            url=image.url, dest_dir=self.image_dir(store), file_name=image.id,
+            expected_sha256=image.declared_sha256,
+            expected_format=image.declared_format,  # type: ignore[arg-type]
+        )
+        return await ctx.call(host, Command.DOWNLOAD_IMAGE, payload, ImageFacts,
+                              task_id=ctx.task_id("download"), span=(0, 99))
+
+    async def delete(self, ctx: JobContext, store: BackupStorage, ref: ImageStoreRef,
+                     host: Host) -> None:
+        payload = DeleteFilePayload(dir=self.image_dir(store), file_name=ref.image_id)
+        await ctx.call(host, Command.DELETE_FILE, payload, DeleteFileResult,
+                       task_id=ctx.task_id(f"delete-{ref.id}"), timeout=300)
+
+
+PROVIDER = DataStoreProvider(
+    type="dir", role=StorageRole.BACKUP, lifecycle=DirLifeCycle(), driver=DirDriver(),
+    description="an image store directory that hosts reach by path",
+)

@@ -1,0 +1,50 @@
+"""The default endpoint selector: a connected host attached to the storage; for a backup
+storage, the host that will use the bytes when there is one."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.models import (
+    AttachState,
+    BackupStorage,
+    Host,
+    HostState,
+    PrimaryStorage,
+    PrimaryStorageHostRef,
+)
+from controller.plugins.interfaces import EndPointSelector
+from shared.errors import Conflict
+
+
+class ConnectedHostSelector(EndPointSelector):
+    async def for_primary(self, session: AsyncSession, store: PrimaryStorage) -> Host:
+        host = await session.scalar(
+            select(Host)
+            .join(PrimaryStorageHostRef, PrimaryStorageHostRef.host_id == Host.id)
+            .where(PrimaryStorageHostRef.primary_storage_id == store.id,
+                   PrimaryStorageHostRef.state == AttachState.CONNECTED,
+                   Host.state == HostState.CONNECTED)
+            .order_by(Host.name).limit(1)
+        )
+        if host is None:
+            raise Conflict(
+                f"primary storage {store.name} has no connected host; attach it to a host "
+                "whose agent is connected", code="no_connected_host",
+            )
+        return host
+
+    async def for_backup(self, session: AsyncSession, store: BackupStorage,
+                         near: PrimaryStorage | None = None) -> Host:
+        if near is not None:
+            return await self.for_primary(session, near)
+        host = await session.scalar(
+            select(Host).where(Host.state == HostState.CONNECTED).order_by(Host.name).limit(1)
+        )
+        if host is None:
+            raise Conflict(
+                f"no connected host can reach backup storage {store.name}; add a host first",
+                code="no_connected_host",
+            )
+        return host

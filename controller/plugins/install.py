@@ -1,0 +1,88 @@
+"""The default template install strategy for file-based primary storages: copy the image
+once into the storage's image cache; root volumes are then linked clones of it.
+
+Concurrent requests for the same image and storage share one copy: the first inserts the
+cache row (a unique constraint picks the winner), and every waiter submits the same agent
+task id, which the agent runs once."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from controller.db.models import Image, ImageCache, ObjectState, PrimaryStorage
+from controller.db.transitions import release_capacity, reserve_capacity, transition
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces import TemplateInstallStrategy
+from controller.services.datamotion import DataMotionService
+from controller.services.lookup import get_fresh
+from shared.errors import Conflict, StrataError
+
+MAX_RACES = 10
+REVIVABLE = (ObjectState.ERROR, ObjectState.DESTROYED)
+
+
+class CacheThenCloneInstall(TemplateInstallStrategy):
+    def __init__(self, motion: DataMotionService) -> None:
+        self._motion = motion
+
+    async def install(self, ctx: JobContext, image: Image, store: PrimaryStorage) -> ImageCache:
+        for _ in range(MAX_RACES):
+            cache = await self._claim(ctx, image, store)
+            if cache is None:
+                continue
+            if cache.state == ObjectState.READY:
+                return cache
+            return await self._fill(ctx, image, store, cache)
+        raise Conflict(f"could not settle the image cache of {image.name} on {store.name}")
+
+    async def _claim(self, ctx: JobContext, image: Image,
+                     store: PrimaryStorage) -> ImageCache | None:
+        """The cache row in state ready or creating, made or revived if need be;
+        None when another request changed it meanwhile (the caller tries again)."""
+        size = image.size or 0
+        try:
+            async with ctx.db.begin() as session:
+                cache = await session.scalar(
+                    select(ImageCache).where(ImageCache.image_id == image.id,
+                                             ImageCache.primary_storage_id == store.id))
+                ps = await get_fresh(session, PrimaryStorage, store.id, "primary storage")
+                if cache is None:
+                    await reserve_capacity(session, ps, size)
+                    cache = ImageCache(image_id=image.id, primary_storage_id=store.id,
+                                       size=size, state=ObjectState.CREATING, attempt=1)
+                    session.add(cache)
+                elif cache.state in REVIVABLE:
+                    await reserve_capacity(session, ps, size)
+                    if not await transition(session, ImageCache, cache.id, cache.state,
+                                            ObjectState.CREATING, attempt=cache.attempt + 1,
+                                            size=size, reason=None):
+                        return None
+                    await session.refresh(cache)
+                elif cache.state == ObjectState.DESTROYING:
+                    raise Conflict(f"the image cache of {image.name} on {store.name} is "
+                                   "being deleted", code="cache_destroying")
+            return cache
+        except IntegrityError:
+            return None
+
+    async def _fill(self, ctx: JobContext, image: Image, store: PrimaryStorage,
+                    cache: ImageCache) -> ImageCache:
+        try:
+            facts = await self._motion.copy_to_cache(ctx, image, store, cache)
+        except StrataError as exc:
+            async with ctx.db.begin() as session:
+                if await transition(session, ImageCache, cache.id, ObjectState.CREATING,
+                                    ObjectState.ERROR, where={"attempt": cache.attempt},
+                                    reason=exc.message):
+                    await release_capacity(session, store.id, cache.size)
+            raise
+        async with ctx.db.begin() as session:
+            await transition(session, ImageCache, cache.id, ObjectState.CREATING,
+                             ObjectState.READY, where={"attempt": cache.attempt},
+                             path=facts.path)
+            cache = await get_fresh(session, ImageCache, cache.id, "image cache")
+        if cache.state != ObjectState.READY:
+            raise Conflict(f"the image cache of {image.name} on {store.name} changed to "
+                           f"{cache.state} while it was being filled")
+        return cache

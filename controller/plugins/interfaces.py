@@ -1,0 +1,170 @@
+"""The plugin interfaces, after the CloudStack storage subsystem and ZStack's M x N model.
+
+A storage type is a `DataStoreProvider` handing out its `DataStoreLifeCycle` and driver.
+Primary storage logic that depends on the hypervisor lives in a `PrimaryStorageBackend`
+per (primary type, hypervisor); what depends on the backup storage too lives in a
+`PrimaryToBackupStorageMediator` per (primary type, backup type, hypervisor).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.models import (
+    BackupStorage,
+    Host,
+    Image,
+    ImageCache,
+    ImageStoreRef,
+    PrimaryStorage,
+    Volume,
+)
+from controller.jobs.engine import JobContext
+from shared.protocol import FsCapacity, ImageFacts, VolumeFacts
+
+
+class StorageRole(enum.StrEnum):
+    PRIMARY = "primary"
+    BACKUP = "backup"
+
+
+class DataStoreLifeCycle(abc.ABC):
+    """Bringing a store into use: validate its settings, attach and detach hosts."""
+
+    config_model: type[BaseModel]
+
+    def validate_config(self, config: dict[str, object]) -> dict[str, object]:
+        return self.config_model.model_validate(config).model_dump(mode="json")
+
+    @abc.abstractmethod
+    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
+                     host: Host) -> FsCapacity:
+        """Makes `store` usable from `host` and reports its capacity as seen there."""
+
+    async def can_attach(self, session: AsyncSession, store: PrimaryStorage, host: Host) -> None:
+        """Raises a Conflict when `host` may not attach `store` (e.g. a second host on local)."""
+
+
+class PrimaryDataStoreDriver(abc.ABC):
+    """Where a primary storage keeps things, and how a host reaches them."""
+
+    @abc.abstractmethod
+    def volume_dir(self, store: PrimaryStorage) -> str: ...
+
+    @abc.abstractmethod
+    def cache_dir(self, store: PrimaryStorage) -> str: ...
+
+    @abc.abstractmethod
+    def grant_access(self, store: PrimaryStorage, volume: Volume, host: Host) -> str:
+        """Makes `volume` reachable from `host`; returns the URI the host opens it by."""
+
+    @abc.abstractmethod
+    def revoke_access(self, store: PrimaryStorage, volume: Volume, host: Host) -> None: ...
+
+
+class ImageDataStoreDriver(abc.ABC):
+    """Where a backup storage keeps images, and how they are registered into it."""
+
+    @abc.abstractmethod
+    def image_dir(self, store: BackupStorage) -> str: ...
+
+    @abc.abstractmethod
+    async def register(self, ctx: JobContext, store: BackupStorage, image: Image,
+                       host: Host) -> ImageFacts:
+        """Fetches `image.url` into the store, verified, through `host`."""
+
+    @abc.abstractmethod
+    async def delete(self, ctx: JobContext, store: BackupStorage, ref: ImageStoreRef,
+                     host: Host) -> None: ...
+
+
+@dataclass(frozen=True)
+class DataStoreProvider:
+    """The entry point of a storage type, registered at controller start."""
+
+    type: str
+    role: StorageRole
+    lifecycle: DataStoreLifeCycle
+    driver: PrimaryDataStoreDriver | ImageDataStoreDriver
+    description: str
+
+
+class PrimaryStorageBackend(abc.ABC):
+    """The hypervisor-specific half of a primary storage: how volumes are made for it."""
+
+    primary_type: str
+    hypervisor: str
+
+    @abc.abstractmethod
+    async def create_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                            host: Host, backing: ImageCache | None,
+                            backing_format: str | None) -> VolumeFacts: ...
+
+    @abc.abstractmethod
+    async def delete_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                            host: Host) -> FsCapacity: ...
+
+    @abc.abstractmethod
+    async def delete_cache(self, ctx: JobContext, store: PrimaryStorage, cache: ImageCache,
+                           host: Host) -> FsCapacity: ...
+
+
+@dataclass(frozen=True)
+class MotionRequest:
+    """Bring an image from a backup storage into a primary storage's cache, through
+    `host`, as the agent task `task_id` (shared by every job waiting for that cache)."""
+
+    image: Image
+    ref: ImageStoreRef
+    backup: BackupStorage
+    primary: PrimaryStorage
+    cache: ImageCache
+    host: Host
+    task_id: str
+
+
+class PrimaryToBackupStorageMediator(abc.ABC):
+    """One cell of the matrix: moves bytes between a backup type and a primary type,
+    for one hypervisor."""
+
+    primary_type: str
+    backup_type: str
+    hypervisor: str
+
+    @abc.abstractmethod
+    async def download_to_cache(self, ctx: JobContext, request: MotionRequest) -> ImageFacts:
+        """Copies the image into the primary storage's image cache, verified."""
+
+
+class DataMotionStrategy(abc.ABC):
+    """Strategies bid on a motion; the highest non-zero bid carries it out."""
+
+    @abc.abstractmethod
+    def bid(self, request: MotionRequest) -> int: ...
+
+    @abc.abstractmethod
+    async def copy(self, ctx: JobContext, request: MotionRequest) -> ImageFacts: ...
+
+
+class EndPointSelector(abc.ABC):
+    """Chooses which host's agent executes a step."""
+
+    @abc.abstractmethod
+    async def for_primary(self, session: AsyncSession, store: PrimaryStorage) -> Host: ...
+
+    @abc.abstractmethod
+    async def for_backup(self, session: AsyncSession, store: BackupStorage,
+                         near: PrimaryStorage | None = None) -> Host: ...
+
+
+class TemplateInstallStrategy(abc.ABC):
+    """How an image becomes the base of root volumes on a primary storage."""
+
+    @abc.abstractmethod
+    async def install(self, ctx: JobContext, image: Image, store: PrimaryStorage) -> ImageCache:
+        """Returns a ready image cache of `image` on `store`, making it if needed."""

@@ -1,0 +1,59 @@
+"""KVM backend for file-based primary storages: volumes are qcow2 files, root volumes are
+linked clones of the image cache (`qemu-img create -b <cache> -F <fmt>`)."""
+
+from __future__ import annotations
+
+from controller.db.models import Host, ImageCache, PrimaryStorage, Volume
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces import PrimaryDataStoreDriver, PrimaryStorageBackend
+from shared.protocol import (
+    BackingFile,
+    Command,
+    CreateVolumePayload,
+    DeleteFilePayload,
+    DeleteFileResult,
+    FsCapacity,
+    VolumeFacts,
+)
+
+
+def volume_file_name(volume: Volume) -> str:
+    return f"{volume.id}.qcow2"
+
+
+class KvmQcow2Backend(PrimaryStorageBackend):
+    hypervisor = "kvm"
+
+    def __init__(self, primary_type: str, driver: PrimaryDataStoreDriver) -> None:
+        self.primary_type = primary_type
+        self._driver = driver
+
+    async def create_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                            host: Host, backing: ImageCache | None,
+                            backing_format: str | None) -> VolumeFacts:
+        payload = CreateVolumePayload(
+            dest_dir=self._driver.volume_dir(store), file_name=volume_file_name(volume),
+            size=volume.size,
+            backing=BackingFile(path=backing.path, format=backing_format)  # type: ignore[arg-type]
+            if backing is not None else None,
+        )
+        return await ctx.call(host, Command.CREATE_VOLUME, payload, VolumeFacts,
+                              task_id=ctx.task_id("create-volume"), timeout=600,
+                              span=(50 if backing else 0, 100))
+
+    async def delete_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                            host: Host) -> FsCapacity:
+        return await self._delete(ctx, host, self._driver.volume_dir(store),
+                                  volume_file_name(volume), f"delete-{volume.id}")
+
+    async def delete_cache(self, ctx: JobContext, store: PrimaryStorage, cache: ImageCache,
+                           host: Host) -> FsCapacity:
+        return await self._delete(ctx, host, self._driver.cache_dir(store), cache.image_id,
+                                  f"delete-{cache.id}")
+
+    async def _delete(self, ctx: JobContext, host: Host, directory: str, name: str,
+                      step: str) -> FsCapacity:
+        result = await ctx.call(host, Command.DELETE_FILE,
+                                DeleteFilePayload(dir=directory, file_name=name),
+                                DeleteFileResult, task_id=ctx.task_id(step), timeout=300)
+        return result.capacity

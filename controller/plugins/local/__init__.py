@@ -1,0 +1,1 @@
+"""`local` primary storage: a directory on one host's own disk."""

@@ -1,0 +1,71 @@
+"""The `local` primary storage type: lifecycle and driver."""
+
+from __future__ import annotations
+
+import posixpath
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.models import AttachState, BackupStorage, Host, PrimaryStorage, PrimaryStorageHostRef, Volume
+from controller.jobs.engine import JobContext
+from controller.plugins.common import DirectoryConfig
+from controller.plugins.interfaces import (
+    DataStoreLifeCycle,
+    DataStoreProvider,
+    PrimaryDataStoreDriver,
+    StorageRole,
+)
+from shared.errors import Conflict
+from shared.protocol import Command, FsCapacity, PrepareStoragePayload, PrepareStorageResult
+
+VOLUMES = "volumes"
+IMAGE_CACHE = "imagecache"
+
+
+class LocalLifeCycle(DataStoreLifeCycle):
+    config_model = DirectoryConfig
+
+    async def can_attach(self, session: AsyncSession, store: PrimaryStorage, host: Host) -> None:
+        other = await session.scalar(
+            select(PrimaryStorageHostRef.host_id).where(
+                PrimaryStorageHostRef.primary_storage_id == store.id,
+                PrimaryStorageHostRef.host_id != host.id,
+                PrimaryStorageHostRef.state != AttachState.DETACHING,
+            )
+        )
+        if other is not None:
+            raise Conflict(
+                f"local primary storage {store.name} is already attached to host {other}; "
+                "a local storage belongs to exactly one host",
+                code="already_attached",
+            )
+
+    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
+                     host: Host) -> FsCapacity:
+        payload = PrepareStoragePayload(path=store.config["path"], subdirs=[VOLUMES, IMAGE_CACHE])
+        result = await ctx.call(host, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
+                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
+        return result.capacity
+
+
+class LocalDriver(PrimaryDataStoreDriver):
+    def volume_dir(self, store: PrimaryStorage) -> str:
+        return posixpath.join(store.config["path"], VOLUMES)
+
+    def cache_dir(self, store: PrimaryStorage) -> str:
+        return posixpath.join(store.config["path"], IMAGE_CACHE)
+
+    def grant_access(self, store: PrimaryStorage, volume: Volume, host: Host) -> str:
+        """Local files need no grant; they are reachable from their own host only."""
+        assert volume.path is not None
+        return f"file://{volume.path}"
+
+    def revoke_access(self, store: PrimaryStorage, volume: Volume, host: Host) -> None:
+        return None
+
+
+PROVIDER = DataStoreProvider(
+    type="local", role=StorageRole.PRIMARY, lifecycle=LocalLifeCycle(), driver=LocalDriver(),
+    description="a directory on one host's local disk",
+)

@@ -1,0 +1,1 @@
+"""One module per cell of the primary x backup x hypervisor matrix."""

@@ -1,0 +1,32 @@
+"""Cell (local <- dir, kvm): the host that owns the local storage copies the image file
+from the directory store into its image cache, verifying sha256 and format."""
+
+from __future__ import annotations
+
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces import (
+    MotionRequest,
+    PrimaryDataStoreDriver,
+    PrimaryToBackupStorageMediator,
+)
+from shared.protocol import Command, CopyImagePayload, ImageFacts
+
+
+class LocalFromDirKvm(PrimaryToBackupStorageMediator):
+    primary_type = "local"
+    backup_type = "dir"
+    hypervisor = "kvm"
+
+    def __init__(self, primary_driver: PrimaryDataStoreDriver) -> None:
+        self._primary = primary_driver
+
+    async def download_to_cache(self, ctx: JobContext, request: MotionRequest) -> ImageFacts:
+        image = request.image
+        assert request.ref.path and image.sha256 and image.format
+        payload = CopyImagePayload(
+            src_path=request.ref.path, dest_dir=self._primary.cache_dir(request.primary),
+            file_name=image.id, expected_sha256=image.sha256,
+            expected_format=image.format,  # type: ignore[arg-type]
+        )
+        return await ctx.call(request.host, Command.COPY_IMAGE, payload, ImageFacts,
+                              task_id=request.task_id, span=(0, 50))

@@ -1,0 +1,1 @@
+"""Definitions both the controller and the agent use: protocol models, errors, names."""

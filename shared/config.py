@@ -1,0 +1,35 @@
+"""Configuration loading common to both daemons: TOML file, then command-line flags."""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from shared.errors import InvalidInput
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 hosts in brackets) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise InvalidInput(f"invalid listen address {value!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def load_config(cls: type[C], path: str | None, overrides: dict[str, Any]) -> C:
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidInput(f"cannot read config {path}: {exc}") from exc
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid configuration: {exc}") from exc

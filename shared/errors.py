@@ -1,0 +1,106 @@
+"""Error types with a stable machine code, an HTTP status and an operator-readable message.
+
+Both sides raise these; the API and the agent turn them into `{code, message}` bodies,
+and a failed job or task carries the same pair.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class StrataError(Exception):
+    """Base of every error that is meant to reach an operator."""
+
+    status: ClassVar[int] = 500
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+    def to_body(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidInput(StrataError, ValueError):
+    """Also a ValueError, so pydantic validators can raise it and report it as a field error."""
+
+    status = 400
+    default_code = "invalid_input"
+
+
+class Unauthorized(StrataError):
+    status = 401
+    default_code = "unauthorized"
+
+
+class NotFound(StrataError):
+    status = 404
+    default_code = "not_found"
+
+
+class Conflict(StrataError):
+    status = 409
+    default_code = "conflict"
+
+
+class InUse(Conflict):
+    default_code = "in_use"
+
+
+class InsufficientCapacity(Conflict):
+    default_code = "insufficient_capacity"
+
+
+class Unsupported(Conflict):
+    """A cell of the storage matrix, or a storage type, that no plugin provides."""
+
+    default_code = "unsupported"
+
+
+class OperationFailed(StrataError):
+    """A data-plane step failed: a download, a checksum, a qemu-img call."""
+
+    status = 502
+    default_code = "operation_failed"
+
+
+class ChecksumMismatch(OperationFailed):
+    default_code = "checksum_mismatch"
+
+
+class UnsafeImage(OperationFailed):
+    default_code = "unsafe_image"
+
+
+class Timeout(OperationFailed):
+    default_code = "timeout"
+
+
+class Cancelled(StrataError):
+    status = 409
+    default_code = "cancelled"
+
+
+class AgentUnreachable(OperationFailed):
+    default_code = "agent_unreachable"
+
+
+_BY_CODE: dict[str, type[StrataError]] = {}
+
+
+def _index(cls: type[StrataError]) -> None:
+    _BY_CODE.setdefault(cls.default_code, cls)
+    for sub in cls.__subclasses__():
+        _index(sub)
+
+
+_index(StrataError)
+
+
+def from_body(code: str, message: str) -> StrataError:
+    """Rebuild an error received over the wire, keeping its class where the code is known."""
+    cls = _BY_CODE.get(code, OperationFailed)
+    return cls(message, code)

@@ -1,0 +1,49 @@
+"""Validation of names and paths that reach a filesystem.
+
+Operator-given names are labels only; files are named after object ids. Still, every
+name is checked here so that `/`, `..` and control characters never get anywhere.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from shared.errors import InvalidInput
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """A resource name: letters, digits, `.`, `_`, `-` and spaces; no `/` and no `..`."""
+    if ".." in name or "/" in name or not _NAME_RE.fullmatch(name):
+        raise InvalidInput(
+            f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_', '-' or spaces, "
+            "starting with a letter or digit; '/' and '..' are not allowed"
+        )
+    return name
+
+
+def validate_file_name(name: str) -> str:
+    """A single path component the agent creates: never a separator, never `..`."""
+    if ".." in name or not _FILE_RE.fullmatch(name):
+        raise InvalidInput(f"invalid file name {name!r}")
+    return name
+
+
+def validate_abs_path(path: str, what: str = "path") -> str:
+    """An absolute, already-normalised path: no `..`, no `//`, no trailing slash."""
+    if (
+        not path.startswith("/")
+        or posixpath.normpath(path) != path
+        or any(part == ".." for part in path.split("/"))
+        or "\x00" in path
+    ):
+        raise InvalidInput(f"invalid {what} {path!r}: must be an absolute normalised path")
+    return path
+
+
+def join_under(root: str, name: str) -> str:
+    """`root/name` with both halves validated, so the result stays under root."""
+    return posixpath.join(validate_abs_path(root, "storage root"), validate_file_name(name))

@@ -1,0 +1,204 @@
+"""The controller-agent protocol: the command envelope, task records and every command's
+payload and result models. One definition, used by both sides.
+
+`POST /v1/commands/<name>` takes a `CommandEnvelope`; the agent answers `200` with a
+finished `TaskInfo` or `202` with a running one; `GET /v1/tasks/<id>?wait=N` long-polls,
+`DELETE /v1/tasks/<id>` cancels. The task id is the idempotency key.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from shared.names import validate_abs_path, validate_file_name
+
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+SHA256_RE = r"^[0-9a-f]{64}$"
+TOKEN_HEADER = "Authorization"
+
+ImageFormat = Literal["qcow2", "raw"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(Model):
+    code: str
+    message: str
+
+
+class TaskState(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self is not TaskState.RUNNING
+
+
+class CommandEnvelope(Model):
+    task_id: str
+    deadline: float | None = Field(
+        default=None, description="Unix time after which the agent gives up the task."
+    )
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("task_id")
+    @classmethod
+    def _task_id(cls, v: str) -> str:
+        if not TASK_ID_RE.fullmatch(v):
+            raise ValueError("task_id must be 1-128 characters of [A-Za-z0-9._:-]")
+        return v
+
+
+class TaskInfo(Model):
+    task_id: str
+    command: str
+    state: TaskState
+    progress: float = 0.0
+    result: dict[str, Any] | None = None
+    error: ErrorBody | None = None
+    created_at: float
+    updated_at: float
+
+
+# ---- payloads and results -------------------------------------------------------------
+
+AbsPath = Annotated[str, AfterValidator(validate_abs_path)]
+FileName = Annotated[str, AfterValidator(validate_file_name)]
+
+
+class FsCapacity(Model):
+    """What statvfs says of the filesystem holding a storage directory."""
+
+    total: int
+    available: int
+
+
+class HostInfoResult(Model):
+    hostname: str
+    agent_version: str
+    qemu_img_version: str
+
+
+class PrepareStoragePayload(Model):
+    path: AbsPath
+    subdirs: list[FileName] = Field(default_factory=list)
+
+
+class PrepareStorageResult(Model):
+    path: AbsPath
+    capacity: FsCapacity
+
+
+class ImageFacts(Model):
+    """What was verified of an image file that now sits at `path`."""
+
+    path: AbsPath
+    size: int
+    sha256: str
+    format: ImageFormat
+    virtual_size: int
+    capacity: FsCapacity
+
+
+class DownloadImagePayload(Model):
+    url: str
+    dest_dir: AbsPath
+    file_name: FileName
+    expected_sha256: str | None = Field(default=None, pattern=SHA256_RE)
+    expected_format: ImageFormat | None = None
+
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("url must be http:// or https://")
+        return v
+
+
+class CopyImagePayload(Model):
+    """Copy an image file between two directories the agent reaches, verifying as it goes."""
+
+    src_path: AbsPath
+    dest_dir: AbsPath
+    file_name: FileName
+    expected_sha256: str = Field(pattern=SHA256_RE)
+    expected_format: ImageFormat
+
+
+
+class BackingFile(Model):
+    path: AbsPath
+    format: ImageFormat
+
+
+class CreateVolumePayload(Model):
+    """A qcow2 volume: a linked clone of `backing`, or empty of `size` bytes."""
+
+    dest_dir: AbsPath
+    file_name: FileName
+    size: int | None = Field(default=None, gt=0)
+    backing: BackingFile | None = None
+
+
+
+class VolumeFacts(Model):
+    path: AbsPath
+    virtual_size: int
+    capacity: FsCapacity
+
+
+class DeleteFilePayload(Model):
+    dir: AbsPath
+    file_name: FileName
+
+
+class DeleteFileResult(Model):
+    existed: bool
+    capacity: FsCapacity
+
+
+class SleepPayload(Model):
+    """A task that only waits: lets operators and tests check the task machinery."""
+
+    seconds: float = Field(ge=0, le=3600)
+
+
+class Command:
+    """The protocol's command table: name -> (payload model, result model)."""
+
+    HOST_INFO = "host_info"
+    PREPARE_STORAGE = "prepare_storage"
+    DOWNLOAD_IMAGE = "download_image"
+    COPY_IMAGE = "copy_image"
+    CREATE_VOLUME = "create_volume"
+    DELETE_FILE = "delete_file"
+    SLEEP = "sleep"
+
+
+class EmptyPayload(Model):
+    pass
+
+
+class SleepResult(Model):
+    slept: float
+
+
+COMMAND_MODELS: dict[str, tuple[type[Model], type[Model]]] = {
+    Command.HOST_INFO: (EmptyPayload, HostInfoResult),
+    Command.PREPARE_STORAGE: (PrepareStoragePayload, PrepareStorageResult),
+    Command.DOWNLOAD_IMAGE: (DownloadImagePayload, ImageFacts),
+    Command.COPY_IMAGE: (CopyImagePayload, ImageFacts),
+    Command.CREATE_VOLUME: (CreateVolumePayload, VolumeFacts),
+    Command.DELETE_FILE: (DeleteFilePayload, DeleteFileResult),
+    Command.SLEEP: (SleepPayload, SleepResult),
+}
