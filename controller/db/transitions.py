@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.models import Base, ObjectState, PrimaryStorage, StoreState
+from controller.db.models import Base, ImageCache, PrimaryStorage, StoreState
 from shared.errors import InsufficientCapacity
 
 
@@ -35,15 +35,6 @@ async def transition(
     )
     result: Any = await session.execute(stmt)
     return bool(result.rowcount == 1)
-
-
-HOLDS_CAPACITY = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY,
-                  ObjectState.COPYING, ObjectState.DESTROYING)
-
-
-def holds_capacity(state: str) -> bool:
-    """Volumes and caches hold their bytes from allocation until destroyed or failed."""
-    return state in HOLDS_CAPACITY
 
 
 async def reserve_capacity(session: AsyncSession, storage: PrimaryStorage, size: int) -> None:
@@ -88,3 +79,18 @@ async def record_fs_capacity(
         .values(capacity_total=total, capacity_available=available)
         .execution_options(synchronize_session=False)
     )
+
+
+async def release_cache(session: AsyncSession, cache_id: str, expected: str, new: str,
+                        *, where: dict[str, Any] | None = None, **values: Any) -> bool:
+    """Moves an image cache to a state that holds no bytes, giving back what it held.
+    `size` is what the cache holds, so zeroing it makes the release happen once."""
+    cache = await session.get(ImageCache, cache_id, populate_existing=True)
+    if cache is None or cache.state != expected:
+        return False
+    held = cache.size
+    if not await transition(session, ImageCache, cache_id, expected, new,
+                            where={"size": held, **(where or {})}, size=0, **values):
+        return False
+    await release_capacity(session, cache.primary_storage_id, held)
+    return True

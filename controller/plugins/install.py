@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from controller.db.models import Image, ImageCache, ObjectState, PrimaryStorage
-from controller.db.transitions import release_capacity, reserve_capacity, transition
+from controller.db.transitions import release_cache, reserve_capacity, transition
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import TemplateInstallStrategy
 from controller.services.datamotion import DataMotionService
@@ -72,10 +72,8 @@ class CacheThenCloneInstall(TemplateInstallStrategy):
             facts = await self._motion.copy_to_cache(ctx, image, store, cache)
         except StrataError as exc:
             async with ctx.db.begin() as session:
-                if await transition(session, ImageCache, cache.id, ObjectState.CREATING,
-                                    ObjectState.ERROR, where={"attempt": cache.attempt},
-                                    reason=exc.message):
-                    await release_capacity(session, store.id, cache.size)
+                await release_cache(session, cache.id, ObjectState.CREATING, ObjectState.ERROR,
+                                    where={"attempt": cache.attempt}, reason=exc.message)
             raise
         async with ctx.db.begin() as session:
             await transition(session, ImageCache, cache.id, ObjectState.CREATING,

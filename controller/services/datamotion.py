@@ -15,7 +15,7 @@ from controller.db.models import (
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import EndPointSelector, MotionRequest
 from controller.plugins.registry import PluginRegistry
-from shared.errors import Conflict
+from shared.errors import Conflict, Unsupported
 from shared.protocol import ImageFacts
 
 
@@ -42,6 +42,13 @@ class DataMotionService:
                           host=host, task_id=f"cache-{cache.id}-{cache.attempt}")
             for ref, backup in rows
         ]
-        best = max(requests, key=lambda r: max((s.bid(r) for s in self._registry.strategies),
-                                               default=0))
-        return await self._registry.strategy_for(best).copy(ctx, best)
+        unsupported: Unsupported | None = None
+        for request in requests:
+            try:
+                strategy = self._registry.strategy_for(request)
+            except Unsupported as exc:
+                unsupported = exc
+                continue
+            return await strategy.copy(ctx, request)
+        assert unsupported is not None
+        raise unsupported

@@ -1,0 +1,81 @@
+"""Reading requests: validated bodies, pagination and filters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.errors import InvalidInput
+from shared.http import read_json
+
+B = TypeVar("B", bound=BaseModel)
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+
+
+async def body(request: web.Request, model: type[B]) -> B:
+    """The request body as `model`; a ValidationError becomes a 400 in the middleware."""
+    return model.model_validate(await read_json(request))
+
+
+def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def float_param(request: web.Request, name: str, default: float, lo: float, hi: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo:g} and {hi:g}")
+    return value
+
+
+@dataclass
+class PageResult:
+    rows: list[Any]
+    total: int
+    limit: int
+    offset: int
+
+    def page(self, items: list[Any]) -> dict[str, Any]:
+        return {"items": items, "total": self.total, "limit": self.limit, "offset": self.offset}
+
+
+async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any],
+                   model: Any, filters: tuple[str, ...]) -> PageResult:
+    """Applies `?name=value` equality filters (only the listed ones), `limit` and `offset`.
+    Unknown query parameters are refused rather than silently ignored."""
+    allowed = {*filters, "limit", "offset"}
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s) {', '.join(unknown)}; "
+                           f"filters here: {', '.join(filters)}")
+    for name in filters:
+        if name in request.query:
+            stmt = stmt.where(getattr(model, name) == request.query[name])
+    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = int_param(request, "offset", 0, 0, 1 << 31)
+    total = await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = (await session.scalars(
+        stmt.order_by(model.created_at, model.id).limit(limit).offset(offset))).all()
+    return PageResult(list(rows), total, limit, offset)

@@ -1,0 +1,215 @@
+"""Request and response bodies of the API. The OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from shared.names import validate_name
+from shared.protocol import SHA256_RE, ImageFormat
+
+Name = Annotated[str, AfterValidator(validate_name)]
+T = TypeVar("T")
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Error(BaseModel):
+    code: str
+    message: str
+
+
+# ---- requests ---------------------------------------------------------------------------
+
+
+class HostCreate(Request):
+    name: Name
+    address: str = Field(description="Base URL of the host's agent, e.g. http://10.0.0.5:8641")
+    hypervisor: Literal["kvm"] = "kvm"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or " " in v:
+            raise ValueError("address must be an http:// or https:// URL of the agent")
+        return v.rstrip("/")
+
+
+class PrimaryStorageCreate(Request):
+    name: Name
+    type: str = Field(description="A primary storage type from /v1/capabilities.")
+    config: dict[str, Any] = Field(default_factory=dict,
+                                   description="Type-specific settings, e.g. {path} for local.")
+    overprovision_factor: float = Field(default=1.0, gt=0, le=100)
+    hosts: list[str] = Field(default_factory=list, description="Host ids to attach at once.")
+
+
+class HostRef(Request):
+    host_id: str
+
+
+class BackupStorageCreate(Request):
+    name: Name
+    type: str = Field(description="A backup storage type from /v1/capabilities.")
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ImageCreate(Request):
+    name: Name
+    url: str = Field(description="http(s) URL the image is downloaded from.")
+    backup_storage_id: str
+    format: ImageFormat | None = Field(default=None, description="Declared format, checked.")
+    sha256: str | None = Field(default=None, pattern=SHA256_RE,
+                               description="Expected sha256 (lowercase hex), checked.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or any(c.isspace() for c in v):
+            raise ValueError("url must be an http:// or https:// URL")
+        return v
+
+
+class VolumeCreate(Request):
+    name: Name
+    primary_storage_id: str
+    image_id: str | None = Field(default=None, description="Make a root volume of this image.")
+    size: int | None = Field(default=None, gt=0, description="Bytes; required without image.")
+
+
+# ---- responses --------------------------------------------------------------------------
+
+
+class HostOut(Out):
+    id: str
+    name: str
+    address: str
+    hypervisor: str
+    state: str
+    reason: str | None
+    agent_version: str | None
+    created_at: float
+
+
+class AttachmentOut(Out):
+    host_id: str
+    state: str
+    reason: str | None
+
+
+class Capacity(BaseModel):
+    total: int
+    available: int
+    allocated: int
+    overprovision_factor: float
+
+
+class PrimaryStorageOut(Out):
+    id: str
+    name: str
+    type: str
+    hypervisor: str
+    config: dict[str, Any]
+    state: str
+    capacity: Capacity
+    hosts: list[AttachmentOut]
+    created_at: float
+
+
+class BackupStorageOut(Out):
+    id: str
+    name: str
+    type: str
+    config: dict[str, Any]
+    state: str
+    reason: str | None
+    capacity_total: int
+    capacity_available: int
+    created_at: float
+
+
+class ImageOut(Out):
+    id: str
+    name: str
+    url: str
+    state: str
+    reason: str | None
+    format: str | None
+    declared_format: str | None
+    sha256: str | None
+    size: int | None
+    virtual_size: int | None
+    backup_storage_ids: list[str]
+    created_at: float
+
+
+class VolumeOut(Out):
+    id: str
+    name: str
+    primary_storage_id: str
+    image_id: str | None
+    size: int
+    format: str
+    path: str | None
+    state: str
+    reason: str | None
+    created_at: float
+
+
+class JobOut(Out):
+    id: str
+    kind: str
+    state: str
+    progress: float
+    message: str | None
+    resource_type: str | None
+    resource_id: str | None
+    result: dict[str, Any] | None
+    error: Error | None
+    created_at: float
+    updated_at: float
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    resource_type: str | None
+    resource_id: str | None
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class StorageType(BaseModel):
+    type: str
+    description: str
+
+
+class MatrixCell(BaseModel):
+    primary: str
+    backup: str
+    hypervisor: str
+    directions: list[str]
+
+
+class Backend(BaseModel):
+    primary: str
+    hypervisor: str
+
+
+class Capabilities(BaseModel):
+    primary_storage_types: list[StorageType]
+    backup_storage_types: list[StorageType]
+    hypervisors: list[str]
+    backends: list[Backend]
+    matrix: list[MatrixCell]

@@ -1,0 +1,50 @@
+"""/v1/images"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.api.keys import SERVICES
+from controller.api.request import body, paginate
+from controller.api.schemas import ImageCreate, ImageOut
+from controller.api.views.common import accepted, ok
+from controller.db.models import Image, ImageStoreRef, ObjectState
+from controller.services.lookup import get_or_404
+
+
+async def _images_out(session: AsyncSession, images: list[Image]) -> list[ImageOut]:
+    refs = (await session.scalars(select(ImageStoreRef).where(
+        ImageStoreRef.image_id.in_([i.id for i in images]),
+        ImageStoreRef.state != ObjectState.DESTROYED))).all()
+    return [
+        ImageOut.model_validate({
+            **{k: getattr(i, k) for k in ImageOut.model_fields if k != "backup_storage_ids"},
+            "backup_storage_ids": [r.backup_storage_id for r in refs if r.image_id == i.id],
+        })
+        for i in images
+    ]
+
+
+async def list_images(request: web.Request) -> web.Response:
+    async with request.app[SERVICES].db() as session:
+        page = await paginate(session, request, select(Image), Image, ("name", "state", "format"))
+        items = await _images_out(session, page.rows)
+    return ok(page.page([i.model_dump(mode="json") for i in items]))
+
+
+async def get_image(request: web.Request) -> web.Response:
+    async with request.app[SERVICES].db() as session:
+        image = await get_or_404(session, Image, request.match_info["id"], "image")
+        (out,) = await _images_out(session, [image])
+    return ok(out)
+
+
+async def create_image(request: web.Request) -> web.Response:
+    _, job = await request.app[SERVICES].images.register(await body(request, ImageCreate))
+    return accepted(job)
+
+
+async def delete_image(request: web.Request) -> web.Response:
+    return accepted(await request.app[SERVICES].images.delete(request.match_info["id"]))

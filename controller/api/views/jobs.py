@@ -1,0 +1,38 @@
+"""/v1/jobs"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+
+from controller.api.keys import SERVICES
+from controller.api.request import float_param, paginate
+from controller.api.schemas import Error, JobOut
+from controller.api.views.common import ok
+from controller.db.models import Job
+
+MAX_WAIT = 60.0
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id, kind=job.kind, state=job.state, progress=job.progress, message=job.message,
+        resource_type=job.resource_type, resource_id=job.resource_id, result=job.result,
+        error=Error(code=job.error_code, message=job.error_message or "")
+        if job.error_code else None,
+        created_at=job.created_at, updated_at=job.updated_at,
+    )
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    async with request.app[SERVICES].db() as session:
+        page = await paginate(session, request, select(Job), Job,
+                              ("kind", "state", "resource_type", "resource_id"))
+    return ok(page.page([job_out(j).model_dump(mode="json") for j in page.rows]))
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """`?wait=N` long-polls up to N seconds for the job to finish."""
+    wait = float_param(request, "wait", 0.0, 0.0, MAX_WAIT)
+    job = await request.app[SERVICES].jobs.get(request.match_info["id"], wait)
+    return ok(job_out(job))

@@ -1,0 +1,106 @@
+"""/v1/primary-storages and /v1/backup-storages"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.api.keys import SERVICES
+from controller.api.request import body, paginate
+from controller.api.schemas import (
+    AttachmentOut,
+    BackupStorageCreate,
+    BackupStorageOut,
+    Capacity,
+    HostRef,
+    PrimaryStorageCreate,
+    PrimaryStorageOut,
+)
+from controller.api.views.common import accepted, ok
+from controller.db.models import BackupStorage, PrimaryStorage, PrimaryStorageHostRef
+from controller.services.lookup import get_or_404
+
+
+async def _primary_out(session: AsyncSession, stores: list[PrimaryStorage]) -> list[PrimaryStorageOut]:
+    refs = (await session.scalars(select(PrimaryStorageHostRef).where(
+        PrimaryStorageHostRef.primary_storage_id.in_([s.id for s in stores])))).all()
+    out = []
+    for s in stores:
+        out.append(PrimaryStorageOut(
+            id=s.id, name=s.name, type=s.type, hypervisor=s.hypervisor, config=s.config,
+            state=s.state, created_at=s.created_at,
+            capacity=Capacity(total=s.capacity_total, available=s.capacity_available,
+                              allocated=s.capacity_allocated,
+                              overprovision_factor=s.overprovision_factor),
+            hosts=[AttachmentOut.model_validate(r) for r in refs
+                   if r.primary_storage_id == s.id],
+        ))
+    return out
+
+
+async def list_primary(request: web.Request) -> web.Response:
+    async with request.app[SERVICES].db() as session:
+        page = await paginate(session, request, select(PrimaryStorage), PrimaryStorage,
+                              ("name", "type", "state"))
+        items = await _primary_out(session, page.rows)
+    return ok(page.page([i.model_dump(mode="json") for i in items]))
+
+
+async def get_primary(request: web.Request) -> web.Response:
+    async with request.app[SERVICES].db() as session:
+        store = await get_or_404(session, PrimaryStorage, request.match_info["id"],
+                                 "primary storage")
+        (out,) = await _primary_out(session, [store])
+    return ok(out)
+
+
+async def create_primary(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    store, job = await services.primary_storages.create(await body(request, PrimaryStorageCreate))
+    if job is not None:
+        return accepted(job)
+    async with services.db() as session:
+        (out,) = await _primary_out(session, [store])
+    return ok(out, status=201)
+
+
+async def attach_primary(request: web.Request) -> web.Response:
+    ref = await body(request, HostRef)
+    return accepted(await request.app[SERVICES].primary_storages.attach(
+        request.match_info["id"], ref.host_id))
+
+
+async def detach_primary(request: web.Request) -> web.Response:
+    ref = await body(request, HostRef)
+    return accepted(await request.app[SERVICES].primary_storages.detach(
+        request.match_info["id"], ref.host_id))
+
+
+async def delete_primary(request: web.Request) -> web.Response:
+    return accepted(await request.app[SERVICES].primary_storages.delete(request.match_info["id"]))
+
+
+async def list_backup(request: web.Request) -> web.Response:
+    async with request.app[SERVICES].db() as session:
+        page = await paginate(session, request, select(BackupStorage), BackupStorage,
+                              ("name", "type", "state"))
+    return ok(page.page([BackupStorageOut.model_validate(s).model_dump(mode="json")
+                         for s in page.rows]))
+
+
+async def get_backup(request: web.Request) -> web.Response:
+    async with request.app[SERVICES].db() as session:
+        store = await get_or_404(session, BackupStorage, request.match_info["id"],
+                                 "backup storage")
+    return ok(BackupStorageOut.model_validate(store))
+
+
+async def create_backup(request: web.Request) -> web.Response:
+    _, job = await request.app[SERVICES].backup_storages.create(
+        await body(request, BackupStorageCreate))
+    return accepted(job)
+
+
+async def delete_backup(request: web.Request) -> web.Response:
+    return accepted(await request.app[SERVICES].backup_storages.delete(request.match_info["id"]))

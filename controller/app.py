@@ -1,0 +1,67 @@
+"""The controller application factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import nullcontext
+
+import aiohttp
+from aiohttp import web
+
+from controller.agentclient import AgentClient
+from controller.api.keys import OPENAPI, SERVICES, Services
+from controller.api.openapi import document
+from controller.api.routes import add_routes
+from controller.config import ControllerConfig
+from controller.db.engine import create_engine, migrate, sessionmaker
+from controller.jobs.engine import JobEngine
+from controller.localagent import embedded
+from controller.plugins.builtin import default_registry
+from controller.plugins.endpoints import ConnectedHostSelector
+from controller.plugins.install import CacheThenCloneInstall
+from controller.services.base import ServiceDeps
+from controller.services.datamotion import DataMotionService
+from controller.services.hosts import HostService
+from controller.services.images import ImageService
+from controller.services.storages import BackupStorageService, PrimaryStorageService
+from controller.services.volumes import VolumeService
+from shared.http import error_middleware
+
+CONFIG = web.AppKey("config", ControllerConfig)
+
+
+def create_app(config: ControllerConfig) -> web.Application:
+    os.makedirs(config.state_dir, exist_ok=True)
+    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 20)
+    app[CONFIG] = config
+    app[OPENAPI] = document()
+    add_routes(app)
+    app.cleanup_ctx.append(_services)
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    engine = create_engine(config.db_url)
+    await migrate(engine)
+    db = sessionmaker(engine)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        jobs = JobEngine(db, AgentClient(http, config.resolve_token()))
+        registry = default_registry()
+        deps = ServiceDeps(db=db, jobs=jobs, registry=registry,
+                           selector=ConnectedHostSelector())
+        motion = DataMotionService(registry, deps.selector)
+        services = Services(
+            db=db, jobs=jobs, registry=registry, hosts=HostService(deps),
+            primary_storages=PrimaryStorageService(deps),
+            backup_storages=BackupStorageService(deps), images=ImageService(deps),
+            volumes=VolumeService(deps, CacheThenCloneInstall(motion)),
+        )
+        app[SERVICES] = services
+        async with embedded(config, services) if config.local_agent else nullcontext():
+            await jobs.resume_all()
+            yield
+            await jobs.shutdown()
+    await engine.dispose()

@@ -1,0 +1,57 @@
+"""Controller settings."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.config import parse_listen
+
+DEFAULT_STATE_DIR = "/var/lib/strata/controller"
+
+
+class ControllerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = "127.0.0.1:8640"
+    state_dir: str = DEFAULT_STATE_DIR
+    database_url: str | None = Field(
+        default=None, description="postgresql://... ; default: SQLite in state_dir")
+    agent_token: str | None = Field(
+        default=None, description="Shared token the agents expect; else agent_token_file.")
+    agent_token_file: str | None = None
+    local_agent: bool = Field(
+        default=True,
+        description="Run a strata-agent beside the controller, seeded with a local primary "
+                    "storage and a dir image store under state_dir.")
+    local_agent_listen: str = "127.0.0.1:8641"
+    local_agent_debug_listen: str = "127.0.0.1:8642"
+
+    @field_validator("listen", "local_agent_listen", "local_agent_debug_listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{os.path.join(self.state_dir, 'strata.sqlite')}"
+
+    @property
+    def token_path(self) -> str:
+        return self.agent_token_file or os.path.join(self.state_dir, "agent-token")
+
+    def resolve_token(self) -> str:
+        """The configured token, else the one in the token file, else a new one saved there."""
+        if self.agent_token:
+            return self.agent_token
+        if os.path.exists(self.token_path):
+            with open(self.token_path) as f:
+                return f.read().strip()
+        token = secrets.token_urlsafe(32)
+        fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token

@@ -1,0 +1,32 @@
+"""What every service holds, and the unique-name insert they all need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controller.db.models import Base
+from controller.jobs.engine import JobEngine
+from controller.plugins.interfaces import EndPointSelector
+from controller.plugins.registry import PluginRegistry
+from shared.errors import Conflict
+
+
+@dataclass
+class ServiceDeps:
+    db: async_sessionmaker[AsyncSession]
+    jobs: JobEngine
+    registry: PluginRegistry
+    selector: EndPointSelector
+
+
+async def ensure_unique_name(session: AsyncSession, model: type[Base], name: str,
+                             what: str) -> None:
+    """A friendly 409 before the unique constraint would turn the insert into an error."""
+    table: object = model
+    exists = await session.scalar(
+        select(func.count()).select_from(model).where(table.name == name))  # type: ignore[attr-defined]
+    if exists:
+        raise Conflict(f"a {what} named {name!r} already exists", code="name_taken")

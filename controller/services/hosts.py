@@ -1,0 +1,125 @@
+"""Hosts: registering an agent, connecting to it, removing it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+
+from controller.api.schemas import HostCreate
+from controller.db.models import (
+    AttachState,
+    Host,
+    HostState,
+    Job,
+    PrimaryStorage,
+    PrimaryStorageHostRef,
+)
+from controller.db.transitions import record_fs_capacity
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces import StorageRole
+from controller.services.base import ServiceDeps, ensure_unique_name
+from controller.services.lookup import get_or_404
+from shared.errors import InUse, StrataError
+from shared.protocol import Command, EmptyPayload, HostInfoResult
+
+log = logging.getLogger(__name__)
+
+
+class HostService:
+    def __init__(self, deps: ServiceDeps) -> None:
+        self._d = deps
+        deps.jobs.register("host.connect", self.run_connect)
+        deps.jobs.register("host.delete", self.run_delete)
+
+    async def add(self, req: HostCreate) -> tuple[Host, Job]:
+        async with self._d.db.begin() as session:
+            await ensure_unique_name(session, Host, req.name, "host")
+            host = Host(name=req.name, address=req.address, hypervisor=req.hypervisor,
+                        state=HostState.CONNECTING)
+            session.add(host)
+            await session.flush()
+            job = self._d.jobs.new_job(session, "host.connect", resource_type="host",
+                                       resource_id=host.id)
+        self._d.jobs.start(job)
+        return host, job
+
+    async def reconnect(self, host_id: str) -> Job:
+        async with self._d.db.begin() as session:
+            host = await get_or_404(session, Host, host_id, "host")
+            job = self._d.jobs.new_job(session, "host.connect", resource_type="host",
+                                       resource_id=host.id)
+        self._d.jobs.start(job)
+        return job
+
+    async def run_connect(self, ctx: JobContext) -> dict[str, Any]:
+        """Checks the agent, then re-attaches every storage the host had, reporting capacity."""
+        async with ctx.db() as session:
+            host = await get_or_404(session, Host, ctx.job.resource_id or "", "host")
+        try:
+            info = await ctx.call(host, Command.HOST_INFO, EmptyPayload(), HostInfoResult,
+                                  task_id=ctx.task_id("info"), timeout=30, span=(0, 20))
+        except StrataError as exc:
+            async with ctx.db.begin() as session:
+                host = await get_or_404(session, Host, host.id, "host")
+                host.state, host.reason = HostState.DISCONNECTED, exc.message
+            raise
+        async with ctx.db.begin() as session:
+            host = await get_or_404(session, Host, host.id, "host")
+            host.state, host.reason = HostState.CONNECTED, None
+            host.agent_version = info.agent_version
+            refs = (await session.execute(
+                select(PrimaryStorageHostRef, PrimaryStorage)
+                .join(PrimaryStorage, PrimaryStorage.id == PrimaryStorageHostRef.primary_storage_id)
+                .where(PrimaryStorageHostRef.host_id == host.id,
+                       PrimaryStorageHostRef.state != AttachState.DETACHING)
+            )).all()
+        failed = {}
+        for ref, store in refs:
+            try:
+                await attach_storage(ctx, self._d, ref, store, host)
+            except StrataError as exc:
+                failed[store.name] = exc.message
+        return {"hostname": info.hostname, "qemu_img_version": info.qemu_img_version,
+                "storages_failed": failed}
+
+    async def delete(self, host_id: str) -> Job:
+        async with self._d.db.begin() as session:
+            host = await get_or_404(session, Host, host_id, "host")
+            attached = (await session.scalars(
+                select(PrimaryStorage.name)
+                .join(PrimaryStorageHostRef,
+                      PrimaryStorageHostRef.primary_storage_id == PrimaryStorage.id)
+                .where(PrimaryStorageHostRef.host_id == host.id))).all()
+            if attached:
+                raise InUse(f"host {host.name} still has primary storage attached: "
+                            f"{', '.join(attached)}; detach it first")
+            job = self._d.jobs.new_job(session, "host.delete", resource_type="host",
+                                       resource_id=host.id)
+        self._d.jobs.start(job)
+        return job
+
+    async def run_delete(self, ctx: JobContext) -> None:
+        async with ctx.db.begin() as session:
+            host = await session.get(Host, ctx.job.resource_id or "")
+            if host is not None:
+                await session.delete(host)
+
+
+async def attach_storage(ctx: JobContext, deps: ServiceDeps, ref: PrimaryStorageHostRef,
+                         store: PrimaryStorage, host: Host) -> None:
+    """Runs the storage type's attach on `host` and records the result on the attachment.
+    A failure is recorded with its reason and raised."""
+    lifecycle = deps.registry.provider(StorageRole.PRIMARY, store.type).lifecycle
+    try:
+        capacity = await lifecycle.attach(ctx, store, host)
+    except StrataError as exc:
+        async with ctx.db.begin() as session:
+            row = await get_or_404(session, PrimaryStorageHostRef, ref.id, "attachment")
+            row.state, row.reason = AttachState.DISCONNECTED, exc.message
+        raise
+    async with ctx.db.begin() as session:
+        row = await get_or_404(session, PrimaryStorageHostRef, ref.id, "attachment")
+        row.state, row.reason = AttachState.CONNECTED, None
+        await record_fs_capacity(session, store.id, capacity.total, capacity.available)

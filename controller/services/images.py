@@ -1,0 +1,133 @@
+"""ImageService: registering image templates into a backup storage, deleting them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from controller.api.schemas import ImageCreate
+from controller.db.models import (
+    BackupStorage,
+    Image,
+    ImageCache,
+    ImageStoreRef,
+    Job,
+    ObjectState,
+    PrimaryStorage,
+    StoreState,
+    Volume,
+)
+from controller.db.transitions import transition
+from controller.jobs.engine import JobContext
+from controller.services.base import ServiceDeps
+from controller.services.lookup import get_or_404
+from controller.services.storages import LIVE, delete_cache
+from shared.errors import Conflict, InUse, StrataError
+
+
+class ImageService:
+    def __init__(self, deps: ServiceDeps) -> None:
+        self._d = deps
+        deps.jobs.register("image.register", self.run_register)
+        deps.jobs.register("image.delete", self.run_delete)
+
+    async def register(self, req: ImageCreate) -> tuple[Image, Job]:
+        async with self._d.db.begin() as session:
+            store = await get_or_404(session, BackupStorage, req.backup_storage_id,
+                                     "backup storage")
+            if store.state != StoreState.READY:
+                raise Conflict(f"backup storage {store.name} is {store.state}, not ready",
+                               code="storage_not_ready")
+            image = Image(name=req.name, url=req.url, declared_format=req.format,
+                          declared_sha256=req.sha256, state=ObjectState.ALLOCATED)
+            session.add(image)
+            await session.flush()
+            session.add(ImageStoreRef(image_id=image.id, backup_storage_id=store.id,
+                                      state=ObjectState.ALLOCATED))
+            job = self._d.jobs.new_job(session, "image.register", resource_type="image",
+                                       resource_id=image.id, params={"backup_storage_id": store.id})
+        self._d.jobs.start(job)
+        return image, job
+
+    async def run_register(self, ctx: JobContext) -> dict[str, Any]:
+        image_id = ctx.job.resource_id or ""
+        async with ctx.db.begin() as session:
+            await transition(session, Image, image_id, ObjectState.ALLOCATED,
+                             ObjectState.CREATING)
+            image = await get_or_404(session, Image, image_id, "image")
+            store = await get_or_404(session, BackupStorage, ctx.params["backup_storage_id"],
+                                     "backup storage")
+            ref = await session.scalar(select(ImageStoreRef).where(
+                ImageStoreRef.image_id == image.id, ImageStoreRef.backup_storage_id == store.id))
+            assert ref is not None
+            if image.state == ObjectState.READY:
+                return {"sha256": image.sha256}
+            await transition(session, ImageStoreRef, ref.id, ObjectState.ALLOCATED,
+                             ObjectState.CREATING)
+            host = await self._d.selector.for_backup(session, store)
+        try:
+            facts = await self._d.registry.image_driver(store.type).register(
+                ctx, store, image, host)
+        except StrataError as exc:
+            async with ctx.db.begin() as session:
+                await transition(session, Image, image.id, ObjectState.CREATING,
+                                 ObjectState.ERROR, reason=exc.message)
+                await transition(session, ImageStoreRef, ref.id, ObjectState.CREATING,
+                                 ObjectState.ERROR)
+            raise
+        async with ctx.db.begin() as session:
+            await transition(session, ImageStoreRef, ref.id, ObjectState.CREATING,
+                             ObjectState.READY, path=facts.path)
+            await transition(session, Image, image.id, ObjectState.CREATING, ObjectState.READY,
+                             format=facts.format, sha256=facts.sha256, size=facts.size,
+                             virtual_size=facts.virtual_size)
+            row = await get_or_404(session, BackupStorage, store.id, "backup storage")
+            row.capacity_total = facts.capacity.total
+            row.capacity_available = facts.capacity.available
+        return {"sha256": facts.sha256, "size": facts.size, "format": facts.format,
+                "virtual_size": facts.virtual_size}
+
+    async def delete(self, image_id: str) -> Job:
+        async with self._d.db.begin() as session:
+            image = await get_or_404(session, Image, image_id, "image")
+            users = (await session.scalars(select(Volume.name).where(
+                Volume.image_id == image.id, Volume.state.in_(LIVE)).limit(20))).all()
+            if users:
+                raise InUse(f"image {image.name} is still needed by volumes: "
+                            f"{', '.join(users)}; delete them first")
+            if not await transition(session, Image, image.id,
+                                    (ObjectState.READY, ObjectState.ERROR),
+                                    ObjectState.DESTROYING):
+                raise Conflict(f"image {image.name} is {image.state}; try again when it settles")
+            job = self._d.jobs.new_job(session, "image.delete", resource_type="image",
+                                       resource_id=image.id)
+        self._d.jobs.start(job)
+        return job
+
+    async def run_delete(self, ctx: JobContext) -> None:
+        """Removes the image's caches from primary storages, then its store copies."""
+        image_id = ctx.job.resource_id or ""
+        async with ctx.db() as session:
+            caches = (await session.execute(
+                select(ImageCache, PrimaryStorage)
+                .join(PrimaryStorage, PrimaryStorage.id == ImageCache.primary_storage_id)
+                .where(ImageCache.image_id == image_id,
+                       ImageCache.state != ObjectState.DESTROYED))).all()
+            refs = (await session.execute(
+                select(ImageStoreRef, BackupStorage)
+                .join(BackupStorage, BackupStorage.id == ImageStoreRef.backup_storage_id)
+                .where(ImageStoreRef.image_id == image_id,
+                       ImageStoreRef.state != ObjectState.DESTROYED))).all()
+        for cache, primary in caches:
+            await delete_cache(ctx, self._d, primary, cache)
+        for ref, store in refs:
+            async with ctx.db() as session:
+                host = await self._d.selector.for_backup(session, store)
+            await self._d.registry.image_driver(store.type).delete(ctx, store, ref, host)
+            async with ctx.db.begin() as session:
+                await transition(session, ImageStoreRef, ref.id, list(LIVE),
+                                 ObjectState.DESTROYED)
+        async with ctx.db.begin() as session:
+            await transition(session, Image, image_id, ObjectState.DESTROYING,
+                             ObjectState.DESTROYED)

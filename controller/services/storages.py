@@ -1,0 +1,241 @@
+"""Primary and backup storages: create, attach and detach hosts, delete."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.api.schemas import BackupStorageCreate, PrimaryStorageCreate
+from controller.db.models import (
+    AttachState,
+    BackupStorage,
+    Host,
+    ImageCache,
+    ImageStoreRef,
+    Job,
+    ObjectState,
+    PrimaryStorage,
+    PrimaryStorageHostRef,
+    StoreState,
+    Volume,
+)
+from controller.db.transitions import release_cache, transition
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces import StorageRole
+from controller.services.base import ServiceDeps, ensure_unique_name
+from controller.services.hosts import attach_storage
+from controller.services.lookup import get_or_404
+from shared.errors import Conflict, InUse, StrataError
+
+LIVE = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY, ObjectState.COPYING,
+        ObjectState.DESTROYING, ObjectState.ERROR)
+
+
+class PrimaryStorageService:
+    def __init__(self, deps: ServiceDeps) -> None:
+        self._d = deps
+        deps.jobs.register("primary_storage.attach", self.run_attach)
+        deps.jobs.register("primary_storage.detach", self.run_detach)
+        deps.jobs.register("primary_storage.delete", self.run_delete)
+
+    async def create(self, req: PrimaryStorageCreate) -> tuple[PrimaryStorage, Job | None]:
+        provider = self._d.registry.provider(StorageRole.PRIMARY, req.type)
+        config = provider.lifecycle.validate_config(req.config)
+        jobs: list[Job] = []
+        async with self._d.db.begin() as session:
+            await ensure_unique_name(session, PrimaryStorage, req.name, "primary storage")
+            store = PrimaryStorage(name=req.name, type=req.type, config=config,
+                                   overprovision_factor=req.overprovision_factor,
+                                   state=StoreState.READY)
+            session.add(store)
+            await session.flush()
+            for host_id in req.hosts:
+                jobs.append(await self._new_attach(session, store, host_id))
+        for job in jobs:
+            self._d.jobs.start(job)
+        return store, (jobs[0] if jobs else None)
+
+    async def attach(self, store_id: str, host_id: str) -> Job:
+        async with self._d.db.begin() as session:
+            store = await get_or_404(session, PrimaryStorage, store_id, "primary storage")
+            job = await self._new_attach(session, store, host_id)
+        self._d.jobs.start(job)
+        return job
+
+    async def _new_attach(self, session: AsyncSession, store: PrimaryStorage,
+                          host_id: str) -> Job:
+        host = await get_or_404(session, Host, host_id, "host")
+        if store.state != StoreState.READY:
+            raise Conflict(f"primary storage {store.name} is {store.state}")
+        lifecycle = self._d.registry.provider(StorageRole.PRIMARY, store.type).lifecycle
+        await lifecycle.can_attach(session, store, host)
+        ref = await session.scalar(select(PrimaryStorageHostRef).where(
+            PrimaryStorageHostRef.primary_storage_id == store.id,
+            PrimaryStorageHostRef.host_id == host.id))
+        if ref is None:
+            ref = PrimaryStorageHostRef(primary_storage_id=store.id, host_id=host.id)
+            session.add(ref)
+        elif ref.state == AttachState.DETACHING:
+            raise Conflict(f"primary storage {store.name} is being detached from {host.name}")
+        ref.state = AttachState.CONNECTING
+        await session.flush()
+        return self._d.jobs.new_job(session, "primary_storage.attach",
+                                    resource_type="primary_storage", resource_id=store.id,
+                                    params={"host_id": host.id, "ref_id": ref.id})
+
+    async def run_attach(self, ctx: JobContext) -> None:
+        async with ctx.db() as session:
+            store = await get_or_404(session, PrimaryStorage, ctx.job.resource_id or "",
+                                     "primary storage")
+            host = await get_or_404(session, Host, ctx.params["host_id"], "host")
+            ref = await get_or_404(session, PrimaryStorageHostRef, ctx.params["ref_id"],
+                                   "attachment")
+        await attach_storage(ctx, self._d, ref, store, host)
+
+    async def detach(self, store_id: str, host_id: str) -> Job:
+        async with self._d.db.begin() as session:
+            store = await get_or_404(session, PrimaryStorage, store_id, "primary storage")
+            ref = await session.scalar(select(PrimaryStorageHostRef).where(
+                PrimaryStorageHostRef.primary_storage_id == store.id,
+                PrimaryStorageHostRef.host_id == host_id))
+            if ref is None:
+                raise Conflict(f"primary storage {store.name} is not attached to host {host_id}",
+                               code="not_attached")
+            others = await session.scalar(select(PrimaryStorageHostRef.id).where(
+                PrimaryStorageHostRef.primary_storage_id == store.id,
+                PrimaryStorageHostRef.id != ref.id,
+                PrimaryStorageHostRef.state == AttachState.CONNECTED))
+            if others is None:
+                await _refuse_if_volumes(session, store)
+            ref.state = AttachState.DETACHING
+            job = self._d.jobs.new_job(session, "primary_storage.detach",
+                                       resource_type="primary_storage", resource_id=store.id,
+                                       params={"ref_id": ref.id})
+        self._d.jobs.start(job)
+        return job
+
+    async def run_detach(self, ctx: JobContext) -> None:
+        async with ctx.db.begin() as session:
+            await session.execute(delete(PrimaryStorageHostRef)
+                                  .where(PrimaryStorageHostRef.id == ctx.params["ref_id"]))
+
+    async def delete(self, store_id: str) -> Job:
+        async with self._d.db.begin() as session:
+            store = await get_or_404(session, PrimaryStorage, store_id, "primary storage")
+            await _refuse_if_volumes(session, store)
+            if not await transition(session, PrimaryStorage, store.id,
+                                    (StoreState.READY, StoreState.ERROR, StoreState.MAINTENANCE),
+                                    StoreState.DELETING):
+                raise Conflict(f"primary storage {store.name} is {store.state}")
+            job = self._d.jobs.new_job(session, "primary_storage.delete",
+                                       resource_type="primary_storage", resource_id=store.id)
+        self._d.jobs.start(job)
+        return job
+
+    async def run_delete(self, ctx: JobContext) -> None:
+        """Removes the image caches on the storage's host, then the storage's rows."""
+        async with ctx.db() as session:
+            store = await get_or_404(session, PrimaryStorage, ctx.job.resource_id or "",
+                                     "primary storage")
+            caches = (await session.scalars(select(ImageCache).where(
+                ImageCache.primary_storage_id == store.id,
+                ImageCache.state != ObjectState.DESTROYED))).all()
+        for cache in caches:
+            await delete_cache(ctx, self._d, store, cache)
+        async with ctx.db.begin() as session:
+            await session.execute(delete(ImageCache)
+                                  .where(ImageCache.primary_storage_id == store.id))
+            await session.execute(delete(Volume).where(Volume.primary_storage_id == store.id))
+            await session.execute(delete(PrimaryStorageHostRef)
+                                  .where(PrimaryStorageHostRef.primary_storage_id == store.id))
+            await session.execute(delete(PrimaryStorage).where(PrimaryStorage.id == store.id))
+
+
+async def _refuse_if_volumes(session: AsyncSession, store: PrimaryStorage) -> None:
+    names = (await session.scalars(select(Volume.name).where(
+        Volume.primary_storage_id == store.id, Volume.state.in_(LIVE)).limit(20))).all()
+    if names:
+        raise InUse(f"primary storage {store.name} still holds volumes: {', '.join(names)}")
+
+
+async def delete_cache(ctx: JobContext, deps: ServiceDeps, store: PrimaryStorage,
+                       cache: ImageCache) -> None:
+    """Deletes one image cache file through the storage's host and releases its bytes."""
+    async with ctx.db.begin() as session:
+        moved = await transition(session, ImageCache, cache.id,
+                                 (ObjectState.READY, ObjectState.ERROR), ObjectState.DESTROYING)
+        row = await get_or_404(session, ImageCache, cache.id, "image cache")
+        if not moved and row.state != ObjectState.DESTROYING:
+            raise Conflict(f"image cache {cache.id} is {row.state}; try again when it settles")
+        host = await deps.selector.for_primary(session, store)
+    backend = deps.registry.backend(store.type, store.hypervisor)
+    try:
+        await backend.delete_cache(ctx, store, cache, host)
+    except StrataError as exc:
+        async with ctx.db.begin() as session:
+            await transition(session, ImageCache, cache.id, ObjectState.DESTROYING,
+                             ObjectState.ERROR, reason=f"delete failed: {exc.message}")
+        raise
+    async with ctx.db.begin() as session:
+        await release_cache(session, cache.id, ObjectState.DESTROYING, ObjectState.DESTROYED)
+
+
+class BackupStorageService:
+    def __init__(self, deps: ServiceDeps) -> None:
+        self._d = deps
+        deps.jobs.register("backup_storage.connect", self.run_connect)
+        deps.jobs.register("backup_storage.delete", self.run_delete)
+
+    async def create(self, req: BackupStorageCreate) -> tuple[BackupStorage, Job]:
+        provider = self._d.registry.provider(StorageRole.BACKUP, req.type)
+        config = provider.lifecycle.validate_config(req.config)
+        async with self._d.db.begin() as session:
+            await ensure_unique_name(session, BackupStorage, req.name, "backup storage")
+            store = BackupStorage(name=req.name, type=req.type, config=config,
+                                  state=StoreState.CREATING)
+            session.add(store)
+            await session.flush()
+            job = self._d.jobs.new_job(session, "backup_storage.connect",
+                                       resource_type="backup_storage", resource_id=store.id)
+        self._d.jobs.start(job)
+        return store, job
+
+    async def run_connect(self, ctx: JobContext) -> None:
+        async with ctx.db() as session:
+            store = await get_or_404(session, BackupStorage, ctx.job.resource_id or "",
+                                     "backup storage")
+            host = await self._d.selector.for_backup(session, store)
+        lifecycle = self._d.registry.provider(StorageRole.BACKUP, store.type).lifecycle
+        try:
+            capacity = await lifecycle.attach(ctx, store, host)
+        except StrataError as exc:
+            async with ctx.db.begin() as session:
+                row = await get_or_404(session, BackupStorage, store.id, "backup storage")
+                row.state, row.reason = StoreState.ERROR, exc.message
+            raise
+        async with ctx.db.begin() as session:
+            row = await get_or_404(session, BackupStorage, store.id, "backup storage")
+            row.state, row.reason = StoreState.READY, None
+            row.capacity_total, row.capacity_available = capacity.total, capacity.available
+
+    async def delete(self, store_id: str) -> Job:
+        async with self._d.db.begin() as session:
+            store = await get_or_404(session, BackupStorage, store_id, "backup storage")
+            images = (await session.scalars(select(ImageStoreRef.image_id).where(
+                ImageStoreRef.backup_storage_id == store.id,
+                ImageStoreRef.state != ObjectState.DESTROYED).limit(20))).all()
+            if images:
+                raise InUse(f"backup storage {store.name} still holds images: "
+                            f"{', '.join(images)}; delete them first")
+            store.state = StoreState.DELETING
+            job = self._d.jobs.new_job(session, "backup_storage.delete",
+                                       resource_type="backup_storage", resource_id=store.id)
+        self._d.jobs.start(job)
+        return job
+
+    async def run_delete(self, ctx: JobContext) -> None:
+        async with ctx.db.begin() as session:
+            await session.execute(delete(ImageStoreRef)
+                                  .where(ImageStoreRef.backup_storage_id == ctx.job.resource_id))
+            await session.execute(delete(BackupStorage)
+                                  .where(BackupStorage.id == ctx.job.resource_id))
