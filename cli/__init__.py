@@ -1,0 +1,1 @@
+"""`strata`: the operator's command-line client of the controller API."""

@@ -1,0 +1,249 @@
+"""`strata`: manage hosts, storages, images, volumes and jobs of a Strata controller."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from cli.client import ApiError, Client
+
+DEFAULT_URL = "http://127.0.0.1:8640"
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "hosts": ("id", "name", "state", "address", "agent_version"),
+    "primary-storages": ("id", "name", "type", "state", "capacity", "hosts"),
+    "backup-storages": ("id", "name", "type", "state", "capacity_available"),
+    "images": ("id", "name", "state", "format", "size", "virtual_size"),
+    "volumes": ("id", "name", "state", "size", "image_id", "primary_storage_id"),
+    "jobs": ("id", "kind", "state", "progress", "resource_id", "error"),
+}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict) and {"code", "message"} <= value.keys():
+        return f"{value['code']}: {value['message']}"
+    if isinstance(value, dict) and "allocated" in value:
+        gib = 1 << 30
+        return f"{value['allocated'] / gib:.1f}/{value['total'] / gib:.1f}G x{value['overprovision_factor']:g}"
+    if isinstance(value, list):
+        return ",".join(v.get("state", "?") if isinstance(v, dict) else str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def progress_bar(job: dict[str, Any]) -> None:
+    width = 30
+    done = int(width * job["progress"] / 100)
+    bar = "#" * done + "-" * (width - done)
+    end = "\n" if job["state"] in ("succeeded", "failed") else ""
+    print(f"\r{job['kind']:<24} [{bar}] {job['progress']:5.1f}% {job['state']}", end=end,
+          file=sys.stderr, flush=True)
+
+
+class Cli:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.client = Client(args.url)
+
+    def out(self, data: Any, resource: str | None = None) -> None:
+        if self.args.json:
+            print(json.dumps(data, indent=2))
+        elif resource and isinstance(data, dict) and "items" in data:
+            print_table(data["items"], COLUMNS[resource])
+            if data["total"] > len(data["items"]):
+                print(f"({len(data['items'])} of {data['total']}; use --limit/--offset)")
+        elif resource and isinstance(data, dict):
+            print_table([data], COLUMNS[resource])
+        else:
+            print(json.dumps(data, indent=2))
+
+    def submitted(self, accepted: dict[str, Any]) -> int:
+        """Prints the job, or with --wait follows it to the end; non-zero if it failed."""
+        if not self.args.wait:
+            self.out(accepted) if self.args.json else print(
+                f"job {accepted['job_id']} started for {accepted['resource_type']} "
+                f"{accepted['resource_id']}")
+            return 0
+        job = self.client.wait_job(accepted["job_id"],
+                                   on_progress=None if self.args.json else progress_bar)
+        if self.args.json:
+            self.out(job)
+        elif job["state"] == "failed":
+            print(f"failed: {job['error']['code']}: {job['error']['message']}", file=sys.stderr)
+        else:
+            print(f"{accepted['resource_type']} {accepted['resource_id']} done")
+        return 0 if job["state"] == "succeeded" else 1
+
+    def listing(self, resource: str, filters: list[str]) -> int:
+        query = [f"limit={self.args.limit}", f"offset={self.args.offset}"]
+        for f in filters:
+            if "=" not in f:
+                raise ApiError(0, "invalid_input", f"filter {f!r} is not KEY=VALUE")
+            query.append(f)
+        self.out(self.client.get(f"/v1/{resource}?{'&'.join(query)}"), resource)
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="strata", description=__doc__)
+    p.add_argument("--url", default=os.environ.get("STRATA_URL", DEFAULT_URL),
+                   help=f"controller URL (env STRATA_URL, default {DEFAULT_URL})")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    sub = p.add_subparsers(dest="resource", required=True)
+
+    def resource(name: str, aliases: list[str]) -> argparse._SubParsersAction[Any]:
+        r = sub.add_parser(name, aliases=aliases, help=f"manage {name}")
+        actions = r.add_subparsers(dest="action", required=True)
+        ls = actions.add_parser("list", aliases=["ls"])
+        ls.add_argument("filters", nargs="*", help="KEY=VALUE filters, e.g. state=ready")
+        ls.add_argument("--limit", type=int, default=50)
+        ls.add_argument("--offset", type=int, default=0)
+        actions.add_parser("show").add_argument("id")
+        return actions
+
+    def waitable(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--wait", action="store_true", help="follow the job to its end")
+        return parser
+
+    hosts = resource("hosts", ["host"])
+    add = waitable(hosts.add_parser("add"))
+    add.add_argument("name")
+    add.add_argument("address", help="agent URL, e.g. http://10.0.0.5:8641")
+    waitable(hosts.add_parser("reconnect")).add_argument("id")
+    waitable(hosts.add_parser("delete")).add_argument("id")
+
+    ps = resource("primary-storages", ["ps", "primary-storage"])
+    c = waitable(ps.add_parser("create"))
+    c.add_argument("name")
+    c.add_argument("--type", default="local")
+    c.add_argument("--path", required=True)
+    c.add_argument("--host", action="append", default=[], help="host id to attach")
+    c.add_argument("--overprovision", type=float, default=1.0)
+    for verb in ("attach", "detach"):
+        a = waitable(ps.add_parser(verb))
+        a.add_argument("id")
+        a.add_argument("host_id")
+    waitable(ps.add_parser("delete")).add_argument("id")
+
+    bs = resource("backup-storages", ["bs", "backup-storage"])
+    c = waitable(bs.add_parser("create"))
+    c.add_argument("name")
+    c.add_argument("--type", default="dir")
+    c.add_argument("--path", required=True)
+    waitable(bs.add_parser("delete")).add_argument("id")
+
+    images = resource("images", ["image"])
+    r = waitable(images.add_parser("register"))
+    r.add_argument("name")
+    r.add_argument("source_url", metavar="URL", help="http(s) URL of the image")
+    r.add_argument("--backup-storage", required=True, help="backup storage id")
+    r.add_argument("--format", choices=["qcow2", "raw"])
+    r.add_argument("--sha256")
+    waitable(images.add_parser("delete")).add_argument("id")
+
+    volumes = resource("volumes", ["volume"])
+    c = waitable(volumes.add_parser("create"))
+    c.add_argument("name")
+    c.add_argument("--primary-storage", required=True, help="primary storage id")
+    c.add_argument("--image", help="image id: make a linked-clone root volume")
+    c.add_argument("--size", help="bytes, or with a K/M/G/T suffix")
+    waitable(volumes.add_parser("delete")).add_argument("id")
+
+    jobs = resource("jobs", ["job"])
+    w = jobs.add_parser("wait")
+    w.add_argument("id")
+    sub.add_parser("capabilities", help="storage types and the primary x backup matrix")
+    return p
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise ApiError(0, "invalid_input", f"invalid size {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    cli = Cli(args)
+    c = cli.client
+    res = {"host": "hosts", "ps": "primary-storages", "primary-storage": "primary-storages",
+           "bs": "backup-storages", "backup-storage": "backup-storages", "image": "images",
+           "volume": "volumes", "job": "jobs"}.get(args.resource, args.resource)
+    action = {"ls": "list"}.get(getattr(args, "action", ""), getattr(args, "action", ""))
+    if res == "capabilities":
+        cli.out(c.get("/v1/capabilities"))
+        return 0
+    if action == "list":
+        return cli.listing(res, args.filters)
+    if action == "show":
+        cli.out(c.get(f"/v1/{res}/{args.id}"), res)
+        return 0
+    if action == "delete":
+        return cli.submitted(c.delete(f"/v1/{res}/{args.id}"))
+    if res == "jobs" and action == "wait":
+        job = c.wait_job(args.id, on_progress=None if args.json else progress_bar)
+        cli.out(job, None if args.json else "jobs")
+        return 0 if job["state"] == "succeeded" else 1
+    if res == "hosts":
+        if action == "add":
+            return cli.submitted(c.post("/v1/hosts", {"name": args.name, "address": args.address}))
+        return cli.submitted(c.post(f"/v1/hosts/{args.id}/reconnect"))
+    if res == "primary-storages":
+        if action == "create":
+            data = c.post("/v1/primary-storages", {
+                "name": args.name, "type": args.type, "config": {"path": args.path},
+                "hosts": args.host, "overprovision_factor": args.overprovision})
+            if "job_id" in data:
+                return cli.submitted(data)
+            cli.out(data, res)
+            return 0
+        return cli.submitted(c.post(f"/v1/primary-storages/{args.id}/{action}",
+                                    {"host_id": args.host_id}))
+    if res == "backup-storages":
+        return cli.submitted(c.post("/v1/backup-storages", {
+            "name": args.name, "type": args.type, "config": {"path": args.path}}))
+    if res == "images":
+        body = {"name": args.name, "url": args.source_url,
+                "backup_storage_id": args.backup_storage}
+        body |= {k: v for k, v in (("format", args.format), ("sha256", args.sha256)) if v}
+        return cli.submitted(c.post("/v1/images", body))
+    if res == "volumes":
+        body = {"name": args.name, "primary_storage_id": args.primary_storage}
+        if args.image:
+            body["image_id"] = args.image
+        if args.size:
+            body["size"] = parse_size(args.size)
+        return cli.submitted(c.post("/v1/volumes", body))
+    raise AssertionError(f"unhandled command {res} {action}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        sys.exit(run(args))
+    except ApiError as exc:
+        if args.json:
+            print(json.dumps({"code": exc.code, "message": exc.message}))
+        else:
+            print(f"strata: {exc.code}: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
