@@ -1,0 +1,113 @@
+"""Fixtures: real agent and controller processes, a PostgreSQL server, an image server."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cli.client import Client
+from tests.support.fileserver import FileServer
+from tests.support.postgres import PostgresServer
+from tests.support.procs import Proc, start_agent, start_controller
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs against embedded SQLite and against PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'strata.sqlite'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "www"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def file_server(image_dir: Path) -> Iterator[FileServer]:
+    server = FileServer(image_dir)
+    yield server
+    server.close()
+
+
+def make_image(directory: Path, name: str, fmt: str = "qcow2", size: str = "16M",
+               backing: Path | None = None) -> tuple[Path, str]:
+    """A small image made by qemu-img, and its sha256."""
+    path = directory / name
+    argv = ["qemu-img", "create", "-q", "-f", fmt]
+    if backing is not None:
+        argv += ["-b", str(backing), "-F", "qcow2"]
+    subprocess.run([*argv, str(path), size], check=True)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Stack:
+    """A controller and one agent, with a host, a local primary and a dir backup storage."""
+
+    controller: Proc
+    agent: Proc
+    agent_debug: str
+    api: Client
+    host_id: str
+    primary_id: str
+    backup_id: str
+    primary_path: Path
+    backup_path: Path
+    state: Path
+    token_file: Path
+    db_url: str
+
+    def wait(self, accepted: dict[str, object], ok: bool = True) -> dict[str, object]:
+        job = self.api.wait_job(str(accepted["job_id"]), timeout=120)
+        if ok:
+            assert job["state"] == "succeeded", job
+        return job
+
+    def restart_controller(self) -> None:
+        port = int(self.controller.url.rsplit(":", 1)[1])
+        self.controller = start_controller(self.state / "controller", self.token_file,
+                                           self.db_url, port=port)
+
+
+@pytest.fixture
+def stack(tmp_path: Path, db_url: str) -> Iterator[Stack]:
+    token_file = tmp_path / "token"
+    token_file.write_text("test-token-" + tmp_path.name + "\n")
+    token_file.chmod(0o600)
+    agent, debug = start_agent(tmp_path / "agent", token_file)
+    controller = start_controller(tmp_path / "controller", token_file, db_url)
+    try:
+        api = Client(controller.url)
+        primary_path, backup_path = tmp_path / "primary", tmp_path / "backup"
+        s = Stack(controller, agent, debug, api, "", "", "", primary_path, backup_path,
+                  tmp_path, token_file, db_url)
+        s.host_id = str(s.wait(api.post("/v1/hosts", {"name": "host-a", "address": agent.url}))
+                        ["resource_id"])
+        s.primary_id = str(s.wait(api.post("/v1/primary-storages", {
+            "name": "local-a", "type": "local", "config": {"path": str(primary_path)},
+            "hosts": [s.host_id], "overprovision_factor": 2.0}))["resource_id"])
+        s.backup_id = str(s.wait(api.post("/v1/backup-storages", {
+            "name": "store", "type": "dir", "config": {"path": str(backup_path)}}))
+            ["resource_id"])
+        yield s
+    finally:
+        s_controller = locals().get("s")
+        (s_controller.controller if s_controller else controller).stop()
+        agent.stop()

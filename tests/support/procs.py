@@ -1,0 +1,91 @@
+"""Starting the real controller and agent as processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} not healthy after {timeout}s:\n{log.read_text()}")
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def spawn(module: str, args: list[str], log: Path, url: str) -> Proc:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log, "ab") as out:
+        popen = subprocess.Popen([sys.executable, "-m", module, *args], stdout=out,
+                                 stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    proc = Proc(popen, url, log)
+    try:
+        wait_healthy(url, popen, log)
+    except Exception:
+        proc.stop(signal.SIGKILL)
+        raise
+    return proc
+
+
+def start_agent(state: Path, token_file: Path) -> tuple[Proc, str]:
+    """Returns the agent process and its loopback debug URL."""
+    port, debug_port = free_port(), free_port()
+    state.mkdir(parents=True, exist_ok=True)
+    proc = spawn("agent", ["--listen", f"127.0.0.1:{port}",
+                           "--debug-listen", f"127.0.0.1:{debug_port}",
+                           "--state-dir", str(state), "--token-file", str(token_file)],
+                 state / "agent.log", f"http://127.0.0.1:{port}")
+    return proc, f"http://127.0.0.1:{debug_port}"
+
+
+def start_controller(state: Path, token_file: Path, db_url: str, port: int | None = None) -> Proc:
+    port = port or free_port()
+    state.mkdir(parents=True, exist_ok=True)
+    return spawn("controller", ["--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
+                                "--database-url", db_url, "--agent-token-file", str(token_file),
+                                "--no-local-agent"],
+                 state / "controller.log", f"http://127.0.0.1:{port}")
+
+
+def debug_tasks(debug_url: str) -> dict[str, list[dict[str, object]]]:
+    with urllib.request.urlopen(debug_url + "/debug/tasks", timeout=10) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
