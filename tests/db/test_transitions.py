@@ -1,0 +1,100 @@
+"""Compare-and-swap transitions and capacity accounting, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controller.db.engine import create_engine, migrate, sessionmaker
+from controller.db.models import (
+    Image,
+    ImageCache,
+    ObjectState,
+    PrimaryStorage,
+    StoreState,
+    Volume,
+)
+from controller.db.transitions import release_cache, reserve_capacity, transition
+from shared.errors import InsufficientCapacity
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(db_url)
+    await migrate(engine)
+    yield sessionmaker(engine)
+    await engine.dispose()
+
+
+async def _storage(db: async_sessionmaker[AsyncSession], total: int = 1000,
+                   factor: float = 1.5) -> PrimaryStorage:
+    async with db.begin() as session:
+        store = PrimaryStorage(name="ps", type="local", config={"path": "/x"},
+                               capacity_total=total, overprovision_factor=factor,
+                               state=StoreState.READY)
+        session.add(store)
+    return store
+
+
+async def test_only_one_concurrent_transition_wins(db: async_sessionmaker[AsyncSession]) -> None:
+    store = await _storage(db)
+    async with db.begin() as session:
+        vol = Volume(name="v", primary_storage_id=store.id, size=1, state=ObjectState.READY)
+        session.add(vol)
+
+    async def try_delete() -> bool:
+        async with db.begin() as session:
+            return await transition(session, Volume, vol.id, ObjectState.READY,
+                                    ObjectState.DESTROYING)
+
+    results = await asyncio.gather(*(try_delete() for _ in range(8)))
+    assert sorted(results) == [False] * 7 + [True]
+
+
+async def test_capacity_respects_overprovisioning(db: async_sessionmaker[AsyncSession]) -> None:
+    store = await _storage(db, total=1000, factor=1.5)
+
+    async def reserve(size: int) -> bool:
+        try:
+            async with db.begin() as session:
+                await reserve_capacity(session, store, size)
+            return True
+        except InsufficientCapacity:
+            return False
+
+    results = await asyncio.gather(*(reserve(100) for _ in range(20)))
+    assert results.count(True) == 15
+    async with db() as session:
+        row = await session.get(PrimaryStorage, store.id)
+        assert row is not None and row.capacity_allocated == 1500
+    with pytest.raises(InsufficientCapacity, match="1500 of 1500"):
+        async with db.begin() as session:
+            await reserve_capacity(session, row, 1)
+
+
+async def test_cache_bytes_are_released_exactly_once(
+        db: async_sessionmaker[AsyncSession]) -> None:
+    store = await _storage(db)
+    async with db.begin() as session:
+        image = Image(name="i", url="http://x", state=ObjectState.READY, size=300)
+        session.add(image)
+        await session.flush()
+        await reserve_capacity(session, store, 300)
+        cache = ImageCache(image_id=image.id, primary_storage_id=store.id, size=300,
+                           state=ObjectState.CREATING)
+        session.add(cache)
+
+    async def fail() -> bool:
+        async with db.begin() as session:
+            return await release_cache(session, cache.id, ObjectState.CREATING,
+                                       ObjectState.ERROR, reason="x")
+
+    assert sorted(await asyncio.gather(fail(), fail(), fail())) == [False, False, True]
+    async with db() as session:
+        row = await session.get(PrimaryStorage, store.id)
+        cached = await session.get(ImageCache, cache.id)
+        assert row is not None and row.capacity_allocated == 0
+        assert cached is not None and cached.state == ObjectState.ERROR and cached.size == 0

@@ -1,0 +1,35 @@
+"""Names and paths that reach a filesystem."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import InvalidInput
+from shared.names import join_under, validate_abs_path, validate_file_name, validate_name
+
+
+@pytest.mark.parametrize("name", ["vm1-root", "Image 2024.1", "a", "x_y.z"])
+def test_good_names(name: str) -> None:
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "..", "../x", "a/b", "x..y", "-lead", " lead",
+                                  "a\x00b", "é" * 3, "a" * 129])
+def test_bad_names(name: str) -> None:
+    with pytest.raises(InvalidInput):
+        validate_name(name)
+
+
+@pytest.mark.parametrize("path", ["relative", "/a/../b", "/a//b", "/a/", "/a/./b", "/a\x00"])
+def test_bad_paths(path: str) -> None:
+    with pytest.raises(InvalidInput):
+        validate_abs_path(path)
+
+
+def test_join_under_stays_under_root() -> None:
+    assert join_under("/srv/store", "abc.qcow2") == "/srv/store/abc.qcow2"
+    for bad in ("../etc", "a/b", ".hidden", ""):
+        with pytest.raises(InvalidInput):
+            validate_file_name(bad)
+        with pytest.raises(InvalidInput):
+            join_under("/srv/store", bad)

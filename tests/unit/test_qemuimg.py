@@ -1,0 +1,142 @@
+"""The qemuimg module: real qemu-img in temporary directories, plus a fake executor
+where only the argv matters (as VDSM's storage tests do)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from agent import imagecheck
+from agent.executor import Executor, Limits, Result
+from agent.qemuimg import QemuImg, parse_progress
+from shared.errors import OperationFailed, Timeout, UnsafeImage
+
+MiB = 1 << 20
+
+
+class FakeExecutor(Executor):
+    def __init__(self, stdout: str = "") -> None:
+        self.calls: list[list[str]] = []
+        self.stdout = stdout
+
+    async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
+                  limits: Limits | None = None, check: bool = True) -> Result:
+        self.calls.append(list(argv))
+        if on_output is not None:
+            on_output("    (25.00/100%)\r    (50.00/100%)\r")
+        return Result(tuple(argv), 0, self.stdout, "")
+
+
+@pytest.fixture
+def qemu() -> QemuImg:
+    return QemuImg(Executor())
+
+
+async def test_create_info_and_linked_clone(qemu: QemuImg, tmp_path: Path) -> None:
+    base = str(tmp_path / "base.qcow2")
+    await qemu.create(base, size=32 * MiB)
+    info = await qemu.info(base)
+    assert info["format"] == "qcow2" and info["virtual-size"] == 32 * MiB
+    clone = str(tmp_path / "clone.qcow2")
+    await qemu.create(clone, backing=base, backing_fmt="qcow2")
+    chain = await qemu.info(clone, backing_chain=True)
+    assert [c["filename"] for c in chain] == [clone, base]
+    assert chain[0]["backing-filename-format"] == "qcow2"
+
+
+async def test_convert_reports_progress(qemu: QemuImg, tmp_path: Path) -> None:
+    src = str(tmp_path / "src.qcow2")
+    await qemu.create(src, size=8 * MiB)
+    seen: list[float] = []
+    await qemu.convert(src, str(tmp_path / "out.raw"), src_fmt="qcow2", dest_fmt="raw",
+                       progress=seen.append)
+    assert seen and seen[-1] == 100.0
+    assert (await qemu.info(str(tmp_path / "out.raw")))["format"] == "raw"
+
+
+async def test_rebase_commit_resize_measure(qemu: QemuImg, tmp_path: Path) -> None:
+    a, b, top = (str(tmp_path / n) for n in ("a.qcow2", "b.qcow2", "top.qcow2"))
+    await qemu.create(a, size=4 * MiB)
+    await qemu.create(b, size=4 * MiB)
+    await qemu.create(top, backing=a, backing_fmt="qcow2")
+    await qemu.rebase(top, backing=b, backing_fmt="qcow2")
+    assert (await qemu.info(top))["backing-filename"] == b
+    await qemu.commit(top)
+    await qemu.resize(top, 8 * MiB)
+    assert (await qemu.info(top))["virtual-size"] == 8 * MiB
+    measured = await qemu.measure(top, src_fmt="qcow2")
+    assert measured["required"] > 0 and measured["fully-allocated"] >= 8 * MiB
+
+
+async def test_failure_and_missing_file_are_clear(qemu: QemuImg, tmp_path: Path) -> None:
+    with pytest.raises(OperationFailed) as info:
+        await qemu.info(str(tmp_path / "absent.qcow2"))
+    assert "absent.qcow2" in info.value.message
+    with pytest.raises(ValueError):
+        await qemu.create(str(tmp_path / "x"), backing="/b")
+
+
+async def test_argv_lists_and_progress_flag() -> None:
+    fake = FakeExecutor()
+    qemu = QemuImg(fake, binary="qemu-img")
+    seen: list[float] = []
+    await qemu.convert("/a b", "/c;rm -rf /", src_fmt="qcow2", dest_fmt="raw", sparse=False,
+                       progress=seen.append)
+    assert fake.calls == [["qemu-img", "convert", "-p", "-f", "qcow2", "-O", "raw", "-S", "0",
+                           "/a b", "/c;rm -rf /"]]
+    assert seen == [50.0]
+    fake.stdout = "{}"
+    await qemu.info("/img", fmt="raw")
+    assert fake.calls[-1] == ["qemu-img", "info", "--output=json", "--force-share", "-f", "raw",
+                              "/img"]
+
+
+def test_parse_progress() -> None:
+    assert parse_progress("    (0.00/100%)\r    (12.50/100%)\r") == 12.5
+    assert parse_progress("no progress here") is None
+
+
+def _running(marker: str) -> bool:
+    return subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 0
+
+
+async def test_executor_timeout_kills_the_child() -> None:
+    with pytest.raises(Timeout):
+        await Executor().run(["sleep", "31.4159"], timeout=0.3)
+    assert not _running("31.4159")
+
+
+async def test_executor_cancel_kills_the_child() -> None:
+    task = asyncio.create_task(Executor().run(["sleep", "32.7182"], timeout=60))
+    await asyncio.sleep(0.3)
+    assert _running("32.7182")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not _running("32.7182")
+
+
+async def test_inspect_refuses_unsafe_images(qemu: QemuImg, tmp_path: Path) -> None:
+    base = str(tmp_path / "base.qcow2")
+    await qemu.create(base, size=4 * MiB)
+    info = await imagecheck.inspect(qemu, base, "qcow2")
+    assert info["virtual-size"] == 4 * MiB
+    with pytest.raises(UnsafeImage, match="not raw"):
+        await imagecheck.inspect(qemu, base, "raw")
+    child = str(tmp_path / "child.qcow2")
+    await qemu.create(child, backing=base, backing_fmt="qcow2")
+    with pytest.raises(UnsafeImage, match="backing file"):
+        await imagecheck.inspect(qemu, child, None)
+    data_file = str(tmp_path / "ext.qcow2")
+    await Executor().run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                          f"data_file={tmp_path / 'ext.data'}", data_file, "4M"], timeout=30)
+    with pytest.raises(UnsafeImage, match="data file"):
+        await imagecheck.inspect(qemu, data_file, None)
+    vmdk = str(tmp_path / "x.vmdk")
+    await Executor().run(["qemu-img", "create", "-q", "-f", "vmdk", vmdk, "4M"], timeout=30)
+    with pytest.raises(UnsafeImage, match="not accepted"):
+        await imagecheck.inspect(qemu, vmdk, None)
