@@ -32,7 +32,10 @@ def normalize_url(url: str) -> str:
 def create_engine(url: str) -> AsyncEngine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 60}, pool_size=8)
+        # One connection: SQLite has one writer anyway, and waiting in the asyncio pool
+        # wakes at once where SQLite's busy handler sleeps with growing back-off.
+        engine = create_async_engine(url, connect_args={"timeout": 60}, pool_size=1,
+                                     max_overflow=0, pool_timeout=600)
         _serialize_sqlite_writers(engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
@@ -40,8 +43,8 @@ def create_engine(url: str) -> AsyncEngine:
 
 def _serialize_sqlite_writers(engine: AsyncEngine) -> None:
     """SQLite upgrades a read transaction to a write one by failing, not waiting, when
-    another writer got in first. BEGIN IMMEDIATE takes the write lock up front, so
-    concurrent transactions queue on the busy timeout instead of erroring."""
+    another writer got in first (another process on the same file). BEGIN IMMEDIATE takes
+    the write lock up front, so such transactions wait on the busy timeout instead."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
