@@ -12,19 +12,23 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from controller.db import sqlite_inloop
 from shared.errors import InvalidInput
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 
 
 def normalize_url(url: str) -> str:
-    """Accepts plain `postgresql://` and `sqlite:///` URLs and picks the async driver."""
+    """Accepts plain `postgresql://` and `sqlite:///` URLs and picks the async driver.
+    Plain SQLite runs on the event loop's thread (`sqlite_inloop`); naming
+    `sqlite+aiosqlite://` selects the thread-based driver instead."""
     for plain, driver in (("postgresql://", "postgresql+asyncpg://"),
                           ("postgres://", "postgresql+asyncpg://"),
-                          ("sqlite://", "sqlite+aiosqlite://")):
+                          ("sqlite://", f"{sqlite_inloop.DRIVER}://")):
         if url.startswith(plain):
             return driver + url[len(plain):]
-    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://",
+                       f"{sqlite_inloop.DRIVER}://")):
         return url
     raise InvalidInput(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
 
@@ -33,8 +37,9 @@ def create_engine(url: str) -> AsyncEngine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer anyway, and waiting in the asyncio pool
-        # wakes at once where SQLite's busy handler sleeps with growing back-off.
-        engine = create_async_engine(url, connect_args={"timeout": 60}, pool_size=1,
+        # wakes at once where SQLite's busy handler sleeps with growing back-off. The busy
+        # timeout only matters if another process opens the file.
+        engine = create_async_engine(url, connect_args={"timeout": 10}, pool_size=1,
                                      max_overflow=0, pool_timeout=600)
         _serialize_sqlite_writers(engine)
         return engine

@@ -59,7 +59,6 @@ class AttachState(enum.StrEnum):
 
 
 class JobState(enum.StrEnum):
-    PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -181,7 +180,7 @@ class Job(Timestamps, Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default=JobState.PENDING)
+    state: Mapped[str] = mapped_column(String(16), default=JobState.RUNNING)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str | None] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -7,8 +7,10 @@ agent task instead of starting a second one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
 
 PROGRESS_INTERVAL = 1.0
+FINISHED_KEPT = 10_000
 
 
 @dataclass
@@ -36,7 +39,7 @@ class JobContext:
     engine: JobEngine
     db: async_sessionmaker[AsyncSession]
     agents: AgentClient
-    _last_write: float = field(default=0.0)
+    _last_write: float = field(default_factory=time.monotonic)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -61,24 +64,33 @@ class JobContext:
         return result
 
     def progress(self, pct: float, message: str | None = None) -> None:
-        """Recorded at most once a second: progress is for people, not a hot path."""
+        """Shown at once to pollers; written to the database at most once a second, so a
+        job that ends within a second writes no progress at all."""
+        self.job.progress = round(pct, 1)
+        if message is not None:
+            self.job.message = message
         now = time.monotonic()
-        if now - self._last_write < PROGRESS_INTERVAL and message is None:
+        if now - self._last_write < PROGRESS_INTERVAL:
             return
         self._last_write = now
-        self.engine.schedule_progress(self.job.id, round(pct, 1), message)
+        self.engine.schedule_progress(self.job.id, self.job.progress, self.job.message)
 
 
 JobHandler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
 
 
 class JobEngine:
+    """Runs jobs and answers for them. The jobs this process runs are also kept in memory
+    (with recently finished ones), so long-polls on them cost no database reads."""
+
     def __init__(self, db: async_sessionmaker[AsyncSession], agents: AgentClient) -> None:
         self._db = db
         self._agents = agents
         self._handlers: dict[str, JobHandler] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._changed: dict[str, asyncio.Event] = {}
+        self._live: dict[str, Job] = {}
+        self._done: dict[str, asyncio.Event] = {}
+        self._finished: OrderedDict[str, Job] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
 
     def register(self, kind: str, handler: JobHandler) -> None:
@@ -89,15 +101,19 @@ class JobEngine:
         session: AsyncSession, kind: str, *, resource_type: str | None = None,
         resource_id: str | None = None, params: dict[str, Any] | None = None,
     ) -> Job:
-        """Adds a job row to the caller's transaction; call `start` after commit."""
+        """Adds a job row to the caller's transaction; call `start` after commit. It is
+        `running` from the start: a controller that dies before `start` resumes it."""
         job = Job(kind=kind, params=params or {}, resource_type=resource_type,
-                  resource_id=resource_id, state=JobState.PENDING)
+                  resource_id=resource_id, state=JobState.RUNNING, progress=0.0,
+                  created_at=time.time(), updated_at=time.time())
         session.add(job)
         return job
 
     def start(self, job: Job) -> None:
         if job.id in self._tasks:
             return
+        self._live[job.id] = job
+        self._done[job.id] = asyncio.Event()
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self._tasks[job.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
@@ -105,7 +121,7 @@ class JobEngine:
     async def resume_all(self) -> int:
         async with self._db() as session:
             jobs = (await session.scalars(
-                select(Job).where(Job.state.in_([JobState.PENDING, JobState.RUNNING]))
+                select(Job).where(Job.state == JobState.RUNNING)
                 .order_by(Job.created_at)
             )).all()
         for job in jobs:
@@ -114,22 +130,25 @@ class JobEngine:
         return len(jobs)
 
     async def get(self, job_id: str, wait: float = 0) -> Job:
+        """The job, waiting up to `wait` seconds for it to finish."""
         deadline = time.monotonic() + wait
         while True:
-            event = self._changed.setdefault(job_id, asyncio.Event())
-            event.clear()
-            async with self._db() as session:
-                job = await session.get(Job, job_id)
+            job = self._live.get(job_id) or self._finished.get(job_id)
             if job is None:
-                raise NotFound(f"no job {job_id}")
+                async with self._db() as session:
+                    job = await session.get(Job, job_id)
+                if job is None:
+                    raise NotFound(f"no job {job_id}")
             remaining = deadline - time.monotonic()
             if JobState(job.state).finished or remaining <= 0:
                 return job
-            # The event covers this process's jobs; the timeout also catches others'.
-            try:
-                await asyncio.wait_for(event.wait(), min(remaining, 2.0))
-            except TimeoutError:
-                pass
+            done = self._done.get(job_id)
+            if done is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), remaining)
+            else:
+                # Run by another controller process: poll the database.
+                await asyncio.sleep(min(remaining, 1.0))
 
     def schedule_progress(self, job_id: str, pct: float, message: str | None) -> None:
         task = asyncio.create_task(self._update(job_id, progress=pct, message=message))
@@ -147,33 +166,31 @@ class JobEngine:
         async with self._db.begin() as session:
             await session.execute(
                 update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING)
-                .values(**values).execution_options(synchronize_session=False))
-        self._notify(job_id)
+                .values(updated_at=time.time(), **values)
+                .execution_options(synchronize_session=False))
 
-    def _notify(self, job_id: str) -> None:
-        event = self._changed.get(job_id)
-        if event is not None:
-            event.set()
-
-    async def _finish(self, job_id: str, **values: Any) -> None:
+    async def _finish(self, job: Job, **values: Any) -> None:
+        values["updated_at"] = time.time()
         async with self._db.begin() as session:
             await session.execute(
-                update(Job).where(Job.id == job_id).values(**values)
+                update(Job).where(Job.id == job.id).values(**values)
                 .execution_options(synchronize_session=False))
-        self._notify(job_id)
-        self._changed.pop(job_id, None)
+        for key, value in values.items():
+            setattr(job, key, value)
+        self._live.pop(job.id, None)
+        self._finished[job.id] = job
+        while len(self._finished) > FINISHED_KEPT:
+            self._finished.popitem(last=False)
+        done = self._done.pop(job.id, None)
+        if done is not None:
+            done.set()
 
     async def _run(self, job: Job) -> None:
         handler = self._handlers.get(job.kind)
         if handler is None:
-            await self._finish(job.id, state=JobState.FAILED, error_code="unknown_job_kind",
+            await self._finish(job, state=JobState.FAILED, error_code="unknown_job_kind",
                                error_message=f"no handler for job kind {job.kind!r}")
             return
-        if job.state == JobState.PENDING:
-            async with self._db.begin() as session:
-                await session.execute(update(Job).where(Job.id == job.id)
-                                      .values(state=JobState.RUNNING)
-                                      .execution_options(synchronize_session=False))
         ctx = JobContext(job=job, engine=self, db=self._db, agents=self._agents)
         try:
             result = await handler(ctx)
@@ -182,12 +199,11 @@ class JobEngine:
             raise
         except StrataError as exc:
             log.info("job %s (%s) failed: %s", job.id, job.kind, exc.message)
-            await self._finish(job.id, state=JobState.FAILED, error_code=exc.code,
+            await self._finish(job, state=JobState.FAILED, error_code=exc.code,
                                error_message=exc.message)
         except Exception as exc:
             log.exception("job %s (%s) crashed", job.id, job.kind)
-            await self._finish(job.id, state=JobState.FAILED, error_code="internal_error",
+            await self._finish(job, state=JobState.FAILED, error_code="internal_error",
                                error_message=f"{type(exc).__name__}: {exc}")
         else:
-            await self._finish(job.id, state=JobState.SUCCEEDED, progress=100.0,
-                               result=result)
+            await self._finish(job, state=JobState.SUCCEEDED, progress=100.0, result=result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import Image, ImageCache, ObjectState, PrimaryStorage
 from controller.db.transitions import release_cache, reserve_capacity, transition
@@ -25,6 +26,13 @@ REVIVABLE = (ObjectState.ERROR, ObjectState.DESTROYED)
 class CacheThenCloneInstall(TemplateInstallStrategy):
     def __init__(self, motion: DataMotionService) -> None:
         self._motion = motion
+
+    async def installed(self, session: AsyncSession, image: Image,
+                        store: PrimaryStorage) -> ImageCache | None:
+        cache: ImageCache | None = await session.scalar(select(ImageCache).where(
+            ImageCache.image_id == image.id, ImageCache.primary_storage_id == store.id,
+            ImageCache.state == ObjectState.READY))
+        return cache
 
     async def install(self, ctx: JobContext, image: Image, store: PrimaryStorage) -> ImageCache:
         for _ in range(MAX_RACES):

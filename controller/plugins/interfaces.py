@@ -166,5 +166,10 @@ class TemplateInstallStrategy(abc.ABC):
     """How an image becomes the base of root volumes on a primary storage."""
 
     @abc.abstractmethod
+    async def installed(self, session: AsyncSession, image: Image,
+                        store: PrimaryStorage) -> ImageCache | None:
+        """The ready base of `image` on `store`, if it is there already."""
+
+    @abc.abstractmethod
     async def install(self, ctx: JobContext, image: Image, store: PrimaryStorage) -> ImageCache:
         """Returns a ready image cache of `image` on `store`, making it if needed."""

@@ -84,19 +84,22 @@ class VolumeService:
 
     async def run_create(self, ctx: JobContext) -> dict[str, Any]:
         volume_id = ctx.job.resource_id or ""
+        cache: ImageCache | None = None
         async with ctx.db.begin() as session:
             await transition(session, Volume, volume_id, ObjectState.ALLOCATED,
                              ObjectState.CREATING)
-            volume = await get_or_404(session, Volume, volume_id, "volume")
+            volume = await get_fresh(session, Volume, volume_id, "volume")
             if volume.state == ObjectState.READY:
                 return {"path": volume.path}
             store = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
                                      "primary storage")
             image = await session.get(Image, volume.image_id) if volume.image_id else None
+            if image is not None:
+                cache = await self._install.installed(session, image, store)
+            host = await self._d.selector.for_primary(session, store)
         try:
-            cache = await self._install.install(ctx, image, store) if image else None
-            async with ctx.db() as session:
-                host = await self._d.selector.for_primary(session, store)
+            if image is not None and cache is None:
+                cache = await self._install.install(ctx, image, store)
             backend = self._d.registry.backend(store.type, store.hypervisor)
             facts = await backend.create_volume(ctx, store, volume, host, cache,
                                                 image.format if image else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,6 +20,17 @@ from controller.db.models import (
 )
 from controller.db.transitions import release_cache, reserve_capacity, transition
 from shared.errors import InsufficientCapacity
+from tests.support.postgres import PostgresServer
+
+
+@pytest.fixture(params=["sqlite", "sqlite+aiosqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every database the controller supports: SQLite on the loop's thread (the default),
+    SQLite through aiosqlite (when the operator names it), PostgreSQL."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return server.new_database()
+    return f"{request.param}:///{tmp_path / 'strata.sqlite'}"
 
 
 @pytest.fixture
