@@ -8,6 +8,9 @@ in a temporary state directory; leaves nothing running.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -15,6 +18,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,18 +40,43 @@ def wait_seeded(api: Client, timeout: float = 60) -> tuple[str, str]:
     raise RuntimeError("the embedded controller was not seeded in time")
 
 
-def api_rate(api: Client, primary: str, image: str, count: int, concurrency: int) -> float:
-    def one(i: int) -> None:
-        accepted = api.post("/v1/volumes", {"name": f"bench-{i}", "primary_storage_id": primary,
-                                            "image_id": image})
-        job = api.wait_job(accepted["job_id"], timeout=300)
-        if job["state"] != "succeeded":
-            raise RuntimeError(f"volume {i} failed: {job['error']}")
+async def api_rate(base_url: str, primary: str, image: str, count: int,
+                   concurrency: int) -> float:
+    """`concurrency` clients on keep-alive connections, each creating volumes one after
+    another: POST /v1/volumes, then long-poll its job to the end."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(count)))
-    return count / (time.perf_counter() - start)
+    async def client(http: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            async with http.post(f"{base_url}/v1/volumes", json={
+                    "name": f"bench-{i}", "primary_storage_id": primary,
+                    "image_id": image}) as resp:
+                accepted = await resp.json()
+            async with http.get(f"{base_url}/v1/jobs/{accepted['job_id']}?wait=60") as resp:
+                job = await resp.json()
+            if job["state"] != "succeeded":
+                raise RuntimeError(f"volume {i} failed: {job['error']}")
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        return count / (time.perf_counter() - start)
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(own, reaped children) CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def raw_rate(cache: Path, out: Path, count: int, concurrency: int) -> float:
@@ -90,13 +120,32 @@ def main() -> None:
         assert warm["state"] == "succeeded", warm
         cache = work / "state" / "primary" / "imagecache" / image
 
-        api_per_s = api_rate(api, primary, image, args.count, args.concurrency)
+        agent_pid = int(subprocess.check_output(
+            ["pgrep", "-P", str(controller.popen.pid), "-f", "agent"]).split()[0])
+        before = cpu_seconds(controller.popen.pid), cpu_seconds(agent_pid)
+        client_before = resource.getrusage(resource.RUSAGE_SELF)
+        api_per_s = asyncio.run(api_rate(controller.url, primary, image, args.count,
+                                         args.concurrency))
+        client_after = resource.getrusage(resource.RUSAGE_SELF)
+        after = cpu_seconds(controller.popen.pid), cpu_seconds(agent_pid)
+        raw_before = children_cpu()
         raw_per_s = raw_rate(cache, work / "raw", args.count, args.concurrency)
+        raw_cpu = children_cpu() - raw_before
+
+        def per_volume(seconds: float) -> str:
+            return f"{1000 * seconds / args.count:6.2f} ms"
+
         print(f"root volumes from a cached image, {args.count} at concurrency "
-              f"{args.concurrency}")
+              f"{args.concurrency}, on {os.cpu_count()} cores")
         print(f"  API (POST /v1/volumes + job wait): {api_per_s:8.1f} volumes/s")
         print(f"  raw qemu-img create:               {raw_per_s:8.1f} volumes/s")
         print(f"  ratio API/raw:                     {api_per_s / raw_per_s:8.2f} (target >= 0.8)")
+        print("CPU per volume")
+        print(f"  controller:             {per_volume(after[0][0] - before[0][0])}")
+        print(f"  agent:                  {per_volume(after[1][0] - before[1][0])}")
+        print(f"  qemu-img (via agent):   {per_volume(after[1][1] - before[1][1])}")
+        print(f"  benchmark client:       {per_volume(client_after.ru_utime + client_after.ru_stime - client_before.ru_utime - client_before.ru_stime)}")
+        print(f"  qemu-img (raw):         {per_volume(raw_cpu)}")
     finally:
         controller.stop()
         server.close()

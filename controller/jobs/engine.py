@@ -40,6 +40,7 @@ class JobContext:
     db: async_sessionmaker[AsyncSession]
     agents: AgentClient
     _last_write: float = field(default_factory=time.monotonic)
+    _success: dict[str, Any] | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -63,6 +64,14 @@ class JobContext:
         self.progress(hi)
         return result
 
+    async def succeed(self, session: AsyncSession, result: dict[str, Any] | None) -> None:
+        """Marks the job succeeded inside the handler's final transaction, so the resource's
+        new state and the job's end commit together (and cost one transaction, not two).
+        The handler must return once that transaction has committed."""
+        self._success = finished_values(JobState.SUCCEEDED, progress=100.0, result=result)
+        await session.execute(update(Job).where(Job.id == self.job.id).values(**self._success)
+                              .execution_options(synchronize_session=False))
+
     def progress(self, pct: float, message: str | None = None) -> None:
         """Shown at once to pollers; written to the database at most once a second, so a
         job that ends within a second writes no progress at all."""
@@ -77,6 +86,10 @@ class JobContext:
 
 
 JobHandler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
+
+
+def finished_values(state: JobState, **values: Any) -> dict[str, Any]:
+    return {"state": state, "updated_at": time.time(), **values}
 
 
 class JobEngine:
@@ -169,12 +182,15 @@ class JobEngine:
                 .values(updated_at=time.time(), **values)
                 .execution_options(synchronize_session=False))
 
-    async def _finish(self, job: Job, **values: Any) -> None:
-        values["updated_at"] = time.time()
+    async def _finish(self, job: Job, state: JobState, **values: Any) -> None:
+        values = finished_values(state, **values)
         async with self._db.begin() as session:
             await session.execute(
                 update(Job).where(Job.id == job.id).values(**values)
                 .execution_options(synchronize_session=False))
+        self._finished_in_memory(job, values)
+
+    def _finished_in_memory(self, job: Job, values: dict[str, Any]) -> None:
         for key, value in values.items():
             setattr(job, key, value)
         self._live.pop(job.id, None)
@@ -188,7 +204,7 @@ class JobEngine:
     async def _run(self, job: Job) -> None:
         handler = self._handlers.get(job.kind)
         if handler is None:
-            await self._finish(job, state=JobState.FAILED, error_code="unknown_job_kind",
+            await self._finish(job, JobState.FAILED, error_code="unknown_job_kind",
                                error_message=f"no handler for job kind {job.kind!r}")
             return
         ctx = JobContext(job=job, engine=self, db=self._db, agents=self._agents)
@@ -199,11 +215,14 @@ class JobEngine:
             raise
         except StrataError as exc:
             log.info("job %s (%s) failed: %s", job.id, job.kind, exc.message)
-            await self._finish(job, state=JobState.FAILED, error_code=exc.code,
+            await self._finish(job, JobState.FAILED, error_code=exc.code,
                                error_message=exc.message)
         except Exception as exc:
             log.exception("job %s (%s) crashed", job.id, job.kind)
-            await self._finish(job, state=JobState.FAILED, error_code="internal_error",
+            await self._finish(job, JobState.FAILED, error_code="internal_error",
                                error_message=f"{type(exc).__name__}: {exc}")
         else:
-            await self._finish(job, state=JobState.SUCCEEDED, progress=100.0, result=result)
+            if ctx._success is not None:
+                self._finished_in_memory(job, ctx._success)
+            else:
+                await self._finish(job, JobState.SUCCEEDED, progress=100.0, result=result)

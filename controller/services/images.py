@@ -76,6 +76,8 @@ class ImageService:
                 await transition(session, ImageStoreRef, ref.id, ObjectState.CREATING,
                                  ObjectState.ERROR)
             raise
+        result = {"sha256": facts.sha256, "size": facts.size, "format": facts.format,
+                  "virtual_size": facts.virtual_size}
         async with ctx.db.begin() as session:
             await transition(session, ImageStoreRef, ref.id, ObjectState.CREATING,
                              ObjectState.READY, path=facts.path)
@@ -85,8 +87,8 @@ class ImageService:
             row = await get_or_404(session, BackupStorage, store.id, "backup storage")
             row.capacity_total = facts.capacity.total
             row.capacity_available = facts.capacity.available
-        return {"sha256": facts.sha256, "size": facts.size, "format": facts.format,
-                "virtual_size": facts.virtual_size}
+            await ctx.succeed(session, result)
+        return result
 
     async def delete(self, image_id: str) -> Job:
         async with self._d.db.begin() as session:

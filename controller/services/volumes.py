@@ -109,13 +109,15 @@ class VolumeService:
                                     ObjectState.ERROR, reason=exc.message):
                     await release_capacity(session, store.id, volume.size)
             raise
+        result = {"path": facts.path, "virtual_size": facts.virtual_size}
         async with ctx.db.begin() as session:
             await transition(session, Volume, volume.id, ObjectState.CREATING,
                              ObjectState.READY, path=facts.path,
                              image_cache_id=cache.id if cache else None)
             await record_fs_capacity(session, store.id, facts.capacity.total,
                                      facts.capacity.available)
-        return {"path": facts.path, "virtual_size": facts.virtual_size}
+            await ctx.succeed(session, result)
+        return result
 
     async def delete(self, volume_id: str) -> Job:
         async with self._d.db.begin() as session:
@@ -153,3 +155,4 @@ class VolumeService:
                                 ObjectState.DESTROYED) and ctx.params["release"]:
                 await release_capacity(session, store.id, volume.size)
             await record_fs_capacity(session, store.id, capacity.total, capacity.available)
+            await ctx.succeed(session, None)
