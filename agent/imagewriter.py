@@ -39,9 +39,8 @@ class VerifiedImageWriter:
     async def write_all(self, chunks: AsyncIterator[bytes]) -> ImageFacts:
         """Consumes the source, then verifies and publishes; on any failure the temporary
         file is removed, so nothing half-made is left behind."""
-        os.makedirs(self.dest_dir, exist_ok=True)
         try:
-            self._file = open(self.tmp, "xb")  # noqa: SIM115 - closed in finally
+            self._file = await asyncio.to_thread(self._open)
             async for chunk in chunks:
                 await asyncio.to_thread(self._write, chunk)
                 if self._progress and self.expected_size:
@@ -51,7 +50,11 @@ class VerifiedImageWriter:
         finally:
             if self._file is not None and not self._file.closed:
                 self._file.close()
-            fsops.remove_quietly(self.tmp)
+            await asyncio.to_thread(fsops.remove_quietly, self.tmp)
+
+    def _open(self) -> IO[bytes]:
+        os.makedirs(self.dest_dir, exist_ok=True)
+        return open(self.tmp, "xb")
 
     def _write(self, chunk: bytes) -> None:
         assert self._file is not None
@@ -71,7 +74,8 @@ class VerifiedImageWriter:
             )
         info = await imagecheck.inspect(self._qemu_img, self.tmp, self._expected_format)
         await asyncio.to_thread(fsops.publish, self.tmp, self.final)
+        capacity = await asyncio.to_thread(fsops.capacity, self.dest_dir)
         return ImageFacts(
             path=self.final, size=self.size, sha256=digest, format=info["format"],
-            virtual_size=info["virtual-size"], capacity=fsops.capacity(self.dest_dir),
+            virtual_size=info["virtual-size"], capacity=capacity,
         )

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.errors import Cancelled, Conflict, NotFound, StrataError, Timeout
 from shared.protocol import ErrorBody, TaskInfo, TaskState
@@ -100,14 +101,14 @@ class TaskStore:
         )
 
 
-def _row_to_info(row: tuple[object, ...]) -> TaskInfo:
+def _row_to_info(row: tuple[Any, ...]) -> TaskInfo:
     task_id, command, state, progress, result, code, message, created, updated = row
     return TaskInfo(
         task_id=str(task_id), command=str(command), state=TaskState(state),
-        progress=float(progress),  # type: ignore[arg-type]
+        progress=float(progress),
         result=json.loads(str(result)) if result is not None else None,
         error=ErrorBody(code=str(code), message=str(message)) if code is not None else None,
-        created_at=float(created), updated_at=float(updated),  # type: ignore[arg-type]
+        created_at=float(created), updated_at=float(updated),
     )
 
 
@@ -131,7 +132,8 @@ class TaskManager:
             log.warning("marked %d interrupted task(s) as failed", interrupted)
         store.prune(time.time() - self.RETENTION_SECONDS)
 
-    def submit(self, task_id: str, command: str, deadline: float | None, body: TaskBody) -> TaskInfo:
+    def submit(self, task_id: str, command: str, deadline: float | None,
+               body: TaskBody) -> TaskInfo:
         existing = self.get(task_id)
         if existing is not None:
             if existing.command != command:
@@ -202,7 +204,7 @@ class TaskManager:
                 info.result = await body(progress)
             info.state, info.progress = TaskState.SUCCEEDED, 100.0
         except TimeoutError:
-            err = Timeout(f"task {info.task_id} passed its deadline")
+            err: StrataError = Timeout(f"task {info.task_id} passed its deadline")
             info.state, info.error = TaskState.FAILED, ErrorBody(**err.to_body())
         except asyncio.CancelledError:
             err = Cancelled(f"task {info.task_id} was cancelled")

@@ -144,7 +144,9 @@ def main() -> None:
         print(f"  controller:             {per_volume(after[0][0] - before[0][0])}")
         print(f"  agent:                  {per_volume(after[1][0] - before[1][0])}")
         print(f"  qemu-img (via agent):   {per_volume(after[1][1] - before[1][1])}")
-        print(f"  benchmark client:       {per_volume(client_after.ru_utime + client_after.ru_stime - client_before.ru_utime - client_before.ru_stime)}")
+        client_cpu = (client_after.ru_utime + client_after.ru_stime
+                      - client_before.ru_utime - client_before.ru_stime)
+        print(f"  benchmark client:       {per_volume(client_cpu)}")
         print(f"  qemu-img (raw):         {per_volume(raw_cpu)}")
     finally:
         controller.stop()

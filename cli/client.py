@@ -37,8 +37,8 @@ class Client:
             except (ValueError, KeyError, TypeError):
                 raise ApiError(exc.code, "http_error", raw.decode(errors="replace")) from None
         except urllib.error.URLError as exc:
-            raise ApiError(0, "unreachable",
-                           f"cannot reach the controller at {self.base_url}: {exc.reason}") from None
+            raise ApiError(0, "unreachable", f"cannot reach the controller at "
+                           f"{self.base_url}: {exc.reason}") from None
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)

@@ -27,7 +27,8 @@ def _cell(value: Any) -> str:
         return f"{value['code']}: {value['message']}"
     if isinstance(value, dict) and "allocated" in value:
         gib = 1 << 30
-        return f"{value['allocated'] / gib:.1f}/{value['total'] / gib:.1f}G x{value['overprovision_factor']:g}"
+        return (f"{value['allocated'] / gib:.1f}/{value['total'] / gib:.1f}G "
+                f"x{value['overprovision_factor']:g}")
     if isinstance(value, list):
         return ",".join(v.get("state", "?") if isinstance(v, dict) else str(v) for v in value)
     return "" if value is None else str(value)

@@ -18,7 +18,6 @@ from shared.names import validate_abs_path, validate_file_name
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 SHA256_RE = r"^[0-9a-f]{64}$"
-TOKEN_HEADER = "Authorization"
 
 ImageFormat = Literal["qcow2", "raw"]
 

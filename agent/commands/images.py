@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
+from typing import IO
 
 import aiohttp
 
@@ -58,17 +59,19 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
 async def copy_image(
     svc: AgentServices, payload: CopyImagePayload, progress: Callable[[float], None]
 ) -> ImageFacts:
-    if not os.path.isfile(payload.src_path):
-        raise NotFound(f"source image {payload.src_path} does not exist")
-    writer = VerifiedImageWriter(
-        svc.qemu_img, payload.dest_dir, payload.file_name,
-        expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
-        expected_size=os.path.getsize(payload.src_path), progress=progress,
-    )
-    return await writer.write_all(_read_file(payload.src_path))
+    try:
+        src = await asyncio.to_thread(open, payload.src_path, "rb")
+    except FileNotFoundError:
+        raise NotFound(f"source image {payload.src_path} does not exist") from None
+    with src:
+        writer = VerifiedImageWriter(
+            svc.qemu_img, payload.dest_dir, payload.file_name,
+            expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
+            expected_size=os.fstat(src.fileno()).st_size, progress=progress,
+        )
+        return await writer.write_all(_read_chunks(src))
 
 
-async def _read_file(path: str) -> AsyncIterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := await asyncio.to_thread(f.read, CHUNK):
-            yield chunk
+async def _read_chunks(src: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(src.read, CHUNK):
+        yield chunk

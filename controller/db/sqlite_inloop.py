@@ -30,7 +30,7 @@ class _Connection(sqlite3.Connection):
         return super().cursor(factory)
 
 
-class SQLiteDialect_inloop(SQLiteDialect_pysqlite):  # noqa: N801 - SQLAlchemy naming
+class SQLiteDialect_inloop(SQLiteDialect_pysqlite):
     driver = "strata_inloop"
     is_async = True
     supports_statement_cache = True
@@ -45,16 +45,16 @@ class SQLiteDialect_inloop(SQLiteDialect_pysqlite):  # noqa: N801 - SQLAlchemy n
 
     def do_execute(self, cursor: Any, statement: Any, parameters: Any,
                    context: Any = None) -> None:
-        super().do_execute(cursor, statement, parameters, context)
+        super().do_execute(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
         _settled()
 
     def do_execute_no_params(self, cursor: Any, statement: Any, context: Any = None) -> None:
-        super().do_execute_no_params(cursor, statement, context)
+        super().do_execute_no_params(cursor, statement, context)  # type: ignore[no-untyped-call]
         _settled()
 
     def do_executemany(self, cursor: Any, statement: Any, parameters: Any,
                        context: Any = None) -> None:
-        super().do_executemany(cursor, statement, parameters, context)
+        super().do_executemany(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
         _settled()
 
 

@@ -47,7 +47,9 @@ class DataStoreLifeCycle(abc.ABC):
         """Makes `store` usable from `host` and reports its capacity as seen there."""
 
     async def can_attach(self, session: AsyncSession, store: PrimaryStorage, host: Host) -> None:
-        """Raises a Conflict when `host` may not attach `store` (e.g. a second host on local)."""
+        """Raises a Conflict when `host` may not attach `store` (e.g. a second host on local).
+        Any host may by default."""
+        return None
 
 
 class PrimaryDataStoreDriver(abc.ABC):

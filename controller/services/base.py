@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute
 
-from controller.db.models import Base
 from controller.jobs.engine import JobEngine
 from controller.plugins.interfaces import EndPointSelector
 from controller.plugins.registry import PluginRegistry
@@ -22,11 +22,9 @@ class ServiceDeps:
     selector: EndPointSelector
 
 
-async def ensure_unique_name(session: AsyncSession, model: type[Base], name: str,
-                             what: str) -> None:
+async def ensure_unique_name(session: AsyncSession, column: InstrumentedAttribute[str],
+                             name: str, what: str) -> None:
     """A friendly 409 before the unique constraint would turn the insert into an error."""
-    table: object = model
-    exists = await session.scalar(
-        select(func.count()).select_from(model).where(table.name == name))  # type: ignore[attr-defined]
+    exists = await session.scalar(select(func.count()).where(column == name))
     if exists:
         raise Conflict(f"a {what} named {name!r} already exists", code="name_taken")

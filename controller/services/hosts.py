@@ -35,7 +35,7 @@ class HostService:
 
     async def add(self, req: HostCreate) -> tuple[Host, Job]:
         async with self._d.db.begin() as session:
-            await ensure_unique_name(session, Host, req.name, "host")
+            await ensure_unique_name(session, Host.name, req.name, "host")
             host = Host(name=req.name, address=req.address, hypervisor=req.hypervisor,
                         state=HostState.CONNECTING)
             session.add(host)

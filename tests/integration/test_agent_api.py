@@ -99,7 +99,8 @@ def test_task_log_survives_restart(tmp_path: Path) -> None:
     token_file.write_text(TOKEN)
     proc, _ = start_agent(tmp_path / "state", token_file)
     try:
-        call(f"{proc.url}/v1/commands/sleep", "POST", {"task_id": "done", "payload": {"seconds": 0}})
+        call(f"{proc.url}/v1/commands/sleep", "POST",
+             {"task_id": "done", "payload": {"seconds": 0}})
         status, _ = call(f"{proc.url}/v1/commands/sleep", "POST",
                          {"task_id": "cut", "payload": {"seconds": 60}})
         assert status == 202

@@ -22,7 +22,8 @@ from controller.db.models import BackupStorage, PrimaryStorage, PrimaryStorageHo
 from controller.services.lookup import get_or_404
 
 
-async def _primary_out(session: AsyncSession, stores: list[PrimaryStorage]) -> list[PrimaryStorageOut]:
+async def _primary_out(session: AsyncSession,
+                       stores: list[PrimaryStorage]) -> list[PrimaryStorageOut]:
     refs = (await session.scalars(select(PrimaryStorageHostRef).where(
         PrimaryStorageHostRef.primary_storage_id.in_([s.id for s in stores])))).all()
     out = []

@@ -7,7 +7,14 @@ import posixpath
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.models import AttachState, BackupStorage, Host, PrimaryStorage, PrimaryStorageHostRef, Volume
+from controller.db.models import (
+    AttachState,
+    BackupStorage,
+    Host,
+    PrimaryStorage,
+    PrimaryStorageHostRef,
+    Volume,
+)
 from controller.jobs.engine import JobContext
 from controller.plugins.common import DirectoryConfig
 from controller.plugins.interfaces import (
