@@ -26,7 +26,8 @@ class AgentConfig(BaseModel):
     )
     token_file: str | None = None
     command_wait: float = Field(
-        default=10.0, ge=0, description="How long POST /v1/commands waits before a 202."
+        default=2.0, ge=0,
+        description="How long POST /v1/commands waits for the task before answering 202.",
     )
     max_image_size: int = 1 << 40
     qemu_img: str = "qemu-img"

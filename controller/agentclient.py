@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
 ProgressCallback = Callable[[float], None]
 
-POLL_WAIT = 30
+# Each long-poll returns at least this often, so the job shows the task's progress.
+POLL_WAIT = 2
 RETRY_DELAYS = (0.2, 0.5, 1, 2, 5)
 
 
@@ -70,7 +71,7 @@ class AgentClient:
     async def _request(self, method: str, url: str, body: object = None) -> TaskInfo:
         async with self._http.request(
             method, url, json=body, headers=self._headers,
-            timeout=aiohttp.ClientTimeout(total=POLL_WAIT + 30, connect=10),
+            timeout=aiohttp.ClientTimeout(total=60, connect=10),
         ) as resp:
             data = await resp.json(content_type=None)
             if resp.status in (200, 202):

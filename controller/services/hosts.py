@@ -16,7 +16,7 @@ from controller.db.models import (
     PrimaryStorage,
     PrimaryStorageHostRef,
 )
-from controller.db.transitions import record_fs_capacity
+from controller.db.transitions import record_fs_capacity, transition
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import StorageRole
 from controller.services.base import ServiceDeps, ensure_unique_name
@@ -25,6 +25,8 @@ from shared.errors import InUse, StrataError
 from shared.protocol import Command, EmptyPayload, HostInfoResult
 
 log = logging.getLogger(__name__)
+
+ATTACHED = (AttachState.CONNECTING, AttachState.CONNECTED, AttachState.DISCONNECTED)
 
 
 class HostService:
@@ -62,13 +64,12 @@ class HostService:
                                   task_id=ctx.task_id("info"), timeout=30, span=(0, 20))
         except StrataError as exc:
             async with ctx.db.begin() as session:
-                host = await get_or_404(session, Host, host.id, "host")
-                host.state, host.reason = HostState.DISCONNECTED, exc.message
+                await transition(session, Host, host.id, list(HostState),
+                                 HostState.DISCONNECTED, reason=exc.message)
             raise
         async with ctx.db.begin() as session:
-            host = await get_or_404(session, Host, host.id, "host")
-            host.state, host.reason = HostState.CONNECTED, None
-            host.agent_version = info.agent_version
+            await transition(session, Host, host.id, list(HostState), HostState.CONNECTED,
+                             reason=None, agent_version=info.agent_version)
             refs = (await session.execute(
                 select(PrimaryStorageHostRef, PrimaryStorage)
                 .join(PrimaryStorage, PrimaryStorage.id == PrimaryStorageHostRef.primary_storage_id)
@@ -116,10 +117,11 @@ async def attach_storage(ctx: JobContext, deps: ServiceDeps, ref: PrimaryStorage
         capacity = await lifecycle.attach(ctx, store, host)
     except StrataError as exc:
         async with ctx.db.begin() as session:
-            row = await get_or_404(session, PrimaryStorageHostRef, ref.id, "attachment")
-            row.state, row.reason = AttachState.DISCONNECTED, exc.message
+            await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
+                             AttachState.DISCONNECTED, reason=exc.message)
         raise
     async with ctx.db.begin() as session:
-        row = await get_or_404(session, PrimaryStorageHostRef, ref.id, "attachment")
-        row.state, row.reason = AttachState.CONNECTED, None
-        await record_fs_capacity(session, store.id, capacity.total, capacity.available)
+        # An attachment that is being detached meanwhile stays so.
+        if await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
+                            AttachState.CONNECTED, reason=None):
+            await record_fs_capacity(session, store.id, capacity.total, capacity.available)

@@ -23,10 +23,11 @@ from controller.db.transitions import release_cache, transition
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import StorageRole
 from controller.services.base import ServiceDeps, ensure_unique_name
-from controller.services.hosts import attach_storage
+from controller.services.hosts import ATTACHED, attach_storage
 from controller.services.lookup import get_or_404
 from shared.errors import Conflict, InUse, StrataError
 
+CONNECTABLE = (StoreState.CREATING, StoreState.READY, StoreState.ERROR)
 LIVE = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY, ObjectState.COPYING,
         ObjectState.DESTROYING, ObjectState.ERROR)
 
@@ -73,12 +74,13 @@ class PrimaryStorageService:
             PrimaryStorageHostRef.primary_storage_id == store.id,
             PrimaryStorageHostRef.host_id == host.id))
         if ref is None:
-            ref = PrimaryStorageHostRef(primary_storage_id=store.id, host_id=host.id)
+            ref = PrimaryStorageHostRef(primary_storage_id=store.id, host_id=host.id,
+                                        state=AttachState.CONNECTING)
             session.add(ref)
-        elif ref.state == AttachState.DETACHING:
+            await session.flush()
+        elif not await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
+                                  AttachState.CONNECTING):
             raise Conflict(f"primary storage {store.name} is being detached from {host.name}")
-        ref.state = AttachState.CONNECTING
-        await session.flush()
         return self._d.jobs.new_job(session, "primary_storage.attach",
                                     resource_type="primary_storage", resource_id=store.id,
                                     params={"host_id": host.id, "ref_id": ref.id})
@@ -107,7 +109,10 @@ class PrimaryStorageService:
                 PrimaryStorageHostRef.state == AttachState.CONNECTED))
             if others is None:
                 await _refuse_if_volumes(session, store)
-            ref.state = AttachState.DETACHING
+            if not await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
+                                    AttachState.DETACHING):
+                raise Conflict(f"primary storage {store.name} is already being detached "
+                               f"from host {host_id}")
             job = self._d.jobs.new_job(session, "primary_storage.detach",
                                        resource_type="primary_storage", resource_id=store.id,
                                        params={"ref_id": ref.id})
@@ -210,13 +215,13 @@ class BackupStorageService:
             capacity = await lifecycle.attach(ctx, store, host)
         except StrataError as exc:
             async with ctx.db.begin() as session:
-                row = await get_or_404(session, BackupStorage, store.id, "backup storage")
-                row.state, row.reason = StoreState.ERROR, exc.message
+                await transition(session, BackupStorage, store.id, CONNECTABLE,
+                                 StoreState.ERROR, reason=exc.message)
             raise
         async with ctx.db.begin() as session:
-            row = await get_or_404(session, BackupStorage, store.id, "backup storage")
-            row.state, row.reason = StoreState.READY, None
-            row.capacity_total, row.capacity_available = capacity.total, capacity.available
+            await transition(session, BackupStorage, store.id, CONNECTABLE, StoreState.READY,
+                             reason=None, capacity_total=capacity.total,
+                             capacity_available=capacity.available)
 
     async def delete(self, store_id: str) -> Job:
         async with self._d.db.begin() as session:
@@ -227,7 +232,9 @@ class BackupStorageService:
             if images:
                 raise InUse(f"backup storage {store.name} still holds images: "
                             f"{', '.join(images)}; delete them first")
-            store.state = StoreState.DELETING
+            if not await transition(session, BackupStorage, store.id, CONNECTABLE,
+                                    StoreState.DELETING):
+                raise Conflict(f"backup storage {store.name} is {store.state}")
             job = self._d.jobs.new_job(session, "backup_storage.delete",
                                        resource_type="backup_storage", resource_id=store.id)
         self._d.jobs.start(job)

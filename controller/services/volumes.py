@@ -43,6 +43,7 @@ class VolumeService:
             store = await get_fresh(session, PrimaryStorage, req.primary_storage_id,
                                     "primary storage")
             self._d.registry.backend(store.type, store.hypervisor)
+            await self._d.selector.for_primary(session, store)
             size = req.size
             if req.image_id is not None:
                 image = await get_or_404(session, Image, req.image_id, "image")

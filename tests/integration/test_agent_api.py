@@ -69,7 +69,7 @@ def test_same_task_id_is_one_execution(agent: tuple[Proc, str, Path]) -> None:
 
 def test_long_poll_cancel_and_deadline(agent: tuple[Proc, str, Path]) -> None:
     proc, _, _ = agent
-    # command_wait is 10s by default: a 30s sleep answers 202 (running).
+    # command_wait is 2s by default: a 30s sleep answers 202 (running).
     status, info = call(f"{proc.url}/v1/commands/sleep", "POST",
                         {"task_id": "long", "payload": {"seconds": 30}})
     assert status == 202 and info["state"] == "running"

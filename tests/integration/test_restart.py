@@ -23,8 +23,12 @@ def test_job_completes_after_controller_is_killed(stack: Stack, file_server: Fil
                   debug_tasks(stack.agent_debug)["running"]):
         assert time.monotonic() < deadline, "download never started"
         time.sleep(0.1)
+    deadline = time.monotonic() + 20
+    while (job := stack.api.get(f"/v1/jobs/{accepted['job_id']}"))["progress"] <= 0:
+        assert time.monotonic() < deadline, "no progress reported"
+        time.sleep(0.1)
+    assert job["state"] == "running" and job["progress"] < 100
     stack.controller.stop(signal.SIGKILL)
-    assert stack.api.get  # the client object stays; only the process died
     stack.restart_controller()
     job = stack.wait(accepted)
     assert job["result"]["sha256"] == sha

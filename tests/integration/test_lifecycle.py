@@ -1,0 +1,55 @@
+"""Hosts and storages through their lifecycle: attach, detach, reconnect, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cli.client import ApiError
+from tests.conftest import Stack
+
+
+@pytest.fixture(params=["sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'strata.sqlite'}"
+
+
+def test_detach_and_delete_in_order(stack: Stack) -> None:
+    api = stack.api
+    vol = stack.wait(api.post("/v1/volumes", {
+        "name": "keep", "primary_storage_id": stack.primary_id, "size": 1 << 20}))
+    with pytest.raises(ApiError) as refused:
+        api.post(f"/v1/primary-storages/{stack.primary_id}/detach", {"host_id": stack.host_id})
+    assert refused.value.status == 409 and "keep" in refused.value.message
+    with pytest.raises(ApiError) as refused:
+        api.delete(f"/v1/primary-storages/{stack.primary_id}")
+    assert refused.value.code == "in_use"
+
+    stack.wait(api.post(f"/v1/hosts/{stack.host_id}/reconnect"))
+    ps = api.get(f"/v1/primary-storages/{stack.primary_id}")
+    assert ps["hosts"][0]["state"] == "connected" and ps["capacity"]["total"] > 0
+
+    stack.wait(api.delete(f"/v1/volumes/{vol['resource_id']}"))
+    stack.wait(api.post(f"/v1/primary-storages/{stack.primary_id}/detach",
+                        {"host_id": stack.host_id}))
+    assert api.get(f"/v1/primary-storages/{stack.primary_id}")["hosts"] == []
+    with pytest.raises(ApiError) as refused:
+        api.post("/v1/volumes", {"name": "v", "primary_storage_id": stack.primary_id,
+                                 "size": 1 << 20})
+    assert refused.value.status == 409 and refused.value.code == "no_connected_host"
+
+    stack.wait(api.delete(f"/v1/hosts/{stack.host_id}"))
+    assert api.get("/v1/hosts")["total"] == 0
+    stack.wait(api.delete(f"/v1/primary-storages/{stack.primary_id}"))
+    stack.wait(api.delete(f"/v1/backup-storages/{stack.backup_id}"))
+    assert api.get("/v1/primary-storages")["total"] == 0
+    assert api.get("/v1/backup-storages")["total"] == 0
+
+
+def test_unreachable_agent_marks_host_disconnected(stack: Stack) -> None:
+    job = stack.wait(stack.api.post("/v1/hosts", {"name": "ghost",
+                                                  "address": "http://127.0.0.1:1"}), ok=False)
+    assert job["state"] == "failed" and job["error"]["code"] == "agent_unreachable"
+    host = stack.api.get(f"/v1/hosts/{job['resource_id']}")
+    assert host["state"] == "disconnected" and "127.0.0.1:1" in host["reason"]
