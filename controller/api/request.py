@@ -24,27 +24,20 @@ async def body(request: web.Request, model: type[B]) -> B:
     return model.model_validate(await read_json(request))
 
 
-def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+N = TypeVar("N", int, float)
+
+
+def number_param(request: web.Request, name: str, default: N, lo: N, hi: N) -> N:
+    """A numeric query parameter of the type of `default`, within [lo, hi]."""
     raw = request.query.get(name)
     if raw is None:
         return default
+    kind = type(default)
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise InvalidInput(f"{name} must be an integer, not {raw!r}") from None
-    if not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be between {lo} and {hi}")
-    return value
-
-
-def float_param(request: web.Request, name: str, default: float, lo: float, hi: float) -> float:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number, not {raw!r}") from None
+        raise InvalidInput(f"{name} must be {'an integer' if kind is int else 'a number'}, "
+                           f"not {raw!r}") from None
     if not lo <= value <= hi:
         raise InvalidInput(f"{name} must be between {lo:g} and {hi:g}")
     return value
@@ -73,8 +66,8 @@ async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any
     for name in filters:
         if name in request.query:
             stmt = stmt.where(getattr(model, name) == request.query[name])
-    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = int_param(request, "offset", 0, 0, 1 << 31)
+    limit = number_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = number_param(request, "offset", 0, 0, 1 << 31)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = (await session.scalars(
         stmt.order_by(model.created_at, model.id).limit(limit).offset(offset))).all()

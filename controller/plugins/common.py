@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict
 
-from shared.protocol import AbsPath
+from controller.db.models import BackupStorage, Host, PrimaryStorage
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces import DataStoreLifeCycle
+from shared.protocol import (
+    AbsPath,
+    Command,
+    FsCapacity,
+    PrepareStoragePayload,
+    PrepareStorageResult,
+)
 
 
 class DirectoryConfig(BaseModel):
@@ -12,3 +23,18 @@ class DirectoryConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     path: AbsPath
+
+
+class DirectoryLifeCycle(DataStoreLifeCycle):
+    """Attaching a directory store: the host's agent creates its subdirectories, proves
+    it can write there, clears leftovers of interrupted work and reports capacity."""
+
+    config_model = DirectoryConfig
+    subdirs: ClassVar[tuple[str, ...]] = ()
+
+    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
+                     host: Host) -> FsCapacity:
+        payload = PrepareStoragePayload(path=store.config["path"], subdirs=list(self.subdirs))
+        result = await ctx.call(host, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
+                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
+        return result.capacity

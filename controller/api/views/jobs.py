@@ -6,7 +6,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from controller.api.keys import SERVICES
-from controller.api.request import float_param, paginate
+from controller.api.request import number_param, paginate
 from controller.api.schemas import Error, JobOut
 from controller.api.views.common import ok
 from controller.db.models import Job
@@ -33,6 +33,6 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     """`?wait=N` long-polls up to N seconds for the job to finish."""
-    wait = float_param(request, "wait", 0.0, 0.0, MAX_WAIT)
+    wait = number_param(request, "wait", 0.0, 0.0, MAX_WAIT)
     job = await request.app[SERVICES].jobs.get(request.match_info["id"], wait)
     return ok(job_out(job))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import posixpath
 
-from controller.db.models import BackupStorage, Host, Image, ImageStoreRef, PrimaryStorage
+from controller.db.models import BackupStorage, Host, Image, ImageStoreRef
 from controller.jobs.engine import JobContext
-from controller.plugins.common import DirectoryConfig
+from controller.plugins.common import DirectoryLifeCycle
 from controller.plugins.interfaces import (
-    DataStoreLifeCycle,
     DataStoreProvider,
     ImageDataStoreDriver,
     StorageRole,
@@ -18,24 +17,14 @@ from shared.protocol import (
     DeleteFilePayload,
     DeleteFileResult,
     DownloadImagePayload,
-    FsCapacity,
     ImageFacts,
-    PrepareStoragePayload,
-    PrepareStorageResult,
 )
 
 IMAGES = "images"
 
 
-class DirLifeCycle(DataStoreLifeCycle):
-    config_model = DirectoryConfig
-
-    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
-                     host: Host) -> FsCapacity:
-        payload = PrepareStoragePayload(path=store.config["path"], subdirs=[IMAGES])
-        result = await ctx.call(host, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
-                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
-        return result.capacity
+class DirLifeCycle(DirectoryLifeCycle):
+    subdirs = (IMAGES,)
 
 
 class DirDriver(ImageDataStoreDriver):

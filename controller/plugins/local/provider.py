@@ -9,29 +9,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import (
     AttachState,
-    BackupStorage,
     Host,
     PrimaryStorage,
     PrimaryStorageHostRef,
     Volume,
 )
-from controller.jobs.engine import JobContext
-from controller.plugins.common import DirectoryConfig
+from controller.plugins.common import DirectoryLifeCycle
 from controller.plugins.interfaces import (
-    DataStoreLifeCycle,
     DataStoreProvider,
     PrimaryDataStoreDriver,
     StorageRole,
 )
 from shared.errors import Conflict
-from shared.protocol import Command, FsCapacity, PrepareStoragePayload, PrepareStorageResult
 
 VOLUMES = "volumes"
 IMAGE_CACHE = "imagecache"
 
 
-class LocalLifeCycle(DataStoreLifeCycle):
-    config_model = DirectoryConfig
+class LocalLifeCycle(DirectoryLifeCycle):
+    subdirs = (VOLUMES, IMAGE_CACHE)
 
     async def can_attach(self, session: AsyncSession, store: PrimaryStorage, host: Host) -> None:
         other = await session.scalar(
@@ -47,13 +43,6 @@ class LocalLifeCycle(DataStoreLifeCycle):
                 "a local storage belongs to exactly one host",
                 code="already_attached",
             )
-
-    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
-                     host: Host) -> FsCapacity:
-        payload = PrepareStoragePayload(path=store.config["path"], subdirs=[VOLUMES, IMAGE_CACHE])
-        result = await ctx.call(host, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
-                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
-        return result.capacity
 
 
 class LocalDriver(PrimaryDataStoreDriver):
