@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=BaseModel)
 ProgressCallback = Callable[[float], None]
+NoticeCallback = Callable[[str | None], None]
 
 # Each long-poll returns at least this often, so the job shows the task's progress.
 POLL_WAIT = 2
@@ -36,22 +37,24 @@ class AgentClient:
     async def call(
         self, address: str, command: str, task_id: str, payload: BaseModel, result_type: type[R],
         *, timeout: float = 3600, progress: ProgressCallback | None = None,
+        notice: NoticeCallback | None = None,
     ) -> R:
         """Runs `command` on the agent at `address` and returns its typed result.
-        Raises the task's error, rebuilt from its `{code, message}`."""
+        Raises the task's error, rebuilt from its `{code, message}`. While the agent can't
+        be reached, `notice` gets a line saying so (and None once it answers again)."""
         assert COMMAND_MODELS[command][1] is result_type
         deadline = time.time() + timeout
         envelope = CommandEnvelope(task_id=task_id, deadline=deadline,
                                    payload=payload.model_dump(mode="json"))
         info = await self._retrying(
-            deadline, address,
+            deadline, address, notice,
             lambda: self._request("POST", f"{address}/v1/commands/{command}",
                                   envelope.model_dump(mode="json")))
         while not info.state.finished:
             if progress:
                 progress(info.progress)
             info = await self._retrying(
-                deadline, address,
+                deadline, address, notice,
                 lambda: self._poll_or_resubmit(address, command, task_id, envelope))
         if info.state is TaskState.SUCCEEDED:
             return result_type.model_validate(info.result or {})
@@ -83,21 +86,28 @@ class AgentClient:
             raise from_body(data.get("code", "agent_error"), data.get("message", str(data)))
 
     async def _retrying(
-        self, deadline: float, address: str, request: Callable[[], Awaitable[TaskInfo]]
+        self, deadline: float, address: str, notice: NoticeCallback | None,
+        request: Callable[[], Awaitable[TaskInfo]],
     ) -> TaskInfo:
         """Retries only what a network or a restarting agent causes; errors the agent
         states (4xx bodies) go straight to the caller."""
         attempt = 0
         while True:
             try:
-                return await request()
+                info = await request()
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 if time.time() >= deadline:
                     raise AgentUnreachable(f"agent at {address} unreachable: {exc}") from exc
                 delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
                 attempt += 1
                 log.info("agent %s unreachable (%s); retrying in %ss", address, exc, delay)
+                if notice:
+                    notice(f"agent at {address} unreachable ({exc}); retrying")
                 await asyncio.sleep(delay)
+                continue
+            if attempt and notice:
+                notice(None)
+            return info
 
 
 class _TaskUnknown(Exception):

@@ -60,7 +60,8 @@ class JobContext:
             self.progress(lo + (hi - lo) * pct / 100.0)
 
         result = await self.agents.call(host.address, command, task_id, payload, result_type,
-                                        timeout=timeout, progress=on_progress)
+                                        timeout=timeout, progress=on_progress,
+                                        notice=self.notice)
         self.progress(hi)
         return result
 
@@ -72,17 +73,21 @@ class JobContext:
         await session.execute(update(Job).where(Job.id == self.job.id).values(**self._success)
                               .execution_options(synchronize_session=False))
 
-    def progress(self, pct: float, message: str | None = None) -> None:
+    def progress(self, pct: float) -> None:
         """Shown at once to pollers; written to the database at most once a second, so a
         job that ends within a second writes no progress at all."""
         self.job.progress = round(pct, 1)
-        if message is not None:
-            self.job.message = message
         now = time.monotonic()
         if now - self._last_write < PROGRESS_INTERVAL:
             return
         self._last_write = now
-        self.engine.schedule_progress(self.job.id, self.job.progress, self.job.message)
+        self.engine.schedule_progress(self.job.id, progress=self.job.progress)
+
+    def notice(self, message: str | None) -> None:
+        """A line for the operator about what the job waits on (None clears it)."""
+        if message != self.job.message:
+            self.job.message = message
+            self.engine.schedule_progress(self.job.id, message=message)
 
 
 JobHandler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
@@ -163,8 +168,8 @@ class JobEngine:
                 # Run by another controller process: poll the database.
                 await asyncio.sleep(min(remaining, 1.0))
 
-    def schedule_progress(self, job_id: str, pct: float, message: str | None) -> None:
-        task = asyncio.create_task(self._update(job_id, progress=pct, message=message))
+    def schedule_progress(self, job_id: str, **values: Any) -> None:
+        task = asyncio.create_task(self._update(job_id, **values))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -175,7 +180,6 @@ class JobEngine:
         await asyncio.gather(*tasks, *self._background, return_exceptions=True)
 
     async def _update(self, job_id: str, **values: Any) -> None:
-        values = {k: v for k, v in values.items() if v is not None}
         async with self._db.begin() as session:
             await session.execute(
                 update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING)

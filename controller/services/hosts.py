@@ -61,7 +61,7 @@ class HostService:
             host = await get_or_404(session, Host, ctx.job.resource_id or "", "host")
         try:
             info = await ctx.call(host, Command.HOST_INFO, EmptyPayload(), HostInfoResult,
-                                  task_id=ctx.task_id("info"), timeout=30, span=(0, 20))
+                                  task_id=ctx.task_id("info"), timeout=15, span=(0, 20))
         except StrataError as exc:
             async with ctx.db.begin() as session:
                 await transition(session, Host, host.id, list(HostState),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -48,8 +49,13 @@ def test_detach_and_delete_in_order(stack: Stack) -> None:
 
 
 def test_unreachable_agent_marks_host_disconnected(stack: Stack) -> None:
-    job = stack.wait(stack.api.post("/v1/hosts", {"name": "ghost",
-                                                  "address": "http://127.0.0.1:1"}), ok=False)
+    accepted = stack.api.post("/v1/hosts", {"name": "ghost", "address": "http://127.0.0.1:1"})
+    deadline = time.monotonic() + 10
+    while not (stack.api.get(f"/v1/jobs/{accepted['job_id']}")["message"] or "").startswith(
+            "agent at http://127.0.0.1:1 unreachable"):
+        assert time.monotonic() < deadline, "the job never said what it waits on"
+        time.sleep(0.1)
+    job = stack.wait(accepted, ok=False)
     assert job["state"] == "failed" and job["error"]["code"] == "agent_unreachable"
     host = stack.api.get(f"/v1/hosts/{job['resource_id']}")
     assert host["state"] == "disconnected" and "127.0.0.1:1" in host["reason"]
