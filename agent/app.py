@@ -12,6 +12,7 @@ from aiohttp import web
 from agent import views
 from agent.config import AgentConfig
 from agent.executor import Executor
+from agent.iscsi import build_initiator, build_target_driver
 from agent.qemuimg import QemuImg
 from agent.services import AgentServices
 from agent.tasks import TaskManager, TaskStore
@@ -47,10 +48,15 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = TaskStore(os.path.join(config.state_dir, "tasks.sqlite"))
         app[TASKS] = TaskManager(store)
+        qemu_img = QemuImg(executor, config.qemu_img)
+        target_driver = build_target_driver(config, executor)
+        if target_driver is not None:
+            await target_driver.restore()
         async with aiohttp.ClientSession() as http:
             app[SERVICES] = AgentServices(
-                config=config, executor=executor,
-                qemu_img=QemuImg(executor, config.qemu_img), http=http,
+                config=config, executor=executor, qemu_img=qemu_img, http=http,
+                target_driver=target_driver,
+                initiator=build_initiator(config, executor, qemu_img),
             )
             yield
             await app[TASKS].shutdown()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.config import parse_listen
+from shared.protocol import Iqn
 
 DEFAULT_STATE_DIR = "/var/lib/strata/agent"
 
@@ -31,6 +33,17 @@ class AgentConfig(BaseModel):
     )
     max_image_size: int = 1 << 40
     qemu_img: str = "qemu-img"
+    iscsi_target: Literal["tgt", "lio"] | None = Field(
+        default=None, description="Serve iSCSI volumes from this host with this target.")
+    iscsi_portal: str = Field(default="127.0.0.1:3260",
+                              description="The portal initiators reach this host's target at.")
+    tgt_control_port: int | None = Field(default=None,
+                                         description="tgtd's control port (tgtadm -C).")
+    initiator_iqn: Iqn | None = Field(
+        default=None, description="This host's initiator name; default: open-iscsi's.")
+    iscsi_access: Literal["kernel", "qemu"] = Field(
+        default="kernel",
+        description="How QEMU here opens iSCSI volumes: kernel sessions or libiscsi.")
 
     @field_validator("listen")
     @classmethod

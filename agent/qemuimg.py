@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.executor import Executor, Limits
@@ -41,9 +41,12 @@ class QemuImg:
 
     async def info(
         self, path: str, *, fmt: str | None = None, backing_chain: bool = False,
-        limits: Limits | None = None,
+        limits: Limits | None = None, objects: Sequence[str] = (),
     ) -> Any:
+        """`objects` are `--object` definitions (e.g. a secret an image spec refers to)."""
         argv = [self._bin, "info", "--output=json", "--force-share"]
+        for obj in objects:
+            argv += ["--object", obj]
         if fmt:
             argv += ["-f", fmt]
         if backing_chain:

@@ -8,6 +8,8 @@ import aiohttp
 
 from agent.config import AgentConfig
 from agent.executor import Executor
+from agent.iscsi.initiator import Initiator
+from agent.iscsi.target import TargetDriver
 from agent.qemuimg import QemuImg
 
 
@@ -17,3 +19,5 @@ class AgentServices:
     executor: Executor
     qemu_img: QemuImg
     http: aiohttp.ClientSession
+    target_driver: TargetDriver | None = None
+    initiator: Initiator | None = None

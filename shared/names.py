@@ -47,3 +47,23 @@ def validate_abs_path(path: str, what: str = "path") -> str:
 def join_under(root: str, name: str) -> str:
     """`root/name` with both halves validated, so the result stays under root."""
     return posixpath.join(validate_abs_path(root, "storage root"), validate_file_name(name))
+
+
+_IQN_RE = re.compile(
+    r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
+    r"(:[a-z0-9][a-z0-9.:_-]*)?$"
+)
+_EUI_RE = re.compile(r"^eui\.[0-9A-F]{16}$")
+_NAA_RE = re.compile(r"^naa\.([0-9A-F]{16}|[0-9A-F]{32})$")
+
+
+def validate_iqn(name: str) -> str:
+    """An iSCSI name (RFC 3720): `iqn.YYYY-MM.reversed.domain[:suffix]`, `eui.` or `naa.`."""
+    if len(name.encode()) > 223 or not (
+        _IQN_RE.fullmatch(name) or _EUI_RE.fullmatch(name) or _NAA_RE.fullmatch(name)
+    ):
+        raise InvalidInput(
+            f"invalid iSCSI name {name!r}: expected iqn.YYYY-MM.reversed.domain[:name] "
+            "(lower case), eui.<16 hex> or naa.<16 or 32 hex>"
+        )
+    return name

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from shared.names import validate_abs_path, validate_file_name
+from shared.names import validate_abs_path, validate_file_name, validate_iqn
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 SHA256_RE = r"^[0-9a-f]{64}$"
@@ -72,6 +72,7 @@ class TaskInfo(Model):
 
 AbsPath = Annotated[str, AfterValidator(validate_abs_path)]
 FileName = Annotated[str, AfterValidator(validate_file_name)]
+Iqn = Annotated[str, AfterValidator(validate_iqn)]
 
 
 class FsCapacity(Model):
@@ -85,6 +86,8 @@ class HostInfoResult(Model):
     hostname: str
     agent_version: str
     qemu_img_version: str
+    initiator_iqn: Iqn | None = Field(
+        default=None, description="The host's iSCSI initiator name, if it has one.")
 
 
 class PrepareStoragePayload(Model):
@@ -166,6 +169,71 @@ class DeleteFileResult(Model):
     capacity: FsCapacity
 
 
+class ChapCredentials(Model):
+    user: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    password: str = Field(min_length=12, max_length=16, pattern=r"^[A-Za-z0-9._-]+$",
+                          description="RFC 3720 secrets are 12 to 16 octets.")
+
+
+class IscsiTarget(Model):
+    """Where a LUN is served: the portal, the target name, the LUN number."""
+
+    portal: str = Field(pattern=r"^[0-9A-Za-z.\[\]:-]+:\d{1,5}$")
+    target: Iqn
+    lun: int = Field(default=1, ge=0, le=255)
+    chap: ChapCredentials | None = None
+
+
+class ExportLunPayload(Model):
+    """Create the LUN's backing file in `dir` (empty of `size`, or a copy of `source`) and
+    serve it as the single LUN of its own target."""
+
+    dir: AbsPath
+    file_name: FileName
+    size: int = Field(gt=0)
+    source: BackingFile | None = None
+    target: Iqn
+    chap: ChapCredentials | None = None
+
+
+class ExportLunResult(Model):
+    path: str
+    target: IscsiTarget
+    capacity: FsCapacity
+
+
+class UnexportLunPayload(Model):
+    """Remove the target (and so every grant), then the backing file."""
+
+    dir: AbsPath
+    file_name: FileName
+    target: Iqn
+
+
+class LunAccessPayload(Model):
+    target: Iqn
+    initiator: Iqn
+
+
+class LunAccessResult(Model):
+    target: Iqn
+    initiators: list[str]
+
+
+class ConnectVolumePayload(Model):
+    target: IscsiTarget
+
+
+class ConnectVolumeResult(Model):
+    """How this host's QEMU opens the volume: a device path (kernel mode) or a QEMU
+    block-driver spec (qemu mode)."""
+
+    mode: Literal["kernel", "qemu"]
+    device: str | None = None
+    qemu_spec: dict[str, Any] | None = None
+    size: int
+
+
 class SleepPayload(Model):
     """A task that only waits: lets operators and tests check the task machinery."""
 
@@ -182,6 +250,12 @@ class Command:
     CREATE_VOLUME = "create_volume"
     DELETE_FILE = "delete_file"
     SLEEP = "sleep"
+    EXPORT_LUN = "export_lun"
+    UNEXPORT_LUN = "unexport_lun"
+    GRANT_LUN = "grant_lun"
+    REVOKE_LUN = "revoke_lun"
+    CONNECT_VOLUME = "connect_volume"
+    DISCONNECT_VOLUME = "disconnect_volume"
 
 
 class EmptyPayload(Model):
@@ -200,4 +274,10 @@ COMMAND_MODELS: dict[str, tuple[type[Model], type[Model]]] = {
     Command.CREATE_VOLUME: (CreateVolumePayload, VolumeFacts),
     Command.DELETE_FILE: (DeleteFilePayload, DeleteFileResult),
     Command.SLEEP: (SleepPayload, SleepResult),
+    Command.EXPORT_LUN: (ExportLunPayload, ExportLunResult),
+    Command.UNEXPORT_LUN: (UnexportLunPayload, DeleteFileResult),
+    Command.GRANT_LUN: (LunAccessPayload, LunAccessResult),
+    Command.REVOKE_LUN: (LunAccessPayload, LunAccessResult),
+    Command.CONNECT_VOLUME: (ConnectVolumePayload, ConnectVolumeResult),
+    Command.DISCONNECT_VOLUME: (ConnectVolumePayload, EmptyPayload),
 }

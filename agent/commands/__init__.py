@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.commands import host, images, storage, volumes
+from agent.commands import host, images, iscsi, storage, volumes
 from agent.services import AgentServices
 from shared.protocol import COMMAND_MODELS, Command, Model
 
@@ -20,6 +20,12 @@ HANDLERS: dict[str, Handler] = {
     Command.COPY_IMAGE: images.copy_image,
     Command.CREATE_VOLUME: volumes.create_volume,
     Command.DELETE_FILE: volumes.delete_file,
+    Command.EXPORT_LUN: iscsi.export_lun,
+    Command.UNEXPORT_LUN: iscsi.unexport_lun,
+    Command.GRANT_LUN: iscsi.grant_lun,
+    Command.REVOKE_LUN: iscsi.revoke_lun,
+    Command.CONNECT_VOLUME: iscsi.connect_volume,
+    Command.DISCONNECT_VOLUME: iscsi.disconnect_volume,
 }
 
 assert set(HANDLERS) == set(COMMAND_MODELS), "every protocol command needs a handler"

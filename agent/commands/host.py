@@ -17,6 +17,7 @@ async def host_info(
     return HostInfoResult(
         hostname=socket.gethostname(), agent_version=__version__,
         qemu_img_version=await svc.qemu_img.version(),
+        initiator_iqn=svc.initiator.iqn if svc.initiator else None,
     )
 
 

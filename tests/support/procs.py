@@ -66,14 +66,19 @@ def spawn(module: str, args: list[str], log: Path, url: str) -> Proc:
     return proc
 
 
-def start_agent(state: Path, token_file: Path) -> tuple[Proc, str]:
-    """Returns the agent process and its loopback debug URL."""
+def start_agent(state: Path, token_file: Path,
+                config: dict[str, object] | None = None) -> tuple[Proc, str]:
+    """Returns the agent process and its loopback debug URL. `config` goes into a TOML
+    file for the settings that have no flag (the iSCSI roles)."""
     port, debug_port = free_port(), free_port()
     state.mkdir(parents=True, exist_ok=True)
-    proc = spawn("agent", ["--listen", f"127.0.0.1:{port}",
-                           "--debug-listen", f"127.0.0.1:{debug_port}",
-                           "--state-dir", str(state), "--token-file", str(token_file)],
-                 state / "agent.log", f"http://127.0.0.1:{port}")
+    args = ["--listen", f"127.0.0.1:{port}", "--debug-listen", f"127.0.0.1:{debug_port}",
+            "--state-dir", str(state), "--token-file", str(token_file)]
+    if config:
+        toml = state / "agent.toml"
+        toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
+        args += ["--config", str(toml)]
+    proc = spawn("agent", args, state / "agent.log", f"http://127.0.0.1:{port}")
     return proc, f"http://127.0.0.1:{debug_port}"
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import InvalidInput
-from shared.names import join_under, validate_abs_path, validate_file_name, validate_name
+from shared.names import (
+    join_under,
+    validate_abs_path,
+    validate_file_name,
+    validate_iqn,
+    validate_name,
+)
 
 
 @pytest.mark.parametrize("name", ["vm1-root", "Image 2024.1", "a", "x_y.z"])
@@ -33,3 +39,17 @@ def test_join_under_stays_under_root() -> None:
             validate_file_name(bad)
         with pytest.raises(InvalidInput):
             join_under("/srv/store", bad)
+
+
+@pytest.mark.parametrize("iqn", ["iqn.2026-11.org.strata:vol-1", "iqn.1993-08.org.debian:01:ab",
+                                 "eui.02004567A425678D", "naa.52004567BA64678D"])
+def test_good_iscsi_names(iqn: str) -> None:
+    assert validate_iqn(iqn) == iqn
+
+
+@pytest.mark.parametrize("iqn", ["iqn.2026-13.org.x", "IQN.2026-11.org.x", "iqn.2026-11.Org.x",
+                                 "iqn.2026-11.org.x:a b", "iqn.26-11.org.x", "eui.123",
+                                 "host-a", "iqn.2026-11.org.x:" + "a" * 220])
+def test_bad_iscsi_names(iqn: str) -> None:
+    with pytest.raises(InvalidInput):
+        validate_iqn(iqn)

@@ -1,0 +1,34 @@
+"""The interface a storage server's iSCSI target implements: one target per volume, its
+backing file as LUN 1, an ACL entry per initiator that was granted access."""
+
+from __future__ import annotations
+
+import abc
+
+from shared.protocol import ChapCredentials
+
+VOLUME_LUN = 1
+
+
+class TargetDriver(abc.ABC):
+    """Every call is idempotent: creating what exists or removing what is gone succeeds."""
+
+    @abc.abstractmethod
+    async def export(self, target: str, path: str, chap: ChapCredentials | None) -> None:
+        """Serves the file at `path` as LUN 1 of `target`, reachable by no initiator yet."""
+
+    @abc.abstractmethod
+    async def unexport(self, target: str) -> None:
+        """Removes the target with its LUN and every ACL."""
+
+    @abc.abstractmethod
+    async def grant(self, target: str, initiator: str) -> list[str]:
+        """Lets `initiator` log in to `target`; returns the initiators now allowed."""
+
+    @abc.abstractmethod
+    async def revoke(self, target: str, initiator: str) -> list[str]:
+        """Stops `initiator` from logging in; returns the initiators still allowed."""
+
+    @abc.abstractmethod
+    async def restore(self) -> None:
+        """Brings back the saved configuration after an agent or server restart."""

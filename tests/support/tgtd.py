@@ -1,0 +1,50 @@
+"""A tgtd iSCSI target (userspace, from the OS's `tgt` package) on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+
+from tests.support.procs import free_port
+
+
+def _free_control_port() -> int:
+    """tgtd's control "port" only names its local socket, and must be at most 32767."""
+    while True:
+        port = random.randint(2000, 32767)
+        if not os.path.exists(f"/var/run/tgtd/socket.{port}"):
+            return port
+
+
+class Tgtd:
+    def __init__(self) -> None:
+        if shutil.which("tgtd") is None:
+            raise RuntimeError("tgtd is not installed (./dev installs the tgt package)")
+        self.control_port = _free_control_port()
+        self.iscsi_port = free_port()
+        self.portal = f"127.0.0.1:{self.iscsi_port}"
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["tgtd", "-f", "--control-port", str(self.control_port),
+             "--iscsi", f"portal={self.portal}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.iscsi_port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("tgtd did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        # tgtd ignores SIGTERM while targets exist.
+        self.proc.kill()
+        self.proc.wait()

@@ -1,0 +1,232 @@
+"""iSCSI pieces with fakes: tgtadm output parsing, the `lio` driver against a fake
+rtslib-fb, and the `kernel` access mode against a fake iscsiadm. This kernel has no
+configfs, LIO or iSCSI initiator, so `lio` and `kernel` run for real only in the
+real-kernel tier; `tgt` and `qemu` run for real in tests/integration/test_iscsi_agent.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agent.executor import Executor, Limits, Result
+from agent.iscsi.initiator import KernelInitiator, read_initiator_name
+from agent.iscsi.lio import LioDriver
+from agent.iscsi.tgt import parse_show
+from shared.errors import OperationFailed, Timeout
+from shared.protocol import ChapCredentials, IscsiTarget
+
+SHOW = """Target 1: iqn.2026-11.org.strata:vol-a
+    System information:
+        Driver: iscsi
+        State: ready
+    I_T nexus information:
+    LUN information:
+        LUN: 0
+            Type: controller
+        LUN: 1
+            Type: disk
+            Backing store path: /srv/luns/a.raw
+    Account information:
+        strata-a
+    ACL information:
+        iqn.2026-11.org.strata:host-a
+        iqn.2026-11.org.strata:host-b
+Target 3: iqn.2026-11.org.strata:vol-b
+    System information:
+        Driver: iscsi
+    LUN information:
+        LUN: 0
+            Type: controller
+    Account information:
+    ACL information:
+"""
+
+
+def test_parse_tgtadm_show() -> None:
+    targets = parse_show(SHOW)
+    a, b = targets["iqn.2026-11.org.strata:vol-a"], targets["iqn.2026-11.org.strata:vol-b"]
+    assert (a.tid, a.luns, a.accounts) == (1, {0, 1}, ["strata-a"])
+    assert a.acls == ["iqn.2026-11.org.strata:host-a", "iqn.2026-11.org.strata:host-b"]
+    assert (b.tid, b.luns, b.acls, b.accounts) == (3, {0}, [], [])
+    assert parse_show("") == {}
+
+
+# ---- a fake rtslib-fb: the object model LIO exposes in configfs -------------------------
+
+class FakeRts:
+    def __init__(self) -> None:
+        self.targets: list[Any] = []
+        self.storage: list[Any] = []
+        self.saved: list[str] = []
+        self.restored: list[str] = []
+        rts = self
+
+        class Root:
+            @property
+            def targets(self) -> list[Any]:
+                return rts.targets
+
+            def save_to_file(self, path: str) -> None:
+                rts.saved.append(path)
+
+            def restore_from_file(self, path: str, clear_existing: bool = True) -> None:
+                rts.restored.append(path)
+
+        class Target:
+            def __init__(self, fabric: Any, wwn: str) -> None:
+                self.wwn, self.tpgs = wwn, []
+                rts.targets.append(self)
+
+            def delete(self) -> None:
+                rts.targets.remove(self)
+
+        class TPG:
+            def __init__(self, target: Any, tag: int) -> None:
+                self.tag, self.attributes, self.enable = tag, {}, False
+                self.network_portals, self.luns, self.node_acls = [], [], []
+                self.chap_userid = self.chap_password = ""
+                target.tpgs.append(self)
+
+            def set_attribute(self, name: str, value: str) -> None:
+                self.attributes[name] = value
+
+        class NetworkPortal:
+            def __init__(self, tpg: Any, ip: str, port: int) -> None:
+                tpg.network_portals.append((ip, port))
+
+        class FileIOStorageObject:
+            def __init__(self, name: str, dev: str) -> None:
+                self.name, self.dev, self.deleted = name, dev, False
+                rts.storage.append(self)
+
+            def delete(self) -> None:
+                self.deleted = True
+
+        class LUN:
+            def __init__(self, tpg: Any, lun: int, so: Any) -> None:
+                self.lun, self.storage_object = lun, so
+                tpg.luns.append(self)
+
+        class NodeACL:
+            def __init__(self, tpg: Any, wwn: str) -> None:
+                self.node_wwn, self.tpg, self.mapped = wwn, tpg, []
+                self.chap_userid = self.chap_password = ""
+                tpg.node_acls.append(self)
+
+            def delete(self) -> None:
+                self.tpg.node_acls.remove(self)
+
+        class MappedLUN:
+            def __init__(self, acl: Any, mapped: int, lun: Any) -> None:
+                acl.mapped.append((mapped, lun))
+
+        self.module = SimpleNamespace(
+            RTSRoot=Root, Target=Target, TPG=TPG, NetworkPortal=NetworkPortal,
+            FileIOStorageObject=FileIOStorageObject, LUN=LUN, NodeACL=NodeACL,
+            MappedLUN=MappedLUN, FabricModule=lambda name: name)
+
+
+async def test_lio_export_grant_revoke_unexport(tmp_path: Path) -> None:
+    fake = FakeRts()
+    save = str(tmp_path / "saveconfig.json")
+    lio = LioDriver(save, ("192.0.2.10", 3260), rtslib=fake.module)
+    target = "iqn.2026-11.org.strata:vol-1"
+    chap = ChapCredentials(user="strata-1", password="s3cretPassw0rd")
+    await lio.export(target, "/srv/luns/1.raw", chap)
+    await lio.export(target, "/srv/luns/1.raw", chap)  # idempotent
+    (tgt,) = fake.targets
+    (tpg,) = tgt.tpgs
+    assert tpg.enable and tpg.network_portals == [("192.0.2.10", 3260)]
+    assert tpg.attributes == {"generate_node_acls": "0", "demo_mode_write_protect": "1",
+                              "authentication": "1"}
+    assert [(lun.lun, lun.storage_object.dev) for lun in tpg.luns] == [(1, "/srv/luns/1.raw")]
+
+    assert await lio.grant(target, "iqn.2026-11.org.strata:host-a") == [
+        "iqn.2026-11.org.strata:host-a"]
+    await lio.grant(target, "iqn.2026-11.org.strata:host-a")
+    assert await lio.grant(target, "iqn.2026-11.org.strata:host-b") == [
+        "iqn.2026-11.org.strata:host-a", "iqn.2026-11.org.strata:host-b"]
+    acl = tpg.node_acls[0]
+    assert acl.mapped == [(1, tpg.luns[0])] and acl.chap_userid == "strata-1"
+    assert await lio.revoke(target, "iqn.2026-11.org.strata:host-a") == [
+        "iqn.2026-11.org.strata:host-b"]
+
+    so = tpg.luns[0].storage_object
+    await lio.unexport(target)
+    await lio.unexport(target)
+    assert fake.targets == [] and so.deleted
+    assert len(fake.saved) == 7 and set(fake.saved) == {save}, "saved after every change"
+    with pytest.raises(OperationFailed):
+        await lio.grant(target, "iqn.2026-11.org.strata:host-a")
+    await lio.restore()
+    assert fake.restored == [save]
+
+
+# ---- kernel access mode with a fake iscsiadm --------------------------------------------
+
+class FakeIscsiadm(Executor):
+    def __init__(self, fail: dict[str, int] | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail = fail or {}
+
+    async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
+                  limits: Limits | None = None, check: bool = True) -> Result:
+        self.calls.append(list(argv))
+        rc = next((code for word, code in self.fail.items() if word in argv), 0)
+        return Result(tuple(argv), rc, "", "iscsiadm: error" if rc else "")
+
+
+TARGET = IscsiTarget(portal="192.0.2.10:3260", target="iqn.2026-11.org.strata:vol-1", lun=1,
+                     chap=ChapCredentials(user="strata-1", password="s3cretPassw0rd"))
+
+
+async def test_kernel_login_waits_for_device_and_counts_sessions() -> None:
+    fake = FakeIscsiadm(fail={"--login": 15})  # 15: session already exists, which is fine
+    seen: list[str] = []
+    appear_after = iter([False, False, True, True])
+    kernel = KernelInitiator("iqn.2026-11.org.strata:host-a", fake,
+                             device_exists=lambda p: seen.append(p) or next(appear_after),
+                             device_size=lambda p: 64 << 20, poll=0.01)
+    result = await kernel.connect(TARGET)
+    assert result.mode == "kernel" and result.size == 64 << 20
+    assert result.device == ("/dev/disk/by-path/ip-192.0.2.10:3260-iscsi-"
+                             "iqn.2026-11.org.strata:vol-1-lun-1")
+    node = ["iscsiadm", "-m", "node", "-T", TARGET.target, "-p", TARGET.portal]
+    assert fake.calls == [
+        ["iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", TARGET.portal],
+        [*node, "-o", "update", "-n", "node.session.auth.authmethod", "-v", "CHAP"],
+        [*node, "-o", "update", "-n", "node.session.auth.username", "-v", "strata-1"],
+        [*node, "-o", "update", "-n", "node.session.auth.password", "-v", "s3cretPassw0rd"],
+        [*node, "--login"],
+    ]
+    await kernel.connect(TARGET)
+    assert len(fake.calls) == 5 and kernel.session_count(TARGET) == 2, "one login"
+    await kernel.disconnect(TARGET)
+    assert fake.calls[-1] == [*node, "--login"], "still in use: no logout"
+    await kernel.disconnect(TARGET)
+    assert fake.calls[-1] == [*node, "--logout"] and kernel.session_count(TARGET) == 0
+
+
+async def test_kernel_login_failures_are_clear() -> None:
+    kernel = KernelInitiator("iqn.2026-11.org.strata:host-a",
+                             FakeIscsiadm(fail={"--login": 24}), device_exists=lambda p: False)
+    with pytest.raises(OperationFailed) as info:
+        await kernel.connect(TARGET)
+    assert info.value.code == "iscsi_login_failed"
+    fake = FakeIscsiadm()
+    slow = KernelInitiator("iqn.2026-11.org.strata:host-a", fake,
+                           device_exists=lambda p: False, device_timeout=0.05, poll=0.01)
+    with pytest.raises(Timeout):
+        await slow.connect(TARGET)
+    assert fake.calls[-1][-1] == "--logout" and slow.session_count(TARGET) == 0
+
+
+def test_initiator_name_file(tmp_path: Path) -> None:
+    f = tmp_path / "initiatorname.iscsi"
+    f.write_text("## generated\nInitiatorName=iqn.1993-08.org.debian:01:abc\n")
+    assert read_initiator_name(str(f)) == "iqn.1993-08.org.debian:01:abc"
+    assert read_initiator_name(str(tmp_path / "missing")) is None
