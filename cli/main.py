@@ -17,7 +17,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "primary-storages": ("id", "name", "type", "state", "capacity", "hosts"),
     "backup-storages": ("id", "name", "type", "state", "capacity_available"),
     "images": ("id", "name", "state", "format", "size", "virtual_size"),
-    "volumes": ("id", "name", "state", "size", "image_id", "primary_storage_id"),
+    "volumes": ("id", "name", "state", "size", "image_id", "primary_storage_id", "access"),
     "jobs": ("id", "kind", "state", "progress", "resource_id", "error"),
 }
 
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = waitable(hosts.add_parser("add"))
     add.add_argument("name")
     add.add_argument("address", help="agent URL, e.g. http://10.0.0.5:8641")
+    add.add_argument("--initiator-iqn", help="iSCSI initiator name (default: the agent's)")
     waitable(hosts.add_parser("reconnect")).add_argument("id")
     waitable(hosts.add_parser("delete")).add_argument("id")
 
@@ -129,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--type", default="local")
     c.add_argument("--path", required=True)
     c.add_argument("--host", action="append", default=[], help="host id to attach")
+    c.add_argument("--server-host", help="iscsi: the storage server's host id")
+    c.add_argument("--portal", help="iscsi: HOST:PORT initiators log in at")
+    c.add_argument("--chap", action="store_true", help="iscsi: protect targets with CHAP")
     c.add_argument("--overprovision", type=float, default=1.0)
     for verb in ("attach", "detach"):
         a = waitable(ps.add_parser(verb))
@@ -159,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--image", help="image id: make a linked-clone root volume")
     c.add_argument("--size", help="bytes, or with a K/M/G/T suffix")
     waitable(volumes.add_parser("delete")).add_argument("id")
+    for verb in ("grant", "revoke"):
+        a = waitable(volumes.add_parser(verb, help=f"{verb} a host's access (iSCSI)"))
+        a.add_argument("id")
+        a.add_argument("host_id")
 
     jobs = resource("jobs", ["job"])
     w = jobs.add_parser("wait")
@@ -201,12 +209,19 @@ def run(args: argparse.Namespace) -> int:
         return 0 if job["state"] == "succeeded" else 1
     if res == "hosts":
         if action == "add":
-            return cli.submitted(c.post("/v1/hosts", {"name": args.name, "address": args.address}))
+            body = {"name": args.name, "address": args.address}
+            if args.initiator_iqn:
+                body["initiator_iqn"] = args.initiator_iqn
+            return cli.submitted(c.post("/v1/hosts", body))
         return cli.submitted(c.post(f"/v1/hosts/{args.id}/reconnect"))
     if res == "primary-storages":
         if action == "create":
+            config: dict[str, Any] = {"path": args.path}
+            if args.type == "iscsi":
+                config |= {"server_host_id": args.server_host, "portal": args.portal,
+                           "chap": args.chap}
             data = c.post("/v1/primary-storages", {
-                "name": args.name, "type": args.type, "config": {"path": args.path},
+                "name": args.name, "type": args.type, "config": config,
                 "hosts": args.host, "overprovision_factor": args.overprovision})
             if "job_id" in data:
                 return cli.submitted(data)
@@ -222,6 +237,10 @@ def run(args: argparse.Namespace) -> int:
                 "backup_storage_id": args.backup_storage}
         body |= {k: v for k, v in (("format", args.format), ("sha256", args.sha256)) if v}
         return cli.submitted(c.post("/v1/images", body))
+    if res == "volumes" and action == "grant":
+        return cli.submitted(c.post(f"/v1/volumes/{args.id}/access", {"host_id": args.host_id}))
+    if res == "volumes" and action == "revoke":
+        return cli.submitted(c.delete(f"/v1/volumes/{args.id}/access/{args.host_id}"))
     if res == "volumes":
         body = {"name": args.name, "primary_storage_id": args.primary_storage}
         if args.image:

@@ -51,7 +51,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         jobs = JobEngine(db, AgentClient(http, config.resolve_token()))
         registry = default_registry()
         deps = ServiceDeps(db=db, jobs=jobs, registry=registry,
-                           selector=ConnectedHostSelector())
+                           selector=ConnectedHostSelector(registry))
         motion = DataMotionService(registry, deps.selector)
         services = Services(
             db=db, jobs=jobs, registry=registry, hosts=HostService(deps),

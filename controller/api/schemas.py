@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from shared.names import validate_name
-from shared.protocol import SHA256_RE, ImageFormat
+from shared.protocol import SHA256_RE, ImageFormat, Iqn
 
 Name = Annotated[str, AfterValidator(validate_name)]
 T = TypeVar("T")
@@ -33,6 +33,9 @@ class HostCreate(Request):
     name: Name
     address: str = Field(description="Base URL of the host's agent, e.g. http://10.0.0.5:8641")
     hypervisor: Literal["kvm"] = "kvm"
+    initiator_iqn: Iqn | None = Field(
+        default=None, description="The host's iSCSI initiator name; default: what its agent "
+                                  "reports.")
 
     @field_validator("address")
     @classmethod
@@ -95,6 +98,7 @@ class HostOut(Out):
     state: str
     reason: str | None
     agent_version: str | None
+    initiator_iqn: str | None
     created_at: float
 
 
@@ -150,6 +154,22 @@ class ImageOut(Out):
     created_at: float
 
 
+class ExportOut(BaseModel):
+    """Where an exported volume is served (CHAP credentials are never shown)."""
+
+    portal: str
+    target: str
+    lun: int
+    chap: bool
+
+
+class AccessOut(Out):
+    host_id: str
+    state: str
+    uri: str | None
+    reason: str | None
+
+
 class VolumeOut(Out):
     id: str
     name: str
@@ -160,6 +180,8 @@ class VolumeOut(Out):
     path: str | None
     state: str
     reason: str | None
+    export: ExportOut | None
+    access: list[AccessOut]
     created_at: float
 
 

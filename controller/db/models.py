@@ -8,7 +8,16 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -82,6 +91,9 @@ class Host(Timestamps, Base):
     state: Mapped[str] = mapped_column(String(16), default=HostState.CONNECTING)
     reason: Mapped[str | None] = mapped_column(Text)
     agent_version: Mapped[str | None] = mapped_column(String(64))
+    initiator_iqn: Mapped[str | None] = mapped_column(String(223))
+    # Set by the operator: the agent's report does not replace it.
+    initiator_iqn_pinned: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class PrimaryStorage(Timestamps, Base):
@@ -173,6 +185,27 @@ class Volume(Timestamps, Base):
     path: Mapped[str | None] = mapped_column(Text)
     format: Mapped[str] = mapped_column(String(16), default="qcow2")
     state: Mapped[str] = mapped_column(String(16), default=ObjectState.ALLOCATED)
+    reason: Mapped[str | None] = mapped_column(Text)
+    export: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AccessState(enum.StrEnum):
+    GRANTING = "granting"
+    GRANTED = "granted"
+    REVOKING = "revoking"
+    ERROR = "error"
+
+
+class VolumeAccess(Timestamps, Base):
+    """A host that may open a volume (an iSCSI ACL entry on the storage server)."""
+
+    __tablename__ = "volume_accesses"
+    __table_args__ = (UniqueConstraint("volume_id", "host_id"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id"))
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"))
+    state: Mapped[str] = mapped_column(String(16), default=AccessState.GRANTING)
+    uri: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
 
 

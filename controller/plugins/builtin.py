@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from controller.plugins.dir.provider import PROVIDER as DIR
+from controller.plugins.iscsi.kvm_backend import IscsiKvmBackend
+from controller.plugins.iscsi.provider import PROVIDER as ISCSI
 from controller.plugins.kvm_qcow2 import KvmQcow2Backend
 from controller.plugins.local.provider import PROVIDER as LOCAL
-from controller.plugins.mediators.local_dir_kvm import LocalFromDirKvm
+from controller.plugins.mediators.dir_to_file_cache_kvm import DirToFileCacheKvm
 from controller.plugins.motion import MediatorMotionStrategy
 from controller.plugins.registry import PluginRegistry
 
@@ -13,10 +15,12 @@ from controller.plugins.registry import PluginRegistry
 def default_registry() -> PluginRegistry:
     registry = PluginRegistry()
     registry.add_hypervisor("kvm")
-    registry.add_provider(LOCAL)
-    registry.add_provider(DIR)
-    local_driver = registry.primary_driver("local")
-    registry.add_backend(KvmQcow2Backend("local", local_driver))
-    registry.add_mediator(LocalFromDirKvm(local_driver))
+    for provider in (LOCAL, ISCSI, DIR):
+        registry.add_provider(provider)
+    local, iscsi = registry.primary_driver("local"), registry.primary_driver("iscsi")
+    registry.add_backend(KvmQcow2Backend("local", local))
+    registry.add_backend(IscsiKvmBackend(iscsi))
+    registry.add_mediator(DirToFileCacheKvm("local", local))
+    registry.add_mediator(DirToFileCacheKvm("iscsi", iscsi))
     registry.add_strategy(MediatorMotionStrategy(registry))
     return registry

@@ -15,11 +15,23 @@ from controller.db.models import (
     PrimaryStorageHostRef,
 )
 from controller.plugins.interfaces import EndPointSelector
+from controller.plugins.registry import PluginRegistry
 from shared.errors import Conflict
 
 
 class ConnectedHostSelector(EndPointSelector):
+    def __init__(self, registry: PluginRegistry) -> None:
+        self._registry = registry
+
     async def for_primary(self, session: AsyncSession, store: PrimaryStorage) -> Host:
+        server_id = self._registry.primary_driver(store.type).server_host_id(store)
+        if server_id is not None:
+            server = await session.get(Host, server_id)
+            if server is None or server.state != HostState.CONNECTED:
+                raise Conflict(f"the server of primary storage {store.name} (host "
+                               f"{server.name if server else server_id}) is not connected",
+                               code="no_connected_host")
+            return server
         host = await session.scalar(
             select(Host)
             .join(PrimaryStorageHostRef, PrimaryStorageHostRef.host_id == Host.id)

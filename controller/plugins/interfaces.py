@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +26,8 @@ from controller.db.models import (
     Volume,
 )
 from controller.jobs.engine import JobContext
-from shared.protocol import FsCapacity, ImageFacts, VolumeFacts
+from shared.errors import Unsupported
+from shared.protocol import FsCapacity, ImageFacts, IscsiTarget
 
 
 class StorageRole(enum.StrEnum):
@@ -40,6 +42,10 @@ class DataStoreLifeCycle(abc.ABC):
 
     def validate_config(self, config: dict[str, object]) -> dict[str, object]:
         return self.config_model.model_validate(config).model_dump(mode="json")
+
+    async def check_config(self, session: AsyncSession, config: dict[str, Any]) -> None:
+        """Checks what the settings refer to (other rows); nothing by default."""
+        return None
 
     @abc.abstractmethod
     async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
@@ -61,12 +67,31 @@ class PrimaryDataStoreDriver(abc.ABC):
     @abc.abstractmethod
     def cache_dir(self, store: PrimaryStorage) -> str: ...
 
-    @abc.abstractmethod
-    def grant_access(self, store: PrimaryStorage, volume: Volume, host: Host) -> str:
-        """Makes `volume` reachable from `host`; returns the URI the host opens it by."""
+    def server_host_id(self, store: PrimaryStorage) -> str | None:
+        """The host that serves this storage's volumes when one does (an iSCSI storage
+        server); None when the attached hosts reach the volumes themselves."""
+        return None
 
-    @abc.abstractmethod
-    def revoke_access(self, store: PrimaryStorage, volume: Volume, host: Host) -> None: ...
+    def check_grant(self, store: PrimaryStorage, host: Host) -> None:
+        """Raises a 4xx error when `host` cannot be granted this storage's volumes; the
+        API calls it before accepting a grant. Storages without grants refuse all."""
+        raise access_not_supported(store)
+
+    async def grant_access(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                           host: Host) -> str:
+        """Makes `volume` reachable from `host`; returns the URI the host opens it by."""
+        raise access_not_supported(store)
+
+    async def revoke_access(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                            host: Host) -> None:
+        raise access_not_supported(store)
+
+
+def access_not_supported(store: PrimaryStorage) -> Unsupported:
+    return Unsupported(
+        f"primary storage {store.name} is {store.type}: its volumes are not granted to hosts; "
+        "access grants apply to storages that export volumes (iscsi)",
+        code="access_not_supported")
 
 
 class ImageDataStoreDriver(abc.ABC):
@@ -96,6 +121,15 @@ class DataStoreProvider:
     description: str
 
 
+@dataclass(frozen=True)
+class VolumeCreated:
+    path: str
+    virtual_size: int
+    capacity: FsCapacity
+    format: str = "qcow2"
+    export: IscsiTarget | None = None
+
+
 class PrimaryStorageBackend(abc.ABC):
     """The hypervisor-specific half of a primary storage: how volumes are made for it."""
 
@@ -105,7 +139,8 @@ class PrimaryStorageBackend(abc.ABC):
     @abc.abstractmethod
     async def create_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
                             host: Host, backing: ImageCache | None,
-                            backing_format: str | None) -> VolumeFacts: ...
+                            backing_format: str | None) -> VolumeCreated:
+        """Makes the volume: empty, or from the image cache `backing`."""
 
     @abc.abstractmethod
     async def delete_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,

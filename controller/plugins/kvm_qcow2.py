@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from controller.db.models import Host, ImageCache, PrimaryStorage, Volume
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces import PrimaryDataStoreDriver, PrimaryStorageBackend
+from controller.plugins.interfaces import (
+    PrimaryDataStoreDriver,
+    PrimaryStorageBackend,
+    VolumeCreated,
+)
 from shared.protocol import (
     BackingFile,
     Command,
@@ -30,16 +34,17 @@ class KvmQcow2Backend(PrimaryStorageBackend):
 
     async def create_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
                             host: Host, backing: ImageCache | None,
-                            backing_format: str | None) -> VolumeFacts:
+                            backing_format: str | None) -> VolumeCreated:
         payload = CreateVolumePayload(
             dest_dir=self._driver.volume_dir(store), file_name=volume_file_name(volume),
             size=volume.size,
             backing=BackingFile(path=backing.path, format=backing_format)  # type: ignore[arg-type]
             if backing is not None else None,
         )
-        return await ctx.call(host, Command.CREATE_VOLUME, payload, VolumeFacts,
-                              task_id=ctx.task_id("create-volume"), timeout=600,
-                              span=(50 if backing else 0, 100))
+        facts = await ctx.call(host, Command.CREATE_VOLUME, payload, VolumeFacts,
+                               task_id=ctx.task_id("create-volume"), timeout=600,
+                               span=(50 if backing else 0, 100))
+        return VolumeCreated(facts.path, facts.virtual_size, facts.capacity)
 
     async def delete_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
                             host: Host) -> FsCapacity:

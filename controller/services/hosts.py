@@ -39,7 +39,8 @@ class HostService:
         async with self._d.db.begin() as session:
             await ensure_unique_name(session, Host.name, req.name, "host")
             host = Host(name=req.name, address=req.address, hypervisor=req.hypervisor,
-                        state=HostState.CONNECTING)
+                        state=HostState.CONNECTING, initiator_iqn=req.initiator_iqn,
+                        initiator_iqn_pinned=req.initiator_iqn is not None)
             session.add(host)
             await session.flush()
             job = self._d.jobs.new_job(session, "host.connect", resource_type="host",
@@ -67,9 +68,11 @@ class HostService:
                 await transition(session, Host, host.id, list(HostState),
                                  HostState.DISCONNECTED, reason=exc.message)
             raise
+        reported: dict[str, Any] = (
+            {} if host.initiator_iqn_pinned else {"initiator_iqn": info.initiator_iqn})
         async with ctx.db.begin() as session:
             await transition(session, Host, host.id, list(HostState), HostState.CONNECTED,
-                             reason=None, agent_version=info.agent_version)
+                             reason=None, agent_version=info.agent_version, **reported)
             refs = (await session.execute(
                 select(PrimaryStorageHostRef, PrimaryStorage)
                 .join(PrimaryStorage, PrimaryStorage.id == PrimaryStorageHostRef.primary_storage_id)

@@ -44,6 +44,7 @@ class PrimaryStorageService:
         config = provider.lifecycle.validate_config(req.config)
         jobs: list[Job] = []
         async with self._d.db.begin() as session:
+            await provider.lifecycle.check_config(session, config)
             await ensure_unique_name(session, PrimaryStorage.name, req.name, "primary storage")
             store = PrimaryStorage(name=req.name, type=req.type, config=config,
                                    overprovision_factor=req.overprovision_factor,
@@ -195,6 +196,7 @@ class BackupStorageService:
         provider = self._d.registry.provider(StorageRole.BACKUP, req.type)
         config = provider.lifecycle.validate_config(req.config)
         async with self._d.db.begin() as session:
+            await provider.lifecycle.check_config(session, config)
             await ensure_unique_name(session, BackupStorage.name, req.name, "backup storage")
             store = BackupStorage(name=req.name, type=req.type, config=config,
                                   state=StoreState.CREATING)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from controller.api.schemas import VolumeCreate
 from controller.db.models import (
+    AccessState,
     BackupStorage,
+    Host,
     Image,
     ImageCache,
     ImageStoreRef,
@@ -17,6 +19,7 @@ from controller.db.models import (
     ObjectState,
     PrimaryStorage,
     Volume,
+    VolumeAccess,
 )
 from controller.db.transitions import (
     record_fs_capacity,
@@ -28,7 +31,7 @@ from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import TemplateInstallStrategy
 from controller.services.base import ServiceDeps
 from controller.services.lookup import get_fresh, get_or_404
-from shared.errors import Conflict, InvalidInput, StrataError
+from shared.errors import Conflict, InvalidInput, NotFound, StrataError
 
 
 class VolumeService:
@@ -37,6 +40,8 @@ class VolumeService:
         self._install = install
         deps.jobs.register("volume.create", self.run_create)
         deps.jobs.register("volume.delete", self.run_delete)
+        deps.jobs.register("volume.grant", self.run_grant)
+        deps.jobs.register("volume.revoke", self.run_revoke)
 
     async def create(self, req: VolumeCreate) -> tuple[Volume, Job]:
         async with self._d.db.begin() as session:
@@ -113,7 +118,8 @@ class VolumeService:
         result = {"path": facts.path, "virtual_size": facts.virtual_size}
         async with ctx.db.begin() as session:
             await transition(session, Volume, volume.id, ObjectState.CREATING,
-                             ObjectState.READY, path=facts.path,
+                             ObjectState.READY, path=facts.path, format=facts.format,
+                             export=facts.export.model_dump() if facts.export else None,
                              image_cache_id=cache.id if cache else None)
             await record_fs_capacity(session, store.id, facts.capacity.total,
                                      facts.capacity.available)
@@ -136,13 +142,19 @@ class VolumeService:
         return job
 
     async def run_delete(self, ctx: JobContext) -> None:
+        """Revokes every grant first, so no host keeps a path to a volume being removed."""
         async with ctx.db() as session:
             volume = await get_or_404(session, Volume, ctx.job.resource_id or "", "volume")
             store = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
                                      "primary storage")
             host = await self._d.selector.for_primary(session, store)
+            grants = (await session.execute(
+                select(VolumeAccess, Host).join(Host, Host.id == VolumeAccess.host_id)
+                .where(VolumeAccess.volume_id == volume.id))).all()
         backend = self._d.registry.backend(store.type, store.hypervisor)
         try:
+            for access, grantee in grants:
+                await self._revoke(ctx, store, volume, access, grantee)
             capacity = await backend.delete_volume(ctx, store, volume, host)
         except StrataError as exc:
             async with ctx.db.begin() as session:
@@ -153,7 +165,97 @@ class VolumeService:
             raise
         async with ctx.db.begin() as session:
             if await transition(session, Volume, volume.id, ObjectState.DESTROYING,
-                                ObjectState.DESTROYED) and ctx.params["release"]:
+                                ObjectState.DESTROYED, export=None) and ctx.params["release"]:
                 await release_capacity(session, store.id, volume.size)
             await record_fs_capacity(session, store.id, capacity.total, capacity.available)
             await ctx.succeed(session, None)
+
+    async def grant(self, volume_id: str, host_id: str) -> Job:
+        """Checks everything a grant needs up front, so bad requests are a 4xx."""
+        async with self._d.db.begin() as session:
+            volume = await get_or_404(session, Volume, volume_id, "volume")
+            host = await get_or_404(session, Host, host_id, "host")
+            store = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
+                                     "primary storage")
+            self._d.registry.primary_driver(store.type).check_grant(store, host)
+            if volume.state != ObjectState.READY:
+                raise Conflict(f"volume {volume.name} is {volume.state}, not ready")
+            access = await session.scalar(select(VolumeAccess).where(
+                VolumeAccess.volume_id == volume.id, VolumeAccess.host_id == host.id))
+            if access is None:
+                session.add(VolumeAccess(volume_id=volume.id, host_id=host.id,
+                                         state=AccessState.GRANTING))
+            elif not await transition(session, VolumeAccess, access.id,
+                                      (AccessState.GRANTED, AccessState.ERROR,
+                                       AccessState.GRANTING), AccessState.GRANTING):
+                raise Conflict(f"access of host {host.name} to {volume.name} is being revoked")
+            job = self._d.jobs.new_job(session, "volume.grant", resource_type="volume",
+                                       resource_id=volume.id, params={"host_id": host.id})
+        self._d.jobs.start(job)
+        return job
+
+    async def run_grant(self, ctx: JobContext) -> dict[str, Any]:
+        store, volume, access, host = await self._access(ctx)
+        try:
+            uri = await self._d.registry.primary_driver(store.type).grant_access(
+                ctx, store, volume, host)
+        except StrataError as exc:
+            async with ctx.db.begin() as session:
+                await transition(session, VolumeAccess, access.id, AccessState.GRANTING,
+                                 AccessState.ERROR, reason=exc.message)
+            raise
+        result = {"host_id": host.id, "uri": uri}
+        async with ctx.db.begin() as session:
+            await transition(session, VolumeAccess, access.id, AccessState.GRANTING,
+                             AccessState.GRANTED, uri=uri, reason=None)
+            await ctx.succeed(session, result)
+        return result
+
+    async def revoke(self, volume_id: str, host_id: str) -> Job:
+        async with self._d.db.begin() as session:
+            volume = await get_or_404(session, Volume, volume_id, "volume")
+            access = await session.scalar(select(VolumeAccess).where(
+                VolumeAccess.volume_id == volume.id, VolumeAccess.host_id == host_id))
+            if access is None:
+                raise NotFound(f"host {host_id} holds no access to volume {volume.name}",
+                               code="no_access")
+            if not await transition(session, VolumeAccess, access.id,
+                                    (AccessState.GRANTED, AccessState.ERROR,
+                                     AccessState.REVOKING), AccessState.REVOKING):
+                raise Conflict(f"access of host {host_id} to {volume.name} is being granted; "
+                               "try again when it settles")
+            job = self._d.jobs.new_job(session, "volume.revoke", resource_type="volume",
+                                       resource_id=volume.id, params={"host_id": host_id})
+        self._d.jobs.start(job)
+        return job
+
+    async def run_revoke(self, ctx: JobContext) -> None:
+        store, volume, access, host = await self._access(ctx)
+        await self._revoke(ctx, store, volume, access, host)
+
+    async def _access(self, ctx: JobContext) -> tuple[PrimaryStorage, Volume, VolumeAccess, Host]:
+        async with ctx.db() as session:
+            volume = await get_or_404(session, Volume, ctx.job.resource_id or "", "volume")
+            store = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
+                                     "primary storage")
+            host = await get_or_404(session, Host, ctx.params["host_id"], "host")
+            access = await session.scalar(select(VolumeAccess).where(
+                VolumeAccess.volume_id == volume.id, VolumeAccess.host_id == host.id))
+        if access is None:
+            raise NotFound(f"host {host.name} holds no access to volume {volume.name}",
+                           code="no_access")
+        return store, volume, access, host
+
+    async def _revoke(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                      access: VolumeAccess, host: Host) -> None:
+        """Removes the host's ACL on the server, then the grant's row."""
+        try:
+            await self._d.registry.primary_driver(store.type).revoke_access(
+                ctx, store, volume, host)
+        except StrataError as exc:
+            async with ctx.db.begin() as session:
+                await transition(session, VolumeAccess, access.id, list(AccessState),
+                                 AccessState.ERROR, reason=f"revoke failed: {exc.message}")
+            raise
+        async with ctx.db.begin() as session:
+            await session.execute(delete(VolumeAccess).where(VolumeAccess.id == access.id))

@@ -1,30 +1,50 @@
-"""/v1/volumes"""
+"""/v1/volumes and /v1/volumes/<id>/access"""
 
 from __future__ import annotations
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.keys import SERVICES
 from controller.api.request import body, paginate
-from controller.api.schemas import VolumeCreate, VolumeOut
+from controller.api.schemas import AccessOut, ExportOut, HostRef, VolumeCreate, VolumeOut
 from controller.api.views.common import accepted, ok
-from controller.db.models import Volume
+from controller.db.models import Volume, VolumeAccess
 from controller.services.lookup import get_or_404
+
+
+async def _volumes_out(session: AsyncSession, volumes: list[Volume]) -> list[VolumeOut]:
+    grants = (await session.scalars(select(VolumeAccess).where(
+        VolumeAccess.volume_id.in_([v.id for v in volumes])))).all()
+    out = []
+    for v in volumes:
+        export = v.export
+        out.append(VolumeOut(
+            id=v.id, name=v.name, primary_storage_id=v.primary_storage_id, image_id=v.image_id,
+            size=v.size, format=v.format, path=v.path, state=v.state, reason=v.reason,
+            created_at=v.created_at,
+            export=ExportOut(portal=export["portal"], target=export["target"],
+                             lun=export["lun"], chap=bool(export.get("chap")))
+            if export else None,
+            access=[AccessOut.model_validate(g) for g in grants if g.volume_id == v.id],
+        ))
+    return out
 
 
 async def list_volumes(request: web.Request) -> web.Response:
     async with request.app[SERVICES].db() as session:
         page = await paginate(session, request, select(Volume), Volume,
                               ("name", "state", "primary_storage_id", "image_id"))
-    return ok(page.page([VolumeOut.model_validate(v).model_dump(mode="json")
-                         for v in page.rows]))
+        items = await _volumes_out(session, page.rows)
+    return ok(page.page([v.model_dump(mode="json") for v in items]))
 
 
 async def get_volume(request: web.Request) -> web.Response:
     async with request.app[SERVICES].db() as session:
         volume = await get_or_404(session, Volume, request.match_info["id"], "volume")
-    return ok(VolumeOut.model_validate(volume))
+        (out,) = await _volumes_out(session, [volume])
+    return ok(out)
 
 
 async def create_volume(request: web.Request) -> web.Response:
@@ -34,3 +54,14 @@ async def create_volume(request: web.Request) -> web.Response:
 
 async def delete_volume(request: web.Request) -> web.Response:
     return accepted(await request.app[SERVICES].volumes.delete(request.match_info["id"]))
+
+
+async def grant_access(request: web.Request) -> web.Response:
+    ref = await body(request, HostRef)
+    return accepted(await request.app[SERVICES].volumes.grant(request.match_info["id"],
+                                                              ref.host_id))
+
+
+async def revoke_access(request: web.Request) -> web.Response:
+    return accepted(await request.app[SERVICES].volumes.revoke(request.match_info["id"],
+                                                               request.match_info["host_id"]))

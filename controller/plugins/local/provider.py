@@ -12,7 +12,6 @@ from controller.db.models import (
     Host,
     PrimaryStorage,
     PrimaryStorageHostRef,
-    Volume,
 )
 from controller.plugins.common import DirectoryLifeCycle
 from controller.plugins.interfaces import (
@@ -51,14 +50,6 @@ class LocalDriver(PrimaryDataStoreDriver):
 
     def cache_dir(self, store: PrimaryStorage) -> str:
         return posixpath.join(store.config["path"], IMAGE_CACHE)
-
-    def grant_access(self, store: PrimaryStorage, volume: Volume, host: Host) -> str:
-        """Local files need no grant; they are reachable from their own host only."""
-        assert volume.path is not None
-        return f"file://{volume.path}"
-
-    def revoke_access(self, store: PrimaryStorage, volume: Volume, host: Host) -> None:
-        return None
 
 
 PROVIDER = DataStoreProvider(

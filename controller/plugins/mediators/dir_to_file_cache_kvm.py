@@ -1,5 +1,6 @@
-"""Cell (local <- dir, kvm): the host that owns the local storage copies the image file
-from the directory store into its image cache, verifying sha256 and format."""
+"""Cells (P <- dir, kvm) for every primary type P whose image cache is a directory on
+the host that serves it (local, iscsi): that host copies the image file from the
+directory store into the cache, verifying sha256 and format."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from controller.plugins.interfaces import (
 from shared.protocol import Command, CopyImagePayload, ImageFacts
 
 
-class LocalFromDirKvm(PrimaryToBackupStorageMediator):
-    primary_type = "local"
+class DirToFileCacheKvm(PrimaryToBackupStorageMediator):
     backup_type = "dir"
     hypervisor = "kvm"
 
-    def __init__(self, primary_driver: PrimaryDataStoreDriver) -> None:
+    def __init__(self, primary_type: str, primary_driver: PrimaryDataStoreDriver) -> None:
+        self.primary_type = primary_type
         self._primary = primary_driver
 
     async def download_to_cache(self, ctx: JobContext, request: MotionRequest) -> ImageFacts:

@@ -1,0 +1,2 @@
+"""`iscsi` primary storage: volumes are LUNs on a storage server running strata-agent in
+the storage role, granted to hypervisor hosts one initiator at a time."""

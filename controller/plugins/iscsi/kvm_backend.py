@@ -1,0 +1,78 @@
+"""KVM backend for iSCSI storage: a volume is a sparse raw file on the storage server,
+served as LUN 1 of its own target; a root volume starts as a copy of the image cache
+(a reflink where the filesystem can), so the image is fetched once per storage."""
+
+from __future__ import annotations
+
+import secrets
+
+from controller.db.models import Host, ImageCache, PrimaryStorage, Volume
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces import (
+    PrimaryDataStoreDriver,
+    PrimaryStorageBackend,
+    VolumeCreated,
+)
+from controller.plugins.iscsi.provider import target_name
+from shared.protocol import (
+    BackingFile,
+    ChapCredentials,
+    Command,
+    DeleteFilePayload,
+    DeleteFileResult,
+    ExportLunPayload,
+    ExportLunResult,
+    FsCapacity,
+    UnexportLunPayload,
+)
+
+
+def lun_file_name(volume: Volume) -> str:
+    return f"{volume.id}.raw"
+
+
+def new_chap(volume: Volume) -> ChapCredentials:
+    return ChapCredentials(user=f"strata-{volume.id[:8]}",
+                           password=secrets.token_urlsafe(12)[:16])
+
+
+class IscsiKvmBackend(PrimaryStorageBackend):
+    primary_type = "iscsi"
+    hypervisor = "kvm"
+
+    def __init__(self, driver: PrimaryDataStoreDriver) -> None:
+        self._driver = driver
+
+    async def create_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                            host: Host, backing: ImageCache | None,
+                            backing_format: str | None) -> VolumeCreated:
+        payload = ExportLunPayload(
+            dir=self._driver.volume_dir(store), file_name=lun_file_name(volume),
+            size=volume.size, target=target_name(store, volume),
+            source=BackingFile(path=backing.path, format=backing_format)  # type: ignore[arg-type]
+            if backing is not None else None,
+            chap=new_chap(volume) if store.config.get("chap") else None,
+        )
+        result = await ctx.call(host, Command.EXPORT_LUN, payload, ExportLunResult,
+                                task_id=ctx.task_id("export-lun"), timeout=3600,
+                                span=(50 if backing else 0, 100))
+        return VolumeCreated(result.path, volume.size, result.capacity, format="raw",
+                             export=result.target)
+
+    async def delete_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                            host: Host) -> FsCapacity:
+        payload = UnexportLunPayload(dir=self._driver.volume_dir(store),
+                                     file_name=lun_file_name(volume),
+                                     target=target_name(store, volume))
+        result = await ctx.call(host, Command.UNEXPORT_LUN, payload, DeleteFileResult,
+                                task_id=ctx.task_id(f"delete-{volume.id}"), timeout=300)
+        return result.capacity
+
+    async def delete_cache(self, ctx: JobContext, store: PrimaryStorage, cache: ImageCache,
+                           host: Host) -> FsCapacity:
+        result = await ctx.call(host, Command.DELETE_FILE,
+                                DeleteFilePayload(dir=self._driver.cache_dir(store),
+                                                  file_name=cache.image_id),
+                                DeleteFileResult, task_id=ctx.task_id(f"delete-{cache.id}"),
+                                timeout=300)
+        return result.capacity

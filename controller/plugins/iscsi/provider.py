@@ -1,0 +1,136 @@
+"""The `iscsi` primary storage type: lifecycle and driver."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.models import BackupStorage, Host, PrimaryStorage, Volume
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces import (
+    DataStoreLifeCycle,
+    DataStoreProvider,
+    PrimaryDataStoreDriver,
+    StorageRole,
+)
+from controller.services.lookup import get_or_404
+from shared.errors import Conflict, OperationFailed
+from shared.protocol import (
+    AbsPath,
+    Command,
+    FsCapacity,
+    Iqn,
+    IscsiTarget,
+    LunAccessPayload,
+    LunAccessResult,
+    PrepareStoragePayload,
+    PrepareStorageResult,
+)
+
+LUNS = "luns"
+IMAGE_CACHE = "imagecache"
+PORTAL_RE = r"^[0-9A-Za-z.\[\]:-]+:\d{1,5}$"
+
+
+class IscsiConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    server_host_id: str = Field(description="The host whose agent runs the iSCSI target.")
+    path: AbsPath = Field(description="Directory on the server for LUN files and the cache.")
+    portal: str = Field(pattern=PORTAL_RE, description="HOST:PORT initiators log in at.")
+    target_prefix: Iqn = Field(default="iqn.2026-11.org.strata",
+                               description="Targets are named PREFIX:VOLUME-ID.")
+    chap: bool = Field(default=False, description="Protect every target with CHAP.")
+
+
+def target_name(store: PrimaryStorage, volume: Volume) -> str:
+    return f"{store.config['target_prefix']}:{volume.id}"
+
+
+def export_of(volume: Volume) -> IscsiTarget:
+    if not volume.export:
+        raise Conflict(f"volume {volume.name} is not exported", code="not_exported")
+    return IscsiTarget.model_validate(volume.export)
+
+
+def uri(target: IscsiTarget) -> str:
+    return f"iscsi://{target.portal}/{target.target}/{target.lun}"
+
+
+def require_iqn(host: Host) -> str:
+    if not host.initiator_iqn:
+        raise Conflict(f"host {host.name} has no iSCSI initiator name: configure "
+                       "initiator_iqn on its agent, or give it when adding the host",
+                       code="no_initiator")
+    return host.initiator_iqn
+
+
+class IscsiLifeCycle(DataStoreLifeCycle):
+    config_model = IscsiConfig
+
+    async def check_config(self, session: AsyncSession, config: dict[str, Any]) -> None:
+        await get_or_404(session, Host, config["server_host_id"], "server host")
+
+    async def can_attach(self, session: AsyncSession, store: PrimaryStorage, host: Host) -> None:
+        require_iqn(host)
+
+    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
+                     host: Host) -> FsCapacity:
+        """The storage server prepares the directory and reports capacity; the
+        hypervisor only needs an initiator name (sessions come with grants)."""
+        require_iqn(host)
+        async with ctx.db() as session:
+            server = await get_or_404(session, Host, store.config["server_host_id"],
+                                      "server host")
+        payload = PrepareStoragePayload(path=store.config["path"], subdirs=[LUNS, IMAGE_CACHE])
+        result = await ctx.call(server, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
+                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
+        return result.capacity
+
+
+class IscsiDriver(PrimaryDataStoreDriver):
+    def check_grant(self, store: PrimaryStorage, host: Host) -> None:
+        require_iqn(host)
+
+    def volume_dir(self, store: PrimaryStorage) -> str:
+        return posixpath.join(store.config["path"], LUNS)
+
+    def cache_dir(self, store: PrimaryStorage) -> str:
+        return posixpath.join(store.config["path"], IMAGE_CACHE)
+
+    def server_host_id(self, store: PrimaryStorage) -> str:
+        return str(store.config["server_host_id"])
+
+    async def _server(self, ctx: JobContext, store: PrimaryStorage) -> Host:
+        async with ctx.db() as session:
+            return await get_or_404(session, Host, self.server_host_id(store), "server host")
+
+    async def grant_access(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                           host: Host) -> str:
+        target = export_of(volume)
+        result = await ctx.call(
+            await self._server(ctx, store), Command.GRANT_LUN,
+            LunAccessPayload(target=target.target, initiator=require_iqn(host)),
+            LunAccessResult, task_id=ctx.task_id(f"grant-{host.id}"), timeout=60)
+        if host.initiator_iqn not in result.initiators:
+            raise OperationFailed(f"the target of {volume.name} did not take {host.name}")
+        return uri(target)
+
+    async def revoke_access(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+                            host: Host) -> None:
+        if not volume.export or not host.initiator_iqn:
+            return
+        await ctx.call(
+            await self._server(ctx, store), Command.REVOKE_LUN,
+            LunAccessPayload(target=export_of(volume).target, initiator=host.initiator_iqn),
+            LunAccessResult, task_id=ctx.task_id(f"revoke-{host.id}"), timeout=60)
+
+
+PROVIDER = DataStoreProvider(
+    type="iscsi", role=StorageRole.PRIMARY, lifecycle=IscsiLifeCycle(), driver=IscsiDriver(),
+    description="LUNs on a storage server, granted to hosts by initiator name",
+)
+
+

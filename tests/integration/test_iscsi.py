@@ -1,0 +1,195 @@
+"""iSCSI primary storage through the API: a controller, a storage-server agent with the
+`tgt` driver (tgtd from the OS packages) and two hypervisor agents in `qemu` access mode
+(QEMU's libiscsi). The `lio` driver and `kernel` mode are unit-tested
+(tests/unit/test_iscsi.py) until the real-kernel tier runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cli.client import ApiError, Client
+from tests.conftest import make_image
+from tests.integration.test_iscsi_agent import IQN_A, IQN_B, qemu_io, server_config
+from tests.support.fileserver import FileServer
+from tests.support.procs import Proc, start_agent, start_controller
+from tests.support.tgtd import Tgtd
+
+
+@pytest.fixture(params=["sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'strata.sqlite'}"
+
+
+@dataclass
+class Cloud:
+    api: Client
+    server: str
+    host_a: str
+    host_b: str
+    plain: str
+    primary: str
+    backup: str
+    luns: Path
+
+    def wait(self, accepted: dict[str, object], ok: bool = True) -> dict[str, object]:
+        job = self.api.wait_job(str(accepted["job_id"]), timeout=120)
+        if ok:
+            assert job["state"] == "succeeded", job
+        return job
+
+    def add_host(self, name: str, proc: Proc, **extra: object) -> str:
+        return str(self.wait(self.api.post("/v1/hosts", {"name": name, "address": proc.url,
+                                                          **extra}))["resource_id"])
+
+
+@pytest.fixture
+def cloud(tmp_path: Path, db_url: str) -> Iterator[Cloud]:
+    token = tmp_path / "token"
+    token.write_text("iscsi-cloud-token")
+    tgtd = Tgtd()
+    procs = [
+        start_agent(tmp_path / "server", token, server_config(tgtd))[0],
+        start_agent(tmp_path / "a", token, {"initiator_iqn": IQN_A, "iscsi_access": "qemu"})[0],
+        start_agent(tmp_path / "b", token, {"iscsi_access": "qemu"})[0],
+        start_agent(tmp_path / "plain", token)[0],
+    ]
+    controller = start_controller(tmp_path / "controller", token, db_url)
+    try:
+        c = Cloud(Client(controller.url), "", "", "", "", "", "", tmp_path / "iscsi" / "luns")
+        c.server = c.add_host("storage-1", procs[0])
+        c.host_a = c.add_host("kvm-a", procs[1])
+        # B's agent knows no initiator name: the operator gives it.
+        c.host_b = c.add_host("kvm-b", procs[2], initiator_iqn=IQN_B)
+        c.plain = c.add_host("kvm-no-iqn", procs[3])
+        c.primary = str(c.wait(c.api.post("/v1/primary-storages", {
+            "name": "san-1", "type": "iscsi", "overprovision_factor": 4.0,
+            "config": {"server_host_id": c.server, "path": str(tmp_path / "iscsi"),
+                       "portal": tgtd.portal, "target_prefix": "iqn.2026-11.org.strata.test"},
+            "hosts": [c.host_a]}))["resource_id"])
+        c.wait(c.api.post(f"/v1/primary-storages/{c.primary}/attach", {"host_id": c.host_b}))
+        c.backup = str(c.wait(c.api.post("/v1/backup-storages", {
+            "name": "images", "type": "dir", "config": {"path": str(tmp_path / "images")}}))
+            ["resource_id"])
+        yield c
+    finally:
+        controller.stop()
+        for p in procs:
+            p.stop()
+        tgtd.stop()
+
+
+def spec(access_uri: str, iqn: str) -> dict[str, object]:
+    """What a host's QEMU opens for an iscsi:// URI, with its own initiator name."""
+    portal, target, lun = access_uri.removeprefix("iscsi://").split("/")
+    return {"driver": "iscsi", "transport": "tcp", "portal": portal, "target": target,
+            "lun": lun, "initiator-name": iqn}
+
+
+def test_volumes_are_luns_granted_per_host(cloud: Cloud, file_server: FileServer,
+                                           image_dir: Path) -> None:
+    api = cloud.api
+    assert api.get(f"/v1/hosts/{cloud.host_a}")["initiator_iqn"] == IQN_A
+    assert api.get(f"/v1/hosts/{cloud.host_b}")["initiator_iqn"] == IQN_B
+    ps = api.get(f"/v1/primary-storages/{cloud.primary}")
+    assert {h["state"] for h in ps["hosts"]} == {"connected"} and ps["capacity"]["total"] > 0
+
+    path, sha = make_image(image_dir, "base.qcow2", size="32M")
+    subprocess.run(["qemu-io", "-c", "write -P 0x33 0 64k", str(path)], check=True,
+                   capture_output=True)
+    sha = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    image = cloud.wait(api.post("/v1/images", {"name": "base", "url": file_server.url(path.name),
+                                               "sha256": sha, "backup_storage_id": cloud.backup}))
+    root = cloud.wait(api.post("/v1/volumes", {"name": "root-1", "primary_storage_id":
+                                               cloud.primary, "image_id": image["resource_id"]}))
+    vol = api.get(f"/v1/volumes/{root['resource_id']}")
+    assert vol["state"] == "ready" and vol["format"] == "raw" and vol["access"] == []
+    assert vol["export"]["target"] == f"iqn.2026-11.org.strata.test:{vol['id']}"
+    assert vol["export"]["lun"] == 1 and vol["export"]["chap"] is False
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", vol["path"]],
+                                     check=True, capture_output=True, text=True).stdout)
+    assert info["format"] == "raw" and "backing-filename" not in info
+
+    job = cloud.wait(api.post(f"/v1/volumes/{vol['id']}/access", {"host_id": cloud.host_a}))
+    uri = job["result"]["uri"]
+    assert uri == f"iscsi://{vol['export']['portal']}/{vol['export']['target']}/1"
+    vol = api.get(f"/v1/volumes/{vol['id']}")
+    assert vol["access"] == [{"host_id": cloud.host_a, "state": "granted", "uri": uri,
+                              "reason": None}]
+    out = qemu_io(spec(uri, IQN_A), "read -P 0x33 0 64k", "write -P 0x77 1M 64k",
+                  "read -P 0x77 1M 64k")
+    assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out
+    assert qemu_io(spec(uri, IQN_B), "read 0 4k").returncode != 0, "B was not granted"
+
+    cloud.wait(api.post(f"/v1/volumes/{vol['id']}/access", {"host_id": cloud.host_b}))
+    assert qemu_io(spec(uri, IQN_B), "read -P 0x77 1M 64k").returncode == 0
+    cloud.wait(api.delete(f"/v1/volumes/{vol['id']}/access/{cloud.host_a}"))
+    assert qemu_io(spec(uri, IQN_A), "read 0 4k").returncode != 0, "A was revoked"
+    assert [a["host_id"] for a in api.get(f"/v1/volumes/{vol['id']}")["access"]] == [
+        cloud.host_b]
+
+    # Deleting the volume revokes every grant first, then removes LUN and file.
+    cloud.wait(api.delete(f"/v1/volumes/{vol['id']}"))
+    assert api.get(f"/v1/volumes/{vol['id']}")["access"] == []
+    assert qemu_io(spec(uri, IQN_B), "read 0 4k").returncode != 0
+    assert not Path(vol["path"]).exists()
+
+
+def test_empty_volume_with_chap(cloud: Cloud) -> None:
+    api = cloud.api
+    chap_ps = cloud.wait(api.post("/v1/primary-storages", {
+        "name": "san-chap", "type": "iscsi",
+        "config": {"server_host_id": cloud.server, "path": str(cloud.luns.parent / "chap"),
+                   "portal": api.get(f"/v1/primary-storages/{cloud.primary}")["config"]["portal"],
+                   "chap": True},
+        "hosts": [cloud.host_a]}))
+    vol = cloud.wait(api.post("/v1/volumes", {"name": "data-1", "size": 16 << 20,
+                                              "primary_storage_id": chap_ps["resource_id"]}))
+    shown = api.get(f"/v1/volumes/{vol['resource_id']}")
+    assert shown["export"]["chap"] is True
+    assert "password" not in json.dumps(shown) and "password" not in json.dumps(
+        api.get("/v1/volumes"))
+    job = cloud.wait(api.post(f"/v1/volumes/{shown['id']}/access", {"host_id": cloud.host_a}))
+    assert qemu_io(spec(job["result"]["uri"], IQN_A), "read 0 4k").returncode != 0, \
+        "without the CHAP secret the login fails"
+
+
+def test_bad_access_requests(cloud: Cloud, tmp_path: Path) -> None:
+    api = cloud.api
+
+    def refused(call, status: int, code: str) -> str:  # type: ignore[no-untyped-def]
+        with pytest.raises(ApiError) as info:
+            call()
+        assert (info.value.status, info.value.code) == (status, code), info.value
+        return info.value.message
+
+    refused(lambda: api.post("/v1/hosts", {"name": "x", "address": "http://127.0.0.1:1",
+                                           "initiator_iqn": "iqn.bogus"}), 400, "invalid_input")
+    vol = cloud.wait(api.post("/v1/volumes", {"name": "v", "size": 1 << 20,
+                                              "primary_storage_id": cloud.primary}))
+    message = refused(lambda: api.post(f"/v1/volumes/{vol['resource_id']}/access",
+                                       {"host_id": cloud.plain}), 409, "no_initiator")
+    assert "kvm-no-iqn" in message
+    refused(lambda: api.post(f"/v1/primary-storages/{cloud.primary}/attach",
+                             {"host_id": cloud.plain}), 409, "no_initiator")
+    refused(lambda: api.delete(f"/v1/volumes/{vol['resource_id']}/access/{cloud.host_a}"),
+            404, "no_access")
+    local = cloud.wait(api.post("/v1/primary-storages", {
+        "name": "local-1", "type": "local", "config": {"path": str(tmp_path / "local")},
+        "hosts": [cloud.host_a]}))
+    lvol = cloud.wait(api.post("/v1/volumes", {"name": "lv", "size": 1 << 20,
+                                               "primary_storage_id": local["resource_id"]}))
+    refused(lambda: api.post(f"/v1/volumes/{lvol['resource_id']}/access",
+                             {"host_id": cloud.host_a}), 409, "access_not_supported")
+    refused(lambda: api.post("/v1/primary-storages", {
+        "name": "san-x", "type": "iscsi", "config": {"server_host_id": "nope", "path": "/x",
+                                                     "portal": "h:3260"}}), 404, "not_found")
+    refused(lambda: api.post("/v1/primary-storages", {
+        "name": "san-y", "type": "iscsi", "config": {"server_host_id": cloud.server,
+                                                     "path": "/x", "portal": "no port"}}),
+            400, "invalid_input")
