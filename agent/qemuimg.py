@@ -74,11 +74,15 @@ class QemuImg:
 
     async def convert(
         self, src: str, dest: str, *, src_fmt: str, dest_fmt: str,
-        sparse: bool = True, progress: ProgressCallback | None = None, timeout: float = 3600,
+        sparse: bool = True, existing_target: bool = False,
+        progress: ProgressCallback | None = None, timeout: float = 3600,
     ) -> None:
+        """`existing_target` writes into `dest` as it is (a block device) with `-n`."""
         argv = [self._bin, "convert", "-p", "-f", src_fmt, "-O", dest_fmt]
         if not sparse:
             argv += ["-S", "0"]
+        if existing_target:
+            argv.append("-n")
         argv += [src, dest]
         await self._exec.run(argv, timeout=timeout, on_output=_progress_sink(progress))
 

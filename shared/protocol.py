@@ -90,9 +90,15 @@ class HostInfoResult(Model):
         default=None, description="The host's iSCSI initiator name, if it has one.")
 
 
+VG_NAME = r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$"
+
+
 class PrepareStoragePayload(Model):
+    """`volume_group`: volumes live there, so it is its capacity that counts."""
+
     path: AbsPath
     subdirs: list[FileName] = Field(default_factory=list)
+    volume_group: str | None = Field(default=None, pattern=VG_NAME)
 
 
 class PrepareStorageResult(Model):
@@ -185,8 +191,9 @@ class IscsiTarget(Model):
 
 
 class ExportLunPayload(Model):
-    """Create the LUN's backing file in `dir` (empty of `size`, or a copy of `source`) and
-    serve it as the single LUN of its own target."""
+    """Create the LUN's backing store (empty of `size`, or a copy of `source`) and serve it
+    as the single LUN of its own target: a sparse file `dir/file_name`, or, with
+    `volume_group`, a logical volume named after the file."""
 
     dir: AbsPath
     file_name: FileName
@@ -194,6 +201,7 @@ class ExportLunPayload(Model):
     source: BackingFile | None = None
     target: Iqn
     chap: ChapCredentials | None = None
+    volume_group: str | None = Field(default=None, pattern=VG_NAME)
 
 
 class ExportLunResult(Model):
@@ -203,11 +211,12 @@ class ExportLunResult(Model):
 
 
 class UnexportLunPayload(Model):
-    """Remove the target (and so every grant), then the backing file."""
+    """Remove the target (and so every grant), then the backing file or volume."""
 
     dir: AbsPath
     file_name: FileName
     target: Iqn
+    volume_group: str | None = Field(default=None, pattern=VG_NAME)
 
 
 class LunAccessPayload(Model):

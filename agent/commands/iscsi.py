@@ -10,6 +10,7 @@ from collections.abc import Callable
 from agent import fsops
 from agent.iscsi.initiator import Initiator
 from agent.iscsi.target import VOLUME_LUN, TargetDriver
+from agent.lvm import Lvm
 from agent.services import AgentServices
 from shared.errors import Conflict, NotFound, Unsupported
 from shared.protocol import (
@@ -20,6 +21,7 @@ from shared.protocol import (
     EmptyPayload,
     ExportLunPayload,
     ExportLunResult,
+    FsCapacity,
     IscsiTarget,
     LunAccessPayload,
     LunAccessResult,
@@ -66,9 +68,51 @@ async def _copy_from(svc: AgentServices, source: BackingFile, tmp: str, size: in
         await svc.qemu_img.resize(tmp, size, fmt="raw")
 
 
+def lv_name(file_name: str) -> str:
+    return "strata-" + file_name.rsplit(".", 1)[0]
+
+
+async def _export_block(svc: AgentServices, payload: ExportLunPayload, vg: str,
+                        progress: Progress) -> tuple[str, FsCapacity]:
+    """A logical volume: created, zeroed, and filled from `source` when given."""
+    lvm = Lvm(svc.executor)
+    lv = lv_name(payload.file_name)
+    await lvm.capacity(vg)  # a clear NotFound before anything is made
+    if await lvm.lv_exists(vg, lv):
+        raise Conflict(f"logical volume {vg}/{lv} already exists; it is never overwritten")
+    path = await lvm.create(vg, lv, payload.size)
+    if payload.source is not None:
+        try:
+            await svc.qemu_img.convert(payload.source.path, path, src_fmt=payload.source.format,
+                                       dest_fmt="raw", existing_target=True, progress=progress)
+        except BaseException:
+            await lvm.remove(vg, lv)
+            raise
+    return path, await lvm.capacity(vg)
+
+
 async def export_lun(svc: AgentServices, payload: ExportLunPayload,
                      progress: Progress) -> ExportLunResult:
     driver = _target_driver(svc)
+    if payload.volume_group is not None:
+        final, capacity = await _export_block(svc, payload, payload.volume_group, progress)
+    else:
+        final, capacity = await _export_file(svc, payload, progress)
+    try:
+        await driver.export(payload.target, final, payload.chap)
+    except BaseException:
+        await driver.unexport(payload.target)
+        await _remove_backing(svc, payload.dir, payload.file_name, payload.volume_group)
+        raise
+    return ExportLunResult(
+        path=final, capacity=capacity,
+        target=IscsiTarget(portal=svc.config.iscsi_portal, target=payload.target,
+                           lun=VOLUME_LUN, chap=payload.chap),
+    )
+
+
+async def _export_file(svc: AgentServices, payload: ExportLunPayload,
+                       progress: Progress) -> tuple[str, FsCapacity]:
     final = os.path.join(payload.dir, payload.file_name)
     if await asyncio.to_thread(os.path.lexists, final):
         raise Conflict(f"{final} already exists; a ready object is never overwritten")
@@ -84,28 +128,27 @@ async def export_lun(svc: AgentServices, payload: ExportLunPayload,
         await asyncio.to_thread(fsops.publish, tmp, final)
     finally:
         await asyncio.to_thread(fsops.remove_quietly, tmp)
-    try:
-        await driver.export(payload.target, final, payload.chap)
-    except BaseException:
-        await driver.unexport(payload.target)
-        await asyncio.to_thread(fsops.remove_quietly, final)
-        raise
-    return ExportLunResult(
-        path=final, capacity=await asyncio.to_thread(fsops.capacity, payload.dir),
-        target=IscsiTarget(portal=svc.config.iscsi_portal, target=payload.target,
-                           lun=VOLUME_LUN, chap=payload.chap),
-    )
+    return final, await asyncio.to_thread(fsops.capacity, payload.dir)
+
+
+async def _remove_backing(svc: AgentServices, directory: str, file_name: str,
+                          vg: str | None) -> tuple[bool, FsCapacity]:
+    if vg is not None:
+        lvm = Lvm(svc.executor)
+        return await lvm.remove(vg, lv_name(file_name)), await lvm.capacity(vg)
+    path = os.path.join(directory, file_name)
+    existed = await asyncio.to_thread(os.path.lexists, path)
+    await asyncio.to_thread(fsops.remove_quietly, path)
+    return existed, await asyncio.to_thread(fsops.capacity, directory)
 
 
 async def unexport_lun(svc: AgentServices, payload: UnexportLunPayload,
                        progress: Progress) -> DeleteFileResult:
-    """Removing the target drops every grant before the file goes."""
+    """Removing the target drops every grant before the backing store goes."""
     await _target_driver(svc).unexport(payload.target)
-    path = os.path.join(payload.dir, payload.file_name)
-    existed = await asyncio.to_thread(os.path.lexists, path)
-    await asyncio.to_thread(fsops.remove_quietly, path)
-    return DeleteFileResult(existed=existed,
-                            capacity=await asyncio.to_thread(fsops.capacity, payload.dir))
+    existed, capacity = await _remove_backing(svc, payload.dir, payload.file_name,
+                                              payload.volume_group)
+    return DeleteFileResult(existed=existed, capacity=capacity)
 
 
 async def grant_lun(svc: AgentServices, payload: LunAccessPayload,

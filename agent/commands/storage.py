@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 from agent import fsops
+from agent.lvm import Lvm
 from agent.services import AgentServices
 from shared.errors import OperationFailed
 from shared.protocol import PrepareStoragePayload, PrepareStorageResult
@@ -41,4 +42,8 @@ async def prepare_storage(
         await asyncio.to_thread(_prepare, payload.path, payload.subdirs)
     except OSError as exc:
         raise OperationFailed(f"storage directory {payload.path} is not usable: {exc}") from exc
-    return PrepareStorageResult(path=payload.path, capacity=fsops.capacity(payload.path))
+    if payload.volume_group is not None:
+        capacity = await Lvm(svc.executor).capacity(payload.volume_group)
+    else:
+        capacity = await asyncio.to_thread(fsops.capacity, payload.path)
+    return PrepareStorageResult(path=payload.path, capacity=capacity)

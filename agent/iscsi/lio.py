@@ -66,7 +66,10 @@ class LioDriver(TargetDriver):
             if not list(tpg.network_portals):
                 rts.NetworkPortal(tpg, self._portal[0], self._portal[1])
             if not any(lun.lun == VOLUME_LUN for lun in tpg.luns):
-                so = rts.FileIOStorageObject(storage_object_name(target), dev=path)
+                # A logical volume is a block backstore; a file is a fileio one.
+                backstore = (rts.BlockStorageObject if path.startswith("/dev/")
+                             else rts.FileIOStorageObject)
+                so = backstore(storage_object_name(target), dev=path)
                 rts.LUN(tpg, VOLUME_LUN, so)
             if chap:
                 tpg.chap_userid, tpg.chap_password = chap.user, chap.password

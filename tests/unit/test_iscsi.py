@@ -106,6 +106,9 @@ class FakeRts:
             def delete(self) -> None:
                 self.deleted = True
 
+        class BlockStorageObject(FileIOStorageObject):
+            pass
+
         class LUN:
             def __init__(self, tpg: Any, lun: int, so: Any) -> None:
                 self.lun, self.storage_object = lun, so
@@ -126,7 +129,8 @@ class FakeRts:
 
         self.module = SimpleNamespace(
             RTSRoot=Root, Target=Target, TPG=TPG, NetworkPortal=NetworkPortal,
-            FileIOStorageObject=FileIOStorageObject, LUN=LUN, NodeACL=NodeACL,
+            FileIOStorageObject=FileIOStorageObject, BlockStorageObject=BlockStorageObject,
+            LUN=LUN, NodeACL=NodeACL,
             MappedLUN=MappedLUN, FabricModule=lambda name: name)
 
 
@@ -164,6 +168,17 @@ async def test_lio_export_grant_revoke_unexport(tmp_path: Path) -> None:
         await lio.grant(target, "iqn.2026-11.org.strata:host-a")
     await lio.restore()
     assert fake.restored == [save]
+
+
+async def test_lio_serves_logical_volumes_as_block_backstores(tmp_path: Path) -> None:
+    fake = FakeRts()
+    lio = LioDriver(str(tmp_path / "save.json"), ("192.0.2.10", 3260), rtslib=fake.module)
+    await lio.export("iqn.2026-11.org.strata:vol-2", "/dev/vg-san/strata-vol-2", None)
+    await lio.export("iqn.2026-11.org.strata:vol-3", "/srv/luns/vol-3.raw", None)
+    kinds = {type(so).__name__: so.dev for so in fake.storage}
+    assert kinds == {"BlockStorageObject": "/dev/vg-san/strata-vol-2",
+                     "FileIOStorageObject": "/srv/luns/vol-3.raw"}
+    assert fake.targets[0].tpgs[0].attributes["authentication"] == "0"
 
 
 # ---- kernel access mode with a fake iscsiadm --------------------------------------------

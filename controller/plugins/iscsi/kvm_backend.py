@@ -52,6 +52,7 @@ class IscsiKvmBackend(PrimaryStorageBackend):
             source=BackingFile(path=backing.path, format=backing_format)  # type: ignore[arg-type]
             if backing is not None else None,
             chap=new_chap(volume) if store.config.get("chap") else None,
+            volume_group=store.config.get("volume_group"),
         )
         result = await ctx.call(host, Command.EXPORT_LUN, payload, ExportLunResult,
                                 task_id=ctx.task_id("export-lun"), timeout=3600,
@@ -63,7 +64,8 @@ class IscsiKvmBackend(PrimaryStorageBackend):
                             host: Host) -> FsCapacity:
         payload = UnexportLunPayload(dir=self._driver.volume_dir(store),
                                      file_name=lun_file_name(volume),
-                                     target=target_name(store, volume))
+                                     target=target_name(store, volume),
+                                     volume_group=store.config.get("volume_group"))
         result = await ctx.call(host, Command.UNEXPORT_LUN, payload, DeleteFileResult,
                                 task_id=ctx.task_id(f"delete-{volume.id}"), timeout=300)
         return result.capacity

@@ -19,6 +19,7 @@ from controller.plugins.interfaces import (
 from controller.services.lookup import get_or_404
 from shared.errors import Conflict, OperationFailed
 from shared.protocol import (
+    VG_NAME,
     AbsPath,
     Command,
     FsCapacity,
@@ -43,6 +44,9 @@ class IscsiConfig(BaseModel):
     target_prefix: Iqn = Field(default="iqn.2026-11.org.strata",
                                description="Targets are named PREFIX:VOLUME-ID.")
     chap: bool = Field(default=False, description="Protect every target with CHAP.")
+    volume_group: str | None = Field(
+        default=None, pattern=VG_NAME,
+        description="Make volumes logical volumes in this LVM volume group, not files.")
 
 
 def target_name(store: PrimaryStorage, volume: Volume) -> str:
@@ -84,7 +88,8 @@ class IscsiLifeCycle(DataStoreLifeCycle):
         async with ctx.db() as session:
             server = await get_or_404(session, Host, store.config["server_host_id"],
                                       "server host")
-        payload = PrepareStoragePayload(path=store.config["path"], subdirs=[LUNS, IMAGE_CACHE])
+        payload = PrepareStoragePayload(path=store.config["path"], subdirs=[LUNS, IMAGE_CACHE],
+                                        volume_group=store.config.get("volume_group"))
         result = await ctx.call(server, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
                                 task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
         return result.capacity

@@ -1,0 +1,144 @@
+"""iSCSI volumes as logical volumes, with a fake executor for the LVM tools and a fake
+target driver: this kernel has no device-mapper, so LVM runs for real only in the
+real-kernel tier. File-backed LUNs run for real in tests/integration/test_iscsi*.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from agent.commands.iscsi import export_lun, unexport_lun
+from agent.config import AgentConfig
+from agent.executor import Executor, Limits, Result
+from agent.iscsi.target import TargetDriver
+from agent.qemuimg import QemuImg
+from agent.services import AgentServices
+from shared.errors import Conflict, NotFound, OperationFailed
+from shared.protocol import ChapCredentials, ExportLunPayload, UnexportLunPayload
+
+VG = "vg-san"
+TARGET = "iqn.2026-11.org.strata:vol-1"
+
+
+class FakeLvmTools(Executor):
+    """lvcreate/lvremove change a list of LVs that lvs/vgs report as JSON."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.lvs: list[str] = []
+        self.fail = fail
+
+    async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
+                  limits: Limits | None = None, check: bool = True) -> Result:
+        argv = list(argv)
+        self.calls.append(argv)
+        if argv[0] == self.fail:
+            raise OperationFailed(f"{argv[0]} failed")
+        out = ""
+        if argv[0] == "lvs":
+            out = json.dumps({"report": [{"lv": [{"lv_name": n} for n in self.lvs]}]})
+        elif argv[0] == "vgs":
+            vg = [{"vg_size": "107374182400", "vg_free": "1000"}] if VG in argv else []
+            out = json.dumps({"report": [{"vg": vg}]})
+        elif argv[0] == "lvcreate":
+            self.lvs.append(argv[argv.index("-n") + 1])
+        elif argv[0] == "lvremove":
+            self.lvs.remove(argv[-1].split("/")[1])
+        return Result(tuple(argv), 0, out, "")
+
+
+class FakeTarget(TargetDriver):
+    def __init__(self, fail: bool = False) -> None:
+        self.exports: dict[str, str] = {}
+        self.fail = fail
+
+    async def export(self, target: str, path: str, chap: ChapCredentials | None) -> None:
+        if self.fail:
+            raise OperationFailed("target refused")
+        self.exports[target] = path
+
+    async def unexport(self, target: str) -> None:
+        self.exports.pop(target, None)
+
+    async def grant(self, target: str, initiator: str) -> list[str]:
+        return [initiator]
+
+    async def revoke(self, target: str, initiator: str) -> list[str]:
+        return []
+
+    async def restore(self) -> None:
+        return None
+
+
+def services(tmp_path: Path, tools: Executor, target: TargetDriver) -> AgentServices:
+    config = AgentConfig(state_dir=str(tmp_path), iscsi_target="tgt")
+    return AgentServices(config=config, executor=tools, qemu_img=QemuImg(tools),
+                         http=None, target_driver=target)  # type: ignore[arg-type]
+
+
+def payload(tmp_path: Path, **extra: object) -> ExportLunPayload:
+    return ExportLunPayload.model_validate({
+        "dir": str(tmp_path / "luns"), "file_name": "vol-1.raw", "size": 1 << 30,
+        "target": TARGET, "volume_group": VG, **extra})
+
+
+async def test_empty_volume_is_a_zeroed_logical_volume(tmp_path: Path) -> None:
+    tools, target = FakeLvmTools(), FakeTarget()
+    svc = services(tmp_path, tools, target)
+    result = await export_lun(svc, payload(tmp_path), lambda p: None)
+    assert result.path == "/dev/vg-san/strata-vol-1"
+    assert target.exports == {TARGET: "/dev/vg-san/strata-vol-1"}
+    assert result.capacity.total == 107374182400
+    kinds = [c[0] for c in tools.calls]
+    assert kinds == ["vgs", "lvs", "lvcreate", "blkdiscard", "vgs"]
+    assert tools.calls[2] == ["lvcreate", "--yes", "--wipesignatures", "y", "-n",
+                              "strata-vol-1", "-L", f"{1 << 30}b", VG]
+    assert tools.calls[3] == ["blkdiscard", "--zeroout", "/dev/vg-san/strata-vol-1"]
+    with pytest.raises(Conflict):
+        await export_lun(svc, payload(tmp_path), lambda p: None)
+
+    gone = await unexport_lun(svc, UnexportLunPayload(
+        dir=str(tmp_path / "luns"), file_name="vol-1.raw", target=TARGET, volume_group=VG),
+        lambda p: None)
+    assert gone.existed and tools.lvs == [] and target.exports == {}
+    again = await unexport_lun(svc, UnexportLunPayload(
+        dir=str(tmp_path / "luns"), file_name="vol-1.raw", target=TARGET, volume_group=VG),
+        lambda p: None)
+    assert again.existed is False
+
+
+async def test_root_volume_is_converted_into_the_lv(tmp_path: Path) -> None:
+    tools = FakeLvmTools()
+    svc = services(tmp_path, tools, FakeTarget())
+    await export_lun(svc, payload(tmp_path, source={"path": "/cache/img", "format": "qcow2"}),
+                     lambda p: None)
+    convert = next(c for c in tools.calls if c[:2] == ["qemu-img", "convert"])
+    assert convert == ["qemu-img", "convert", "-p", "-f", "qcow2", "-O", "raw", "-n",
+                       "/cache/img", "/dev/vg-san/strata-vol-1"]
+
+
+async def test_failures_leave_no_logical_volume(tmp_path: Path) -> None:
+    tools = FakeLvmTools(fail="qemu-img")
+    svc = services(tmp_path, tools, FakeTarget())
+    with pytest.raises(OperationFailed):
+        await export_lun(svc, payload(tmp_path, source={"path": "/c", "format": "raw"}),
+                         lambda p: None)
+    assert tools.lvs == []
+    tools = FakeLvmTools(fail="blkdiscard")
+    with pytest.raises(OperationFailed):
+        await export_lun(services(tmp_path, tools, FakeTarget()), payload(tmp_path),
+                         lambda p: None)
+    assert tools.lvs == []
+    tools = FakeLvmTools()
+    with pytest.raises(OperationFailed):
+        await export_lun(services(tmp_path, tools, FakeTarget(fail=True)), payload(tmp_path),
+                         lambda p: None)
+    assert tools.lvs == [], "a target that refuses the LUN leaves no volume behind"
+    tools = FakeLvmTools()
+    with pytest.raises(NotFound, match="vg-other"):
+        await export_lun(services(tmp_path, tools, FakeTarget()),
+                         payload(tmp_path, volume_group="vg-other"), lambda p: None)
+    assert [c[0] for c in tools.calls] == ["vgs"], "nothing is created in a missing VG"
