@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ from cli.client import ApiError, Client
 from tests.conftest import make_image
 from tests.integration.test_iscsi_agent import IQN_A, IQN_B, qemu_io, server_config
 from tests.support.fileserver import FileServer
-from tests.support.procs import Proc, start_agent, start_controller
+from tests.support.procs import ROOT, Proc, start_agent, start_controller
 from tests.support.tgtd import Tgtd
 
 
@@ -99,10 +102,10 @@ def test_volumes_are_luns_granted_per_host(cloud: Cloud, file_server: FileServer
     ps = api.get(f"/v1/primary-storages/{cloud.primary}")
     assert {h["state"] for h in ps["hosts"]} == {"connected"} and ps["capacity"]["total"] > 0
 
-    path, sha = make_image(image_dir, "base.qcow2", size="32M")
+    path, _ = make_image(image_dir, "base.qcow2", size="32M")
     subprocess.run(["qemu-io", "-c", "write -P 0x33 0 64k", str(path)], check=True,
                    capture_output=True)
-    sha = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
     image = cloud.wait(api.post("/v1/images", {"name": "base", "url": file_server.url(path.name),
                                                "sha256": sha, "backup_storage_id": cloud.backup}))
     root = cloud.wait(api.post("/v1/volumes", {"name": "root-1", "primary_storage_id":
@@ -193,3 +196,24 @@ def test_bad_access_requests(cloud: Cloud, tmp_path: Path) -> None:
         "name": "san-y", "type": "iscsi", "config": {"server_host_id": cloud.server,
                                                      "path": "/x", "portal": "no port"}}),
             400, "invalid_input")
+
+
+def test_cli_grants_and_revokes(cloud: Cloud) -> None:
+    vol = cloud.wait(cloud.api.post("/v1/volumes", {"name": "cli-vol", "size": 1 << 20,
+                                                    "primary_storage_id": cloud.primary}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STRATA_URL": cloud.api.base_url}
+
+    def strata(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
+                              text=True, env=env, timeout=60)
+
+    assert strata("volumes", "grant", str(vol["resource_id"]), cloud.host_a,
+                  "--wait").returncode == 0
+    shown = json.loads(strata("--json", "volumes", "show", str(vol["resource_id"])).stdout)
+    assert [(a["host_id"], a["state"]) for a in shown["access"]] == [(cloud.host_a, "granted")]
+    assert strata("volumes", "revoke", str(vol["resource_id"]), cloud.host_a,
+                  "--wait").returncode == 0
+    assert json.loads(strata("--json", "volumes", "show",
+                             str(vol["resource_id"])).stdout)["access"] == []
+    bad = strata("volumes", "grant", str(vol["resource_id"]), cloud.plain)
+    assert bad.returncode == 2 and bad.stderr.startswith("strata: no_initiator:")
