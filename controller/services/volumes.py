@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.schemas import VolumeCreate
 from controller.db.models import (
@@ -71,7 +72,8 @@ class VolumeService:
         self._d.jobs.start(job)
         return volume, job
 
-    async def _check_matrix(self, session: Any, image: Image, store: PrimaryStorage) -> None:
+    async def _check_matrix(self, session: AsyncSession, image: Image,
+                            store: PrimaryStorage) -> None:
         """Refuses up front (409 naming the cell) what no mediator could carry out."""
         cached = await session.scalar(select(ImageCache.id).where(
             ImageCache.image_id == image.id, ImageCache.primary_storage_id == store.id,
@@ -91,29 +93,26 @@ class VolumeService:
     async def run_create(self, ctx: JobContext) -> dict[str, Any]:
         volume_id = ctx.job.resource_id or ""
         cache: ImageCache | None = None
-        async with ctx.db.begin() as session:
-            await transition(session, Volume, volume_id, ObjectState.ALLOCATED,
-                             ObjectState.CREATING)
-            volume = await get_fresh(session, Volume, volume_id, "volume")
-            if volume.state == ObjectState.READY:
-                return {"path": volume.path}
-            store = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
-                                     "primary storage")
-            image = await session.get(Image, volume.image_id) if volume.image_id else None
-            if image is not None:
-                cache = await self._install.installed(session, image, store)
-            host = await self._d.selector.for_primary(session, store)
         try:
+            async with ctx.db.begin() as session:
+                await transition(session, Volume, volume_id, ObjectState.ALLOCATED,
+                                 ObjectState.CREATING)
+                volume = await get_fresh(session, Volume, volume_id, "volume")
+                if volume.state == ObjectState.READY:
+                    return {"path": volume.path}
+                store = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
+                                         "primary storage")
+                image = await session.get(Image, volume.image_id) if volume.image_id else None
+                if image is not None:
+                    cache = await self._install.installed(session, image, store)
+                host = await self._d.selector.for_primary(session, store)
             if image is not None and cache is None:
                 cache = await self._install.install(ctx, image, store)
             backend = self._d.registry.backend(store.type, store.hypervisor)
             facts = await backend.create_volume(ctx, store, volume, host, cache,
                                                 image.format if image else None)
         except StrataError as exc:
-            async with ctx.db.begin() as session:
-                if await transition(session, Volume, volume.id, ObjectState.CREATING,
-                                    ObjectState.ERROR, reason=exc.message):
-                    await release_capacity(session, store.id, volume.size)
+            await self._fail_create(ctx, volume_id, exc)
             raise
         result = {"path": facts.path, "virtual_size": facts.virtual_size}
         async with ctx.db.begin() as session:
@@ -125,6 +124,15 @@ class VolumeService:
                                      facts.capacity.available)
             await ctx.succeed(session, result)
         return result
+
+    async def _fail_create(self, ctx: JobContext, volume_id: str, exc: StrataError) -> None:
+        """Whatever step failed, the volume ends in error and gives its capacity back."""
+        async with ctx.db.begin() as session:
+            volume = await session.get(Volume, volume_id, populate_existing=True)
+            if volume is not None and await transition(
+                    session, Volume, volume.id, (ObjectState.ALLOCATED, ObjectState.CREATING),
+                    ObjectState.ERROR, reason=exc.message):
+                await release_capacity(session, volume.primary_storage_id, volume.size)
 
     async def delete(self, volume_id: str) -> Job:
         async with self._d.db.begin() as session:

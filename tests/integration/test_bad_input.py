@@ -101,3 +101,23 @@ def test_failed_registrations_leave_nothing_behind(stack: Stack, file_server: Fi
     expect_error(lambda: stack.api.post("/v1/volumes", {
         "name": "v", "primary_storage_id": stack.primary_id, "image_id": failed_image["id"]}),
         409, "image_not_ready")
+
+
+def test_failed_volume_gives_its_capacity_back(stack: Stack) -> None:
+    before = stack.api.get(f"/v1/primary-storages/{stack.primary_id}")["capacity"]["allocated"]
+    volumes = stack.primary_path / "volumes"
+    volumes.rmdir()
+    volumes.write_text("not a directory")  # the agent cannot create volumes any more
+    job = stack.wait(stack.api.post("/v1/volumes", {
+        "name": "doomed", "primary_storage_id": stack.primary_id, "size": 8 << 20}), ok=False)
+    assert job["state"] == "failed" and job["error"]["message"]
+    volume = stack.api.get(f"/v1/volumes/{job['resource_id']}")
+    assert volume["state"] == "error" and volume["reason"] == job["error"]["message"]
+    after = stack.api.get(f"/v1/primary-storages/{stack.primary_id}")["capacity"]["allocated"]
+    assert after == before
+    volumes.unlink()  # the operator repairs the storage, then removes what failed
+    volumes.mkdir()
+    stack.wait(stack.api.delete(f"/v1/volumes/{volume['id']}"))
+    assert stack.api.get(f"/v1/volumes/{volume['id']}")["state"] == "destroyed"
+    assert stack.api.get(
+        f"/v1/primary-storages/{stack.primary_id}")["capacity"]["allocated"] == before
