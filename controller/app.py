@@ -20,6 +20,7 @@ from controller.localagent import embedded
 from controller.plugins.builtin import default_registry
 from controller.plugins.endpoints import ConnectedHostSelector
 from controller.plugins.install import CacheThenCloneInstall
+from controller.secrets import SecretBox
 from controller.services.base import ServiceDeps
 from controller.services.datamotion import DataMotionService
 from controller.services.hosts import HostService
@@ -51,7 +52,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         jobs = JobEngine(db, AgentClient(http, config.resolve_token()))
         registry = default_registry()
         deps = ServiceDeps(db=db, jobs=jobs, registry=registry,
-                           selector=ConnectedHostSelector(registry))
+                           selector=ConnectedHostSelector(registry),
+                           secrets=SecretBox.from_file(config.secret_key_path))
         motion = DataMotionService(registry, deps.selector)
         services = Services(
             db=db, jobs=jobs, registry=registry, hosts=HostService(deps),

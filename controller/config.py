@@ -26,6 +26,9 @@ class ControllerConfig(BaseModel):
         default=True,
         description="Run a strata-agent beside the controller, seeded with a local primary "
                     "storage and a dir image store under state_dir.")
+    secret_key_file: str | None = Field(
+        default=None, description="Key that seals credentials in the database; default: "
+                                  "state_dir/secret.key, made on first start. Back it up.")
     local_agent_listen: str = "127.0.0.1:8641"
     local_agent_debug_listen: str = "127.0.0.1:8642"
 
@@ -38,6 +41,10 @@ class ControllerConfig(BaseModel):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{os.path.join(self.state_dir, 'strata.sqlite')}"
+
+    @property
+    def secret_key_path(self) -> str:
+        return self.secret_key_file or os.path.join(self.state_dir, "secret.key")
 
     @property
     def token_path(self) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from controller.jobs.engine import JobEngine
 from controller.plugins.interfaces import EndPointSelector
 from controller.plugins.registry import PluginRegistry
+from controller.secrets import SecretBox
 from shared.errors import Conflict
 
 
@@ -20,6 +21,7 @@ class ServiceDeps:
     jobs: JobEngine
     registry: PluginRegistry
     selector: EndPointSelector
+    secrets: SecretBox
 
 
 async def ensure_unique_name(session: AsyncSession, column: InstrumentedAttribute[str],

@@ -115,10 +115,13 @@ class VolumeService:
             await self._fail_create(ctx, volume_id, exc)
             raise
         result = {"path": facts.path, "virtual_size": facts.virtual_size}
+        export = facts.export.model_dump() if facts.export else None
+        if export and export["chap"]:
+            export["chap"]["password"] = self._d.secrets.seal(export["chap"]["password"])
         async with ctx.db.begin() as session:
             await transition(session, Volume, volume.id, ObjectState.CREATING,
                              ObjectState.READY, path=facts.path, format=facts.format,
-                             export=facts.export.model_dump() if facts.export else None,
+                             export=export,
                              image_cache_id=cache.id if cache else None)
             await record_fs_capacity(session, store.id, facts.capacity.total,
                                      facts.capacity.available)

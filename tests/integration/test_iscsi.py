@@ -26,7 +26,7 @@ from tests.support.tgtd import Tgtd
 
 @pytest.fixture(params=["sqlite"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'strata.sqlite'}"
+    return f"sqlite:///{tmp_path / 'controller' / 'strata.sqlite'}"
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Cloud:
     primary: str
     backup: str
     luns: Path
+    state: Path
 
     def wait(self, accepted: dict[str, object], ok: bool = True) -> dict[str, object]:
         job = self.api.wait_job(str(accepted["job_id"]), timeout=120)
@@ -64,7 +65,8 @@ def cloud(tmp_path: Path, db_url: str) -> Iterator[Cloud]:
     ]
     controller = start_controller(tmp_path / "controller", token, db_url)
     try:
-        c = Cloud(Client(controller.url), "", "", "", "", "", "", tmp_path / "iscsi" / "luns")
+        c = Cloud(Client(controller.url), "", "", "", "", "", "", tmp_path / "iscsi" / "luns",
+                  tmp_path)
         c.server = c.add_host("storage-1", procs[0])
         c.host_a = c.add_host("kvm-a", procs[1])
         # B's agent knows no initiator name: the operator gives it.
@@ -160,6 +162,11 @@ def test_empty_volume_with_chap(cloud: Cloud) -> None:
     job = cloud.wait(api.post(f"/v1/volumes/{shown['id']}/access", {"host_id": cloud.host_a}))
     assert qemu_io(spec(job["result"]["uri"], IQN_A), "read 0 4k").returncode != 0, \
         "without the CHAP secret the login fails"
+    # The secret the storage server holds appears in the controller's database only sealed.
+    exports = json.loads((cloud.state / "server" / "tgt-exports.json").read_text())
+    password = exports[shown["export"]["target"]]["chap"]["password"]
+    dump = b"".join(p.read_bytes() for p in (cloud.state / "controller").glob("strata.sqlite*"))
+    assert password.encode() not in dump and b"enc:v1:" in dump
 
 
 def test_bad_access_requests(cloud: Cloud, tmp_path: Path) -> None:

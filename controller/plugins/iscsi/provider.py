@@ -54,9 +54,11 @@ def target_name(store: PrimaryStorage, volume: Volume) -> str:
 
 
 def export_of(volume: Volume) -> IscsiTarget:
+    """Where the volume is served; its CHAP secret stays sealed in the database."""
     if not volume.export:
         raise Conflict(f"volume {volume.name} is not exported", code="not_exported")
-    return IscsiTarget.model_validate(volume.export)
+    return IscsiTarget(portal=volume.export["portal"], target=volume.export["target"],
+                       lun=volume.export["lun"])
 
 
 def uri(target: IscsiTarget) -> str:

@@ -1,0 +1,53 @@
+"""Credentials at rest: sealed with a key from the controller's configuration before they
+reach the database, so a database dump alone reveals none of them.
+
+Fernet (AES-128-CBC with HMAC-SHA256) authenticates as well as encrypts: a value
+tampered with, or sealed under another key, does not open.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from shared.errors import StrataError
+
+PREFIX = "enc:v1:"
+
+
+class SecretKeyMismatch(StrataError):
+    status = 500
+    default_code = "secret_key_mismatch"
+
+
+class SecretBox:
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+
+    @classmethod
+    def from_file(cls, path: str) -> SecretBox:
+        """The key in `path`, made (readable by the controller only) on first use."""
+        try:
+            with open(path, "rb") as f:
+                return cls(f.read().strip())
+        except FileNotFoundError:
+            pass
+        key = Fernet.generate_key()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key + b"\n")
+        return cls(key)
+
+    def seal(self, plaintext: str) -> str:
+        return PREFIX + self._fernet.encrypt(plaintext.encode()).decode()
+
+    def open(self, sealed: str) -> str:
+        if not sealed.startswith(PREFIX):
+            raise SecretKeyMismatch("a stored credential is not sealed")
+        try:
+            return self._fernet.decrypt(sealed[len(PREFIX):].encode()).decode()
+        except InvalidToken:
+            raise SecretKeyMismatch(
+                "a stored credential does not open with this controller's secret key "
+                "(was secret_key_file changed?)") from None
