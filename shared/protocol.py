@@ -243,6 +243,67 @@ class ConnectVolumeResult(Model):
     size: int
 
 
+class SftpEndpoint(Model):
+    """An SFTP server: its host key is pinned, a different one is refused."""
+
+    host: str = Field(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}$")
+    port: int = Field(default=22, ge=1, le=65535)
+    username: str = Field(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")
+    host_key: str = Field(pattern=r"^(ssh|ecdsa)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/=]+$",
+                          description="The server's public host key, `TYPE BASE64`.")
+    private_key: str = Field(description="The client's private key (OpenSSH or PEM).")
+
+
+class SftpPreparePayload(Model):
+    endpoint: SftpEndpoint
+    path: AbsPath
+    subdirs: list[FileName] = Field(default_factory=list)
+
+
+class SftpRegisterPayload(Model):
+    """Download `url`, verify it here, then store it on the SFTP server."""
+
+    endpoint: SftpEndpoint
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    remote_dir: AbsPath
+    file_name: FileName
+    expected_sha256: str | None = Field(default=None, pattern=SHA256_RE)
+    expected_format: ImageFormat | None = None
+
+
+class SftpDownloadPayload(Model):
+    """Copy a stored image from the SFTP server into `dest_dir`, verified."""
+
+    endpoint: SftpEndpoint
+    remote_path: AbsPath
+    dest_dir: AbsPath
+    file_name: FileName
+    expected_sha256: str = Field(pattern=SHA256_RE)
+    expected_format: ImageFormat
+
+
+class SftpUploadPayload(Model):
+    """Copy a local file to the SFTP server, verified there before it gets its name."""
+
+    endpoint: SftpEndpoint
+    local_path: AbsPath
+    remote_dir: AbsPath
+    file_name: FileName
+
+
+class UploadResult(Model):
+    path: str
+    size: int
+    sha256: str
+    capacity: FsCapacity
+
+
+class SftpDeletePayload(Model):
+    endpoint: SftpEndpoint
+    remote_dir: AbsPath
+    file_name: FileName
+
+
 class SleepPayload(Model):
     """A task that only waits: lets operators and tests check the task machinery."""
 
@@ -265,6 +326,11 @@ class Command:
     REVOKE_LUN = "revoke_lun"
     CONNECT_VOLUME = "connect_volume"
     DISCONNECT_VOLUME = "disconnect_volume"
+    SFTP_PREPARE = "sftp_prepare"
+    SFTP_REGISTER = "sftp_register"
+    SFTP_DOWNLOAD = "sftp_download"
+    SFTP_UPLOAD = "sftp_upload"
+    SFTP_DELETE = "sftp_delete"
 
 
 class EmptyPayload(Model):
@@ -289,4 +355,9 @@ COMMAND_MODELS: dict[str, tuple[type[Model], type[Model]]] = {
     Command.REVOKE_LUN: (LunAccessPayload, LunAccessResult),
     Command.CONNECT_VOLUME: (ConnectVolumePayload, ConnectVolumeResult),
     Command.DISCONNECT_VOLUME: (ConnectVolumePayload, EmptyPayload),
+    Command.SFTP_PREPARE: (SftpPreparePayload, PrepareStorageResult),
+    Command.SFTP_REGISTER: (SftpRegisterPayload, ImageFacts),
+    Command.SFTP_DOWNLOAD: (SftpDownloadPayload, ImageFacts),
+    Command.SFTP_UPLOAD: (SftpUploadPayload, UploadResult),
+    Command.SFTP_DELETE: (SftpDeletePayload, DeleteFileResult),
 }

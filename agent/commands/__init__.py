@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.commands import host, images, iscsi, storage, volumes
+from agent.commands import host, images, iscsi, sftp, storage, volumes
 from agent.services import AgentServices
 from shared.protocol import COMMAND_MODELS, Command, Model
 
@@ -26,6 +26,11 @@ HANDLERS: dict[str, Handler] = {
     Command.REVOKE_LUN: iscsi.revoke_lun,
     Command.CONNECT_VOLUME: iscsi.connect_volume,
     Command.DISCONNECT_VOLUME: iscsi.disconnect_volume,
+    Command.SFTP_PREPARE: sftp.sftp_prepare,
+    Command.SFTP_REGISTER: sftp.sftp_register,
+    Command.SFTP_DOWNLOAD: sftp.sftp_download,
+    Command.SFTP_UPLOAD: sftp.sftp_upload,
+    Command.SFTP_DELETE: sftp.sftp_delete,
 }
 
 assert set(HANDLERS) == set(COMMAND_MODELS), "every protocol command needs a handler"

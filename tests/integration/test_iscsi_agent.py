@@ -6,48 +6,20 @@ iSCSI initiator in the kernel, which this kernel lacks: they have unit tests
 
 from __future__ import annotations
 
-import itertools
 import json
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.procs import Proc, start_agent
+from tests.support.agents import Agent, start_test_agent
 from tests.support.tgtd import Tgtd
 
-TOKEN = "iscsi-test-token"
 IQN_A = "iqn.2026-11.org.strata.test:host-a"
 IQN_B = "iqn.2026-11.org.strata.test:host-b"
-_ids = itertools.count()
-
-
-@dataclass
-class Agent:
-    proc: Proc
-
-    def call(self, command: str, payload: dict[str, object]) -> tuple[str, dict[str, object]]:
-        """Runs a command to the end: ("succeeded", result) or ("failed", error)."""
-        body = json.dumps({"task_id": f"t{next(_ids)}", "payload": payload}).encode()
-        req = urllib.request.Request(
-            f"{self.proc.url}/v1/commands/{command}", data=body, method="POST",
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                info = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return "rejected", json.loads(exc.read())
-        while info["state"] == "running":
-            with urllib.request.urlopen(urllib.request.Request(
-                    f"{self.proc.url}/v1/tasks/{info['task_id']}?wait=10",
-                    headers={"Authorization": f"Bearer {TOKEN}"}), timeout=60) as resp:
-                info = json.loads(resp.read())
-        return info["state"], info["result"] if info["state"] == "succeeded" else info["error"]
 
 
 @dataclass
@@ -67,20 +39,15 @@ def server_config(tgtd: Tgtd) -> dict[str, object]:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    token = tmp_path / "token"
-    token.write_text(TOKEN)
     tgtd = Tgtd()
-    server, _ = start_agent(tmp_path / "server", token, server_config(tgtd))
-    host_a, _ = start_agent(tmp_path / "a", token,
-                            {"initiator_iqn": IQN_A, "iscsi_access": "qemu"})
-    host_b, _ = start_agent(tmp_path / "b", token,
-                            {"initiator_iqn": IQN_B, "iscsi_access": "qemu"})
+    agents = [start_test_agent(tmp_path / "server", server_config(tgtd)),
+              start_test_agent(tmp_path / "a", {"initiator_iqn": IQN_A, "iscsi_access": "qemu"}),
+              start_test_agent(tmp_path / "b", {"initiator_iqn": IQN_B, "iscsi_access": "qemu"})]
     try:
-        yield Site(tgtd, Agent(server), Agent(host_a), Agent(host_b), tmp_path / "luns",
-                   tmp_path)
+        yield Site(tgtd, *agents, tmp_path / "luns", tmp_path)
     finally:
-        for proc in (server, host_a, host_b):
-            proc.stop()
+        for agent in agents:
+            agent.proc.stop()
         tgtd.stop()
 
 
@@ -173,8 +140,7 @@ def test_volume_from_image_and_restore_after_restart(site: Site) -> None:
     site.tgtd.stop()
     site.tgtd.start()
     site.server.proc.stop(signal.SIGTERM)
-    proc, _ = start_agent(site.tmp / "server", site.tmp / "token", server_config(site.tgtd))
-    site.server = Agent(proc)
+    site.server = start_test_agent(site.tmp / "server", server_config(site.tgtd))
     state, conn = site.host_a.call("connect_volume", {"target": target})
     assert state == "succeeded", conn
     out = qemu_io(conn["qemu_spec"], "read -P 0x42 0 64k", "read -P 0 64k 64k")

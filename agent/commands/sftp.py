@@ -1,0 +1,96 @@
+"""SFTP backup storage commands: prepare the store, register images into it, copy images
+out of it into a cache, upload files to it, delete from it. sha256 is checked end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import posixpath
+from collections.abc import Callable
+
+from agent import fsops, sftp
+from agent.commands.images import download_image
+from agent.imagewriter import VerifiedImageWriter
+from agent.services import AgentServices
+from shared.protocol import (
+    DeleteFileResult,
+    DownloadImagePayload,
+    ImageFacts,
+    PrepareStorageResult,
+    SftpDeletePayload,
+    SftpDownloadPayload,
+    SftpPreparePayload,
+    SftpRegisterPayload,
+    SftpUploadPayload,
+    UploadResult,
+)
+
+Progress = Callable[[float], None]
+STAGING = "staging"
+
+
+def _span(progress: Progress, lo: float, hi: float) -> Progress:
+    return lambda pct: progress(lo + (hi - lo) * pct / 100.0)
+
+
+async def sftp_prepare(svc: AgentServices, payload: SftpPreparePayload,
+                       progress: Progress) -> PrepareStorageResult:
+    """Creates the directories and proves the account can write there."""
+    async with sftp.connect(payload.endpoint) as session:
+        for sub in ["", *payload.subdirs]:
+            await session.makedirs(posixpath.join(payload.path, sub) if sub else payload.path)
+        probe = posixpath.join(payload.path, f"{fsops.TEMP_PREFIX}write-probe")
+        async with await session.sftp.open(probe, "wb") as f:
+            await f.write(b"strata")
+        await session.remove(probe)
+        return PrepareStorageResult(path=payload.path,
+                                    capacity=await session.capacity(payload.path))
+
+
+async def sftp_register(svc: AgentServices, payload: SftpRegisterPayload,
+                        progress: Progress) -> ImageFacts:
+    """Downloads and verifies the image on this host first (qemu-img inspects a local
+    file), then stores it on the server; the local copy is removed either way."""
+    staging = os.path.join(svc.config.state_dir, STAGING)
+    local = os.path.join(staging, payload.file_name)
+    await asyncio.to_thread(fsops.remove_quietly, local)
+    facts = await download_image(svc, DownloadImagePayload(
+        url=payload.url, dest_dir=staging, file_name=payload.file_name,
+        expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
+    ), _span(progress, 0, 50))
+    try:
+        async with sftp.connect(payload.endpoint) as session:
+            remote, _, _ = await session.upload(local, payload.remote_dir, payload.file_name,
+                                                _span(progress, 50, 100))
+            capacity = await session.capacity(payload.remote_dir)
+    finally:
+        await asyncio.to_thread(fsops.remove_quietly, local)
+    return facts.model_copy(update={"path": remote, "capacity": capacity})
+
+
+async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
+                        progress: Progress) -> ImageFacts:
+    async with sftp.connect(payload.endpoint) as session:
+        writer = VerifiedImageWriter(
+            svc.qemu_img, payload.dest_dir, payload.file_name,
+            expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
+            expected_size=await session.size(payload.remote_path), progress=progress,
+        )
+        return await writer.write_all(session.read_chunks(payload.remote_path))
+
+
+async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
+                      progress: Progress) -> UploadResult:
+    async with sftp.connect(payload.endpoint) as session:
+        path, size, digest = await session.upload(payload.local_path, payload.remote_dir,
+                                                  payload.file_name, progress)
+        return UploadResult(path=path, size=size, sha256=digest,
+                            capacity=await session.capacity(payload.remote_dir))
+
+
+async def sftp_delete(svc: AgentServices, payload: SftpDeletePayload,
+                      progress: Progress) -> DeleteFileResult:
+    async with sftp.connect(payload.endpoint) as session:
+        existed = await session.remove(posixpath.join(payload.remote_dir, payload.file_name))
+        return DeleteFileResult(existed=existed,
+                                capacity=await session.capacity(payload.remote_dir))

@@ -1,0 +1,142 @@
+"""SFTP backup storage from the agent's side, over asyncssh.
+
+The server's host key is pinned: a server presenting another key is refused, never
+accepted silently. Uploads land under a temporary name, are checked with `sha256sum` on
+the server, and only then get their name (SFTP's plain rename does not overwrite).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import posixpath
+import secrets
+import shlex
+from collections.abc import AsyncIterator, Callable
+from typing import cast
+
+import asyncssh
+
+from agent.fsops import TEMP_PREFIX
+from shared.errors import ChecksumMismatch, Conflict, NotFound, OperationFailed, Timeout
+from shared.protocol import FsCapacity, SftpEndpoint
+
+CHUNK = 1 << 20
+CONNECT_TIMEOUT = 20
+
+
+class SftpSession:
+    """An open SSH connection with its SFTP channel."""
+
+    def __init__(self, endpoint: SftpEndpoint, conn: asyncssh.SSHClientConnection,
+                 sftp: asyncssh.SFTPClient) -> None:
+        self.endpoint = endpoint
+        self._conn = conn
+        self.sftp = sftp
+
+    async def makedirs(self, path: str) -> None:
+        await self.sftp.makedirs(path, exist_ok=True)
+
+    async def capacity(self, path: str) -> FsCapacity:
+        st = await self.sftp.statvfs(path)
+        return FsCapacity(total=st.blocks * st.frsize, available=st.bavail * st.frsize)
+
+    async def exists(self, path: str) -> bool:
+        return bool(await self.sftp.exists(path))
+
+    async def read_chunks(self, path: str) -> AsyncIterator[bytes]:
+        try:
+            f = await self.sftp.open(path, "rb")
+        except asyncssh.SFTPNoSuchFile:
+            raise NotFound(f"{path} does not exist on {self.endpoint.host}") from None
+        async with f:
+            while chunk := await f.read(CHUNK):
+                yield cast(bytes, chunk)  # opened "rb": bytes, whatever the stub says
+
+    async def size(self, path: str) -> int:
+        return int((await self.sftp.stat(path)).size or 0)
+
+    async def upload(self, local_path: str, remote_dir: str, file_name: str,
+                     progress: Callable[[float], None] | None = None) -> tuple[str, int, str]:
+        """Returns (remote path, size, sha256) once the server holds the verified copy."""
+        final = posixpath.join(remote_dir, file_name)
+        if await self.exists(final):
+            raise Conflict(f"{final} already exists on {self.endpoint.host}; "
+                           "a ready object is never overwritten")
+        tmp = posixpath.join(remote_dir, f"{TEMP_PREFIX}{secrets.token_hex(6)}-{file_name}")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(local_path, "rb") as src:  # noqa: ASYNC230 - small reads, local disk
+                total = max(1, src.seek(0, 2))
+                src.seek(0)
+                async with await self.sftp.open(tmp, "wb") as dst:
+                    while chunk := src.read(CHUNK):
+                        await dst.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        if progress:
+                            progress(min(99.0, 100.0 * size / total))
+            remote = await self.sha256(tmp)
+            if remote != digest.hexdigest():
+                raise ChecksumMismatch(f"the server holds {remote} for {final}, "
+                                       f"sent {digest.hexdigest()}")
+            await self.sftp.rename(tmp, final)
+        finally:
+            with contextlib.suppress(asyncssh.SFTPError):
+                await self.sftp.remove(tmp)
+        return final, size, digest.hexdigest()
+
+    async def sha256(self, path: str) -> str:
+        result = await self._conn.run(shlex.join(["sha256sum", "--", path]), check=False)
+        out = str(result.stdout or "")
+        if result.exit_status != 0 or not out:
+            raise OperationFailed(f"sha256sum of {path} on {self.endpoint.host} failed: "
+                                  f"{str(result.stderr or '').strip()}")
+        return out.split()[0]
+
+    async def remove(self, path: str) -> bool:
+        try:
+            await self.sftp.remove(path)
+        except asyncssh.SFTPNoSuchFile:
+            return False
+        return True
+
+
+@contextlib.asynccontextmanager
+async def connect(endpoint: SftpEndpoint) -> AsyncIterator[SftpSession]:
+    """Connects with the pinned host key and the client key; errors say which failed."""
+    where = f"{endpoint.host}:{endpoint.port}"
+    try:
+        known_hosts = asyncssh.import_known_hosts(
+            f"[{endpoint.host}]:{endpoint.port} {endpoint.host_key}\n"
+            if endpoint.port != 22 else f"{endpoint.host} {endpoint.host_key}\n")
+        client_key = asyncssh.import_private_key(endpoint.private_key)
+    except (ValueError, asyncssh.KeyImportError) as exc:
+        raise OperationFailed(f"unusable SSH key for {where}: {exc}",
+                              code="invalid_credentials") from exc
+    try:
+        conn = await asyncssh.connect(
+            endpoint.host, endpoint.port, username=endpoint.username,
+            client_keys=[client_key], known_hosts=known_hosts, agent_path=None,
+            connect_timeout=CONNECT_TIMEOUT, login_timeout=CONNECT_TIMEOUT)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise OperationFailed(
+            f"the SSH host key of {where} is not the pinned one; refusing to connect "
+            "(if the server's key really changed, update the backup storage's host_key)",
+            code="host_key_mismatch") from exc
+    except asyncssh.PermissionDenied as exc:
+        raise OperationFailed(f"{where} refused the client key for {endpoint.username}",
+                              code="sftp_auth_failed") from exc
+    except TimeoutError as exc:
+        raise Timeout(f"no SSH answer from {where} within {CONNECT_TIMEOUT}s") from exc
+    except (OSError, asyncssh.Error) as exc:
+        raise OperationFailed(f"cannot reach SFTP server {where}: {exc}",
+                              code="sftp_unreachable") from exc
+    async with conn:
+        try:
+            async with conn.start_sftp_client() as sftp:
+                yield SftpSession(endpoint, conn, sftp)
+        except asyncssh.SFTPError as exc:
+            raise OperationFailed(f"SFTP on {where} failed: {exc.reason}",
+                                  code="sftp_failed") from exc
