@@ -49,11 +49,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     db = sessionmaker(engine)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        jobs = JobEngine(db, AgentClient(http, config.resolve_token()))
+        secrets = SecretBox.from_file(config.secret_key_path)
+        jobs = JobEngine(db, AgentClient(http, config.resolve_token()), secrets)
         registry = default_registry()
         deps = ServiceDeps(db=db, jobs=jobs, registry=registry,
-                           selector=ConnectedHostSelector(registry),
-                           secrets=SecretBox.from_file(config.secret_key_path))
+                           selector=ConnectedHostSelector(registry), secrets=secrets)
         motion = DataMotionService(registry, deps.selector)
         services = Services(
             db=db, jobs=jobs, registry=registry, hosts=HostService(deps),

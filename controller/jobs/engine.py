@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.agentclient import AgentClient
 from controller.db.models import Host, Job, JobState
+from controller.secrets import SecretBox
 from shared.errors import NotFound, StrataError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class JobContext:
     engine: JobEngine
     db: async_sessionmaker[AsyncSession]
     agents: AgentClient
+    secrets: SecretBox
     _last_write: float = field(default_factory=time.monotonic)
     _success: dict[str, Any] | None = None
 
@@ -101,9 +103,11 @@ class JobEngine:
     """Runs jobs and answers for them. The jobs this process runs are also kept in memory
     (with recently finished ones), so long-polls on them cost no database reads."""
 
-    def __init__(self, db: async_sessionmaker[AsyncSession], agents: AgentClient) -> None:
+    def __init__(self, db: async_sessionmaker[AsyncSession], agents: AgentClient,
+                 secrets: SecretBox) -> None:
         self._db = db
         self._agents = agents
+        self._secrets = secrets
         self._handlers: dict[str, JobHandler] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, Job] = {}
@@ -211,7 +215,8 @@ class JobEngine:
             await self._finish(job, JobState.FAILED, error_code="unknown_job_kind",
                                error_message=f"no handler for job kind {job.kind!r}")
             return
-        ctx = JobContext(job=job, engine=self, db=self._db, agents=self._agents)
+        ctx = JobContext(job=job, engine=self, db=self._db, agents=self._agents,
+                         secrets=self._secrets)
         try:
             result = await handler(ctx)
         except asyncio.CancelledError:

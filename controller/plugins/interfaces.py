@@ -39,9 +39,14 @@ class DataStoreLifeCycle(abc.ABC):
     """Bringing a store into use: validate its settings, attach and detach hosts."""
 
     config_model: type[BaseModel]
+    # Settings that are credentials: stored sealed, never shown by the API.
+    secret_fields: frozenset[str] = frozenset()
 
     def validate_config(self, config: dict[str, object]) -> dict[str, object]:
         return self.config_model.model_validate(config).model_dump(mode="json")
+
+    def public_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in config.items() if k not in self.secret_fields}
 
     async def check_config(self, session: AsyncSession, config: dict[str, Any]) -> None:
         """Checks what the settings refer to (other rows); nothing by default."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +23,8 @@ from controller.db.models import (
 )
 from controller.db.transitions import release_cache, transition
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces import StorageRole
+from controller.plugins.interfaces import DataStoreLifeCycle, StorageRole
+from controller.secrets import SecretBox
 from controller.services.base import ServiceDeps, ensure_unique_name
 from controller.services.hosts import ATTACHED, attach_storage
 from controller.services.lookup import get_or_404
@@ -41,7 +44,7 @@ class PrimaryStorageService:
 
     async def create(self, req: PrimaryStorageCreate) -> tuple[PrimaryStorage, Job | None]:
         provider = self._d.registry.provider(StorageRole.PRIMARY, req.type)
-        config = provider.lifecycle.validate_config(req.config)
+        config = stored_config(provider.lifecycle, req.config, self._d.secrets)
         jobs: list[Job] = []
         async with self._d.db.begin() as session:
             await provider.lifecycle.check_config(session, config)
@@ -157,6 +160,16 @@ class PrimaryStorageService:
             await session.execute(delete(PrimaryStorage).where(PrimaryStorage.id == store.id))
 
 
+def stored_config(lifecycle: DataStoreLifeCycle, config: dict[str, Any],
+                  secrets: SecretBox) -> dict[str, Any]:
+    """The validated settings as the database keeps them: credentials sealed."""
+    valid = lifecycle.validate_config(config)
+    for name in lifecycle.secret_fields:
+        if valid.get(name) is not None:
+            valid[name] = secrets.seal(str(valid[name]))
+    return valid
+
+
 async def _refuse_if_volumes(session: AsyncSession, store: PrimaryStorage) -> None:
     names = (await session.scalars(select(Volume.name).where(
         Volume.primary_storage_id == store.id, Volume.state.in_(LIVE)).limit(20))).all()
@@ -194,7 +207,7 @@ class BackupStorageService:
 
     async def create(self, req: BackupStorageCreate) -> tuple[BackupStorage, Job]:
         provider = self._d.registry.provider(StorageRole.BACKUP, req.type)
-        config = provider.lifecycle.validate_config(req.config)
+        config = stored_config(provider.lifecycle, req.config, self._d.secrets)
         async with self._d.db.begin() as session:
             await provider.lifecycle.check_config(session, config)
             await ensure_unique_name(session, BackupStorage.name, req.name, "backup storage")

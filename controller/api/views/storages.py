@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,17 +21,32 @@ from controller.api.schemas import (
 )
 from controller.api.views.common import accepted, ok
 from controller.db.models import BackupStorage, PrimaryStorage, PrimaryStorageHostRef
+from controller.plugins.interfaces import StorageRole
+from controller.plugins.registry import PluginRegistry
 from controller.services.lookup import get_or_404
 
 
-async def _primary_out(session: AsyncSession,
+def public_config(registry: PluginRegistry, role: StorageRole, type_: str,
+                  config: dict[str, Any]) -> dict[str, Any]:
+    """A store's settings without its credentials."""
+    return registry.provider(role, type_).lifecycle.public_config(config)
+
+
+def _backup_out(registry: PluginRegistry, store: BackupStorage) -> BackupStorageOut:
+    out = BackupStorageOut.model_validate(store)
+    out.config = public_config(registry, StorageRole.BACKUP, store.type, store.config)
+    return out
+
+
+async def _primary_out(session: AsyncSession, registry: PluginRegistry,
                        stores: list[PrimaryStorage]) -> list[PrimaryStorageOut]:
     refs = (await session.scalars(select(PrimaryStorageHostRef).where(
         PrimaryStorageHostRef.primary_storage_id.in_([s.id for s in stores])))).all()
     out = []
     for s in stores:
         out.append(PrimaryStorageOut(
-            id=s.id, name=s.name, type=s.type, hypervisor=s.hypervisor, config=s.config,
+            id=s.id, name=s.name, type=s.type, hypervisor=s.hypervisor,
+            config=public_config(registry, StorageRole.PRIMARY, s.type, s.config),
             state=s.state, created_at=s.created_at,
             capacity=Capacity(total=s.capacity_total, available=s.capacity_available,
                               allocated=s.capacity_allocated,
@@ -44,7 +61,7 @@ async def list_primary(request: web.Request) -> web.Response:
     async with request.app[SERVICES].db() as session:
         page = await paginate(session, request, select(PrimaryStorage), PrimaryStorage,
                               ("name", "type", "state"))
-        items = await _primary_out(session, page.rows)
+        items = await _primary_out(session, request.app[SERVICES].registry, page.rows)
     return ok(page.page([i.model_dump(mode="json") for i in items]))
 
 
@@ -52,7 +69,7 @@ async def get_primary(request: web.Request) -> web.Response:
     async with request.app[SERVICES].db() as session:
         store = await get_or_404(session, PrimaryStorage, request.match_info["id"],
                                  "primary storage")
-        (out,) = await _primary_out(session, [store])
+        (out,) = await _primary_out(session, request.app[SERVICES].registry, [store])
     return ok(out)
 
 
@@ -62,7 +79,7 @@ async def create_primary(request: web.Request) -> web.Response:
     if job is not None:
         return accepted(job)
     async with services.db() as session:
-        (out,) = await _primary_out(session, [store])
+        (out,) = await _primary_out(session, request.app[SERVICES].registry, [store])
     return ok(out, status=201)
 
 
@@ -86,15 +103,15 @@ async def list_backup(request: web.Request) -> web.Response:
     async with request.app[SERVICES].db() as session:
         page = await paginate(session, request, select(BackupStorage), BackupStorage,
                               ("name", "type", "state"))
-    return ok(page.page([BackupStorageOut.model_validate(s).model_dump(mode="json")
-                         for s in page.rows]))
+    registry = request.app[SERVICES].registry
+    return ok(page.page([_backup_out(registry, s).model_dump(mode="json") for s in page.rows]))
 
 
 async def get_backup(request: web.Request) -> web.Response:
     async with request.app[SERVICES].db() as session:
         store = await get_or_404(session, BackupStorage, request.match_info["id"],
                                  "backup storage")
-    return ok(BackupStorageOut.model_validate(store))
+    return ok(_backup_out(request.app[SERVICES].registry, store))
 
 
 async def create_backup(request: web.Request) -> web.Response:
