@@ -67,9 +67,16 @@ async def copy_image(
         writer = VerifiedImageWriter(
             svc.qemu_img, payload.dest_dir, payload.file_name,
             expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
-            expected_size=os.fstat(src.fileno()).st_size, progress=progress,
+            expected_size=_size_of(src), progress=progress,
         )
         return await writer.write_all(_read_chunks(src))
+
+
+def _size_of(f: IO[bytes]) -> int:
+    """Seeking, not fstat: a logical volume is a block device, of size 0 to fstat."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    return size
 
 
 async def _read_chunks(src: IO[bytes]) -> AsyncIterator[bytes]:

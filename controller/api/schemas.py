@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from shared.names import validate_name
 from shared.protocol import SHA256_RE, ImageFormat, Iqn
@@ -65,8 +72,12 @@ class BackupStorageCreate(Request):
 
 
 class ImageCreate(Request):
+    """From a URL (downloaded and verified), or from a volume (copied up from its primary
+    storage: the upload direction of the matrix)."""
+
     name: Name
-    url: str = Field(description="http(s) URL the image is downloaded from.")
+    url: str | None = Field(default=None, description="http(s) URL to download the image from.")
+    volume_id: str | None = Field(default=None, description="A volume to make the image of.")
     backup_storage_id: str
     format: ImageFormat | None = Field(default=None, description="Declared format, checked.")
     sha256: str | None = Field(default=None, pattern=SHA256_RE,
@@ -74,10 +85,17 @@ class ImageCreate(Request):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")) or any(c.isspace() for c in v):
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith(("http://", "https://"))
+                              or any(c.isspace() for c in v)):
             raise ValueError("url must be an http:// or https:// URL")
         return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageCreate:
+        if (self.url is None) == (self.volume_id is None):
+            raise ValueError("give exactly one of url and volume_id")
+        return self
 
 
 class VolumeCreate(Request):

@@ -170,9 +170,29 @@ class MotionRequest:
     task_id: str
 
 
+@dataclass(frozen=True)
+class UploadRequest:
+    """Copy `volume` from its primary storage into `backup` as `file_name`, through `host`
+    (the host that reaches the volume), as the agent task `task_id`."""
+
+    volume: Volume
+    primary: PrimaryStorage
+    backup: BackupStorage
+    host: Host
+    file_name: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    path: str
+    size: int
+    sha256: str
+
+
 class PrimaryToBackupStorageMediator(abc.ABC):
     """One cell of the matrix: moves bytes between a backup type and a primary type,
-    for one hypervisor."""
+    for one hypervisor: images down into a cache, volumes up into the store."""
 
     primary_type: str
     backup_type: str
@@ -181,6 +201,10 @@ class PrimaryToBackupStorageMediator(abc.ABC):
     @abc.abstractmethod
     async def download_to_cache(self, ctx: JobContext, request: MotionRequest) -> ImageFacts:
         """Copies the image into the primary storage's image cache, verified."""
+
+    @abc.abstractmethod
+    async def upload_from_primary(self, ctx: JobContext, request: UploadRequest) -> Uploaded:
+        """Copies the volume into the backup storage, verified there."""
 
 
 class DataMotionStrategy(abc.ABC):

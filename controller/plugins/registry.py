@@ -102,7 +102,8 @@ class PluginRegistry:
             "hypervisors": sorted(self.hypervisors),
             "backends": [{"primary": p, "hypervisor": h} for p, h in sorted(self.backends)],
             "matrix": [
-                {"primary": p, "backup": b, "hypervisor": h, "directions": ["download"]}
+                {"primary": p, "backup": b, "hypervisor": h,
+                 "directions": ["download", "upload"]}
                 for p, b, h in sorted(self.mediators)
             ],
         }

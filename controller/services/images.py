@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.schemas import ImageCreate
 from controller.db.models import (
@@ -20,16 +21,18 @@ from controller.db.models import (
 )
 from controller.db.transitions import transition
 from controller.jobs.engine import JobContext
+from controller.plugins.interfaces import UploadRequest
 from controller.services.base import ServiceDeps
 from controller.services.lookup import get_or_404
 from controller.services.storages import LIVE, delete_cache
-from shared.errors import Conflict, InUse, StrataError
+from shared.errors import ChecksumMismatch, Conflict, InUse, StrataError
 
 
 class ImageService:
     def __init__(self, deps: ServiceDeps) -> None:
         self._d = deps
         deps.jobs.register("image.register", self.run_register)
+        deps.jobs.register("image.from_volume", self.run_from_volume)
         deps.jobs.register("image.delete", self.run_delete)
 
     async def register(self, req: ImageCreate) -> tuple[Image, Job]:
@@ -39,16 +42,84 @@ class ImageService:
             if store.state != StoreState.READY:
                 raise Conflict(f"backup storage {store.name} is {store.state}, not ready",
                                code="storage_not_ready")
-            image = Image(name=req.name, url=req.url, declared_format=req.format,
+            params = {"backup_storage_id": store.id}
+            fmt: str | None
+            if req.volume_id is not None:
+                volume = await self._lock_volume(session, req.volume_id, store)
+                url, kind, fmt = f"volume:{volume.id}", "image.from_volume", volume.format
+                params["volume_id"] = volume.id
+            else:
+                assert req.url is not None
+                url, kind, fmt = req.url, "image.register", req.format
+            image = Image(name=req.name, url=url, declared_format=fmt,
                           declared_sha256=req.sha256, state=ObjectState.ALLOCATED)
             session.add(image)
             await session.flush()
             session.add(ImageStoreRef(image_id=image.id, backup_storage_id=store.id,
                                       state=ObjectState.ALLOCATED))
-            job = self._d.jobs.new_job(session, "image.register", resource_type="image",
-                                       resource_id=image.id, params={"backup_storage_id": store.id})
+            job = self._d.jobs.new_job(session, kind, resource_type="image",
+                                       resource_id=image.id, params=params)
         self._d.jobs.start(job)
         return image, job
+
+    async def _lock_volume(self, session: AsyncSession, volume_id: str,
+                           store: BackupStorage) -> Volume:
+        """The volume to copy up, moved to `copying` so nothing deletes it meanwhile."""
+        volume = await get_or_404(session, Volume, volume_id, "volume")
+        primary = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
+                                   "primary storage")
+        self._d.registry.mediator(primary.type, store.type, primary.hypervisor)
+        if volume.image_id is not None:
+            raise Conflict(f"volume {volume.name} is a linked clone of an image; making an "
+                           "image of it needs flattening, which comes with snapshots",
+                           code="linked_clone")
+        if not await transition(session, Volume, volume.id, ObjectState.READY,
+                                ObjectState.COPYING):
+            raise Conflict(f"volume {volume.name} is {volume.state}, not ready")
+        return volume
+
+    async def run_from_volume(self, ctx: JobContext) -> dict[str, Any]:
+        """Copies the volume up through the matrix cell's mediator, then gives it back."""
+        async with ctx.db() as session:
+            image = await get_or_404(session, Image, ctx.job.resource_id or "", "image")
+            volume = await get_or_404(session, Volume, ctx.params["volume_id"], "volume")
+            primary = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
+                                       "primary storage")
+            store = await get_or_404(session, BackupStorage, ctx.params["backup_storage_id"],
+                                     "backup storage")
+            ref = await session.scalar(select(ImageStoreRef).where(
+                ImageStoreRef.image_id == image.id, ImageStoreRef.backup_storage_id == store.id))
+            assert ref is not None
+            host = await self._d.selector.for_primary(session, primary)
+        mediator = self._d.registry.mediator(primary.type, store.type, primary.hypervisor)
+        try:
+            uploaded = await mediator.upload_from_primary(ctx, UploadRequest(
+                volume=volume, primary=primary, backup=store, host=host, file_name=image.id,
+                task_id=ctx.task_id("upload")))
+            if image.declared_sha256 and uploaded.sha256 != image.declared_sha256:
+                raise ChecksumMismatch(f"the volume's sha256 is {uploaded.sha256}, "
+                                       f"not {image.declared_sha256} as declared")
+        except StrataError as exc:
+            async with ctx.db.begin() as session:
+                await transition(session, Volume, volume.id, ObjectState.COPYING,
+                                 ObjectState.READY)
+                await transition(session, Image, image.id,
+                                 (ObjectState.ALLOCATED, ObjectState.CREATING),
+                                 ObjectState.ERROR, reason=exc.message)
+                await transition(session, ImageStoreRef, ref.id, ObjectState.ALLOCATED,
+                                 ObjectState.ERROR)
+            raise
+        result = {"sha256": uploaded.sha256, "size": uploaded.size, "format": volume.format,
+                  "virtual_size": volume.size}
+        async with ctx.db.begin() as session:
+            await transition(session, Volume, volume.id, ObjectState.COPYING, ObjectState.READY)
+            await transition(session, ImageStoreRef, ref.id, ObjectState.ALLOCATED,
+                             ObjectState.READY, path=uploaded.path)
+            await transition(session, Image, image.id, ObjectState.ALLOCATED, ObjectState.READY,
+                             format=volume.format, sha256=uploaded.sha256, size=uploaded.size,
+                             virtual_size=volume.size)
+            await ctx.succeed(session, result)
+        return result
 
     async def run_register(self, ctx: JobContext) -> dict[str, Any]:
         image_id = ctx.job.resource_id or ""

@@ -130,7 +130,7 @@ def test_capabilities_and_openapi(stack: Stack) -> None:
     assert [t["type"] for t in caps["primary_storage_types"]] == ["iscsi", "local"]
     assert [t["type"] for t in caps["backup_storage_types"]] == ["dir", "sftp"]
     assert caps["matrix"] == [
-        {"primary": p, "backup": b, "hypervisor": "kvm", "directions": ["download"]}
+        {"primary": p, "backup": b, "hypervisor": "kvm", "directions": ["download", "upload"]}
         for p in ("iscsi", "local") for b in ("dir", "sftp")]
     doc = stack.api.get("/v1/openapi.json")
     assert doc["openapi"].startswith("3.")

@@ -1,14 +1,19 @@
-"""Cells (P <- dir, kvm) for every primary type P whose image cache is a directory on
+"""Cells (P <-> dir, kvm) for every primary type P whose image cache is a directory on
 the host that serves it (local, iscsi): that host copies the image file from the
-directory store into the cache, verifying sha256 and format."""
+directory store into the cache, or a volume up into the store, verifying as it goes."""
 
 from __future__ import annotations
 
+import posixpath
+
 from controller.jobs.engine import JobContext
+from controller.plugins.dir.provider import IMAGES
 from controller.plugins.interfaces import (
     MotionRequest,
     PrimaryDataStoreDriver,
     PrimaryToBackupStorageMediator,
+    Uploaded,
+    UploadRequest,
 )
 from shared.protocol import Command, CopyImagePayload, ImageFacts
 
@@ -31,3 +36,12 @@ class DirToFileCacheKvm(PrimaryToBackupStorageMediator):
         )
         return await ctx.call(request.host, Command.COPY_IMAGE, payload, ImageFacts,
                               task_id=request.task_id, span=(0, 50))
+
+    async def upload_from_primary(self, ctx: JobContext, request: UploadRequest) -> Uploaded:
+        assert request.volume.path
+        payload = CopyImagePayload(
+            src_path=request.volume.path, file_name=request.file_name,
+            dest_dir=posixpath.join(request.backup.config["path"], IMAGES))
+        facts = await ctx.call(request.host, Command.COPY_IMAGE, payload, ImageFacts,
+                               task_id=request.task_id, span=(0, 99))
+        return Uploaded(facts.path, facts.size, facts.sha256)

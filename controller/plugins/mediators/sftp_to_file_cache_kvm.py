@@ -1,6 +1,6 @@
-"""Cells (P <- sftp, kvm) for every primary type P whose image cache is a directory on
-the host that serves it (local, iscsi): that host fetches the image over SFTP into the
-cache, verifying sha256 and format as it writes."""
+"""Cells (P <-> sftp, kvm) for every primary type P whose image cache is a directory on
+the host that serves it (local, iscsi): that host fetches images over SFTP into the
+cache, and sends volumes up to the server, verifying sha256 at both ends."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ from controller.plugins.interfaces import (
     MotionRequest,
     PrimaryDataStoreDriver,
     PrimaryToBackupStorageMediator,
+    Uploaded,
+    UploadRequest,
 )
-from controller.plugins.sftp.provider import endpoint
-from shared.protocol import Command, ImageFacts, SftpDownloadPayload
+from controller.plugins.sftp.provider import endpoint, image_dir
+from shared.protocol import (
+    Command,
+    ImageFacts,
+    SftpDownloadPayload,
+    SftpUploadPayload,
+    UploadResult,
+)
 
 
 class SftpToFileCacheKvm(PrimaryToBackupStorageMediator):
@@ -34,3 +42,12 @@ class SftpToFileCacheKvm(PrimaryToBackupStorageMediator):
                               task_id=request.task_id, span=(0, 50))
 
 
+
+    async def upload_from_primary(self, ctx: JobContext, request: UploadRequest) -> Uploaded:
+        assert request.volume.path
+        payload = SftpUploadPayload(
+            endpoint=endpoint(ctx, request.backup), local_path=request.volume.path,
+            remote_dir=image_dir(request.backup), file_name=request.file_name)
+        result = await ctx.call(request.host, Command.SFTP_UPLOAD, payload, UploadResult,
+                                task_id=request.task_id, span=(0, 99))
+        return Uploaded(result.path, result.size, result.sha256)
