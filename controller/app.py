@@ -20,6 +20,7 @@ from controller.localagent import embedded
 from controller.plugins.builtin import default_registry
 from controller.plugins.endpoints import ConnectedHostSelector
 from controller.plugins.install import CacheThenCloneInstall
+from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
 from controller.services.base import ServiceDeps
 from controller.services.datamotion import DataMotionService
@@ -30,12 +31,16 @@ from controller.services.volumes import VolumeService
 from shared.http import error_middleware
 
 CONFIG = web.AppKey("config", ControllerConfig)
+REGISTRY = web.AppKey("registry", PluginRegistry)
 
 
-def create_app(config: ControllerConfig) -> web.Application:
+def create_app(config: ControllerConfig,
+               registry: PluginRegistry | None = None) -> web.Application:
+    """`registry`: the plugins to run with; the ones Strata ships by default."""
     os.makedirs(config.state_dir, exist_ok=True)
     app = web.Application(middlewares=[error_middleware], client_max_size=1 << 20)
     app[CONFIG] = config
+    app[REGISTRY] = registry or default_registry()
     app[OPENAPI] = document()
     add_routes(app)
     app.cleanup_ctx.append(_services)
@@ -51,7 +56,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(connector=connector) as http:
         secrets = SecretBox.from_file(config.secret_key_path)
         jobs = JobEngine(db, AgentClient(http, config.resolve_token()), secrets)
-        registry = default_registry()
+        registry = app[REGISTRY]
         deps = ServiceDeps(db=db, jobs=jobs, registry=registry,
                            selector=ConnectedHostSelector(registry), secrets=secrets)
         motion = DataMotionService(registry, deps.selector)

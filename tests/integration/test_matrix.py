@@ -1,0 +1,116 @@
+"""The primary x backup matrix: a backup type with no mediator for a primary type is a
+409 naming the missing cell, for the first request that would need it. The controller
+runs in-process here, so the test can register a fake backup type; the agent is real."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from controller.app import create_app
+from controller.config import ControllerConfig
+from controller.db.models import BackupStorage, Host, Image, ImageStoreRef
+from controller.jobs.engine import JobContext
+from controller.plugins.builtin import default_registry
+from controller.plugins.common import DirectoryConfig
+from controller.plugins.interfaces import (
+    DataStoreLifeCycle,
+    DataStoreProvider,
+    ImageDataStoreDriver,
+    StorageRole,
+)
+from shared.protocol import FsCapacity, ImageFacts
+from tests.support.procs import start_agent
+
+SHA = "a" * 64
+
+
+class FakeLifeCycle(DataStoreLifeCycle):
+    config_model = DirectoryConfig
+
+    async def attach(self, ctx: JobContext, store: Any, host: Host) -> FsCapacity:
+        return FsCapacity(total=1 << 40, available=1 << 40)
+
+
+class FakeDriver(ImageDataStoreDriver):
+    """A store that takes any image at its word: only the matrix is under test."""
+
+    def image_dir(self, store: BackupStorage) -> str:
+        return store.config["path"]
+
+    async def register(self, ctx: JobContext, store: BackupStorage, image: Image,
+                       host: Host) -> ImageFacts:
+        return ImageFacts(path=f"{store.config['path']}/{image.id}", size=1 << 20, sha256=SHA,
+                          format="qcow2", virtual_size=1 << 30,
+                          capacity=FsCapacity(total=1 << 40, available=1 << 40))
+
+    async def delete(self, ctx: JobContext, store: BackupStorage, ref: ImageStoreRef,
+                     host: Host) -> None:
+        return None
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[tuple[TestClient, str]]:
+    """The in-process controller's client, and the URL of a real agent."""
+    token = tmp_path / "token"
+    token.write_text("matrix-token")
+    agent, _ = start_agent(tmp_path / "agent", token)
+    registry = default_registry()
+    registry.add_provider(DataStoreProvider(
+        type="tape", role=StorageRole.BACKUP, lifecycle=FakeLifeCycle(), driver=FakeDriver(),
+        description="a fake backup type with no mediator"))
+    config = ControllerConfig(state_dir=str(tmp_path / "controller"), local_agent=False,
+                              agent_token_file=str(token))
+    client = TestClient(TestServer(create_app(config, registry)))
+    await client.start_server()
+    try:
+        yield client, agent.url
+    finally:
+        await client.close()
+        agent.stop()
+
+
+async def wait(api: TestClient, resp: Any) -> dict[str, Any]:
+    accepted = await resp.json()
+    assert resp.status == 202, accepted
+    job: dict[str, Any] = await (await api.get(f"/v1/jobs/{accepted['job_id']}?wait=30")).json()
+    assert job["state"] == "succeeded", job
+    return job
+
+
+async def test_missing_cell_is_a_409_naming_it(stack: tuple[TestClient, str],
+                                               tmp_path: Path) -> None:
+    api, agent_url = stack
+    caps = await (await api.get("/v1/capabilities")).json()
+    assert "tape" in [t["type"] for t in caps["backup_storage_types"]]
+    assert not [c for c in caps["matrix"] if c["backup"] == "tape"]
+
+    host = await wait(api, await api.post("/v1/hosts", json={"name": "h", "address": agent_url}))
+    primary = await wait(api, await api.post("/v1/primary-storages", json={
+        "name": "p", "type": "local", "config": {"path": str(tmp_path / "p")},
+        "hosts": [host["resource_id"]], "overprovision_factor": 4}))
+    tape = await wait(api, await api.post("/v1/backup-storages", json={
+        "name": "t", "type": "tape", "config": {"path": "/tape"}}))
+    image = await wait(api, await api.post("/v1/images", json={
+        "name": "i", "url": "http://example.invalid/i", "backup_storage_id":
+        tape["resource_id"]}))
+
+    resp = await api.post("/v1/volumes", json={
+        "name": "v", "primary_storage_id": primary["resource_id"],
+        "image_id": image["resource_id"]})
+    body = await resp.json()
+    assert resp.status == 409 and body["code"] == "unsupported_combination", body
+    assert "local <- tape, kvm" in body["message"]
+    volumes = await (await api.get("/v1/volumes")).json()
+    assert volumes["total"] == 0, "nothing is allocated for a request that cannot be served"
+
+    vol = await wait(api, await api.post("/v1/volumes", json={
+        "name": "d", "primary_storage_id": primary["resource_id"], "size": 1 << 20}))
+    resp = await api.post("/v1/images", json={"name": "up", "volume_id": vol["resource_id"],
+                                              "backup_storage_id": tape["resource_id"]})
+    body = await resp.json()
+    assert resp.status == 409 and "local <- tape, kvm" in body["message"], body
