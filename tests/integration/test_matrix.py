@@ -54,7 +54,7 @@ class FakeDriver(ImageDataStoreDriver):
 
 
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[TestClient, str]]:
+async def inprocess(tmp_path: Path) -> AsyncIterator[tuple[TestClient, str]]:
     """The in-process controller's client, and the URL of a real agent."""
     token = tmp_path / "token"
     token.write_text("matrix-token")
@@ -82,9 +82,9 @@ async def wait(api: TestClient, resp: Any) -> dict[str, Any]:
     return job
 
 
-async def test_missing_cell_is_a_409_naming_it(stack: tuple[TestClient, str],
+async def test_missing_cell_is_a_409_naming_it(inprocess: tuple[TestClient, str],
                                                tmp_path: Path) -> None:
-    api, agent_url = stack
+    api, agent_url = inprocess
     caps = await (await api.get("/v1/capabilities")).json()
     assert "tape" in [t["type"] for t in caps["backup_storage_types"]]
     assert not [c for c in caps["matrix"] if c["backup"] == "tape"]
