@@ -102,7 +102,7 @@ class PrepareStoragePayload(Model):
 
 
 class PrepareStorageResult(Model):
-    path: AbsPath
+    path: str
     capacity: FsCapacity
 
 
@@ -305,6 +305,51 @@ class SftpDeletePayload(Model):
     file_name: FileName
 
 
+S3_KEY = r"^[A-Za-z0-9][A-Za-z0-9/._-]{0,900}$"
+
+
+class S3Endpoint(Model):
+    endpoint_url: str = Field(pattern=r"^https?://[^\s/]+")
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    access_key: str = Field(min_length=1, max_length=128)
+    secret_key: str = Field(min_length=1, max_length=256)
+
+
+class S3PreparePayload(Model):
+    endpoint: S3Endpoint
+
+
+class S3RegisterPayload(Model):
+    """Download `url`, verify it here, then store it as object `key`."""
+
+    endpoint: S3Endpoint
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    key: str = Field(pattern=S3_KEY)
+    expected_sha256: str | None = Field(default=None, pattern=SHA256_RE)
+    expected_format: ImageFormat | None = None
+
+
+class S3DownloadPayload(Model):
+    endpoint: S3Endpoint
+    key: str = Field(pattern=S3_KEY)
+    dest_dir: AbsPath
+    file_name: FileName
+    expected_sha256: str = Field(pattern=SHA256_RE)
+    expected_format: ImageFormat
+
+
+class S3UploadPayload(Model):
+    endpoint: S3Endpoint
+    local_path: AbsPath
+    key: str = Field(pattern=S3_KEY)
+
+
+class S3DeletePayload(Model):
+    endpoint: S3Endpoint
+    key: str = Field(pattern=S3_KEY)
+
+
 class SleepPayload(Model):
     """A task that only waits: lets operators and tests check the task machinery."""
 
@@ -332,6 +377,11 @@ class Command:
     SFTP_DOWNLOAD = "sftp_download"
     SFTP_UPLOAD = "sftp_upload"
     SFTP_DELETE = "sftp_delete"
+    S3_PREPARE = "s3_prepare"
+    S3_REGISTER = "s3_register"
+    S3_DOWNLOAD = "s3_download"
+    S3_UPLOAD = "s3_upload"
+    S3_DELETE = "s3_delete"
 
 
 class EmptyPayload(Model):
@@ -361,4 +411,9 @@ COMMAND_MODELS: dict[str, tuple[type[Model], type[Model]]] = {
     Command.SFTP_DOWNLOAD: (SftpDownloadPayload, ImageFacts),
     Command.SFTP_UPLOAD: (SftpUploadPayload, UploadResult),
     Command.SFTP_DELETE: (SftpDeletePayload, DeleteFileResult),
+    Command.S3_PREPARE: (S3PreparePayload, PrepareStorageResult),
+    Command.S3_REGISTER: (S3RegisterPayload, ImageFacts),
+    Command.S3_DOWNLOAD: (S3DownloadPayload, ImageFacts),
+    Command.S3_UPLOAD: (S3UploadPayload, UploadResult),
+    Command.S3_DELETE: (S3DeletePayload, DeleteFileResult),
 }

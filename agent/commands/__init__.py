@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.commands import host, images, iscsi, sftp, storage, volumes
+from agent.commands import host, images, iscsi, s3, sftp, storage, volumes
 from agent.services import AgentServices
 from shared.protocol import COMMAND_MODELS, Command, Model
 
@@ -31,6 +31,11 @@ HANDLERS: dict[str, Handler] = {
     Command.SFTP_DOWNLOAD: sftp.sftp_download,
     Command.SFTP_UPLOAD: sftp.sftp_upload,
     Command.SFTP_DELETE: sftp.sftp_delete,
+    Command.S3_PREPARE: s3.s3_prepare,
+    Command.S3_REGISTER: s3.s3_register,
+    Command.S3_DOWNLOAD: s3.s3_download,
+    Command.S3_UPLOAD: s3.s3_upload,
+    Command.S3_DELETE: s3.s3_delete,
 }
 
 assert set(HANDLERS) == set(COMMAND_MODELS), "every protocol command needs a handler"

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import IO
 
 import aiohttp
 
+from agent import fsops
 from agent.imagewriter import VerifiedImageWriter
 from agent.services import AgentServices
 from shared.errors import InvalidInput, NotFound, OperationFailed
-from shared.protocol import CopyImagePayload, DownloadImagePayload, ImageFacts
+from shared.protocol import CopyImagePayload, DownloadImagePayload, ImageFacts, ImageFormat
 
 CHUNK = 4 << 20
 
@@ -82,3 +84,25 @@ def _size_of(f: IO[bytes]) -> int:
 async def _read_chunks(src: IO[bytes]) -> AsyncIterator[bytes]:
     while chunk := await asyncio.to_thread(src.read, CHUNK):
         yield chunk
+
+
+STAGING = "staging"
+
+
+@contextlib.asynccontextmanager
+async def staged_download(
+    svc: AgentServices, url: str, file_name: str, expected_sha256: str | None,
+    expected_format: ImageFormat | None, progress: Callable[[float], None],
+) -> AsyncIterator[tuple[str, ImageFacts]]:
+    """Downloads and verifies an image in the agent's staging directory (qemu-img inspects
+    a local file), for a store that is not a local directory; removed whatever happens."""
+    staging = os.path.join(svc.config.state_dir, STAGING)
+    local = os.path.join(staging, file_name)
+    await asyncio.to_thread(fsops.remove_quietly, local)
+    facts = await download_image(svc, DownloadImagePayload(
+        url=url, dest_dir=staging, file_name=file_name, expected_sha256=expected_sha256,
+        expected_format=expected_format), progress)
+    try:
+        yield local, facts
+    finally:
+        await asyncio.to_thread(fsops.remove_quietly, local)

@@ -3,18 +3,15 @@ out of it into a cache, upload files to it, delete from it. sha256 is checked en
 
 from __future__ import annotations
 
-import asyncio
-import os
 import posixpath
 from collections.abc import Callable
 
 from agent import fsops, sftp
-from agent.commands.images import download_image
+from agent.commands.images import staged_download
 from agent.imagewriter import VerifiedImageWriter
 from agent.services import AgentServices
 from shared.protocol import (
     DeleteFileResult,
-    DownloadImagePayload,
     ImageFacts,
     PrepareStorageResult,
     SftpDeletePayload,
@@ -26,10 +23,10 @@ from shared.protocol import (
 )
 
 Progress = Callable[[float], None]
-STAGING = "staging"
 
 
-def _span(progress: Progress, lo: float, hi: float) -> Progress:
+def span(progress: Progress, lo: float, hi: float) -> Progress:
+    """Maps a step's 0-100 onto lo-hi of the task's progress."""
     return lambda pct: progress(lo + (hi - lo) * pct / 100.0)
 
 
@@ -49,22 +46,12 @@ async def sftp_prepare(svc: AgentServices, payload: SftpPreparePayload,
 
 async def sftp_register(svc: AgentServices, payload: SftpRegisterPayload,
                         progress: Progress) -> ImageFacts:
-    """Downloads and verifies the image on this host first (qemu-img inspects a local
-    file), then stores it on the server; the local copy is removed either way."""
-    staging = os.path.join(svc.config.state_dir, STAGING)
-    local = os.path.join(staging, payload.file_name)
-    await asyncio.to_thread(fsops.remove_quietly, local)
-    facts = await download_image(svc, DownloadImagePayload(
-        url=payload.url, dest_dir=staging, file_name=payload.file_name,
-        expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
-    ), _span(progress, 0, 50))
-    try:
+    async with staged_download(svc, payload.url, payload.file_name, payload.expected_sha256,
+                               payload.expected_format, span(progress, 0, 50)) as (local, facts):
         async with sftp.connect(payload.endpoint) as session:
             remote, _, _ = await session.upload(local, payload.remote_dir, payload.file_name,
-                                                _span(progress, 50, 100))
+                                                span(progress, 50, 100))
             capacity = await session.capacity(payload.remote_dir)
-    finally:
-        await asyncio.to_thread(fsops.remove_quietly, local)
     return facts.model_copy(update={"path": remote, "capacity": capacity})
 
 

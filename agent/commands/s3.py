@@ -1,0 +1,74 @@
+"""S3 backup storage commands: check the bucket, register images into it, copy images
+out of it into a cache, upload files to it, delete from it; sha256 checked end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agent.commands.images import staged_download
+from agent.commands.sftp import span
+from agent.imagewriter import VerifiedImageWriter
+from agent.s3 import UNMEASURED, S3Store
+from agent.services import AgentServices
+from shared.errors import ChecksumMismatch
+from shared.protocol import (
+    DeleteFileResult,
+    ImageFacts,
+    PrepareStorageResult,
+    S3DeletePayload,
+    S3DownloadPayload,
+    S3PreparePayload,
+    S3RegisterPayload,
+    S3UploadPayload,
+    UploadResult,
+)
+
+Progress = Callable[[float], None]
+
+
+def _uri(store: S3Store, key: str) -> str:
+    return f"s3://{store.bucket}/{key}"
+
+
+async def s3_prepare(svc: AgentServices, payload: S3PreparePayload,
+                     progress: Progress) -> PrepareStorageResult:
+    store = S3Store(payload.endpoint)
+    await store.check()
+    return PrepareStorageResult(path=_uri(store, ""), capacity=UNMEASURED)
+
+
+async def s3_register(svc: AgentServices, payload: S3RegisterPayload,
+                      progress: Progress) -> ImageFacts:
+    store = S3Store(payload.endpoint)
+    async with staged_download(svc, payload.url, payload.key.rsplit("/", 1)[-1],
+                               payload.expected_sha256, payload.expected_format,
+                               span(progress, 0, 50)) as (local, facts):
+        await store.upload(local, payload.key, span(progress, 50, 100))
+    return facts.model_copy(update={"path": payload.key, "capacity": UNMEASURED})
+
+
+async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
+                      progress: Progress) -> ImageFacts:
+    store = S3Store(payload.endpoint)
+    size, stored_sha, chunks = await store.read_chunks(payload.key)
+    if stored_sha is not None and stored_sha != payload.expected_sha256:
+        raise ChecksumMismatch(f"object {payload.key} says sha256 {stored_sha}, "
+                               f"expected {payload.expected_sha256}")
+    writer = VerifiedImageWriter(
+        svc.qemu_img, payload.dest_dir, payload.file_name,
+        expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
+        expected_size=size, progress=progress)
+    return await writer.write_all(chunks)
+
+
+async def s3_upload(svc: AgentServices, payload: S3UploadPayload,
+                    progress: Progress) -> UploadResult:
+    size, digest = await S3Store(payload.endpoint).upload(payload.local_path, payload.key,
+                                                          progress)
+    return UploadResult(path=payload.key, size=size, sha256=digest, capacity=UNMEASURED)
+
+
+async def s3_delete(svc: AgentServices, payload: S3DeletePayload,
+                    progress: Progress) -> DeleteFileResult:
+    existed = await S3Store(payload.endpoint).delete(payload.key)
+    return DeleteFileResult(existed=existed, capacity=UNMEASURED)

@@ -1,0 +1,181 @@
+"""S3 backup storage from the agent's side (boto3, run in threads).
+
+Downloads are ranged GETs, each part retried on its own, so a dropped connection costs
+one part, not the object. Uploads are one PUT for small objects and multipart beyond
+`part_size`, aborted on failure; an object appears only whole, and only if absent
+(`If-None-Match: *`). The object's sha256 travels as metadata and is checked on reading.
+S3 reports no capacity: prepare and deletes report zeros, meaning "not measured".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from shared.errors import Conflict, NotFound, OperationFailed, StrataError
+from shared.protocol import FsCapacity, S3Endpoint
+
+PART_SIZE = 8 << 20
+RETRIES = 4
+UNMEASURED = FsCapacity(total=0, available=0)
+SHA_KEY = "sha256"
+
+ClientFactory = Callable[[S3Endpoint], Any]
+
+
+def make_client(endpoint: S3Endpoint) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=endpoint.endpoint_url, region_name=endpoint.region,
+        aws_access_key_id=endpoint.access_key, aws_secret_access_key=endpoint.secret_key,
+        config=botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"},
+                                      connect_timeout=20, read_timeout=120,
+                                      s3={"addressing_style": "path"}))
+
+
+def _error(exc: Exception, what: str) -> StrataError:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchBucket", "NoSuchKey", "404", "NotFound"):
+            return NotFound(f"{what}: not found ({code})")
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+            return OperationFailed(f"{what}: the S3 credentials were refused ({code})",
+                                   code="s3_auth_failed")
+        if code in ("PreconditionFailed", "412"):
+            return Conflict(f"{what}: the object already exists; it is never overwritten")
+        return OperationFailed(f"{what}: {code or exc}", code="s3_failed")
+    return OperationFailed(f"{what}: {exc}", code="s3_unreachable")
+
+
+class S3Store:
+    def __init__(self, endpoint: S3Endpoint, *, part_size: int = PART_SIZE,
+                 client_factory: ClientFactory = make_client, retry_delay: float = 0.5) -> None:
+        self.endpoint = endpoint
+        self.bucket = endpoint.bucket
+        self.part_size = part_size
+        self._client = client_factory(endpoint)
+        self._retry_delay = retry_delay
+
+    async def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, Bucket=self.bucket, **kwargs)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise _error(exc, what) from exc
+
+    async def check(self) -> None:
+        """The bucket exists and these credentials may write and delete in it."""
+        await self._call(f"bucket {self.bucket}", self._client.head_bucket)
+        probe = ".strata-write-probe"
+        await self._call("write probe", self._client.put_object, Key=probe, Body=b"strata")
+        await self._call("write probe", self._client.delete_object, Key=probe)
+
+    async def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._call(key, self._client.head_object, Key=key)
+        except NotFound:
+            return None
+        return result
+
+    async def read_chunks(self, key: str) -> tuple[int, str | None, AsyncIterator[bytes]]:
+        """(size, sha256 from metadata, chunks): ranged GETs, each retried alone."""
+        head = await self.head(key)
+        if head is None:
+            raise NotFound(f"object {key} does not exist in bucket {self.bucket}")
+        size = int(head["ContentLength"])
+        sha = head.get("Metadata", {}).get(SHA_KEY)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, size, self.part_size):
+                end = min(size, start + self.part_size) - 1
+                yield await self._ranged(key, start, end)
+
+        return size, sha, chunks()
+
+    async def _ranged(self, key: str, start: int, end: int) -> bytes:
+        def get() -> bytes:
+            body: bytes = self._client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")["Body"].read()
+            if len(body) != end - start + 1:
+                raise OperationFailed(f"short read of {key} at {start}")
+            return body
+
+        for attempt in range(RETRIES):
+            try:
+                return await asyncio.to_thread(get)
+            except (botocore.exceptions.BotoCoreError, OperationFailed) as exc:
+                if attempt == RETRIES - 1:
+                    raise _error(exc, f"reading {key} bytes {start}-{end}") from exc
+                await asyncio.sleep(self._retry_delay * (2 ** attempt))
+            except botocore.exceptions.ClientError as exc:
+                raise _error(exc, f"reading {key}") from exc
+        raise AssertionError("unreachable")
+
+    async def upload(self, local_path: str, key: str,
+                     progress: Callable[[float], None] | None = None) -> tuple[int, str]:
+        """Returns (size, sha256) once the object is whole and verified by a HEAD."""
+        if await self.head(key) is not None:
+            raise Conflict(f"object {key} already exists in {self.bucket}; "
+                           "a ready object is never overwritten")
+        size, digest = await asyncio.to_thread(_hash_file, local_path)
+        meta = {SHA_KEY: digest}
+        if size <= self.part_size:
+            body = await asyncio.to_thread(_read_all, local_path)
+            await self._call(key, self._client.put_object, Key=key, Body=body, Metadata=meta,
+                             IfNoneMatch="*")
+        else:
+            await self._multipart(local_path, key, size, meta, progress)
+        head = await self.head(key)
+        if head is None or int(head["ContentLength"]) != size or \
+                head.get("Metadata", {}).get(SHA_KEY) != digest:
+            raise OperationFailed(f"object {key} is not what was sent", code="s3_failed")
+        return size, digest
+
+    async def _multipart(self, local_path: str, key: str, size: int, meta: dict[str, str],
+                         progress: Callable[[float], None] | None) -> None:
+        upload = await self._call(key, self._client.create_multipart_upload, Key=key,
+                                  Metadata=meta)
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            with open(local_path, "rb") as f:  # noqa: ASYNC230 - read in threads below
+                for number, start in enumerate(range(0, size, self.part_size), 1):
+                    chunk = await asyncio.to_thread(f.read, self.part_size)
+                    part = await self._call(key, self._client.upload_part, Key=key,
+                                            UploadId=upload_id, PartNumber=number, Body=chunk)
+                    parts.append({"ETag": part["ETag"], "PartNumber": number})
+                    if progress:
+                        progress(min(99.0, 100.0 * (start + len(chunk)) / size))
+            await self._call(key, self._client.complete_multipart_upload, Key=key,
+                             UploadId=upload_id, MultipartUpload={"Parts": parts})
+        except BaseException:
+            await self._call(key, self._client.abort_multipart_upload, Key=key,
+                             UploadId=upload_id)
+            raise
+
+    async def delete(self, key: str) -> bool:
+        if await self.head(key) is None:
+            return False
+        await self._call(key, self._client.delete_object, Key=key)
+        return True
+
+
+def _hash_file(path: str) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(PART_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _read_all(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
