@@ -109,7 +109,7 @@ class PrepareStorageResult(Model):
 class ImageFacts(Model):
     """What was verified of an image file that now sits at `path`."""
 
-    path: AbsPath
+    path: str
     size: int
     sha256: str
     format: ImageFormat
@@ -161,7 +161,7 @@ class CreateVolumePayload(Model):
 
 
 class VolumeFacts(Model):
-    path: AbsPath
+    path: str
     virtual_size: int
     capacity: FsCapacity
 

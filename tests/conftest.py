@@ -14,6 +14,8 @@ from cli.client import Client
 from tests.support.fileserver import FileServer
 from tests.support.postgres import PostgresServer
 from tests.support.procs import Proc, start_agent, start_controller
+from tests.support.s3server import S3Server
+from tests.support.sshd import SshServer
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +32,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'strata.sqlite'}"
     server: PostgresServer = request.getfixturevalue("postgres")
     return server.new_database()
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[SshServer]:
+    server = SshServer(tmp_path / "sshd")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3() -> Iterator[S3Server]:
+    server = S3Server()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

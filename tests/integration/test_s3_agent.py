@@ -17,13 +17,6 @@ from tests.support.s3server import S3Server
 
 
 @pytest.fixture
-def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     agent = start_test_agent(tmp_path / "agent")
     yield agent

@@ -18,13 +18,6 @@ from tests.support.sshd import SshServer, keypair
 
 
 @pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SshServer]:
-    server = SshServer(tmp_path / "sshd")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     agent = start_test_agent(tmp_path / "agent")
     yield agent
