@@ -5,6 +5,7 @@ source (HTTP download, a directory store, later SFTP and S3)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -41,10 +42,7 @@ class VerifiedImageWriter:
         file is removed, so nothing half-made is left behind."""
         try:
             self._file = await asyncio.to_thread(self._open)
-            async for chunk in chunks:
-                await asyncio.to_thread(self._write, chunk)
-                if self._progress and self.expected_size:
-                    self._progress(min(99.0, 100.0 * self.size / self.expected_size))
+            await self._pipeline(chunks)
             self._file.close()
             return await self._verify_and_publish()
         finally:
@@ -56,11 +54,30 @@ class VerifiedImageWriter:
         os.makedirs(self.dest_dir, exist_ok=True)
         return open(self.tmp, "xb")
 
-    def _write(self, chunk: bytes) -> None:
-        assert self._file is not None
-        self._file.write(chunk)
-        self._hash.update(chunk)
-        self.size += len(chunk)
+    async def _pipeline(self, chunks: AsyncIterator[bytes]) -> None:
+        """The next chunk is fetched while the current one is written and hashed, each in
+        its own thread (file writes and hashlib release the GIL): the copy runs at the
+        pace of its slowest stage, not of their sum."""
+        source = aiter(chunks)
+        pending: asyncio.Future[bytes] = asyncio.ensure_future(anext(source))
+        try:
+            while True:
+                try:
+                    chunk = await pending
+                except StopAsyncIteration:
+                    return
+                pending = asyncio.ensure_future(anext(source))
+                assert self._file is not None
+                await asyncio.gather(asyncio.to_thread(self._file.write, chunk),
+                                     asyncio.to_thread(self._hash.update, chunk))
+                self.size += len(chunk)
+                if self._progress and self.expected_size:
+                    self._progress(min(99.0, 100.0 * self.size / self.expected_size))
+        finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await pending
 
     async def _verify_and_publish(self) -> ImageFacts:
         digest = self._hash.hexdigest()

@@ -21,7 +21,8 @@ import botocore.exceptions
 from shared.errors import Conflict, NotFound, OperationFailed, StrataError
 from shared.protocol import FsCapacity, S3Endpoint
 
-PART_SIZE = 8 << 20
+# Large parts: fewer requests per object; a retried part still costs little.
+PART_SIZE = 32 << 20
 RETRIES = 4
 UNMEASURED = FsCapacity(total=0, available=0)
 SHA_KEY = "sha256"

@@ -89,15 +89,15 @@ def test_concurrent_requests_share_one_cache_copy(stack: Stack, file_server: Fil
         return stack.api.post("/v1/volumes", {
             "name": f"c{i}", "primary_storage_id": stack.primary_id, "image_id": image_id})
 
-    with ThreadPoolExecutor(10) as pool:
-        accepted = list(pool.map(create, range(10)))
+    with ThreadPoolExecutor(20) as pool:
+        accepted = list(pool.map(create, range(20)))
         jobs = list(pool.map(stack.wait, accepted))
     assert all(j["state"] == "succeeded" for j in jobs)
     tasks = debug_tasks(stack.agent_debug)["recent"]
     copies = [t for t in tasks if t["command"] == "copy_image"]
     assert len(copies) == 1, copies
     creates = [t for t in tasks if t["command"] == "create_volume"]
-    assert len(creates) == 10
+    assert len(creates) == 20
 
 
 def test_delete_image_refused_while_in_use_then_removes_everything(
