@@ -143,14 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     bs = resource("backup-storages", ["bs", "backup-storage"])
     c = waitable(bs.add_parser("create"))
     c.add_argument("name")
-    c.add_argument("--type", default="dir")
-    c.add_argument("--path", required=True)
+    c.add_argument("--type", default="dir", help="dir, sftp or s3 (see capabilities)")
+    c.add_argument("--path", help="dir/sftp: the directory")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting, e.g. host=10.0.0.9 or bucket=images")
+    c.add_argument("--secret-file", action="append", default=[], metavar="KEY=FILE",
+                   help="a credential read from a file (never from the command line), "
+                        "e.g. private_key=~/.ssh/strata or secret_key=./s3.secret")
     waitable(bs.add_parser("delete")).add_argument("id")
 
     images = resource("images", ["image"])
     r = waitable(images.add_parser("register"))
     r.add_argument("name")
-    r.add_argument("source_url", metavar="URL", help="http(s) URL of the image")
+    r.add_argument("source_url", metavar="URL", nargs="?", help="http(s) URL of the image")
+    r.add_argument("--from-volume", help="make the image of this volume instead")
     r.add_argument("--backup-storage", required=True, help="backup storage id")
     r.add_argument("--format", choices=["qcow2", "raw"])
     r.add_argument("--sha256")
@@ -184,6 +190,27 @@ def parse_size(text: str) -> int:
         return int(text)
     except ValueError:
         raise ApiError(0, "invalid_input", f"invalid size {text!r}") from None
+
+
+def store_config(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {"path": args.path} if args.path else {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ApiError(0, "invalid_input", f"--set {item!r} is not KEY=VALUE")
+        config[key] = int(value) if value.isdigit() else value
+    for item in args.secret_file:
+        key, sep, path = item.partition("=")
+        if not sep:
+            raise ApiError(0, "invalid_input", f"--secret-file {item!r} is not KEY=FILE")
+        try:
+            with open(os.path.expanduser(path)) as f:
+                value = f.read()
+        except OSError as exc:
+            raise ApiError(0, "invalid_input", f"--secret-file {item!r}: {exc}") from None
+        # A private key keeps its layout; other secrets are one line.
+        config[key] = value if key == "private_key" else value.strip()
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -231,10 +258,11 @@ def run(args: argparse.Namespace) -> int:
                                     {"host_id": args.host_id}))
     if res == "backup-storages":
         return cli.submitted(c.post("/v1/backup-storages", {
-            "name": args.name, "type": args.type, "config": {"path": args.path}}))
+            "name": args.name, "type": args.type, "config": store_config(args)}))
     if res == "images":
-        body = {"name": args.name, "url": args.source_url,
-                "backup_storage_id": args.backup_storage}
+        body = {"name": args.name, "backup_storage_id": args.backup_storage}
+        body |= ({"volume_id": args.from_volume} if args.from_volume
+                 else {"url": args.source_url})
         body |= {k: v for k, v in (("format", args.format), ("sha256", args.sha256)) if v}
         return cli.submitted(c.post("/v1/images", body))
     if res == "volumes" and action == "grant":

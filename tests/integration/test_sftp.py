@@ -4,13 +4,16 @@ server; an image registered into it becomes the base of root volumes on local st
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Stack, make_image
 from tests.support.fileserver import FileServer
+from tests.support.procs import ROOT
 from tests.support.sshd import SshServer, keypair
 
 
@@ -72,3 +75,29 @@ def test_changed_host_key_is_refused(stack: Stack, sshd: SshServer, tmp_path: Pa
     store = stack.api.get(f"/v1/backup-storages/{job['resource_id']}")
     assert store["state"] == "error" and "not the pinned one" in store["reason"]
     assert not (tmp_path / "s2").exists()
+
+
+def test_cli_sftp_store_and_image_from_volume(stack: Stack, sshd: SshServer,
+                                              tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STRATA_URL": stack.controller.url}
+
+    def strata(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
+                              text=True, env=env, timeout=120)
+
+    made = strata("--json", "bs", "create", "sftp-cli", "--type", "sftp",
+                  "--path", str(tmp_path / "cli-store"), "--set", "host=127.0.0.1",
+                  "--set", f"port={sshd.port}", "--set", "username=root",
+                  "--set", f"host_key={sshd.host_key}",
+                  "--secret-file", f"private_key={sshd.dir / 'client_key'}", "--wait")
+    assert made.returncode == 0, made.stderr
+    store = json.loads(made.stdout)["resource_id"]
+    vol = stack.wait(stack.api.post("/v1/volumes", {
+        "name": "cli-data", "primary_storage_id": stack.primary_id, "size": 4 << 20}))
+    up = strata("--json", "images", "register", "cli-img", "--from-volume",
+                str(vol["resource_id"]), "--backup-storage", store, "--wait")
+    assert up.returncode == 0, up.stderr
+    image = json.loads(up.stdout)["resource_id"]
+    assert (tmp_path / "cli-store" / "images" / image).is_file()
+    bad = strata("bs", "create", "x", "--type", "sftp", "--secret-file", "private_key")
+    assert bad.returncode == 2 and "KEY=FILE" in bad.stderr
