@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,8 @@ class TaskStore:
     """The on-disk task log (one SQLite file in the agent's state directory)."""
 
     def __init__(self, path: str) -> None:
+        # Readable by the agent only: results name paths, targets and hosts.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -104,10 +104,11 @@ async def export_lun(svc: AgentServices, payload: ExportLunPayload,
         await driver.unexport(payload.target)
         await _remove_backing(svc, payload.dir, payload.file_name, payload.volume_group)
         raise
+    # No CHAP secret in the result: results are kept in the task log.
     return ExportLunResult(
         path=final, capacity=capacity,
         target=IscsiTarget(portal=svc.config.iscsi_portal, target=payload.target,
-                           lun=VOLUME_LUN, chap=payload.chap),
+                           lun=VOLUME_LUN),
     )
 
 

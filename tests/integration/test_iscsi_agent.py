@@ -111,7 +111,8 @@ def test_grant_read_write_refuse_revoke(site: Site) -> None:
 def test_chap(site: Site) -> None:
     chap = {"user": "strata-vol2", "password": "s3cretPassw0rd"}
     lun = export(site, "vol2", chap=chap)
-    target = lun["target"]
+    assert lun["target"]["chap"] is None, "secrets are not echoed into the task log"
+    target = {**lun["target"], "chap": chap}
     site.server.call("grant_lun", {"target": target["target"], "initiator": IQN_A})
     state, conn = site.host_a.call("connect_volume", {"target": target})
     assert state == "succeeded", conn

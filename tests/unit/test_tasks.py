@@ -48,6 +48,7 @@ async def test_failures_keep_code_and_message(tmp_path: Path) -> None:
     a, b = await manager.wait("a", 5), await manager.wait("b", 5)
     assert a.state is TaskState.FAILED and a.error and a.error.code == "invalid_input"
     assert b.error and b.error.code == "internal_error" and "boom" in b.error.message
+    assert (tmp_path / "t.sqlite").stat().st_mode & 0o777 == 0o600
     # Read back from disk, not from memory.
     stored = store.get("a")
     assert stored and stored.error and stored.error.message == "nope"

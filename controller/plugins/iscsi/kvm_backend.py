@@ -58,7 +58,7 @@ class IscsiKvmBackend(PrimaryStorageBackend):
                                 task_id=ctx.task_id("export-lun"), timeout=3600,
                                 span=(50 if backing else 0, 100))
         return VolumeCreated(result.path, volume.size, result.capacity, format="raw",
-                             export=result.target)
+                             export=result.target.model_copy(update={"chap": payload.chap}))
 
     async def delete_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
                             host: Host) -> FsCapacity:
