@@ -43,10 +43,12 @@ def site(tmp_path: Path) -> Iterator[Site]:
     agents = [start_test_agent(tmp_path / "server", server_config(tgtd)),
               start_test_agent(tmp_path / "a", {"initiator_iqn": IQN_A, "iscsi_access": "qemu"}),
               start_test_agent(tmp_path / "b", {"initiator_iqn": IQN_B, "iscsi_access": "qemu"})]
+    site = Site(tgtd, *agents, tmp_path / "luns", tmp_path)
     try:
-        yield Site(tgtd, *agents, tmp_path / "luns", tmp_path)
+        yield site
     finally:
-        for agent in agents:
+        # The site's agents as they are now: a test may have restarted one.
+        for agent in (site.server, site.host_a, site.host_b):
             agent.proc.stop()
         tgtd.stop()
 
