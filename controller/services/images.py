@@ -103,21 +103,13 @@ class ImageService:
             async with ctx.db.begin() as session:
                 await transition(session, Volume, volume.id, ObjectState.COPYING,
                                  ObjectState.READY)
-                await transition(session, Image, image.id,
-                                 (ObjectState.ALLOCATED, ObjectState.CREATING),
-                                 ObjectState.ERROR, reason=exc.message)
-                await transition(session, ImageStoreRef, ref.id, ObjectState.ALLOCATED,
-                                 ObjectState.ERROR)
+                await _image_failed(session, image.id, ref.id, exc.message)
             raise
         result = {"sha256": uploaded.sha256, "size": uploaded.size, "format": volume.format,
                   "virtual_size": volume.size}
         async with ctx.db.begin() as session:
             await transition(session, Volume, volume.id, ObjectState.COPYING, ObjectState.READY)
-            await transition(session, ImageStoreRef, ref.id, ObjectState.ALLOCATED,
-                             ObjectState.READY, path=uploaded.path)
-            await transition(session, Image, image.id, ObjectState.ALLOCATED, ObjectState.READY,
-                             format=volume.format, sha256=uploaded.sha256, size=uploaded.size,
-                             virtual_size=volume.size)
+            await _image_ready(session, image.id, ref.id, uploaded.path, result)
             await ctx.succeed(session, result)
         return result
 
@@ -142,19 +134,12 @@ class ImageService:
                 ctx, store, image, host)
         except StrataError as exc:
             async with ctx.db.begin() as session:
-                await transition(session, Image, image.id, ObjectState.CREATING,
-                                 ObjectState.ERROR, reason=exc.message)
-                await transition(session, ImageStoreRef, ref.id, ObjectState.CREATING,
-                                 ObjectState.ERROR)
+                await _image_failed(session, image.id, ref.id, exc.message)
             raise
         result = {"sha256": facts.sha256, "size": facts.size, "format": facts.format,
                   "virtual_size": facts.virtual_size}
         async with ctx.db.begin() as session:
-            await transition(session, ImageStoreRef, ref.id, ObjectState.CREATING,
-                             ObjectState.READY, path=facts.path)
-            await transition(session, Image, image.id, ObjectState.CREATING, ObjectState.READY,
-                             format=facts.format, sha256=facts.sha256, size=facts.size,
-                             virtual_size=facts.virtual_size)
+            await _image_ready(session, image.id, ref.id, facts.path, result)
             row = await get_or_404(session, BackupStorage, store.id, "backup storage")
             row.capacity_total = facts.capacity.total
             row.capacity_available = facts.capacity.available
@@ -204,3 +189,20 @@ class ImageService:
         async with ctx.db.begin() as session:
             await transition(session, Image, image_id, ObjectState.DESTROYING,
                              ObjectState.DESTROYED)
+
+
+UNFINISHED = (ObjectState.ALLOCATED, ObjectState.CREATING)
+
+
+async def _image_ready(session: AsyncSession, image_id: str, ref_id: str, path: str,
+                       facts: dict[str, Any]) -> None:
+    """The image and its copy on the store are ready: `facts` are sha256, size, format
+    and virtual_size, as verified by the agent."""
+    await transition(session, ImageStoreRef, ref_id, UNFINISHED, ObjectState.READY, path=path)
+    await transition(session, Image, image_id, UNFINISHED, ObjectState.READY, **facts)
+
+
+async def _image_failed(session: AsyncSession, image_id: str, ref_id: str,
+                        reason: str) -> None:
+    await transition(session, Image, image_id, UNFINISHED, ObjectState.ERROR, reason=reason)
+    await transition(session, ImageStoreRef, ref_id, UNFINISHED, ObjectState.ERROR)
