@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.config import parse_listen
+from shared.config import parse_listen, secret_file
 from shared.protocol import Iqn
 
 DEFAULT_STATE_DIR = "/var/lib/strata/agent"
@@ -64,11 +64,4 @@ class AgentConfig(BaseModel):
         if self.token:
             return self.token
         path = self.token_file or os.path.join(self.state_dir, "token")
-        if os.path.exists(path):
-            with open(path) as f:
-                return f.read().strip()
-        token = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        return token
+        return secret_file(path, lambda: secrets.token_urlsafe(32))

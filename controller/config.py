@@ -7,7 +7,7 @@ import secrets
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.config import parse_listen
+from shared.config import parse_listen, secret_file
 
 DEFAULT_STATE_DIR = "/var/lib/strata/controller"
 
@@ -54,11 +54,4 @@ class ControllerConfig(BaseModel):
         """The configured token, else the one in the token file, else a new one saved there."""
         if self.agent_token:
             return self.agent_token
-        if os.path.exists(self.token_path):
-            with open(self.token_path) as f:
-                return f.read().strip()
-        token = secrets.token_urlsafe(32)
-        fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        return token
+        return secret_file(self.token_path, lambda: secrets.token_urlsafe(32))

@@ -7,10 +7,9 @@ tampered with, or sealed under another key, does not open.
 
 from __future__ import annotations
 
-import os
-
 from cryptography.fernet import Fernet, InvalidToken
 
+from shared.config import secret_file
 from shared.errors import StrataError
 
 PREFIX = "enc:v1:"
@@ -28,16 +27,7 @@ class SecretBox:
     @classmethod
     def from_file(cls, path: str) -> SecretBox:
         """The key in `path`, made (readable by the controller only) on first use."""
-        try:
-            with open(path, "rb") as f:
-                return cls(f.read().strip())
-        except FileNotFoundError:
-            pass
-        key = Fernet.generate_key()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key + b"\n")
-        return cls(key)
+        return cls(secret_file(path, lambda: Fernet.generate_key().decode()).encode())
 
     def seal(self, plaintext: str) -> str:
         return PREFIX + self._fernet.encrypt(plaintext.encode()).decode()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -33,3 +35,18 @@ def load_config(cls: type[C], path: str | None, overrides: dict[str, Any]) -> C:
         return cls.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput(f"invalid configuration: {exc}") from exc
+
+
+def secret_file(path: str, make: Callable[[], str]) -> str:
+    """The secret kept in `path`; on first use, `make()` one and keep it there, readable
+    by this user only (O_EXCL: two processes starting at once cannot both write it)."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        pass
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value

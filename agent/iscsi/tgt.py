@@ -84,9 +84,10 @@ class TgtDriver(TargetDriver):
 
     async def export(self, target: str, path: str, chap: ChapCredentials | None) -> None:
         async with self._lock:
-            await self._apply(target, _Export(path, chap.model_dump() if chap else None, []))
-            self._exports.setdefault(target, _Export(path, chap.model_dump() if chap else None,
-                                                     []))
+            export = self._exports.get(target) or _Export(
+                path, chap.model_dump() if chap else None, [])
+            await self._apply(target, export)
+            self._exports[target] = export
             self._save()
 
     async def _apply(self, target: str, export: _Export) -> None:
