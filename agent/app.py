@@ -12,7 +12,9 @@ from aiohttp import web
 from agent import views
 from agent.config import AgentConfig
 from agent.executor import Executor
+from agent.files import FileStores
 from agent.iscsi import build_initiator, build_target_driver
+from agent.mount import MountTable
 from agent.qemuimg import QemuImg
 from agent.services import AgentServices
 from agent.tasks import TaskManager, TaskStore
@@ -52,14 +54,18 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
         target_driver = build_target_driver(config, executor)
         if target_driver is not None:
             await target_driver.restore()
+        files = FileStores(config.nfs_timeout)
+        mounts = MountTable(executor, files, os.path.join(config.state_dir, "mounts.json"))
         async with aiohttp.ClientSession() as http:
             app[SERVICES] = AgentServices(
                 config=config, executor=executor, qemu_img=qemu_img, http=http,
+                files=files, mounts=mounts,
                 target_driver=target_driver,
                 initiator=build_initiator(config, executor, qemu_img),
             )
             yield
             await app[TASKS].shutdown()
+        files.close()
         store.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -33,6 +33,9 @@ class AgentConfig(BaseModel):
     )
     max_image_size: int = 1 << 40
     qemu_img: str = "qemu-img"
+    nfs_timeout: float = Field(
+        default=30, gt=0,
+        description="Seconds an NFS call may take before it fails as unresponsive.")
     iscsi_target: Literal["tgt", "lio"] | None = Field(
         default=None, description="Serve iSCSI volumes from this host with this target.")
     iscsi_portal: str = Field(default="127.0.0.1:3260",

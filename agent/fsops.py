@@ -46,17 +46,6 @@ def remove_quietly(path: str) -> None:
         os.unlink(path)
 
 
-def sweep_temp_files(directory: str) -> list[str]:
-    """Removes leftovers of interrupted work; called before a storage is (re)used."""
-    removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(directory):
-            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
-                remove_quietly(entry.path)
-                removed.append(entry.path)
-    return removed
-
-
 def capacity(path: str) -> FsCapacity:
     st = os.statvfs(path)
     return FsCapacity(total=st.f_blocks * st.f_frsize, available=st.f_bavail * st.f_frsize)

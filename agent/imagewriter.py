@@ -1,17 +1,18 @@
 """Writes an incoming image under a temporary name, hashing as it goes, and publishes it
 only once size, sha256 and `qemu-img info` have been verified. One piece for every
-source (HTTP download, a directory store, later SFTP and S3)."""
+source (HTTP, a directory store, SFTP, S3) and every destination (a local or mounted
+directory, an NFS export through libnfs)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
-import os
+import posixpath
 from collections.abc import AsyncIterator, Callable
-from typing import IO
 
 from agent import fsops, imagecheck
+from agent.files import FileStore, FileWriter
 from agent.qemuimg import QemuImg
 from shared.errors import ChecksumMismatch
 from shared.protocol import ImageFacts
@@ -21,13 +22,14 @@ ProgressCallback = Callable[[float], None]
 
 class VerifiedImageWriter:
     def __init__(
-        self, qemu_img: QemuImg, dest_dir: str, file_name: str, *,
+        self, qemu_img: QemuImg, files: FileStore, dest_dir: str, file_name: str, *,
         expected_sha256: str | None, expected_format: str | None,
         expected_size: int | None = None, progress: ProgressCallback | None = None,
     ) -> None:
         self._qemu_img = qemu_img
+        self._files = files
         self.dest_dir = dest_dir
-        self.final = os.path.join(dest_dir, file_name)
+        self.final = posixpath.join(dest_dir, file_name)
         self.tmp = fsops.temp_path(dest_dir, file_name)
         self._expected_sha256 = expected_sha256
         self._expected_format = expected_format
@@ -35,24 +37,21 @@ class VerifiedImageWriter:
         self._progress = progress
         self._hash = hashlib.sha256()
         self.size = 0
-        self._file: IO[bytes] | None = None
+        self._out: FileWriter | None = None
 
     async def write_all(self, chunks: AsyncIterator[bytes]) -> ImageFacts:
         """Consumes the source, then verifies and publishes; on any failure the temporary
         file is removed, so nothing half-made is left behind."""
         try:
-            self._file = await asyncio.to_thread(self._open)
+            await self._files.makedirs(self.dest_dir)
+            self._out = await self._files.create(self.tmp)
             await self._pipeline(chunks)
-            self._file.close()
+            await self._out.commit()
             return await self._verify_and_publish()
         finally:
-            if self._file is not None and not self._file.closed:
-                self._file.close()
-            await asyncio.to_thread(fsops.remove_quietly, self.tmp)
-
-    def _open(self) -> IO[bytes]:
-        os.makedirs(self.dest_dir, exist_ok=True)
-        return open(self.tmp, "xb")
+            if self._out is not None:
+                await self._out.close()
+            await self._files.remove(self.tmp)
 
     async def _pipeline(self, chunks: AsyncIterator[bytes]) -> None:
         """The next chunk is fetched while the current one is written and hashed, each in
@@ -67,8 +66,8 @@ class VerifiedImageWriter:
                 except StopAsyncIteration:
                     return
                 pending = asyncio.ensure_future(anext(source))
-                assert self._file is not None
-                await asyncio.gather(asyncio.to_thread(self._file.write, chunk),
+                assert self._out is not None
+                await asyncio.gather(self._out.write(chunk),
                                      asyncio.to_thread(self._hash.update, chunk))
                 self.size += len(chunk)
                 if self._progress and self.expected_size:
@@ -90,8 +89,8 @@ class VerifiedImageWriter:
                 f"sha256 mismatch: expected {self._expected_sha256}, got {digest}"
             )
         info = await imagecheck.inspect(self._qemu_img, self.tmp, self._expected_format)
-        await asyncio.to_thread(fsops.publish, self.tmp, self.final)
-        capacity = await asyncio.to_thread(fsops.capacity, self.dest_dir)
+        await self._files.publish(self.tmp, self.final)
+        capacity = await self._files.capacity(self.dest_dir)
         return ImageFacts(
             path=self.final, size=self.size, sha256=digest, format=info["format"],
             virtual_size=info["virtual-size"], capacity=capacity,

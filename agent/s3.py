@@ -18,6 +18,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from agent.files import FileReader, FileStore
 from shared.errors import Conflict, NotFound, OperationFailed, StrataError
 from shared.protocol import FsCapacity, S3Endpoint
 
@@ -116,41 +117,56 @@ class S3Store:
                 raise _error(exc, f"reading {key}") from exc
         raise AssertionError("unreachable")
 
-    async def upload(self, local_path: str, key: str,
+    async def upload(self, files: FileStore, src_path: str, key: str,
                      progress: Callable[[float], None] | None = None) -> tuple[int, str]:
         """Returns (size, sha256) once the object is whole and verified by a HEAD."""
         if await self.head(key) is not None:
             raise Conflict(f"object {key} already exists in {self.bucket}; "
                            "a ready object is never overwritten")
-        size, digest = await asyncio.to_thread(_hash_file, local_path)
+        size, digest = await self._hash(files, src_path)
         meta = {SHA_KEY: digest}
-        if size <= self.part_size:
-            body = await asyncio.to_thread(_read_all, local_path)
-            await self._call(key, self._client.put_object, Key=key, Body=body, Metadata=meta,
-                             IfNoneMatch="*")
-        else:
-            await self._multipart(local_path, key, size, meta, progress)
+        src = await files.open_read(src_path)
+        try:
+            if size <= self.part_size:
+                await self._call(key, self._client.put_object, Key=key,
+                                 Body=await src.read(size), Metadata=meta, IfNoneMatch="*")
+            else:
+                await self._multipart(src, key, size, meta, progress)
+        finally:
+            await src.close()
         head = await self.head(key)
         if head is None or int(head["ContentLength"]) != size or \
                 head.get("Metadata", {}).get(SHA_KEY) != digest:
             raise OperationFailed(f"object {key} is not what was sent", code="s3_failed")
         return size, digest
 
-    async def _multipart(self, local_path: str, key: str, size: int, meta: dict[str, str],
+    async def _hash(self, files: FileStore, path: str) -> tuple[int, str]:
+        """The sha256 goes into the object's metadata, so it is known before sending."""
+        digest = hashlib.sha256()
+        size = 0
+        src = await files.open_read(path)
+        try:
+            async for chunk in src.chunks(self.part_size):
+                await asyncio.to_thread(digest.update, chunk)
+                size += len(chunk)
+        finally:
+            await src.close()
+        return size, digest.hexdigest()
+
+    async def _multipart(self, src: FileReader, key: str, size: int, meta: dict[str, str],
                          progress: Callable[[float], None] | None) -> None:
         upload = await self._call(key, self._client.create_multipart_upload, Key=key,
                                   Metadata=meta)
         upload_id = upload["UploadId"]
         try:
             parts = []
-            with open(local_path, "rb") as f:  # noqa: ASYNC230 - read in threads below
-                for number, start in enumerate(range(0, size, self.part_size), 1):
-                    chunk = await asyncio.to_thread(f.read, self.part_size)
-                    part = await self._call(key, self._client.upload_part, Key=key,
-                                            UploadId=upload_id, PartNumber=number, Body=chunk)
-                    parts.append({"ETag": part["ETag"], "PartNumber": number})
-                    if progress:
-                        progress(min(99.0, 100.0 * (start + len(chunk)) / size))
+            for number, start in enumerate(range(0, size, self.part_size), 1):
+                chunk = await src.read(self.part_size)
+                part = await self._call(key, self._client.upload_part, Key=key,
+                                        UploadId=upload_id, PartNumber=number, Body=chunk)
+                parts.append({"ETag": part["ETag"], "PartNumber": number})
+                if progress:
+                    progress(min(99.0, 100.0 * (start + len(chunk)) / size))
             await self._call(key, self._client.complete_multipart_upload, Key=key,
                              UploadId=upload_id, MultipartUpload={"Parts": parts})
         except BaseException:
@@ -163,20 +179,4 @@ class S3Store:
             return False
         await self._call(key, self._client.delete_object, Key=key)
         return True
-
-
-def _hash_file(path: str) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(PART_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def _read_all(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
 

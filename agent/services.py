@@ -8,8 +8,10 @@ import aiohttp
 
 from agent.config import AgentConfig
 from agent.executor import Executor
+from agent.files import FileStores
 from agent.iscsi.initiator import Initiator
 from agent.iscsi.target import TargetDriver
+from agent.mount import MountTable
 from agent.qemuimg import QemuImg
 
 
@@ -19,5 +21,7 @@ class AgentServices:
     executor: Executor
     qemu_img: QemuImg
     http: aiohttp.ClientSession
+    files: FileStores
+    mounts: MountTable
     target_driver: TargetDriver | None = None
     initiator: Initiator | None = None

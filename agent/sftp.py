@@ -17,6 +17,7 @@ from typing import cast
 
 import asyncssh
 
+from agent.files import FileStore
 from agent.fsops import TEMP_PREFIX
 from shared.errors import ChecksumMismatch, Conflict, NotFound, OperationFailed, Timeout
 from shared.protocol import FsCapacity, SftpEndpoint
@@ -56,7 +57,7 @@ class SftpSession:
     async def size(self, path: str) -> int:
         return int((await self.sftp.stat(path)).size or 0)
 
-    async def upload(self, local_path: str, remote_dir: str, file_name: str,
+    async def upload(self, files: FileStore, src_path: str, remote_dir: str, file_name: str,
                      progress: Callable[[float], None] | None = None) -> tuple[str, int, str]:
         """Returns (remote path, size, sha256) once the server holds the verified copy."""
         final = posixpath.join(remote_dir, file_name)
@@ -66,23 +67,23 @@ class SftpSession:
         tmp = posixpath.join(remote_dir, f"{TEMP_PREFIX}{secrets.token_hex(6)}-{file_name}")
         digest = hashlib.sha256()
         size = 0
+        src = await files.open_read(src_path)
         try:
-            with open(local_path, "rb") as src:  # noqa: ASYNC230 - small reads, local disk
-                total = max(1, src.seek(0, 2))
-                src.seek(0)
-                async with await self.sftp.open(tmp, "wb") as dst:
-                    while chunk := src.read(CHUNK):
-                        await dst.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                        if progress:
-                            progress(min(99.0, 100.0 * size / total))
+            total = max(1, src.size)
+            async with await self.sftp.open(tmp, "wb") as dst:
+                async for chunk in src.chunks(CHUNK):
+                    await dst.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if progress:
+                        progress(min(99.0, 100.0 * size / total))
             remote = await self.sha256(tmp)
             if remote != digest.hexdigest():
                 raise ChecksumMismatch(f"the server holds {remote} for {final}, "
                                        f"sent {digest.hexdigest()}")
             await self.sftp.rename(tmp, final)
         finally:
+            await src.close()
             with contextlib.suppress(asyncssh.SFTPError):
                 await self.sftp.remove(tmp)
         return final, size, digest.hexdigest()

@@ -44,6 +44,34 @@ def validate_abs_path(path: str, what: str = "path") -> str:
     return path
 
 
+_HOST_RE = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9-]{0,62}(\.[A-Za-z0-9-]{1,63})*|\[[0-9A-Fa-f:.]+\])$")
+NFS_SCHEME = "nfs://"
+
+
+def is_nfs_url(path: str) -> bool:
+    return path.startswith(NFS_SCHEME)
+
+
+def split_nfs_url(url: str) -> tuple[str, str]:
+    """`nfs://server/abs/path` as (server, /abs/path), both validated."""
+    if not is_nfs_url(url):
+        raise InvalidInput(f"invalid NFS URL {url!r}: must start with {NFS_SCHEME}")
+    server, sep, path = url[len(NFS_SCHEME):].partition("/")
+    if not _HOST_RE.fullmatch(server) or not sep:
+        raise InvalidInput(f"invalid NFS URL {url!r}: expected nfs://<server>/<absolute path>")
+    return server, validate_abs_path("/" + path, "NFS path")
+
+
+def validate_store_path(path: str) -> str:
+    """Where a storage keeps a file: an absolute path on the host, or an `nfs://` URL for
+    a storage the host reaches through libnfs."""
+    if is_nfs_url(path):
+        split_nfs_url(path)
+        return path
+    return validate_abs_path(path)
+
+
 def join_under(root: str, name: str) -> str:
     """`root/name` with both halves validated, so the result stays under root."""
     return posixpath.join(validate_abs_path(root, "storage root"), validate_file_name(name))

@@ -14,7 +14,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from shared.names import validate_abs_path, validate_file_name, validate_iqn
+from shared.names import (
+    validate_abs_path,
+    validate_file_name,
+    validate_iqn,
+    validate_store_path,
+)
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 SHA256_RE = r"^[0-9a-f]{64}$"
@@ -71,6 +76,8 @@ class TaskInfo(Model):
 # ---- payloads and results -------------------------------------------------------------
 
 AbsPath = Annotated[str, AfterValidator(validate_abs_path)]
+# A storage file or directory: an absolute path, or an nfs:// URL (libnfs access).
+StorePath = Annotated[str, AfterValidator(validate_store_path)]
 FileName = Annotated[str, AfterValidator(validate_file_name)]
 Iqn = Annotated[str, AfterValidator(validate_iqn)]
 
@@ -96,7 +103,7 @@ VG_NAME = r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$"
 class PrepareStoragePayload(Model):
     """`volume_group`: volumes live there, so it is its capacity that counts."""
 
-    path: AbsPath
+    path: StorePath
     subdirs: list[FileName] = Field(default_factory=list)
     volume_group: str | None = Field(default=None, pattern=VG_NAME)
 
@@ -119,7 +126,7 @@ class ImageFacts(Model):
 
 class DownloadImagePayload(Model):
     url: str
-    dest_dir: AbsPath
+    dest_dir: StorePath
     file_name: FileName
     expected_sha256: str | None = Field(default=None, pattern=SHA256_RE)
     expected_format: ImageFormat | None = None
@@ -137,8 +144,8 @@ class CopyImagePayload(Model):
     """Copy an image file (or a volume becoming one) between two places the agent reaches,
     verifying as it goes; without expectations, the result says what was copied."""
 
-    src_path: AbsPath
-    dest_dir: AbsPath
+    src_path: StorePath
+    dest_dir: StorePath
     file_name: FileName
     expected_sha256: str | None = Field(default=None, pattern=SHA256_RE)
     expected_format: ImageFormat | None = None
@@ -146,14 +153,14 @@ class CopyImagePayload(Model):
 
 
 class BackingFile(Model):
-    path: AbsPath
+    path: StorePath
     format: ImageFormat
 
 
 class CreateVolumePayload(Model):
     """A qcow2 volume: a linked clone of `backing`, or empty of `size` bytes."""
 
-    dest_dir: AbsPath
+    dest_dir: StorePath
     file_name: FileName
     size: int | None = Field(default=None, gt=0)
     backing: BackingFile | None = None
@@ -167,7 +174,7 @@ class VolumeFacts(Model):
 
 
 class DeleteFilePayload(Model):
-    dir: AbsPath
+    dir: StorePath
     file_name: FileName
 
 
@@ -277,7 +284,7 @@ class SftpDownloadPayload(Model):
 
     endpoint: SftpEndpoint
     remote_path: AbsPath
-    dest_dir: AbsPath
+    dest_dir: StorePath
     file_name: FileName
     expected_sha256: str = Field(pattern=SHA256_RE)
     expected_format: ImageFormat
@@ -287,7 +294,7 @@ class SftpUploadPayload(Model):
     """Copy a local file to the SFTP server, verified there before it gets its name."""
 
     endpoint: SftpEndpoint
-    local_path: AbsPath
+    local_path: StorePath
     remote_dir: AbsPath
     file_name: FileName
 
@@ -333,7 +340,7 @@ class S3RegisterPayload(Model):
 class S3DownloadPayload(Model):
     endpoint: S3Endpoint
     key: str = Field(pattern=S3_KEY)
-    dest_dir: AbsPath
+    dest_dir: StorePath
     file_name: FileName
     expected_sha256: str = Field(pattern=SHA256_RE)
     expected_format: ImageFormat
@@ -341,13 +348,46 @@ class S3DownloadPayload(Model):
 
 class S3UploadPayload(Model):
     endpoint: S3Endpoint
-    local_path: AbsPath
+    local_path: StorePath
     key: str = Field(pattern=S3_KEY)
 
 
 class S3DeletePayload(Model):
     endpoint: S3Endpoint
     key: str = Field(pattern=S3_KEY)
+
+
+NFS_SERVER = r"^([A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])$"
+MOUNT_OPTION = r"^[A-Za-z0-9_]+(=[A-Za-z0-9_.,:-]+)?$"
+
+
+class NfsMountPayload(Model):
+    """Mount `server:export` on `mount_point` with the kernel NFS client for `user` (a
+    storage): mounts are counted per export, and the last user's unmount unmounts."""
+
+    server: str = Field(pattern=NFS_SERVER)
+    export: AbsPath
+    mount_point: AbsPath
+    options: list[str] = Field(default_factory=list)
+    user: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: list[str]) -> list[str]:
+        for opt in v:
+            if not re.fullmatch(MOUNT_OPTION, opt):
+                raise ValueError(f"invalid mount option {opt!r}")
+        return v
+
+
+class NfsMountResult(Model):
+    mount_point: str
+    users: list[str]
+
+
+class NfsUnmountPayload(Model):
+    mount_point: AbsPath
+    user: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
 
 
 class SleepPayload(Model):
@@ -382,6 +422,8 @@ class Command:
     S3_DOWNLOAD = "s3_download"
     S3_UPLOAD = "s3_upload"
     S3_DELETE = "s3_delete"
+    NFS_MOUNT = "nfs_mount"
+    NFS_UNMOUNT = "nfs_unmount"
 
 
 class EmptyPayload(Model):
@@ -416,4 +458,6 @@ COMMAND_MODELS: dict[str, tuple[type[Model], type[Model]]] = {
     Command.S3_DOWNLOAD: (S3DownloadPayload, ImageFacts),
     Command.S3_UPLOAD: (S3UploadPayload, UploadResult),
     Command.S3_DELETE: (S3DeletePayload, DeleteFileResult),
+    Command.NFS_MOUNT: (NfsMountPayload, NfsMountResult),
+    Command.NFS_UNMOUNT: (NfsUnmountPayload, NfsMountResult),
 }

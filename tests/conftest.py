@@ -12,6 +12,7 @@ import pytest
 
 from cli.client import Client
 from tests.support.fileserver import FileServer
+from tests.support.nfsserver import NfsServer
 from tests.support.postgres import PostgresServer
 from tests.support.procs import Proc, start_agent, start_controller
 from tests.support.s3server import S3Server
@@ -32,6 +33,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'strata.sqlite'}"
     server: PostgresServer = request.getfixturevalue("postgres")
     return server.new_database()
+
+
+@pytest.fixture(scope="session")
+def nfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NfsServer]:
+    """nfs-ganesha on the standard NFS ports: one per session, a directory per test."""
+    server = NfsServer(tmp_path_factory.mktemp("nfs"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.commands import host, images, iscsi, s3, sftp, storage, volumes
+from agent.commands import host, images, iscsi, nfs, s3, sftp, storage, volumes
 from agent.services import AgentServices
 from shared.protocol import COMMAND_MODELS, Command, Model
 
@@ -36,6 +36,8 @@ HANDLERS: dict[str, Handler] = {
     Command.S3_DOWNLOAD: s3.s3_download,
     Command.S3_UPLOAD: s3.s3_upload,
     Command.S3_DELETE: s3.s3_delete,
+    Command.NFS_MOUNT: nfs.nfs_mount,
+    Command.NFS_UNMOUNT: nfs.nfs_unmount,
 }
 
 assert set(HANDLERS) == set(COMMAND_MODELS), "every protocol command needs a handler"

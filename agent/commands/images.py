@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
-from typing import IO
 
 import aiohttp
 
-from agent import fsops
 from agent.imagewriter import VerifiedImageWriter
 from agent.services import AgentServices
-from shared.errors import InvalidInput, NotFound, OperationFailed
+from shared.errors import InvalidInput, OperationFailed
 from shared.protocol import CopyImagePayload, DownloadImagePayload, ImageFacts, ImageFormat
 
 CHUNK = 4 << 20
@@ -36,7 +33,8 @@ async def download_image(
                     f"{svc.config.max_image_size}"
                 )
             writer = VerifiedImageWriter(
-                svc.qemu_img, payload.dest_dir, payload.file_name,
+                svc.qemu_img, svc.files.for_path(payload.dest_dir), payload.dest_dir,
+                payload.file_name,
                 expected_sha256=payload.expected_sha256,
                 expected_format=payload.expected_format,
                 expected_size=resp.content_length, progress=progress,
@@ -61,29 +59,16 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
 async def copy_image(
     svc: AgentServices, payload: CopyImagePayload, progress: Callable[[float], None]
 ) -> ImageFacts:
+    src = await svc.files.for_path(payload.src_path).open_read(payload.src_path)
     try:
-        src = await asyncio.to_thread(open, payload.src_path, "rb")
-    except FileNotFoundError:
-        raise NotFound(f"source image {payload.src_path} does not exist") from None
-    with src:
         writer = VerifiedImageWriter(
-            svc.qemu_img, payload.dest_dir, payload.file_name,
-            expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
-            expected_size=_size_of(src), progress=progress,
+            svc.qemu_img, svc.files.for_path(payload.dest_dir), payload.dest_dir,
+            payload.file_name, expected_sha256=payload.expected_sha256,
+            expected_format=payload.expected_format, expected_size=src.size, progress=progress,
         )
-        return await writer.write_all(_read_chunks(src))
-
-
-def _size_of(f: IO[bytes]) -> int:
-    """Seeking, not fstat: a logical volume is a block device, of size 0 to fstat."""
-    size = f.seek(0, os.SEEK_END)
-    f.seek(0)
-    return size
-
-
-async def _read_chunks(src: IO[bytes]) -> AsyncIterator[bytes]:
-    while chunk := await asyncio.to_thread(src.read, CHUNK):
-        yield chunk
+        return await writer.write_all(src.chunks(CHUNK))
+    finally:
+        await src.close()
 
 
 STAGING = "staging"
@@ -98,11 +83,12 @@ async def staged_download(
     a local file), for a store that is not a local directory; removed whatever happens."""
     staging = os.path.join(svc.config.state_dir, STAGING)
     local = os.path.join(staging, file_name)
-    await asyncio.to_thread(fsops.remove_quietly, local)
+    files = svc.files.for_path(local)
+    await files.remove(local)
     facts = await download_image(svc, DownloadImagePayload(
         url=url, dest_dir=staging, file_name=file_name, expected_sha256=expected_sha256,
         expected_format=expected_format), progress)
     try:
         yield local, facts
     finally:
-        await asyncio.to_thread(fsops.remove_quietly, local)
+        await files.remove(local)

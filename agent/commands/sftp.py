@@ -49,7 +49,8 @@ async def sftp_register(svc: AgentServices, payload: SftpRegisterPayload,
     async with staged_download(svc, payload.url, payload.file_name, payload.expected_sha256,
                                payload.expected_format, span(progress, 0, 50)) as (local, facts):
         async with sftp.connect(payload.endpoint) as session:
-            remote, _, _ = await session.upload(local, payload.remote_dir, payload.file_name,
+            remote, _, _ = await session.upload(svc.files.for_path(local), local,
+                                                payload.remote_dir, payload.file_name,
                                                 span(progress, 50, 100))
             capacity = await session.capacity(payload.remote_dir)
     return facts.model_copy(update={"path": remote, "capacity": capacity})
@@ -59,7 +60,8 @@ async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
                         progress: Progress) -> ImageFacts:
     async with sftp.connect(payload.endpoint) as session:
         writer = VerifiedImageWriter(
-            svc.qemu_img, payload.dest_dir, payload.file_name,
+            svc.qemu_img, svc.files.for_path(payload.dest_dir), payload.dest_dir,
+            payload.file_name,
             expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
             expected_size=await session.size(payload.remote_path), progress=progress,
         )
@@ -69,8 +71,9 @@ async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
 async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
                       progress: Progress) -> UploadResult:
     async with sftp.connect(payload.endpoint) as session:
-        path, size, digest = await session.upload(payload.local_path, payload.remote_dir,
-                                                  payload.file_name, progress)
+        path, size, digest = await session.upload(
+            svc.files.for_path(payload.local_path), payload.local_path, payload.remote_dir,
+            payload.file_name, progress)
         return UploadResult(path=path, size=size, sha256=digest,
                             capacity=await session.capacity(payload.remote_dir))
 

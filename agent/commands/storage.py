@@ -2,48 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
+import posixpath
 from collections.abc import Callable
 
-from agent import fsops
 from agent.lvm import Lvm
 from agent.services import AgentServices
-from shared.errors import OperationFailed
 from shared.protocol import PrepareStoragePayload, PrepareStorageResult
 
 log = logging.getLogger(__name__)
 
 
-def _prepare(path: str, subdirs: list[str]) -> None:
-    for sub in subdirs:
-        os.makedirs(os.path.join(path, sub), exist_ok=True)
-    os.makedirs(path, exist_ok=True)
-    probe = fsops.temp_path(path, "write-probe")
-    try:
-        with open(probe, "xb") as f:
-            f.write(b"strata")
-            f.flush()
-            os.fsync(f.fileno())
-    finally:
-        fsops.remove_quietly(probe)
-    for directory in [path, *(os.path.join(path, sub) for sub in subdirs)]:
-        removed = fsops.sweep_temp_files(directory)
-        if removed:
-            log.warning("removed %d leftover temporary file(s) in %s", len(removed), directory)
-
-
 async def prepare_storage(
     svc: AgentServices, payload: PrepareStoragePayload, progress: Callable[[float], None]
 ) -> PrepareStorageResult:
-    """Creates the directory, proves it is writable, clears leftovers, reports capacity."""
-    try:
-        await asyncio.to_thread(_prepare, payload.path, payload.subdirs)
-    except OSError as exc:
-        raise OperationFailed(f"storage directory {payload.path} is not usable: {exc}") from exc
+    """Creates the directories, proves the storage takes a durable write (the heartbeat
+    file), clears leftovers of interrupted work, and reports capacity."""
+    files = svc.files.for_path(payload.path)
+    directories = [payload.path, *(posixpath.join(payload.path, s) for s in payload.subdirs)]
+    for directory in directories:
+        await files.makedirs(directory)
+    await files.write_probe(payload.path)
+    for directory in directories:
+        removed = await files.sweep_temp_files(directory)
+        if removed:
+            log.warning("removed %d leftover temporary file(s) in %s", len(removed), directory)
     if payload.volume_group is not None:
         capacity = await Lvm(svc.executor).capacity(payload.volume_group)
     else:
-        capacity = await asyncio.to_thread(fsops.capacity, payload.path)
+        capacity = await files.capacity(payload.path)
     return PrepareStorageResult(path=payload.path, capacity=capacity)

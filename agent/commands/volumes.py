@@ -1,9 +1,10 @@
-"""Volumes: linked clones of an image cache, empty volumes, deletion."""
+"""Volumes: linked clones of an image cache, empty volumes, deletion. The same steps for
+a local or mounted directory and for an NFS export through libnfs, whose `nfs://` URLs
+qemu-img opens directly."""
 
 from __future__ import annotations
 
-import asyncio
-import os
+import posixpath
 from collections.abc import Callable
 
 from agent import fsops
@@ -17,47 +18,41 @@ from shared.protocol import (
 )
 
 
-def _check_create(payload: CreateVolumePayload, final: str) -> None:
-    if os.path.lexists(final):
-        raise Conflict(f"{final} already exists; a ready object is never overwritten")
-    if payload.backing is None and payload.size is None:
-        raise InvalidInput("an empty volume needs a size")
-    if payload.backing is not None and not os.path.isfile(payload.backing.path):
-        raise NotFound(f"backing file {payload.backing.path} does not exist")
-    os.makedirs(payload.dest_dir, exist_ok=True)
-
-
 async def create_volume(
     svc: AgentServices, payload: CreateVolumePayload, progress: Callable[[float], None]
 ) -> VolumeFacts:
-    final = os.path.join(payload.dest_dir, payload.file_name)
-    await asyncio.to_thread(_check_create, payload, final)
+    files = svc.files.for_path(payload.dest_dir)
+    final = posixpath.join(payload.dest_dir, payload.file_name)
+    if await files.lexists(final):
+        raise Conflict(f"{final} already exists; a ready object is never overwritten")
+    if payload.backing is None and payload.size is None:
+        raise InvalidInput("an empty volume needs a size")
+    backing = payload.backing
+    if backing is not None and not await svc.files.for_path(backing.path).is_file(backing.path):
+        raise NotFound(f"backing file {backing.path} does not exist")
+    await files.makedirs(payload.dest_dir)
     tmp = fsops.temp_path(payload.dest_dir, payload.file_name)
     try:
         await svc.qemu_img.create(
             tmp, fmt="qcow2", size=payload.size,
-            backing=payload.backing.path if payload.backing else None,
-            backing_fmt=payload.backing.format if payload.backing else None,
+            backing=backing.path if backing else None,
+            backing_fmt=backing.format if backing else None,
         )
-        await asyncio.to_thread(fsops.publish, tmp, final)
+        await files.publish(tmp, final)
     finally:
-        await asyncio.to_thread(fsops.remove_quietly, tmp)
+        await files.remove(tmp)
     virtual_size = payload.size
     if virtual_size is None:
         info = await svc.qemu_img.info(final, fmt="qcow2")
         virtual_size = int(info["virtual-size"])
-    capacity = await asyncio.to_thread(fsops.capacity, payload.dest_dir)
-    return VolumeFacts(path=final, virtual_size=virtual_size, capacity=capacity)
+    return VolumeFacts(path=final, virtual_size=virtual_size,
+                       capacity=await files.capacity(payload.dest_dir))
 
 
 async def delete_file(
     svc: AgentServices, payload: DeleteFilePayload, progress: Callable[[float], None]
 ) -> DeleteFileResult:
     """Idempotent: a file that is already gone is a success, reported as such."""
-    return await asyncio.to_thread(_delete, os.path.join(payload.dir, payload.file_name))
-
-
-def _delete(path: str) -> DeleteFileResult:
-    existed = os.path.lexists(path)
-    fsops.remove_quietly(path)
-    return DeleteFileResult(existed=existed, capacity=fsops.capacity(os.path.dirname(path)))
+    files = svc.files.for_path(payload.dir)
+    existed = await files.remove(posixpath.join(payload.dir, payload.file_name))
+    return DeleteFileResult(existed=existed, capacity=await files.capacity(payload.dir))

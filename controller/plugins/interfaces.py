@@ -57,6 +57,10 @@ class DataStoreLifeCycle(abc.ABC):
                      host: Host) -> FsCapacity:
         """Makes `store` usable from `host` and reports its capacity as seen there."""
 
+    async def detach(self, ctx: JobContext, store: PrimaryStorage, host: Host) -> None:
+        """Releases what `attach` took on `host` (a mount); nothing by default."""
+        return None
+
     async def can_attach(self, session: AsyncSession, store: PrimaryStorage, host: Host) -> None:
         """Raises a Conflict when `host` may not attach `store` (e.g. a second host on local).
         Any host may by default."""

@@ -12,6 +12,7 @@ from controller.db.models import (
     AttachState,
     BackupStorage,
     Host,
+    HostState,
     ImageCache,
     ImageStoreRef,
     Job,
@@ -113,20 +114,35 @@ class PrimaryStorageService:
                 PrimaryStorageHostRef.state == AttachState.CONNECTED))
             if others is None:
                 await _refuse_if_volumes(session, store)
-            if not await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
-                                    AttachState.DETACHING):
-                raise Conflict(f"primary storage {store.name} is already being detached "
-                               f"from host {host_id}")
+            # A detach that failed part-way may be asked again.
+            await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
+                             AttachState.DETACHING)
             job = self._d.jobs.new_job(session, "primary_storage.detach",
                                        resource_type="primary_storage", resource_id=store.id,
-                                       params={"ref_id": ref.id})
+                                       params={"ref_id": ref.id, "host_id": host_id})
         self._d.jobs.start(job)
         return job
 
     async def run_detach(self, ctx: JobContext) -> None:
+        async with ctx.db() as session:
+            store = await get_or_404(session, PrimaryStorage, ctx.job.resource_id or "",
+                                     "primary storage")
+            host = await get_or_404(session, Host, ctx.params["host_id"], "host")
+        await self._release(ctx, store, [host])
         async with ctx.db.begin() as session:
             await session.execute(delete(PrimaryStorageHostRef)
                                   .where(PrimaryStorageHostRef.id == ctx.params["ref_id"]))
+
+    async def _release(self, ctx: JobContext, store: PrimaryStorage, hosts: list[Host]) -> None:
+        """Runs the storage type's detach on each connected host; a host that is not
+        connected keeps what it holds (its agent is told nothing)."""
+        lifecycle = self._d.registry.provider(StorageRole.PRIMARY, store.type).lifecycle
+        for host in hosts:
+            if host.state == HostState.CONNECTED:
+                await lifecycle.detach(ctx, store, host)
+            else:
+                ctx.notice(f"host {host.name} is {host.state}: {store.name} is left attached "
+                           "on it until its agent is reachable")
 
     async def delete(self, store_id: str) -> Job:
         async with self._d.db.begin() as session:
@@ -149,8 +165,12 @@ class PrimaryStorageService:
             caches = (await session.scalars(select(ImageCache).where(
                 ImageCache.primary_storage_id == store.id,
                 ImageCache.state != ObjectState.DESTROYED))).all()
+            hosts = (await session.scalars(select(Host).join(
+                PrimaryStorageHostRef, PrimaryStorageHostRef.host_id == Host.id).where(
+                PrimaryStorageHostRef.primary_storage_id == store.id))).all()
         for cache in caches:
             await delete_cache(ctx, self._d, store, cache)
+        await self._release(ctx, store, list(hosts))
         async with ctx.db.begin() as session:
             await session.execute(delete(ImageCache)
                                   .where(ImageCache.primary_storage_id == store.id))

@@ -127,11 +127,11 @@ def test_delete_image_refused_while_in_use_then_removes_everything(
 
 def test_capabilities_and_openapi(stack: Stack) -> None:
     caps = stack.api.get("/v1/capabilities")
-    assert [t["type"] for t in caps["primary_storage_types"]] == ["iscsi", "local"]
+    assert [t["type"] for t in caps["primary_storage_types"]] == ["iscsi", "local", "nfs"]
     assert [t["type"] for t in caps["backup_storage_types"]] == ["dir", "s3", "sftp"]
     assert caps["matrix"] == [
         {"primary": p, "backup": b, "hypervisor": "kvm", "directions": ["download", "upload"]}
-        for p in ("iscsi", "local") for b in ("dir", "s3", "sftp")]
+        for p in ("iscsi", "local", "nfs") for b in ("dir", "s3", "sftp")]
     doc = stack.api.get("/v1/openapi.json")
     assert doc["openapi"].startswith("3.")
     for path in ("/v1/hosts", "/v1/primary-storages/{id}/attach", "/v1/backup-storages",

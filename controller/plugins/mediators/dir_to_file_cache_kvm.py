@@ -1,4 +1,4 @@
-"""Cells (P <-> dir, kvm), P in {local, iscsi}: the host that serves P copies image files
+"""Cells (P <-> dir, kvm), P in {local, nfs, iscsi}: the host that serves P copies image files
 from the directory store into its cache, and volumes up into the store, verified."""
 
 from __future__ import annotations

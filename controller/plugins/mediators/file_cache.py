@@ -1,6 +1,7 @@
-"""What every cell into a file-based image cache shares (primary types local and iscsi,
-whose cache is a directory on the host that serves them): the cache as destination,
-the verification asked of every copy, and how the agent's answer comes back."""
+"""What every cell into a file-based image cache shares (primary types local, nfs and
+iscsi, whose cache is a directory, or an `nfs://` URL, that the chosen host reaches): the
+cache as destination, the verification asked of every copy, and how the agent's answer
+comes back."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cells (P <-> s3, kvm), P in {local, iscsi}: the host that serves P fetches image
+"""Cells (P <-> s3, kvm), P in {local, nfs, iscsi}: the host that serves P fetches image
 objects into its cache in ranged parts, and sends volumes up as (multipart) objects,
 sha256 checked both ways."""
 

@@ -1,4 +1,4 @@
-"""Cells (P <-> sftp, kvm), P in {local, iscsi}: the host that serves P fetches images
+"""Cells (P <-> sftp, kvm), P in {local, nfs, iscsi}: the host that serves P fetches images
 over SFTP into its cache, and sends volumes up to the server, sha256 checked at both
 ends."""
 

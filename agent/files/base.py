@@ -1,0 +1,187 @@
+"""The file operations commands need on a storage, whatever reaches it: a local (or
+kernel-mounted) directory, or an NFS export through libnfs.
+
+Implementations supply blocking primitives; `FileStore` runs them in the storage's lane
+and turns OS errors into Strata errors that name the path.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import posixpath
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+from agent import fsops
+from agent.files.lane import Lane
+from shared.errors import Conflict, NotFound, OperationFailed, StrataError
+from shared.protocol import FsCapacity
+
+T = TypeVar("T")
+
+
+class SyncReader(abc.ABC):
+    size: int
+
+    @abc.abstractmethod
+    def read(self, n: int) -> bytes: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class SyncWriter(abc.ABC):
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Makes what was written durable and closes."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Closes without a promise of durability (the file is being abandoned)."""
+
+
+def storage_error(exc: OSError, what: str) -> StrataError:
+    detail = f"{what}: {exc.strerror or exc}"
+    if exc.errno == errno.ENOENT:
+        return NotFound(detail)
+    if exc.errno == errno.EEXIST:
+        return Conflict(detail)
+    if exc.errno in (errno.ETIMEDOUT, errno.EIO, errno.ESTALE):
+        return OperationFailed(detail, code="storage_unresponsive"
+                               if exc.errno == errno.ETIMEDOUT else "storage_error")
+    return OperationFailed(detail, code="storage_error")
+
+
+class FileStore(abc.ABC):
+    """A storage's files. Paths are what the controller sends: absolute paths, or
+    `nfs://` URLs for a storage reached through libnfs."""
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+
+    async def _run(self, what: str, fn: Callable[..., T], *args: object) -> T:
+        try:
+            return await self.lane.run(fn, *args)
+        except OSError as exc:
+            raise storage_error(exc, what) from None
+
+    # Blocking primitives.
+    @abc.abstractmethod
+    def _makedirs(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def _lexists(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    def _is_file(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    def _open_read(self, path: str) -> SyncReader: ...
+
+    @abc.abstractmethod
+    def _create(self, path: str) -> SyncWriter: ...
+
+    @abc.abstractmethod
+    def _publish(self, tmp: str, final: str) -> None:
+        """Makes `tmp` durable and visible as `final`, never overwriting; removes `tmp`."""
+
+    @abc.abstractmethod
+    def _remove(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    def _listdir(self, path: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _capacity(self, path: str) -> FsCapacity: ...
+
+    # What commands call.
+    async def makedirs(self, path: str) -> None:
+        await self._run(f"cannot create directory {path}", self._makedirs, path)
+
+    async def lexists(self, path: str) -> bool:
+        return await self._run(f"cannot look up {path}", self._lexists, path)
+
+    async def is_file(self, path: str) -> bool:
+        return await self._run(f"cannot look up {path}", self._is_file, path)
+
+    async def open_read(self, path: str) -> FileReader:
+        return FileReader(self, await self._run(f"cannot open {path}", self._open_read, path),
+                          path)
+
+    async def create(self, path: str) -> FileWriter:
+        return FileWriter(self, await self._run(f"cannot create {path}", self._create, path),
+                          path)
+
+    async def publish(self, tmp: str, final: str) -> None:
+        try:
+            await self._run(f"cannot publish {final}", self._publish, tmp, final)
+        except Conflict:
+            raise Conflict(f"{final} already exists; a ready object is never "
+                           "overwritten") from None
+
+    async def remove(self, path: str) -> bool:
+        """True when the file existed; a missing file is not an error."""
+        return await self._run(f"cannot remove {path}", self._remove, path)
+
+    async def capacity(self, path: str) -> FsCapacity:
+        return await self._run(f"cannot measure {path}", self._capacity, path)
+
+    async def sweep_temp_files(self, directory: str) -> list[str]:
+        """Removes leftovers of interrupted work; called before a storage is (re)used."""
+        removed = []
+        for name in await self._run(f"cannot list {directory}", self._listdir, directory):
+            if name.startswith(fsops.TEMP_PREFIX):
+                path = posixpath.join(directory, name)
+                if await self.is_file(path):
+                    await self.remove(path)
+                    removed.append(path)
+        return removed
+
+    async def write_probe(self, directory: str) -> None:
+        """Proves the storage takes a durable write here (a heartbeat file)."""
+        probe = fsops.temp_path(directory, "write-probe")
+        writer = await self.create(probe)
+        try:
+            await writer.write(b"strata")
+            await writer.commit()
+        finally:
+            await writer.close()
+            await self.remove(probe)
+
+
+class FileReader:
+    def __init__(self, store: FileStore, raw: SyncReader, path: str) -> None:
+        self._store, self._raw, self.path = store, raw, path
+        self.size = raw.size
+
+    async def read(self, n: int) -> bytes:
+        return await self._store._run(f"cannot read {self.path}", self._raw.read, n)
+
+    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+        while chunk := await self.read(size):
+            yield chunk
+
+    async def close(self) -> None:
+        await self._store._run(f"cannot close {self.path}", self._raw.close)
+
+
+class FileWriter:
+    def __init__(self, store: FileStore, raw: SyncWriter, path: str) -> None:
+        self._store, self._raw, self.path = store, raw, path
+        self._closed = False
+
+    async def write(self, data: bytes) -> None:
+        await self._store._run(f"cannot write {self.path}", self._raw.write, data)
+
+    async def commit(self) -> None:
+        self._closed = True
+        await self._store._run(f"cannot sync {self.path}", self._raw.commit)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._store._run(f"cannot close {self.path}", self._raw.close)

@@ -1,0 +1,76 @@
+"""Files in a directory of this host: a local disk, or a kernel NFS mount."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import IO
+
+from agent import fsops
+from agent.files.base import FileStore, SyncReader, SyncWriter
+from shared.protocol import FsCapacity
+
+
+class LocalReader(SyncReader):
+    def __init__(self, path: str) -> None:
+        self._f: IO[bytes] = open(path, "rb")
+        # Seeking, not fstat: a logical volume is a block device, of size 0 to fstat.
+        self.size = self._f.seek(0, os.SEEK_END)
+        self._f.seek(0)
+
+    def read(self, n: int) -> bytes:
+        return self._f.read(n)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class LocalWriter(SyncWriter):
+    def __init__(self, path: str) -> None:
+        self._f: IO[bytes] = open(path, "xb")
+
+    def write(self, data: bytes) -> None:
+        self._f.write(data)
+
+    def commit(self) -> None:
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        finally:
+            self._f.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class LocalFileStore(FileStore):
+    def _makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def _lexists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def _is_file(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def _open_read(self, path: str) -> SyncReader:
+        return LocalReader(path)
+
+    def _create(self, path: str) -> SyncWriter:
+        return LocalWriter(path)
+
+    def _publish(self, tmp: str, final: str) -> None:
+        fsops.publish(tmp, final)
+
+    def _remove(self, path: str) -> bool:
+        existed = os.path.lexists(path)
+        fsops.remove_quietly(path)
+        return existed
+
+    def _listdir(self, path: str) -> list[str]:
+        with contextlib.suppress(FileNotFoundError):
+            return os.listdir(path)
+        return []
+
+    def _capacity(self, path: str) -> FsCapacity:
+        return fsops.capacity(path)

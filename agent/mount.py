@@ -1,0 +1,144 @@
+"""Kernel NFS mounts, after VDSM's `storage/mount.py`: `mount`, `umount` and `findmnt`
+run through the executor with timeouts; mounts are counted per mount point by the
+storages using them and saved, so an agent restart keeps the count.
+
+A mount is trusted only after `findmnt --json` shows the expected source there and a
+heartbeat file was written through it. A stale handle is unmounted (lazily: a hung mount
+cannot be unmounted cleanly) and mounted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+
+from agent.executor import Executor
+from agent.files import FileStores
+from shared.errors import Conflict, OperationFailed, Timeout
+
+# Soft mounts with bounded retries: I/O on a dead server fails instead of hanging for
+# ever (VDSM's defaults).
+DEFAULT_OPTIONS = ("soft", "nosharecache", "timeo=100", "retrans=3")
+ALREADY_MOUNTED = "already mounted"
+
+
+@dataclass(frozen=True)
+class MountInfo:
+    target: str
+    source: str
+    fstype: str
+    options: str
+
+
+class MountTable:
+    def __init__(self, executor: Executor, stores: FileStores, state_file: str,
+                 timeout: float = 60) -> None:
+        self._exec = executor
+        self._stores = stores
+        self._state_file = state_file
+        self._timeout = timeout
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.users: dict[str, list[str]] = self._load()
+        for mount_point, users in self.users.items():
+            if users:
+                stores.add_mount(mount_point, mount_point)
+
+    def _load(self) -> dict[str, list[str]]:
+        try:
+            with open(self._state_file) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}
+        return {str(k): [str(u) for u in v] for k, v in data.items()}
+
+    def _save(self) -> None:
+        tmp = self._state_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.users, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._state_file)
+
+    async def find(self, mount_point: str) -> MountInfo | None:
+        res = await self._exec.run(
+            ["findmnt", "--json", "--output", "TARGET,SOURCE,FSTYPE,OPTIONS",
+             "--mountpoint", mount_point], timeout=self._timeout, check=False)
+        if res.returncode != 0 or not res.stdout.strip():
+            return None
+        found = json.loads(res.stdout)["filesystems"][0]
+        return MountInfo(found["target"], found["source"], found["fstype"], found["options"])
+
+    async def mount(self, server: str, export: str, mount_point: str, options: list[str],
+                    user: str) -> list[str]:
+        """Idempotent: mounting for a user that already holds the mount changes nothing
+        but checks it again."""
+        source = f"{server}:{export}"
+        async with self._locks[mount_point]:
+            self._stores.add_mount(mount_point, source)
+            current = await self.find(mount_point)
+            if current is not None and current.source != source:
+                raise Conflict(f"{mount_point} already has {current.source} mounted, not "
+                               f"{source}", code="mount_point_busy")
+            if current is not None and await self._is_stale(mount_point):
+                await self._umount(mount_point, lazy=True)
+                current = None
+            if current is None:
+                await self._mount(source, mount_point, [*DEFAULT_OPTIONS, *options])
+            await self._stores.for_path(mount_point).write_probe(mount_point)
+            users = self.users.setdefault(mount_point, [])
+            if user not in users:
+                users.append(user)
+                await asyncio.to_thread(self._save)
+            return list(users)
+
+    async def unmount(self, mount_point: str, user: str) -> list[str]:
+        """Drops `user`'s hold; the last one out unmounts. Idempotent."""
+        async with self._locks[mount_point]:
+            users = self.users.get(mount_point, [])
+            if user in users:
+                users.remove(user)
+            if not users:
+                if await self.find(mount_point) is not None:
+                    await self._umount(mount_point, lazy=await self._is_stale(mount_point))
+                self._stores.remove_mount(mount_point)
+                self.users.pop(mount_point, None)
+            await asyncio.to_thread(self._save)
+            return list(users)
+
+    async def _mount(self, source: str, mount_point: str, options: list[str]) -> None:
+        await asyncio.to_thread(os.makedirs, mount_point, exist_ok=True)
+        argv = ["mount", "-t", "nfs", "-o", ",".join(options), source, mount_point]
+        try:
+            res = await self._exec.run(argv, timeout=self._timeout, check=False)
+        except Timeout:
+            raise Timeout(f"mounting {source} did not finish within {self._timeout:g}s; "
+                          "is the NFS server reachable?", code="mount_timeout") from None
+        if res.returncode != 0 and ALREADY_MOUNTED not in res.stderr:
+            raise OperationFailed(f"cannot mount {source} on {mount_point}: "
+                                  f"{res.stderr.strip() or f'exit code {res.returncode}'}",
+                                  code="mount_failed")
+        found = await self.find(mount_point)
+        if found is None or found.source != source:
+            raise OperationFailed(f"mount of {source} on {mount_point} reported success but "
+                                  "findmnt does not show it", code="mount_failed")
+
+    async def _umount(self, mount_point: str, lazy: bool) -> None:
+        argv = ["umount", *(["-l"] if lazy else []), mount_point]
+        res = await self._exec.run(argv, timeout=self._timeout, check=False)
+        if res.returncode != 0 and await self.find(mount_point) is not None:
+            raise OperationFailed(f"cannot unmount {mount_point}: {res.stderr.strip()}",
+                                  code="unmount_failed")
+
+    async def _is_stale(self, mount_point: str) -> bool:
+        """A stale file handle, or a server that does not answer a stat in time."""
+        try:
+            await self._stores.for_path(mount_point).lane.run(os.stat, mount_point)
+        except Timeout:
+            return True
+        except OSError as exc:
+            return exc.errno in (errno.ESTALE, errno.EIO)
+        return False

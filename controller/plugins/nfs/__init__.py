@@ -1,0 +1,1 @@
+"""The `nfs` primary storage type."""

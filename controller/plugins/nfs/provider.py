@@ -1,0 +1,123 @@
+"""The `nfs` primary storage type: one export shared by every attached host.
+
+Two ways to reach it, one layout: in `mount` mode each host's agent mounts the export
+with the kernel client at the same mount point, and volumes are files under it; in
+`libnfs` mode nothing is mounted, and volumes and their backing files are `nfs://` URLs
+that QEMU and the agent open with libnfs. Either way the same paths work on every host,
+which is what makes a volume made through one host usable from another.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from controller.db.models import BackupStorage, Host, PrimaryStorage
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces import (
+    DataStoreLifeCycle,
+    DataStoreProvider,
+    PrimaryDataStoreDriver,
+    StorageRole,
+)
+from shared.protocol import (
+    MOUNT_OPTION,
+    NFS_SERVER,
+    AbsPath,
+    Command,
+    FsCapacity,
+    NfsMountPayload,
+    NfsMountResult,
+    NfsUnmountPayload,
+    PrepareStoragePayload,
+    PrepareStorageResult,
+)
+
+VOLUMES = "volumes"
+IMAGE_CACHE = "imagecache"
+MOUNT_ROOT = "/var/lib/strata/mnt"
+
+
+class NfsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    server: str = Field(pattern=NFS_SERVER, description="The NFS server's name or address.")
+    export: AbsPath = Field(description="The exported directory (or one below it).")
+    mode: Literal["mount", "libnfs"] = Field(
+        default="mount",
+        description="mount: kernel NFS client; libnfs: QEMU's userspace client, no mount.")
+    mount_options: list[str] = Field(default_factory=list,
+                                     description="Extra kernel mount options (mount mode).")
+    mount_point: AbsPath | None = Field(
+        default=None, description=f"Where hosts mount it; default {MOUNT_ROOT}/<storage id>.")
+
+    @field_validator("mount_options")
+    @classmethod
+    def _options(cls, v: list[str]) -> list[str]:
+        for opt in v:
+            if not re.fullmatch(MOUNT_OPTION, opt):
+                raise ValueError(f"invalid mount option {opt!r}")
+        return v
+
+
+def mount_point(store: PrimaryStorage) -> str:
+    return str(store.config.get("mount_point") or posixpath.join(MOUNT_ROOT, store.id))
+
+
+def is_libnfs(store: PrimaryStorage) -> bool:
+    return bool(store.config.get("mode") == "libnfs")
+
+
+class NfsDriver(PrimaryDataStoreDriver):
+    def root(self, store: PrimaryStorage) -> str:
+        """Where every host finds the storage: the mount point, or the export's URL."""
+        if is_libnfs(store):
+            return f"nfs://{store.config['server']}{store.config['export']}"
+        return mount_point(store)
+
+    def volume_dir(self, store: PrimaryStorage) -> str:
+        return posixpath.join(self.root(store), VOLUMES)
+
+    def cache_dir(self, store: PrimaryStorage) -> str:
+        return posixpath.join(self.root(store), IMAGE_CACHE)
+
+
+class NfsLifeCycle(DataStoreLifeCycle):
+    """Attaching mounts the export on the host (mount mode), then proves the storage with
+    a heartbeat write; reconnecting an agent attaches again, which remounts."""
+
+    config_model = NfsConfig
+
+    def __init__(self, driver: NfsDriver) -> None:
+        self._driver = driver
+
+    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
+                     host: Host) -> FsCapacity:
+        assert isinstance(store, PrimaryStorage)
+        if not is_libnfs(store):
+            await ctx.call(host, Command.NFS_MOUNT, NfsMountPayload(
+                server=store.config["server"], export=store.config["export"],
+                mount_point=mount_point(store), options=store.config["mount_options"],
+                user=store.id), NfsMountResult,
+                task_id=ctx.task_id(f"mount-{store.id}-{host.id}"), timeout=120)
+        payload = PrepareStoragePayload(path=self._driver.root(store),
+                                        subdirs=[VOLUMES, IMAGE_CACHE])
+        result = await ctx.call(host, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
+                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
+        return result.capacity
+
+    async def detach(self, ctx: JobContext, store: PrimaryStorage, host: Host) -> None:
+        if not is_libnfs(store):
+            await ctx.call(host, Command.NFS_UNMOUNT,
+                           NfsUnmountPayload(mount_point=mount_point(store), user=store.id),
+                           NfsMountResult,
+                           task_id=ctx.task_id(f"unmount-{store.id}-{host.id}"), timeout=120)
+
+
+DRIVER = NfsDriver()
+PROVIDER = DataStoreProvider(
+    type="nfs", role=StorageRole.PRIMARY, lifecycle=NfsLifeCycle(DRIVER), driver=DRIVER,
+    description="an NFS export shared by every attached host (kernel mount or libnfs)",
+)
