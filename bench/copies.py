@@ -1,11 +1,12 @@
 """Benchmark: an uncached 1 GiB image from each backup type (dir, sftp, s3) into a local
-primary storage's image cache, through the API (a root volume request that must fill
-the cache), next to a reference tool moving the same file in the same run: `cp` for
-dir, OpenSSH's `sftp` client for sftp. S3 has no reference tool here; its figure stands
-alone. NFS destinations come with NFS primary storage.
+primary storage's image cache and into an NFS one (libnfs mode, nfs-ganesha), through
+the API (a root volume request that must fill the cache), next to a reference tool
+moving the same file in the same run: `cp` for dir, OpenSSH's `sftp` client for sftp,
+`nfs-cp` for an NFS destination. S3 has no reference tool here.
 
-Starts `strata-controller` on embedded defaults, an OpenSSH server and an S3-compatible
-server in a temporary directory; leaves nothing running.
+Starts `strata-controller` on embedded defaults, an OpenSSH server, an S3-compatible
+server and an NFS server (on the standard NFS ports) in a temporary directory; leaves
+nothing running.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from bench.volumes import wait_seeded  # noqa: E402
 from cli.client import Client  # noqa: E402
 from tests.support.fileserver import FileServer  # noqa: E402
+from tests.support.nfsserver import NfsServer  # noqa: E402
 from tests.support.procs import free_port, spawn  # noqa: E402
 from tests.support.s3server import S3Server  # noqa: E402
 from tests.support.sshd import SshServer  # noqa: E402
@@ -58,6 +60,16 @@ def cache_fill(api: Client, primary: str, image_id: str, name: str) -> float:
     return time.perf_counter() - start
 
 
+def report(label: str, size: int, seconds: float,
+           references: list[tuple[str, float]]) -> None:
+    rate = size / seconds / 1e6
+    line = f"  {label:12} API {rate:7.1f}"
+    for tool, ref_seconds in references:
+        ref = size / ref_seconds / 1e6
+        line += f"   {tool} {ref:7.1f} (ratio {rate / ref:4.2f})"
+    print(line if references else f"{line}   (no reference tool)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--size-mib", type=int, default=1024)
@@ -71,6 +83,7 @@ def main() -> None:
     server = FileServer(www)
     sshd = SshServer(work / "sshd")
     s3 = S3Server()
+    nfs = NfsServer(work / "nfs")
     port = free_port()
     controller = spawn("controller", [
         "--listen", f"127.0.0.1:{port}", "--state-dir", str(work / "state"),
@@ -86,8 +99,14 @@ def main() -> None:
                 "name": kind, "type": kind, "config": config})["job_id"])
             assert job["state"] == "succeeded", job
             stores[kind] = job["resource_id"]
+        share = nfs.share("primary")
+        job = api.wait_job(api.post("/v1/primary-storages", {
+            "name": "nfs", "type": "nfs", "hosts": [api.get("/v1/hosts")["items"][0]["id"]],
+            "config": {"server": nfs.server, "export": str(share), "mode": "libnfs"}})["job_id"])
+        assert job["state"] == "succeeded", job
+        nfs_primary = job["resource_id"]
 
-        print(f"{args.size_mib} MiB image into a local image cache (MB/s, 1 MB = 10^6 bytes)")
+        print(f"{args.size_mib} MiB image into an image cache (MB/s, 1 MB = 10^6 bytes)")
         for kind, store in stores.items():
             job = api.wait_job(api.post("/v1/images", {
                 "name": f"big-{kind}", "url": server.url(image.name),
@@ -109,18 +128,20 @@ def main() -> None:
                     "-P", str(sshd.port), "-o", f"UserKnownHostsFile={known}",
                     "-o", "StrictHostKeyChecking=yes", f"root@127.0.0.1:{src}",
                     str(work / "sftp-copy")])))
-            rate = size / cache_fill(api, primary, image_id, f"root-{kind}") / 1e6
-            line = f"  {kind:5} API {rate:7.1f}"
-            for tool, seconds in references:
-                ref = size / seconds / 1e6
-                line += f"   {tool} {ref:7.1f} (ratio {rate / ref:4.2f})"
-            print(line if references else f"{line}   (no reference tool)")
+            report(f"{kind} -> local", size, cache_fill(api, primary, image_id,
+                                                        f"root-{kind}"), references)
+            src = work / "state" / "images" / "images" / image_id if kind == "dir" else image
+            nfs_ref = [("nfs-cp", timed(["nfs-cp", str(src), nfs.url(share / f"ref-{kind}")]))]
+            report(f"{kind} -> nfs", size, cache_fill(api, nfs_primary, image_id,
+                                                      f"nfs-root-{kind}"),
+                   references[-1:] + nfs_ref)
         print("target: ratio >= 0.8 for dir and sftp")
     finally:
         controller.stop()
         server.close()
         sshd.stop()
         s3.stop()
+        nfs.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps = resource("primary-storages", ["ps", "primary-storage"])
     c = waitable(ps.add_parser("create"))
     c.add_argument("name")
-    c.add_argument("--type", default="local")
-    c.add_argument("--path", required=True)
+    c.add_argument("--type", default="local", help="local, nfs or iscsi (see capabilities)")
+    c.add_argument("--path", help="local/iscsi: the directory")
+    config_options(c, "e.g. server=10.0.0.8, export=/srv/nfs, mode=libnfs")
     c.add_argument("--host", action="append", default=[], help="host id to attach")
     c.add_argument("--server-host", help="iscsi: the storage server's host id")
     c.add_argument("--portal", help="iscsi: HOST:PORT initiators log in at")
@@ -145,11 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name")
     c.add_argument("--type", default="dir", help="dir, sftp or s3 (see capabilities)")
     c.add_argument("--path", help="dir/sftp: the directory")
-    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting, e.g. host=10.0.0.9 or bucket=images")
-    c.add_argument("--secret-file", action="append", default=[], metavar="KEY=FILE",
-                   help="a credential read from a file (never from the command line), "
-                        "e.g. private_key=~/.ssh/strata or secret_key=./s3.secret")
+    config_options(c, "e.g. host=10.0.0.9 or bucket=images")
     waitable(bs.add_parser("delete")).add_argument("id")
 
     images = resource("images", ["image"])
@@ -190,6 +187,14 @@ def parse_size(text: str) -> int:
         return int(text)
     except ValueError:
         raise ApiError(0, "invalid_input", f"invalid size {text!r}") from None
+
+
+def config_options(parser: argparse.ArgumentParser, examples: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"a setting, {examples}")
+    parser.add_argument("--secret-file", action="append", default=[], metavar="KEY=FILE",
+                        help="a credential read from a file (never from the command line), "
+                             "e.g. private_key=~/.ssh/strata or secret_key=./s3.secret")
 
 
 def store_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         return cli.submitted(c.post(f"/v1/hosts/{args.id}/reconnect"))
     if res == "primary-storages":
         if action == "create":
-            config: dict[str, Any] = {"path": args.path}
+            config = store_config(args)
             if args.type == "iscsi":
                 config |= {"server_host_id": args.server_host, "portal": args.portal,
                            "chap": args.chap}

@@ -358,7 +358,7 @@ class S3DeletePayload(Model):
 
 
 NFS_SERVER = r"^([A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])$"
-MOUNT_OPTION = r"^[A-Za-z0-9_]+(=[A-Za-z0-9_.,:-]+)?$"
+MountOption = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(=[A-Za-z0-9_.:-]+)?$")]
 
 
 class NfsMountPayload(Model):
@@ -368,16 +368,8 @@ class NfsMountPayload(Model):
     server: str = Field(pattern=NFS_SERVER)
     export: AbsPath
     mount_point: AbsPath
-    options: list[str] = Field(default_factory=list)
+    options: list[MountOption] = Field(default_factory=list)
     user: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
-
-    @field_validator("options")
-    @classmethod
-    def _options(cls, v: list[str]) -> list[str]:
-        for opt in v:
-            if not re.fullmatch(MOUNT_OPTION, opt):
-                raise ValueError(f"invalid mount option {opt!r}")
-        return v
 
 
 class NfsMountResult(Model):

@@ -84,10 +84,15 @@ def test_empty_volume_resize_and_delete(stack: Stack) -> None:
 def test_concurrent_requests_share_one_cache_copy(stack: Stack, file_server: FileServer,
                                                   image_dir: Path) -> None:
     image_id, _ = register(stack, file_server, image_dir, size="64M")
+    twenty_root_volumes_one_copy(stack, stack.primary_id, image_id)
+
+
+def twenty_root_volumes_one_copy(stack: Stack, primary_id: str, image_id: str) -> None:
+    """20 concurrent root volumes of one uncached image: one copy into the cache."""
 
     def create(i: int) -> dict[str, object]:
         return stack.api.post("/v1/volumes", {
-            "name": f"c{i}", "primary_storage_id": stack.primary_id, "image_id": image_id})
+            "name": f"c{i}", "primary_storage_id": primary_id, "image_id": image_id})
 
     with ThreadPoolExecutor(20) as pool:
         accepted = list(pool.map(create, range(20)))

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from cli.client import ApiError
 from tests.conftest import Stack, make_image
+from tests.integration.test_end_to_end import twenty_root_volumes_one_copy
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
 from tests.support.procs import start_agent
@@ -187,3 +189,45 @@ def test_hung_nfs_server(stack: Stack, nfs: NfsServer, tmp_path: Path) -> None:
         assert volume(stack, primary, name="after", size=1 << 20)["state"] == "ready"
     finally:
         agent.stop()
+
+
+def test_twenty_root_volumes_one_copy_into_nfs(stack: Stack, nfs: NfsServer,
+                                               file_server: FileServer, image_dir: Path) -> None:
+    share = nfs.share("twenty")
+    primary = nfs_storage(stack, nfs, share, [stack.host_id])
+    image = register(stack, file_server, image_dir, stack.backup_id, "twenty")
+    twenty_root_volumes_one_copy(stack, primary, image["id"])
+    assert len(list((share / "volumes").iterdir())) == 20
+
+
+def test_bad_nfs_settings_are_refused(stack: Stack) -> None:
+    for config, field in (
+        ({"export": "/srv/nfs"}, "server"),
+        ({"server": "10.0.0.8", "export": "/srv/../etc"}, "export"),
+        ({"server": "10.0.0.8;reboot", "export": "/srv/nfs"}, "server"),
+        ({"server": "10.0.0.8", "export": "/srv/nfs", "mount_options": ["rw;reboot"]},
+         "mount_options"),
+        ({"server": "10.0.0.8", "export": "/srv/nfs", "mode": "fuse"}, "mode"),
+    ):
+        with pytest.raises(ApiError) as info:
+            stack.api.post("/v1/primary-storages", {"name": "bad", "type": "nfs",
+                                                    "config": config})
+        assert info.value.status == 400 and field in str(info.value), (config, info.value)
+
+
+def test_mount_mode_reports_why_it_cannot_mount(stack: Stack, nfs: NfsServer,
+                                                tmp_path: Path) -> None:
+    """The real agent runs the real mount(8); this kernel has no NFS client, so the mount
+    fails, and the attachment says why. Successful kernel mounts are covered by
+    tests/unit/test_mount.py with a fake executor, and by a real-kernel tier later."""
+    if "\tnfs\n" in Path("/proc/filesystems").read_text():
+        pytest.skip("this kernel has an NFS client: the real-kernel tier covers mount mode")
+    share = nfs.share("mounted")
+    job = stack.wait(stack.api.post("/v1/primary-storages", {
+        "name": "nfs-mount", "type": "nfs", "hosts": [stack.host_id],
+        "config": {"server": nfs.server, "export": str(share),
+                   "mount_point": str(tmp_path / "mnt")}}), ok=False)
+    assert job["state"] == "failed" and job["error"]["code"] == "mount_failed", job
+    assert f"{nfs.server}:{share}" in job["error"]["message"]
+    ref = stack.api.get(f"/v1/primary-storages/{job['resource_id']}")["hosts"][0]
+    assert ref["state"] == "disconnected" and "mount" in ref["reason"]

@@ -13,7 +13,9 @@ import pytest
 from agent.commands.iscsi import export_lun, unexport_lun
 from agent.config import AgentConfig
 from agent.executor import Executor, Limits, Result
+from agent.files import FileStores
 from agent.iscsi.target import TargetDriver
+from agent.mount import MountTable
 from agent.qemuimg import QemuImg
 from agent.services import AgentServices
 from shared.errors import Conflict, NotFound, OperationFailed
@@ -75,8 +77,11 @@ class FakeTarget(TargetDriver):
 
 def services(tmp_path: Path, tools: Executor, target: TargetDriver) -> AgentServices:
     config = AgentConfig(state_dir=str(tmp_path), iscsi_target="tgt")
+    files = FileStores(nfs_timeout=5)
+    mounts = MountTable(tools, files, str(tmp_path / "mounts.json"))
     return AgentServices(config=config, executor=tools, qemu_img=QemuImg(tools),
-                         http=None, target_driver=target)  # type: ignore[arg-type]
+                         http=None, files=files, mounts=mounts,  # type: ignore[arg-type]
+                         target_driver=target)
 
 
 def payload(tmp_path: Path, **extra: object) -> ExportLunPayload:

@@ -7,10 +7,12 @@ import pytest
 from shared.errors import InvalidInput
 from shared.names import (
     join_under,
+    split_nfs_url,
     validate_abs_path,
     validate_file_name,
     validate_iqn,
     validate_name,
+    validate_store_path,
 )
 
 
@@ -53,3 +55,23 @@ def test_good_iscsi_names(iqn: str) -> None:
 def test_bad_iscsi_names(iqn: str) -> None:
     with pytest.raises(InvalidInput):
         validate_iqn(iqn)
+
+
+@pytest.mark.parametrize(("path", "split"), [
+    ("nfs://127.0.0.1/srv/nfs/volumes", ("127.0.0.1", "/srv/nfs/volumes")),
+    ("nfs://nfs-1.example.org/exports/a.qcow2", ("nfs-1.example.org", "/exports/a.qcow2")),
+    ("nfs://[fd00::1]/e", ("[fd00::1]", "/e")),
+])
+def test_nfs_urls(path: str, split: tuple[str, str]) -> None:
+    assert validate_store_path(path) == path
+    assert split_nfs_url(path) == split
+
+
+@pytest.mark.parametrize("path", [
+    "nfs://127.0.0.1/srv/../etc", "nfs://127.0.0.1", "nfs:///srv", "nfs://a b/srv",
+    "nfs://127.0.0.1/srv//x", "nfs://127.0.0.1/srv/", "nfs://h;rm/x", "relative/path",
+    "smb://host/share",
+])
+def test_bad_store_paths(path: str) -> None:
+    with pytest.raises(InvalidInput):
+        validate_store_path(path)

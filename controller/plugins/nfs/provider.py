@@ -10,7 +10,6 @@ which is what makes a volume made through one host usable from another.
 from __future__ import annotations
 
 import posixpath
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -24,11 +23,11 @@ from controller.plugins.interfaces import (
     StorageRole,
 )
 from shared.protocol import (
-    MOUNT_OPTION,
     NFS_SERVER,
     AbsPath,
     Command,
     FsCapacity,
+    MountOption,
     NfsMountPayload,
     NfsMountResult,
     NfsUnmountPayload,
@@ -48,18 +47,16 @@ class NfsConfig(BaseModel):
     mode: Literal["mount", "libnfs"] = Field(
         default="mount",
         description="mount: kernel NFS client; libnfs: QEMU's userspace client, no mount.")
-    mount_options: list[str] = Field(default_factory=list,
+    mount_options: list[MountOption] = Field(default_factory=list,
                                      description="Extra kernel mount options (mount mode).")
     mount_point: AbsPath | None = Field(
         default=None, description=f"Where hosts mount it; default {MOUNT_ROOT}/<storage id>.")
 
-    @field_validator("mount_options")
+    @field_validator("mount_options", mode="before")
     @classmethod
-    def _options(cls, v: list[str]) -> list[str]:
-        for opt in v:
-            if not re.fullmatch(MOUNT_OPTION, opt):
-                raise ValueError(f"invalid mount option {opt!r}")
-        return v
+    def _split(cls, v: object) -> object:
+        """`vers=4.1,hard` as the CLI's --set gives it."""
+        return v.split(",") if isinstance(v, str) else v
 
 
 def mount_point(store: PrimaryStorage) -> str:
