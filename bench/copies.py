@@ -73,6 +73,8 @@ def report(label: str, size: int, seconds: float,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--sources", default="dir,sftp,s3",
+                   help="backup types to copy from, comma-separated")
     args = p.parse_args()
     size = args.size_mib * MiB
     work = Path(tempfile.mkdtemp(prefix="strata-bench-copies-"))
@@ -108,6 +110,8 @@ def main() -> None:
 
         print(f"{args.size_mib} MiB image into an image cache (MB/s, 1 MB = 10^6 bytes)")
         for kind, store in stores.items():
+            if kind not in args.sources.split(","):
+                continue
             job = api.wait_job(api.post("/v1/images", {
                 "name": f"big-{kind}", "url": server.url(image.name),
                 "backup_storage_id": store})["job_id"], timeout=1800)

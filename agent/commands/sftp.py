@@ -3,10 +3,11 @@ out of it into a cache, upload files to it, delete from it. sha256 is checked en
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Callable
 
-from agent import fsops, sftp
+from agent import fsops, openssh, sftp
 from agent.commands.images import staged_download
 from agent.imagewriter import VerifiedImageWriter
 from agent.services import AgentServices
@@ -23,6 +24,7 @@ from shared.protocol import (
 )
 
 Progress = Callable[[float], None]
+SSH_DIR = "ssh"
 
 
 def span(progress: Progress, lo: float, hi: float) -> Progress:
@@ -58,6 +60,7 @@ async def sftp_register(svc: AgentServices, payload: SftpRegisterPayload,
 
 async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
                         progress: Progress) -> ImageFacts:
+    """asyncssh checks the server and the file; OpenSSH's client carries the bytes."""
     async with sftp.connect(payload.endpoint) as session:
         writer = VerifiedImageWriter(
             svc.qemu_img, svc.files.for_path(payload.dest_dir), payload.dest_dir,
@@ -65,7 +68,8 @@ async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
             expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
             expected_size=await session.size(payload.remote_path), progress=progress,
         )
-        return await writer.write_all(session.read_chunks(payload.remote_path))
+        return await writer.write_all(openssh.read_remote_file(
+            payload.endpoint, payload.remote_path, os.path.join(svc.config.state_dir, SSH_DIR)))
 
 
 async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
