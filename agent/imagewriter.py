@@ -12,7 +12,7 @@ import posixpath
 from collections.abc import AsyncIterator, Callable
 
 from agent import fsops, imagecheck
-from agent.files import FileStore, FileWriter
+from agent.files import FileStores, FileWriter
 from agent.qemuimg import QemuImg
 from shared.errors import ChecksumMismatch
 from shared.protocol import ImageFacts
@@ -22,12 +22,12 @@ ProgressCallback = Callable[[float], None]
 
 class VerifiedImageWriter:
     def __init__(
-        self, qemu_img: QemuImg, files: FileStore, dest_dir: str, file_name: str, *,
+        self, qemu_img: QemuImg, files: FileStores, dest_dir: str, file_name: str, *,
         expected_sha256: str | None, expected_format: str | None,
         expected_size: int | None = None, progress: ProgressCallback | None = None,
     ) -> None:
         self._qemu_img = qemu_img
-        self._files = files
+        self._files = files.for_path(dest_dir)
         self.dest_dir = dest_dir
         self.final = posixpath.join(dest_dir, file_name)
         self.tmp = fsops.temp_path(dest_dir, file_name)

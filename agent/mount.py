@@ -42,23 +42,28 @@ class MountTable:
         self._state_file = state_file
         self._timeout = timeout
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.users: dict[str, list[str]] = self._load()
-        for mount_point, users in self.users.items():
-            if users:
-                stores.add_mount(mount_point, mount_point)
+        # mount point -> the storages holding it, and what is mounted there.
+        self.users: dict[str, list[str]] = {}
+        self._sources: dict[str, str] = {}
+        self._load()
 
-    def _load(self) -> dict[str, list[str]]:
+    def _load(self) -> None:
         try:
             with open(self._state_file) as f:
-                data = json.load(f)
+                saved = json.load(f)
         except FileNotFoundError:
-            return {}
-        return {str(k): [str(u) for u in v] for k, v in data.items()}
+            return
+        for mount_point, entry in saved.items():
+            self.users[mount_point] = list(entry["users"])
+            self._sources[mount_point] = entry["source"]
+            self._stores.add_mount(mount_point, entry["source"])
 
     def _save(self) -> None:
+        saved = {mp: {"source": self._sources[mp], "users": users}
+                 for mp, users in self.users.items()}
         tmp = self._state_file + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(self.users, f)
+            json.dump(saved, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._state_file)
@@ -79,21 +84,30 @@ class MountTable:
         source = f"{server}:{export}"
         async with self._locks[mount_point]:
             self._stores.add_mount(mount_point, source)
-            current = await self.find(mount_point)
-            if current is not None and current.source != source:
-                raise Conflict(f"{mount_point} already has {current.source} mounted, not "
-                               f"{source}", code="mount_point_busy")
-            if current is not None and await self._is_stale(mount_point):
-                await self._umount(mount_point, lazy=True)
-                current = None
-            if current is None:
-                await self._mount(source, mount_point, [*DEFAULT_OPTIONS, *options])
-            await self._stores.for_path(mount_point).write_probe(mount_point)
+            try:
+                await self._ensure_mounted(source, mount_point, options)
+            except BaseException:
+                if not self.users.get(mount_point):
+                    self._stores.remove_mount(mount_point)
+                raise
+            self._sources[mount_point] = source
             users = self.users.setdefault(mount_point, [])
             if user not in users:
                 users.append(user)
                 await asyncio.to_thread(self._save)
             return list(users)
+
+    async def _ensure_mounted(self, source: str, mount_point: str, options: list[str]) -> None:
+        current = await self.find(mount_point)
+        if current is not None and current.source != source:
+            raise Conflict(f"{mount_point} already has {current.source} mounted, not "
+                           f"{source}", code="mount_point_busy")
+        if current is not None and await self._is_stale(mount_point):
+            await self._umount(mount_point, lazy=True)
+            current = None
+        if current is None:
+            await self._mount(source, mount_point, [*DEFAULT_OPTIONS, *options])
+        await self._stores.for_path(mount_point).write_probe(mount_point)
 
     async def unmount(self, mount_point: str, user: str) -> list[str]:
         """Drops `user`'s hold; the last one out unmounts. Idempotent."""
@@ -106,6 +120,7 @@ class MountTable:
                     await self._umount(mount_point, lazy=await self._is_stale(mount_point))
                 self._stores.remove_mount(mount_point)
                 self.users.pop(mount_point, None)
+                self._sources.pop(mount_point, None)
             await asyncio.to_thread(self._save)
             return list(users)
 

@@ -18,7 +18,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from agent.files import FileReader, FileStore
+from agent.files import FileReader, FileStores
 from shared.errors import Conflict, NotFound, OperationFailed, StrataError
 from shared.protocol import FsCapacity, S3Endpoint
 
@@ -117,7 +117,7 @@ class S3Store:
                 raise _error(exc, f"reading {key}") from exc
         raise AssertionError("unreachable")
 
-    async def upload(self, files: FileStore, src_path: str, key: str,
+    async def upload(self, files: FileStores, src_path: str, key: str,
                      progress: Callable[[float], None] | None = None) -> tuple[int, str]:
         """Returns (size, sha256) once the object is whole and verified by a HEAD."""
         if await self.head(key) is not None:
@@ -140,7 +140,7 @@ class S3Store:
             raise OperationFailed(f"object {key} is not what was sent", code="s3_failed")
         return size, digest
 
-    async def _hash(self, files: FileStore, path: str) -> tuple[int, str]:
+    async def _hash(self, files: FileStores, path: str) -> tuple[int, str]:
         """The sha256 goes into the object's metadata, so it is known before sending."""
         digest = hashlib.sha256()
         size = 0

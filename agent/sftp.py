@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncssh
 
-from agent.files import FileStore
+from agent.files import FileStores
 from agent.fsops import TEMP_PREFIX
 from shared.errors import ChecksumMismatch, Conflict, NotFound, OperationFailed, Timeout
 from shared.protocol import FsCapacity, SftpEndpoint
@@ -50,7 +50,7 @@ class SftpSession:
         except asyncssh.SFTPNoSuchFile:
             raise NotFound(f"{path} does not exist on {self.endpoint.host}") from None
 
-    async def upload(self, files: FileStore, src_path: str, remote_dir: str, file_name: str,
+    async def upload(self, files: FileStores, src_path: str, remote_dir: str, file_name: str,
                      progress: Callable[[float], None] | None = None) -> tuple[str, int, str]:
         """Returns (remote path, size, sha256) once the server holds the verified copy."""
         final = posixpath.join(remote_dir, file_name)

@@ -53,6 +53,14 @@ def is_nfs_url(path: str) -> bool:
     return path.startswith(NFS_SCHEME)
 
 
+def validate_host(host: str) -> str:
+    """A server's DNS name, IPv4 address or bracketed IPv6 address."""
+    if not _HOST_RE.fullmatch(host):
+        raise InvalidInput(f"invalid server name {host!r}: expected a DNS name, an IPv4 "
+                           "address or an [IPv6] address")
+    return host
+
+
 def split_nfs_url(url: str) -> tuple[str, str]:
     """`nfs://server/abs/path` as (server, /abs/path), both validated."""
     if not is_nfs_url(url):

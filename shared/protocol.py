@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from shared.names import (
     validate_abs_path,
     validate_file_name,
+    validate_host,
     validate_iqn,
     validate_store_path,
 )
@@ -80,6 +81,7 @@ AbsPath = Annotated[str, AfterValidator(validate_abs_path)]
 StorePath = Annotated[str, AfterValidator(validate_store_path)]
 FileName = Annotated[str, AfterValidator(validate_file_name)]
 Iqn = Annotated[str, AfterValidator(validate_iqn)]
+HostName = Annotated[str, AfterValidator(validate_host)]
 
 
 class FsCapacity(Model):
@@ -357,7 +359,6 @@ class S3DeletePayload(Model):
     key: str = Field(pattern=S3_KEY)
 
 
-NFS_SERVER = r"^([A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])$"
 MountOption = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(=[A-Za-z0-9_.:-]+)?$")]
 
 
@@ -365,7 +366,7 @@ class NfsMountPayload(Model):
     """Mount `server:export` on `mount_point` with the kernel NFS client for `user` (a
     storage): mounts are counted per export, and the last user's unmount unmounts."""
 
-    server: str = Field(pattern=NFS_SERVER)
+    server: HostName
     export: AbsPath
     mount_point: AbsPath
     options: list[MountOption] = Field(default_factory=list)

@@ -33,7 +33,7 @@ async def download_image(
                     f"{svc.config.max_image_size}"
                 )
             writer = VerifiedImageWriter(
-                svc.qemu_img, svc.files.for_path(payload.dest_dir), payload.dest_dir,
+                svc.qemu_img, svc.files, payload.dest_dir,
                 payload.file_name,
                 expected_sha256=payload.expected_sha256,
                 expected_format=payload.expected_format,
@@ -59,10 +59,10 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
 async def copy_image(
     svc: AgentServices, payload: CopyImagePayload, progress: Callable[[float], None]
 ) -> ImageFacts:
-    src = await svc.files.for_path(payload.src_path).open_read(payload.src_path)
+    src = await svc.files.open_read(payload.src_path)
     try:
         writer = VerifiedImageWriter(
-            svc.qemu_img, svc.files.for_path(payload.dest_dir), payload.dest_dir,
+            svc.qemu_img, svc.files, payload.dest_dir,
             payload.file_name, expected_sha256=payload.expected_sha256,
             expected_format=payload.expected_format, expected_size=src.size, progress=progress,
         )

@@ -43,7 +43,7 @@ async def s3_register(svc: AgentServices, payload: S3RegisterPayload,
     async with staged_download(svc, payload.url, payload.key.rsplit("/", 1)[-1],
                                payload.expected_sha256, payload.expected_format,
                                span(progress, 0, 50)) as (local, facts):
-        await store.upload(svc.files.for_path(local), local, payload.key,
+        await store.upload(svc.files, local, payload.key,
                            span(progress, 50, 100))
     return facts.model_copy(update={"path": payload.key, "capacity": UNMEASURED})
 
@@ -56,7 +56,7 @@ async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
         raise ChecksumMismatch(f"object {payload.key} says sha256 {stored_sha}, "
                                f"expected {payload.expected_sha256}")
     writer = VerifiedImageWriter(
-        svc.qemu_img, svc.files.for_path(payload.dest_dir), payload.dest_dir, payload.file_name,
+        svc.qemu_img, svc.files, payload.dest_dir, payload.file_name,
         expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
         expected_size=size, progress=progress)
     return await writer.write_all(chunks)
@@ -65,7 +65,7 @@ async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
 async def s3_upload(svc: AgentServices, payload: S3UploadPayload,
                     progress: Progress) -> UploadResult:
     size, digest = await S3Store(payload.endpoint).upload(
-        svc.files.for_path(payload.local_path), payload.local_path, payload.key, progress)
+        svc.files, payload.local_path, payload.key, progress)
     return UploadResult(path=payload.key, size=size, sha256=digest, capacity=UNMEASURED)
 
 

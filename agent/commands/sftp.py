@@ -51,7 +51,7 @@ async def sftp_register(svc: AgentServices, payload: SftpRegisterPayload,
     async with staged_download(svc, payload.url, payload.file_name, payload.expected_sha256,
                                payload.expected_format, span(progress, 0, 50)) as (local, facts):
         async with sftp.connect(payload.endpoint) as session:
-            remote, _, _ = await session.upload(svc.files.for_path(local), local,
+            remote, _, _ = await session.upload(svc.files, local,
                                                 payload.remote_dir, payload.file_name,
                                                 span(progress, 50, 100))
             capacity = await session.capacity(payload.remote_dir)
@@ -63,7 +63,7 @@ async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
     """asyncssh checks the server and the file; OpenSSH's client carries the bytes."""
     async with sftp.connect(payload.endpoint) as session:
         writer = VerifiedImageWriter(
-            svc.qemu_img, svc.files.for_path(payload.dest_dir), payload.dest_dir,
+            svc.qemu_img, svc.files, payload.dest_dir,
             payload.file_name,
             expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
             expected_size=await session.size(payload.remote_path), progress=progress,
@@ -76,7 +76,7 @@ async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
                       progress: Progress) -> UploadResult:
     async with sftp.connect(payload.endpoint) as session:
         path, size, digest = await session.upload(
-            svc.files.for_path(payload.local_path), payload.local_path, payload.remote_dir,
+            svc.files, payload.local_path, payload.remote_dir,
             payload.file_name, progress)
         return UploadResult(path=path, size=size, sha256=digest,
                             capacity=await session.capacity(payload.remote_dir))

@@ -34,6 +34,9 @@ class FileStores:
                 return store
         return self._local
 
+    async def open_read(self, path: str) -> FileReader:
+        return await self.for_path(path).open_read(path)
+
     def add_mount(self, mount_point: str, source: str) -> None:
         """Routes paths under a kernel NFS mount to a lane of their own."""
         if mount_point not in self._mounts:

@@ -50,9 +50,8 @@ def storage_error(exc: OSError, what: str) -> StrataError:
         return NotFound(detail)
     if exc.errno == errno.EEXIST:
         return Conflict(detail)
-    if exc.errno in (errno.ETIMEDOUT, errno.EIO, errno.ESTALE):
-        return OperationFailed(detail, code="storage_unresponsive"
-                               if exc.errno == errno.ETIMEDOUT else "storage_error")
+    if exc.errno == errno.ETIMEDOUT:
+        return OperationFailed(detail, code="storage_unresponsive")
     return OperationFailed(detail, code="storage_error")
 
 

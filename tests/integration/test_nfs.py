@@ -17,6 +17,7 @@ import pytest
 
 from cli.client import ApiError
 from tests.conftest import Stack, make_image
+from tests.integration.test_cli import strata
 from tests.integration.test_end_to_end import twenty_root_volumes_one_copy
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
@@ -198,6 +199,16 @@ def test_twenty_root_volumes_one_copy_into_nfs(stack: Stack, nfs: NfsServer,
     image = register(stack, file_server, image_dir, stack.backup_id, "twenty")
     twenty_root_volumes_one_copy(stack, primary, image["id"])
     assert len(list((share / "volumes").iterdir())) == 20
+
+
+def test_cli_creates_an_nfs_storage(stack: Stack, nfs: NfsServer) -> None:
+    share = nfs.share("cli")
+    strata(stack, "ps", "create", "nfs-cli", "--type", "nfs", "--set", f"server={nfs.server}",
+           "--set", f"export={share}", "--set", "mode=libnfs", "--host", stack.host_id,
+           "--wait")
+    listed = json.loads(strata(stack, "--json", "ps", "list", "type=nfs").stdout)["items"]
+    assert [(s["name"], s["config"]["mode"]) for s in listed] == [("nfs-cli", "libnfs")]
+    assert [h["state"] for h in listed[0]["hosts"]] == ["connected"]
 
 
 def test_bad_nfs_settings_are_refused(stack: Stack) -> None:

@@ -23,10 +23,10 @@ from controller.plugins.interfaces import (
     StorageRole,
 )
 from shared.protocol import (
-    NFS_SERVER,
     AbsPath,
     Command,
     FsCapacity,
+    HostName,
     MountOption,
     NfsMountPayload,
     NfsMountResult,
@@ -42,7 +42,7 @@ MOUNT_ROOT = "/var/lib/strata/mnt"
 
 class NfsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    server: str = Field(pattern=NFS_SERVER, description="The NFS server's name or address.")
+    server: HostName = Field(description="The NFS server's name or address.")
     export: AbsPath = Field(description="The exported directory (or one below it).")
     mode: Literal["mount", "libnfs"] = Field(
         default="mount",
