@@ -66,6 +66,7 @@ def _declare(lib: Any) -> None:
         "nfs_set_autoreconnect": ([_ctx, ctypes.c_int], None),
         "nfs_mount": ([_ctx, _s, _s], ctypes.c_int),
         "nfs_stat64": ([_ctx, _s, ctypes.POINTER(Stat64)], ctypes.c_int),
+        "nfs_fstat64": ([_ctx, _fh, ctypes.POINTER(Stat64)], ctypes.c_int),
         "nfs_statvfs64": ([_ctx, _s, ctypes.POINTER(StatVfs64)], ctypes.c_int),
         "nfs_open": ([_ctx, _s, ctypes.c_int, ctypes.POINTER(_fh)], ctypes.c_int),
         "nfs_create": ([_ctx, _s, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_fh)],
@@ -195,6 +196,13 @@ class NfsFileHandle:
     def __init__(self, ctx: NfsContext, fh: ctypes.c_void_p, path: str) -> None:
         self._ctx, self.path = ctx, path
         self._fh: ctypes.c_void_p | None = fh
+
+    @property
+    def size(self) -> int:
+        st = Stat64()
+        self._ctx._check(self._ctx._lib.nfs_fstat64(self._ctx._ctx, self._fh,
+                                                    ctypes.byref(st)), f"stat {self.path}")
+        return int(st.nfs_size)
 
     def pread(self, offset: int, count: int) -> bytes:
         buf = ctypes.create_string_buffer(count)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import posixpath
+from collections.abc import Callable
 
 from agent.files.base import FileStore, SyncReader, SyncWriter
 from agent.files.lane import Lane
@@ -18,21 +19,18 @@ from shared.names import split_nfs_url
 from shared.protocol import FsCapacity
 
 
-class NfsReader(SyncReader):
-    def __init__(self, ctx: NfsContext, name: str) -> None:
+class NfsOpenFile:
+    """An open file with the context (the mount) it was opened through; both are closed
+    together, and the context too when opening fails."""
+
+    def __init__(self, ctx: NfsContext, open_file: Callable[[], NfsFileHandle]) -> None:
         self._ctx = ctx
         try:
-            self.size = ctx.stat(name).size
-            self._fh: NfsFileHandle = ctx.open(name)
+            self._fh = open_file()
         except BaseException:
             ctx.close()
             raise
         self._offset = 0
-
-    def read(self, n: int) -> bytes:
-        data = self._fh.pread(self._offset, n)
-        self._offset += len(data)
-        return data
 
     def close(self) -> None:
         try:
@@ -41,15 +39,20 @@ class NfsReader(SyncReader):
             self._ctx.close()
 
 
-class NfsWriter(SyncWriter):
+class NfsReader(NfsOpenFile, SyncReader):
     def __init__(self, ctx: NfsContext, name: str) -> None:
-        self._ctx = ctx
-        try:
-            self._fh: NfsFileHandle = ctx.create(name)
-        except BaseException:
-            ctx.close()
-            raise
-        self._offset = 0
+        super().__init__(ctx, lambda: ctx.open(name))
+        self.size = self._fh.size
+
+    def read(self, n: int) -> bytes:
+        data = self._fh.pread(self._offset, n)
+        self._offset += len(data)
+        return data
+
+
+class NfsWriter(NfsOpenFile, SyncWriter):
+    def __init__(self, ctx: NfsContext, name: str) -> None:
+        super().__init__(ctx, lambda: ctx.create(name))
 
     def write(self, data: bytes) -> None:
         self._fh.pwrite(self._offset, data)
@@ -60,12 +63,6 @@ class NfsWriter(SyncWriter):
             self._fh.fsync()
         finally:
             self.close()
-
-    def close(self) -> None:
-        try:
-            self._fh.close()
-        finally:
-            self._ctx.close()
 
 
 class NfsFileStore(FileStore):
