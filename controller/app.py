@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import nullcontext
@@ -26,6 +28,7 @@ from controller.services.base import ServiceDeps
 from controller.services.datamotion import DataMotionService
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
+from controller.services.monitor import HostMonitor
 from controller.services.storages import BackupStorageService, PrimaryStorageService
 from controller.services.volumes import VolumeService
 from shared.http import error_middleware
@@ -69,6 +72,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[SERVICES] = services
         async with embedded(config, services) if config.local_agent else nullcontext():
             await jobs.resume_all()
+            monitor = None
+            if config.host_check_interval > 0:
+                monitor = asyncio.create_task(HostMonitor(
+                    db, jobs, services.hosts, http, config.host_check_interval).run())
             yield
+            if monitor is not None:
+                monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor
             await jobs.shutdown()
     await engine.dispose()

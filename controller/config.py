@@ -29,6 +29,9 @@ class ControllerConfig(BaseModel):
     secret_key_file: str | None = Field(
         default=None, description="Key that seals credentials in the database; default: "
                                   "state_dir/secret.key, made on first start. Back it up.")
+    host_check_interval: float = Field(
+        default=30, ge=0,
+        description="Seconds between health checks of the agents (0: no checks).")
     local_agent_listen: str = "127.0.0.1:8641"
     local_agent_debug_listen: str = "127.0.0.1:8642"
 

@@ -66,28 +66,34 @@ def spawn(module: str, args: list[str], log: Path, url: str) -> Proc:
     return proc
 
 
-def start_agent(state: Path, token_file: Path,
-                config: dict[str, object] | None = None) -> tuple[Proc, str]:
-    """Returns the agent process and its loopback debug URL. `config` goes into a TOML
-    file for the settings that have no flag (the iSCSI roles)."""
-    port, debug_port = free_port(), free_port()
+def toml_args(state: Path, name: str, config: dict[str, object] | None) -> list[str]:
+    """`--config FILE` for the settings that have no flag, written as TOML into `state`."""
+    if not config:
+        return []
+    toml = state / name
+    toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
+    return ["--config", str(toml)]
+
+
+def start_agent(state: Path, token_file: Path, config: dict[str, object] | None = None,
+                port: int | None = None) -> tuple[Proc, str]:
+    """Returns the agent process and its loopback debug URL."""
+    port, debug_port = port or free_port(), free_port()
     state.mkdir(parents=True, exist_ok=True)
     args = ["--listen", f"127.0.0.1:{port}", "--debug-listen", f"127.0.0.1:{debug_port}",
-            "--state-dir", str(state), "--token-file", str(token_file)]
-    if config:
-        toml = state / "agent.toml"
-        toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
-        args += ["--config", str(toml)]
+            "--state-dir", str(state), "--token-file", str(token_file),
+            *toml_args(state, "agent.toml", config)]
     proc = spawn("agent", args, state / "agent.log", f"http://127.0.0.1:{port}")
     return proc, f"http://127.0.0.1:{debug_port}"
 
 
-def start_controller(state: Path, token_file: Path, db_url: str, port: int | None = None) -> Proc:
+def start_controller(state: Path, token_file: Path, db_url: str, port: int | None = None,
+                     config: dict[str, object] | None = None) -> Proc:
     port = port or free_port()
     state.mkdir(parents=True, exist_ok=True)
     return spawn("controller", ["--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
                                 "--database-url", db_url, "--agent-token-file", str(token_file),
-                                "--no-local-agent"],
+                                "--no-local-agent", *toml_args(state, "controller.toml", config)],
                  state / "controller.log", f"http://127.0.0.1:{port}")
 
 

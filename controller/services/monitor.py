@@ -1,0 +1,81 @@
+"""Watching the agents, so that the operator need not: a connected host whose agent stops
+answering is marked disconnected (jobs then fail fast instead of waiting on it), and
+once it answers again it is reconnected, which re-attaches its storages (NFS mounts are
+checked and remounted). A host disconnected for another reason is left to the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controller.db.models import Host, HostState, JobState
+from controller.db.transitions import transition
+from controller.jobs.engine import JobEngine
+from controller.services.hosts import HostService
+
+log = logging.getLogger(__name__)
+
+LOST = "agent not answering"
+PROBE_TIMEOUT = 5
+
+
+class HostMonitor:
+    def __init__(self, db: async_sessionmaker[AsyncSession], jobs: JobEngine,
+                 hosts: HostService, http: aiohttp.ClientSession, interval: float) -> None:
+        self._db = db
+        self._jobs = jobs
+        self._hosts = hosts
+        self._http = http
+        self._interval = interval
+        self._reconnects: dict[str, str] = {}  # host id -> its reconnect job
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.check_all()
+            except Exception:
+                log.exception("checking the agents failed")
+
+    async def check_all(self) -> None:
+        async with self._db() as session:
+            hosts = (await session.scalars(select(Host).where(
+                Host.state.in_([HostState.CONNECTED, HostState.DISCONNECTED])))).all()
+        await asyncio.gather(*(self._check(host) for host in hosts))
+
+    async def _check(self, host: Host) -> None:
+        problem = await self._probe(host.address)
+        if host.state == HostState.CONNECTED and problem is not None:
+            async with self._db.begin() as session:
+                if await transition(session, Host, host.id, HostState.CONNECTED,
+                                    HostState.DISCONNECTED, reason=f"{LOST}: {problem}"):
+                    log.warning("host %s disconnected: %s", host.name, problem)
+        elif (host.state == HostState.DISCONNECTED and problem is None
+              and (host.reason or "").startswith(LOST) and not await self._reconnecting(host)):
+            log.info("host %s answers again; reconnecting it", host.name)
+            self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
+
+    async def _probe(self, address: str) -> str | None:
+        """None when the agent answers its health check, else what went wrong."""
+        try:
+            async with self._http.get(f"{address}/healthz",
+                                      timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as r:
+                return None if r.status == 200 else f"health check answered HTTP {r.status}"
+        except TimeoutError:
+            return f"no answer within {PROBE_TIMEOUT}s"
+        except aiohttp.ClientError as exc:
+            return str(exc) or type(exc).__name__
+
+    async def _reconnecting(self, host: Host) -> bool:
+        job_id = self._reconnects.get(host.id)
+        if job_id is None:
+            return False
+        if (await self._jobs.get(job_id)).state == JobState.RUNNING:
+            return True
+        del self._reconnects[host.id]
+        return False

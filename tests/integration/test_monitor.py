@@ -1,0 +1,56 @@
+"""The controller watches its agents: a host whose agent dies is marked disconnected
+with the reason, and is reconnected (its storages attached again) when the agent is
+back, without the operator. Real controller and agent processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cli.client import Client
+from tests.support.procs import start_agent, start_controller
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def test_lost_agent_is_marked_then_reconnected(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("monitor-token")
+    agent, _ = start_agent(tmp_path / "agent", token)
+    controller = start_controller(tmp_path / "controller", token,
+                                  f"sqlite:///{tmp_path / 'strata.sqlite'}",
+                                  config={"host_check_interval": 0.5})
+    try:
+        api = Client(controller.url)
+        host = api.wait_job(api.post("/v1/hosts", {"name": "kvm-1", "address": agent.url})
+                            ["job_id"])["resource_id"]
+        store = api.wait_job(api.post("/v1/primary-storages", {
+            "name": "local-1", "type": "local", "config": {"path": str(tmp_path / "ps")},
+            "hosts": [host]})["job_id"])["resource_id"]
+
+        agent.stop()
+        lost = eventually(lambda: (h := api.get(f"/v1/hosts/{host}"))["state"] ==
+                          "disconnected" and h)
+        assert lost and lost["reason"].startswith("agent not answering"), lost
+        port = int(agent.url.rsplit(":", 1)[1])
+        agent, _ = start_agent(tmp_path / "agent", token, port=port)
+
+        back = eventually(lambda: api.get(f"/v1/hosts/{host}")["state"] == "connected")
+        assert back, api.get(f"/v1/hosts/{host}")
+        ref = eventually(lambda: (r := api.get(f"/v1/primary-storages/{store}")["hosts"][0])
+                         ["state"] == "connected" and r)
+        assert ref and ref["reason"] is None
+        connects = api.get("/v1/jobs?kind=host.connect")["items"]
+        assert sorted(j["state"] for j in connects) == ["succeeded", "succeeded"], connects
+    finally:
+        controller.stop()
+        agent.stop()
