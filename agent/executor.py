@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import resource
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from shared.errors import OperationFailed, Timeout
@@ -51,8 +51,10 @@ class Executor:
         on_output: OutputCallback | None = None,
         limits: Limits | None = None,
         check: bool = True,
+        redact: Collection[str] = (),
     ) -> Result:
-        log.debug("exec %s", list(argv))
+        """`redact`: secrets among the arguments, shown as *** in the log."""
+        log.debug("exec %s", ["***" if a in redact else a for a in argv])
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,

@@ -122,8 +122,10 @@ class KernelInitiator(Initiator):
         return (f"/dev/disk/by-path/ip-{target.portal}-iscsi-{target.target}"
                 f"-lun-{target.lun}")
 
-    async def _iscsiadm(self, *args: str, ok: tuple[int, ...] = ()) -> None:
-        result = await self._exec.run(["iscsiadm", *args], timeout=60, check=False)
+    async def _iscsiadm(self, *args: str, ok: tuple[int, ...] = (),
+                        redact: tuple[str, ...] = ()) -> None:
+        result = await self._exec.run(["iscsiadm", *args], timeout=60, check=False,
+                                      redact=redact)
         if result.returncode != 0 and result.returncode not in ok:
             detail = result.stderr.strip() or f"exit code {result.returncode}"
             raise OperationFailed(f"iscsiadm {' '.join(args[:4])} failed: {detail}",
@@ -150,7 +152,9 @@ class KernelInitiator(Initiator):
             for name, value in (("node.session.auth.authmethod", "CHAP"),
                                 ("node.session.auth.username", target.chap.user),
                                 ("node.session.auth.password", target.chap.password)):
-                await self._iscsiadm(*node, "-o", "update", "-n", name, "-v", value)
+                secret = (value,) if name == "node.session.auth.password" else ()
+                await self._iscsiadm(*node, "-o", "update", "-n", name, "-v", value,
+                                     redact=secret)
         await self._iscsiadm(*node, "--login", ok=(_ALREADY_LOGGED_IN,))
 
     async def _wait_for(self, device: str) -> None:

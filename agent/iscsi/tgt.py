@@ -74,9 +74,9 @@ class TgtDriver(TargetDriver):
         self._lock = asyncio.Lock()
         self._exports: dict[str, _Export] = self._load()
 
-    async def _tgtadm(self, *args: str) -> str:
+    async def _tgtadm(self, *args: str, redact: tuple[str, ...] = ()) -> str:
         result = await self._exec.run(["tgtadm", *self._control, "--lld", "iscsi", *args],
-                                      timeout=self._timeout)
+                                      timeout=self._timeout, redact=redact)
         return result.stdout
 
     async def _show(self) -> dict[str, TargetState]:
@@ -107,7 +107,8 @@ class TgtDriver(TargetDriver):
             if export.chap["user"] not in accounts.split():
                 await self._tgtadm("--op", "new", "--mode", "account",
                                    "--user", export.chap["user"],
-                                   "--password", export.chap["password"])
+                                   "--password", export.chap["password"],
+                                   redact=(export.chap["password"],))
             await self._tgtadm("--op", "bind", "--mode", "account", "--tid", tid_arg,
                                "--user", export.chap["user"])
         for initiator in export.initiators:

@@ -5,7 +5,7 @@ real-kernel tier; `tgt` and `qemu` run for real in tests/integration/test_iscsi_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -186,11 +186,14 @@ async def test_lio_serves_logical_volumes_as_block_backstores(tmp_path: Path) ->
 class FakeIscsiadm(Executor):
     def __init__(self, fail: dict[str, int] | None = None) -> None:
         self.calls: list[list[str]] = []
+        self.redacted: set[str] = set()
         self.fail = fail or {}
 
     async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
-                  limits: Limits | None = None, check: bool = True) -> Result:
+                  limits: Limits | None = None, check: bool = True,
+                  redact: Collection[str] = ()) -> Result:
         self.calls.append(list(argv))
+        self.redacted.update(redact)
         rc = next((code for word, code in self.fail.items() if word in argv), 0)
         return Result(tuple(argv), rc, "", "iscsiadm: error" if rc else "")
 
@@ -218,6 +221,7 @@ async def test_kernel_login_waits_for_device_and_counts_sessions() -> None:
         [*node, "-o", "update", "-n", "node.session.auth.password", "-v", "s3cretPassw0rd"],
         [*node, "--login"],
     ]
+    assert fake.redacted == {"s3cretPassw0rd"}, "the CHAP secret is kept out of the log"
     await kernel.connect(TARGET)
     assert len(fake.calls) == 5 and kernel.session_count(TARGET) == 2, "one login"
     await kernel.disconnect(TARGET)

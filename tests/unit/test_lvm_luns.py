@@ -5,7 +5,7 @@ real-kernel tier. File-backed LUNs run for real in tests/integration/test_iscsi*
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,8 @@ class FakeLvmTools(Executor):
         self.fail = fail
 
     async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
-                  limits: Limits | None = None, check: bool = True) -> Result:
+                  limits: Limits | None = None, check: bool = True,
+                  redact: Collection[str] = ()) -> Result:
         argv = list(argv)
         self.calls.append(argv)
         if argv[0] == self.fail:

@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ class FakeMountTools(Executor):
         self.mount_hangs = False
 
     async def run(self, argv: Sequence[str], *, timeout: float, on_output: Any = None,
-                  limits: Limits | None = None, check: bool = True) -> Result:
+                  limits: Limits | None = None, check: bool = True,
+                  redact: Collection[str] = ()) -> Result:
         argv = list(argv)
         self.calls.append(argv)
         if argv[0] == "findmnt":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,8 @@ class FakeExecutor(Executor):
         self.stdout = stdout
 
     async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
-                  limits: Limits | None = None, check: bool = True) -> Result:
+                  limits: Limits | None = None, check: bool = True,
+                  redact: Collection[str] = ()) -> Result:
         self.calls.append(list(argv))
         if on_output is not None:
             on_output("    (25.00/100%)\r    (50.00/100%)\r")
