@@ -17,6 +17,8 @@ class LocalReader(SyncReader):
         # Seeking, not fstat: a logical volume is a block device, of size 0 to fstat.
         self.size = self._f.seek(0, os.SEEK_END)
         self._f.seek(0)
+        # Read front to back, as cp does: the kernel may read further ahead.
+        os.posix_fadvise(self._f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
     def read(self, n: int) -> bytes:
         return self._f.read(n)
