@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from agent import views
+from agent import openssh, views
 from agent.config import AgentConfig
 from agent.executor import Executor
 from agent.files import FileStores
@@ -48,6 +48,7 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
     executor = executor or Executor()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        openssh.clear_leftover_keys(config.state_dir)
         store = TaskStore(os.path.join(config.state_dir, "tasks.sqlite"))
         app[TASKS] = TaskManager(store)
         qemu_img = QemuImg(executor, config.qemu_img)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from shared.errors import NotFound, OperationFailed
 from shared.protocol import SftpEndpoint
 
+KEY_DIR = "ssh"  # under the agent's state directory
 CHUNK = 4 << 20
 PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -32,6 +33,15 @@ def _write_private(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text if text.endswith("\n") else text + "\n")
+
+
+def key_dir(state_dir: str) -> str:
+    return os.path.join(state_dir, KEY_DIR)
+
+
+def clear_leftover_keys(state_dir: str) -> None:
+    """Key files of transfers cut short by a crash; called at agent start."""
+    shutil.rmtree(key_dir(state_dir), ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ out of it into a cache, upload files to it, delete from it. sha256 is checked en
 
 from __future__ import annotations
 
-import os
 import posixpath
 from collections.abc import Callable
 
@@ -24,7 +23,6 @@ from shared.protocol import (
 )
 
 Progress = Callable[[float], None]
-SSH_DIR = "ssh"
 
 
 def span(progress: Progress, lo: float, hi: float) -> Progress:
@@ -69,7 +67,7 @@ async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
             expected_size=await session.size(payload.remote_path), progress=progress,
         )
         return await writer.write_all(openssh.read_remote_file(
-            payload.endpoint, payload.remote_path, os.path.join(svc.config.state_dir, SSH_DIR)))
+            payload.endpoint, payload.remote_path, openssh.key_dir(svc.config.state_dir)))
 
 
 async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.openssh import read_remote_file
+from agent.openssh import clear_leftover_keys, key_dir, read_remote_file
 from shared.errors import NotFound, OperationFailed
 from shared.protocol import SftpEndpoint
 from tests.support.sshd import SshServer, keypair
@@ -44,3 +44,12 @@ async def test_reads_with_pinned_key_and_leaves_no_key_behind(sshd: SshServer,
                        tmp_path / "blob", workdir)
     assert refused.value.code == "sftp_auth_failed"
     assert os.listdir(workdir) == []
+
+
+def test_leftover_keys_are_cleared(tmp_path: Path) -> None:
+    """A transfer cut short by a crash leaves its key file; the next start removes it."""
+    leftover = Path(key_dir(str(tmp_path))) / ".ssh-crashed"
+    leftover.mkdir(parents=True)
+    (leftover / "id").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    clear_leftover_keys(str(tmp_path))
+    assert not Path(key_dir(str(tmp_path))).exists()
