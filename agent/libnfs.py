@@ -13,8 +13,8 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 _lib: Any = None
@@ -94,13 +94,6 @@ class NfsError(OSError):
     """A failed libnfs call: errno plus libnfs's own message."""
 
 
-@dataclass(frozen=True)
-class FileStat:
-    size: int
-    is_dir: bool
-    is_file: bool
-
-
 class NfsContext:
     """One export of one server, mounted by libnfs (NFSv3, as QEMU uses it)."""
 
@@ -139,12 +132,12 @@ class NfsContext:
             raise NfsError(code, f"{what} on nfs://{self.server}{self.export}: {message}")
         return rc
 
-    def stat(self, path: str) -> FileStat:
+    def is_file(self, path: str) -> bool:
+        """Whether `path` is a regular file; NfsError ENOENT when it does not exist."""
         st = Stat64()
         self._check(self._lib.nfs_stat64(self._ctx, path.encode(), ctypes.byref(st)),
                     f"stat {path}")
-        kind = st.nfs_mode & 0o170000
-        return FileStat(size=st.nfs_size, is_dir=kind == 0o040000, is_file=kind == 0o100000)
+        return stat.S_ISREG(st.nfs_mode)
 
     def statvfs(self, path: str) -> StatVfs64:
         st = StatVfs64()
@@ -214,7 +207,7 @@ class NfsFileHandle:
             if n == 0:
                 break
             got += n
-        return buf.raw[:got]
+        return ctypes.string_at(buf, got)
 
     def pwrite(self, offset: int, data: bytes) -> None:
         done = 0

@@ -106,12 +106,11 @@ class NfsFileStore(FileStore):
             raise
         with ctx:
             try:
-                st = ctx.stat(name)
+                return True, ctx.is_file(name)
             except NfsError as exc:
                 if exc.errno == errno.ENOENT:
                     return False, False
                 raise
-            return True, st.is_file
 
     def _lexists(self, path: str) -> bool:
         return self._stat(path)[0]
