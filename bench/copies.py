@@ -25,11 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.volumes import wait_seeded  # noqa: E402
+from bench.volumes import start_embedded, wait_seeded  # noqa: E402
 from cli.client import Client  # noqa: E402
 from tests.support.fileserver import FileServer  # noqa: E402
 from tests.support.nfsserver import NfsServer  # noqa: E402
-from tests.support.procs import free_port, spawn  # noqa: E402
 from tests.support.s3server import S3Server  # noqa: E402
 from tests.support.sshd import SshServer  # noqa: E402
 
@@ -125,11 +124,7 @@ def main() -> None:
     sshd = SshServer(work / "sshd")
     s3 = S3Server()
     nfs = NfsServer(work / "nfs")
-    port = free_port()
-    controller = spawn("controller", [
-        "--listen", f"127.0.0.1:{port}", "--state-dir", str(work / "state"),
-        "--local-agent-listen", f"127.0.0.1:{free_port()}", "--log-level", "WARNING",
-    ], work / "controller.log", f"http://127.0.0.1:{port}")
+    controller = start_embedded(work)
     try:
         api = Client(controller.url, timeout=600)
         primary, dir_store = wait_seeded(api)

@@ -26,7 +26,16 @@ sys.path.insert(0, str(ROOT))
 
 from cli.client import Client  # noqa: E402
 from tests.support.fileserver import FileServer  # noqa: E402
-from tests.support.procs import free_port, spawn  # noqa: E402
+from tests.support.procs import Proc, free_port, spawn  # noqa: E402
+
+
+def start_embedded(work: Path) -> Proc:
+    """`strata-controller` on embedded defaults (with its local agent) under `work`."""
+    port = free_port()
+    return spawn("controller", [
+        "--listen", f"127.0.0.1:{port}", "--state-dir", str(work / "state"),
+        "--local-agent-listen", f"127.0.0.1:{free_port()}", "--log-level", "WARNING",
+    ], work / "controller.log", f"http://127.0.0.1:{port}")
 
 
 def wait_seeded(api: Client, timeout: float = 60) -> tuple[str, str]:
@@ -101,11 +110,7 @@ def main() -> None:
     www = work / "www"
     www.mkdir()
     server = FileServer(www)
-    port = free_port()
-    controller = spawn("controller", [
-        "--listen", f"127.0.0.1:{port}", "--state-dir", str(work / "state"),
-        "--local-agent-listen", f"127.0.0.1:{free_port()}", "--log-level", "WARNING",
-    ], work / "controller.log", f"http://127.0.0.1:{port}")
+    controller = start_embedded(work)
     try:
         api = Client(controller.url)
         primary, backup = wait_seeded(api)

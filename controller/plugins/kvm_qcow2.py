@@ -48,17 +48,24 @@ class KvmQcow2Backend(PrimaryStorageBackend):
 
     async def delete_volume(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
                             host: Host) -> FsCapacity:
-        return await self._delete(ctx, host, self._driver.volume_dir(store),
-                                  volume_file_name(volume), f"delete-{volume.id}")
+        return await delete_file(ctx, host, self._driver.volume_dir(store),
+                                 volume_file_name(volume), f"delete-{volume.id}")
 
     async def delete_cache(self, ctx: JobContext, store: PrimaryStorage, cache: ImageCache,
                            host: Host) -> FsCapacity:
-        return await self._delete(ctx, host, self._driver.cache_dir(store), cache.image_id,
-                                  f"delete-{cache.id}")
+        return await delete_cache_file(ctx, self._driver, store, cache, host)
 
-    async def _delete(self, ctx: JobContext, host: Host, directory: str, name: str,
+
+async def delete_file(ctx: JobContext, host: Host, directory: str, name: str,
                       step: str) -> FsCapacity:
-        result = await ctx.call(host, Command.DELETE_FILE,
-                                DeleteFilePayload(dir=directory, file_name=name),
-                                DeleteFileResult, task_id=ctx.task_id(step), timeout=300)
-        return result.capacity
+    result = await ctx.call(host, Command.DELETE_FILE,
+                            DeleteFilePayload(dir=directory, file_name=name),
+                            DeleteFileResult, task_id=ctx.task_id(step), timeout=300)
+    return result.capacity
+
+
+async def delete_cache_file(ctx: JobContext, driver: PrimaryDataStoreDriver,
+                            store: PrimaryStorage, cache: ImageCache, host: Host) -> FsCapacity:
+    """An image cache is a file in the storage's cache directory, whatever the backend."""
+    return await delete_file(ctx, host, driver.cache_dir(store), cache.image_id,
+                             f"delete-{cache.id}")

@@ -14,11 +14,11 @@ from controller.plugins.interfaces import (
     VolumeCreated,
 )
 from controller.plugins.iscsi.provider import target_name
+from controller.plugins.kvm_qcow2 import delete_cache_file
 from shared.protocol import (
     BackingFile,
     ChapCredentials,
     Command,
-    DeleteFilePayload,
     DeleteFileResult,
     ExportLunPayload,
     ExportLunResult,
@@ -72,9 +72,4 @@ class IscsiKvmBackend(PrimaryStorageBackend):
 
     async def delete_cache(self, ctx: JobContext, store: PrimaryStorage, cache: ImageCache,
                            host: Host) -> FsCapacity:
-        result = await ctx.call(host, Command.DELETE_FILE,
-                                DeleteFilePayload(dir=self._driver.cache_dir(store),
-                                                  file_name=cache.image_id),
-                                DeleteFileResult, task_id=ctx.task_id(f"delete-{cache.id}"),
-                                timeout=300)
-        return result.capacity
+        return await delete_cache_file(ctx, self._driver, store, cache, host)
