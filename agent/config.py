@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.config import parse_listen, secret_file
-from shared.protocol import Iqn
+from shared.protocol.types import Iqn
 
 DEFAULT_STATE_DIR = "/var/lib/strata/agent"
 

@@ -7,7 +7,7 @@ import os
 import secrets
 
 from shared.errors import Conflict
-from shared.protocol import FsCapacity
+from shared.protocol.types import FsCapacity
 
 TEMP_PREFIX = ".strata-tmp-"
 

@@ -15,7 +15,7 @@ from agent import fsops, imagecheck
 from agent.files import FileStores, FileWriter
 from agent.qemuimg import QemuImg
 from shared.errors import ChecksumMismatch
-from shared.protocol import ImageFacts
+from shared.protocol.files import ImageFacts
 
 ProgressCallback = Callable[[float], None]
 

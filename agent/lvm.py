@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.executor import Executor
 from shared.errors import NotFound, OperationFailed
-from shared.protocol import FsCapacity
+from shared.protocol.types import FsCapacity
 
 
 class Lvm:

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 
 from shared.errors import NotFound, OperationFailed
-from shared.protocol import SftpEndpoint
+from shared.protocol.sftp import SftpEndpoint
 
 KEY_DIR = "ssh"  # under the agent's state directory
 CHUNK = 4 << 20

@@ -20,7 +20,8 @@ import botocore.exceptions
 
 from agent.files import FileReader, FileStores
 from shared.errors import Conflict, NotFound, OperationFailed, StrataError
-from shared.protocol import FsCapacity, S3Endpoint
+from shared.protocol.s3 import S3Endpoint
+from shared.protocol.types import FsCapacity
 
 # Large parts: fewer requests per object; a retried part still costs little.
 PART_SIZE = 32 << 20

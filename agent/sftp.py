@@ -19,7 +19,8 @@ import asyncssh
 from agent.files import FileStores
 from agent.fsops import TEMP_PREFIX
 from shared.errors import ChecksumMismatch, Conflict, NotFound, OperationFailed, Timeout
-from shared.protocol import FsCapacity, SftpEndpoint
+from shared.protocol.sftp import SftpEndpoint
+from shared.protocol.types import FsCapacity
 
 CHUNK = 1 << 20
 CONNECT_TIMEOUT = 20

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import Cancelled, Conflict, NotFound, StrataError, Timeout
-from shared.protocol import ErrorBody, TaskInfo, TaskState
+from shared.protocol.envelope import ErrorBody, TaskInfo, TaskState
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from agent import app as agent_app
 from agent.commands import HANDLERS
 from shared.errors import InvalidInput, NotFound
 from shared.http import json_model, read_json
-from shared.protocol import COMMAND_MODELS, CommandEnvelope, TaskInfo
+from shared.protocol.envelope import CommandEnvelope, TaskInfo
+from shared.protocol.types import Model
 
 MAX_WAIT = 60.0
 
@@ -38,16 +39,15 @@ def _task_response(info: TaskInfo) -> web.Response:
 
 async def submit_command(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    if name not in COMMAND_MODELS:
+    handler = HANDLERS.get(name)
+    if handler is None:
         raise NotFound(f"unknown command {name!r}", code="unknown_command")
     envelope = CommandEnvelope.model_validate(await read_json(request))
-    payload_model, _ = COMMAND_MODELS[name]
-    payload = payload_model.model_validate(envelope.payload)
+    payload = handler.command.payload.model_validate(envelope.payload)
     services = request.app[agent_app.SERVICES]
-    handler = HANDLERS[name]
 
     async def body(progress: Any) -> dict[str, Any]:
-        result = await handler(services, payload, progress)
+        result: Model = await handler.run(services, payload, progress)
         return result.model_dump(mode="json")
 
     tasks = request.app[agent_app.TASKS]

@@ -13,14 +13,16 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import aiohttp
-from pydantic import BaseModel
 
 from shared.errors import AgentUnreachable, Unauthorized, from_body
-from shared.protocol import COMMAND_MODELS, CommandEnvelope, TaskInfo, TaskState
+from shared.protocol.command import Command
+from shared.protocol.envelope import CommandEnvelope, TaskInfo, TaskState
+from shared.protocol.types import Model
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R", bound=BaseModel)
+P = TypeVar("P", bound=Model)
+R = TypeVar("R", bound=Model)
 ProgressCallback = Callable[[float], None]
 NoticeCallback = Callable[[str | None], None]
 
@@ -35,29 +37,29 @@ class AgentClient:
         self._headers = {"Authorization": f"Bearer {token}"}
 
     async def call(
-        self, address: str, command: str, task_id: str, payload: BaseModel, result_type: type[R],
-        *, timeout: float = 3600, progress: ProgressCallback | None = None,
+        self, address: str, command: Command[P, R], task_id: str, payload: P, *,
+        timeout: float | None = None, progress: ProgressCallback | None = None,
         notice: NoticeCallback | None = None,
     ) -> R:
-        """Runs `command` on the agent at `address` and returns its typed result.
-        Raises the task's error, rebuilt from its `{code, message}`. While the agent can't
-        be reached, `notice` gets a line saying so (and None once it answers again)."""
-        assert COMMAND_MODELS[command][1] is result_type
-        deadline = time.time() + timeout
+        """Runs `command` on the agent at `address` and returns its typed result, waiting
+        at most `timeout` (the command's own by default). Raises the task's error, rebuilt
+        from its `{code, message}`. While the agent can't be reached, `notice` gets a line
+        saying so (and None once it answers again)."""
+        deadline = time.time() + (command.timeout if timeout is None else timeout)
         envelope = CommandEnvelope(task_id=task_id, deadline=deadline,
                                    payload=payload.model_dump(mode="json"))
         info = await self._retrying(
             deadline, address, notice,
-            lambda: self._request("POST", f"{address}/v1/commands/{command}",
+            lambda: self._request("POST", f"{address}/v1/commands/{command.name}",
                                   envelope.model_dump(mode="json")))
         while not info.state.finished:
             if progress:
                 progress(info.progress)
             info = await self._retrying(
                 deadline, address, notice,
-                lambda: self._poll_or_resubmit(address, command, task_id, envelope))
+                lambda: self._poll_or_resubmit(address, command.name, task_id, envelope))
         if info.state is TaskState.SUCCEEDED:
-            return result_type.model_validate(info.result or {})
+            return command.result.model_validate(info.result or {})
         assert info.error is not None
         raise from_body(info.error.code, info.error.message)
 

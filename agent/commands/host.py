@@ -7,10 +7,13 @@ import socket
 from collections.abc import Callable
 
 from agent import __version__
+from agent.commands.registry import handles
 from agent.services import AgentServices
-from shared.protocol import EmptyPayload, HostInfoResult, SleepPayload, SleepResult
+from shared.protocol.host import HOST_INFO, SLEEP, HostInfoResult, SleepPayload, SleepResult
+from shared.protocol.types import EmptyPayload
 
 
+@handles(HOST_INFO)
 async def host_info(
     svc: AgentServices, payload: EmptyPayload, progress: Callable[[float], None]
 ) -> HostInfoResult:
@@ -21,6 +24,7 @@ async def host_info(
     )
 
 
+@handles(SLEEP)
 async def sleep(
     svc: AgentServices, payload: SleepPayload, progress: Callable[[float], None]
 ) -> SleepResult:

@@ -8,14 +8,23 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 
+from agent.commands.registry import handles
 from agent.imagewriter import VerifiedImageWriter
 from agent.services import AgentServices
 from shared.errors import InvalidInput, OperationFailed
-from shared.protocol import CopyImagePayload, DownloadImagePayload, ImageFacts, ImageFormat
+from shared.protocol.files import (
+    COPY_IMAGE,
+    DOWNLOAD_IMAGE,
+    CopyImagePayload,
+    DownloadImagePayload,
+    ImageFacts,
+)
+from shared.protocol.types import ImageFormat
 
 CHUNK = 4 << 20
 
 
+@handles(DOWNLOAD_IMAGE)
 async def download_image(
     svc: AgentServices, payload: DownloadImagePayload, progress: Callable[[float], None]
 ) -> ImageFacts:
@@ -56,6 +65,7 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
         yield chunk
 
 
+@handles(COPY_IMAGE)
 async def copy_image(
     svc: AgentServices, payload: CopyImagePayload, progress: Callable[[float], None]
 ) -> ImageFacts:

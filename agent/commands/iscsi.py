@@ -8,25 +8,30 @@ import os
 from collections.abc import Callable
 
 from agent import fsops
+from agent.commands.registry import handles
 from agent.iscsi.initiator import Initiator
 from agent.iscsi.target import VOLUME_LUN, TargetDriver
 from agent.lvm import Lvm
 from agent.services import AgentServices
 from shared.errors import Conflict, NotFound, Unsupported
-from shared.protocol import (
-    BackingFile,
+from shared.protocol.files import BackingFile, DeleteFileResult
+from shared.protocol.iscsi import (
+    CONNECT_VOLUME,
+    DISCONNECT_VOLUME,
+    EXPORT_LUN,
+    GRANT_LUN,
+    REVOKE_LUN,
+    UNEXPORT_LUN,
     ConnectVolumePayload,
     ConnectVolumeResult,
-    DeleteFileResult,
-    EmptyPayload,
     ExportLunPayload,
     ExportLunResult,
-    FsCapacity,
     IscsiTarget,
     LunAccessPayload,
     LunAccessResult,
     UnexportLunPayload,
 )
+from shared.protocol.types import EmptyPayload, FsCapacity
 
 Progress = Callable[[float], None]
 
@@ -91,6 +96,7 @@ async def _export_block(svc: AgentServices, payload: ExportLunPayload, vg: str,
     return path, await lvm.capacity(vg)
 
 
+@handles(EXPORT_LUN)
 async def export_lun(svc: AgentServices, payload: ExportLunPayload,
                      progress: Progress) -> ExportLunResult:
     driver = _target_driver(svc)
@@ -143,6 +149,7 @@ async def _remove_backing(svc: AgentServices, directory: str, file_name: str,
     return existed, await asyncio.to_thread(fsops.capacity, directory)
 
 
+@handles(UNEXPORT_LUN)
 async def unexport_lun(svc: AgentServices, payload: UnexportLunPayload,
                        progress: Progress) -> DeleteFileResult:
     """Removing the target drops every grant before the backing store goes."""
@@ -152,23 +159,27 @@ async def unexport_lun(svc: AgentServices, payload: UnexportLunPayload,
     return DeleteFileResult(existed=existed, capacity=capacity)
 
 
+@handles(GRANT_LUN)
 async def grant_lun(svc: AgentServices, payload: LunAccessPayload,
                     progress: Progress) -> LunAccessResult:
     initiators = await _target_driver(svc).grant(payload.target, payload.initiator)
     return LunAccessResult(target=payload.target, initiators=initiators)
 
 
+@handles(REVOKE_LUN)
 async def revoke_lun(svc: AgentServices, payload: LunAccessPayload,
                      progress: Progress) -> LunAccessResult:
     initiators = await _target_driver(svc).revoke(payload.target, payload.initiator)
     return LunAccessResult(target=payload.target, initiators=initiators)
 
 
+@handles(CONNECT_VOLUME)
 async def connect_volume(svc: AgentServices, payload: ConnectVolumePayload,
                          progress: Progress) -> ConnectVolumeResult:
     return await _initiator(svc).connect(payload.target)
 
 
+@handles(DISCONNECT_VOLUME)
 async def disconnect_volume(svc: AgentServices, payload: ConnectVolumePayload,
                             progress: Progress) -> EmptyPayload:
     await _initiator(svc).disconnect(payload.target)

@@ -6,21 +6,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.commands.images import staged_download
+from agent.commands.registry import handles
 from agent.commands.sftp import span
 from agent.imagewriter import VerifiedImageWriter
 from agent.s3 import UNMEASURED, S3Store
 from agent.services import AgentServices
 from shared.errors import ChecksumMismatch
-from shared.protocol import (
-    DeleteFileResult,
-    ImageFacts,
-    PrepareStorageResult,
+from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult
+from shared.protocol.s3 import (
+    S3_DELETE,
+    S3_DOWNLOAD,
+    S3_PREPARE,
+    S3_REGISTER,
+    S3_UPLOAD,
     S3DeletePayload,
     S3DownloadPayload,
     S3PreparePayload,
     S3RegisterPayload,
     S3UploadPayload,
-    UploadResult,
 )
 
 Progress = Callable[[float], None]
@@ -30,6 +33,7 @@ def _uri(store: S3Store, key: str) -> str:
     return f"s3://{store.bucket}/{key}"
 
 
+@handles(S3_PREPARE)
 async def s3_prepare(svc: AgentServices, payload: S3PreparePayload,
                      progress: Progress) -> PrepareStorageResult:
     store = S3Store(payload.endpoint)
@@ -37,6 +41,7 @@ async def s3_prepare(svc: AgentServices, payload: S3PreparePayload,
     return PrepareStorageResult(path=_uri(store, ""), capacity=UNMEASURED)
 
 
+@handles(S3_REGISTER)
 async def s3_register(svc: AgentServices, payload: S3RegisterPayload,
                       progress: Progress) -> ImageFacts:
     store = S3Store(payload.endpoint)
@@ -48,6 +53,7 @@ async def s3_register(svc: AgentServices, payload: S3RegisterPayload,
     return facts.model_copy(update={"path": payload.key, "capacity": UNMEASURED})
 
 
+@handles(S3_DOWNLOAD)
 async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
                       progress: Progress) -> ImageFacts:
     store = S3Store(payload.endpoint)
@@ -62,6 +68,7 @@ async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
     return await writer.write_all(chunks)
 
 
+@handles(S3_UPLOAD)
 async def s3_upload(svc: AgentServices, payload: S3UploadPayload,
                     progress: Progress) -> UploadResult:
     size, digest = await S3Store(payload.endpoint).upload(
@@ -69,6 +76,7 @@ async def s3_upload(svc: AgentServices, payload: S3UploadPayload,
     return UploadResult(path=payload.key, size=size, sha256=digest, capacity=UNMEASURED)
 
 
+@handles(S3_DELETE)
 async def s3_delete(svc: AgentServices, payload: S3DeletePayload,
                     progress: Progress) -> DeleteFileResult:
     existed = await S3Store(payload.endpoint).delete(payload.key)

@@ -8,18 +8,21 @@ from collections.abc import Callable
 
 from agent import fsops, openssh, sftp
 from agent.commands.images import staged_download
+from agent.commands.registry import handles
 from agent.imagewriter import VerifiedImageWriter
 from agent.services import AgentServices
-from shared.protocol import (
-    DeleteFileResult,
-    ImageFacts,
-    PrepareStorageResult,
+from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult
+from shared.protocol.sftp import (
+    SFTP_DELETE,
+    SFTP_DOWNLOAD,
+    SFTP_PREPARE,
+    SFTP_REGISTER,
+    SFTP_UPLOAD,
     SftpDeletePayload,
     SftpDownloadPayload,
     SftpPreparePayload,
     SftpRegisterPayload,
     SftpUploadPayload,
-    UploadResult,
 )
 
 Progress = Callable[[float], None]
@@ -30,6 +33,7 @@ def span(progress: Progress, lo: float, hi: float) -> Progress:
     return lambda pct: progress(lo + (hi - lo) * pct / 100.0)
 
 
+@handles(SFTP_PREPARE)
 async def sftp_prepare(svc: AgentServices, payload: SftpPreparePayload,
                        progress: Progress) -> PrepareStorageResult:
     """Creates the directories and proves the account can write there."""
@@ -44,6 +48,7 @@ async def sftp_prepare(svc: AgentServices, payload: SftpPreparePayload,
                                     capacity=await session.capacity(payload.path))
 
 
+@handles(SFTP_REGISTER)
 async def sftp_register(svc: AgentServices, payload: SftpRegisterPayload,
                         progress: Progress) -> ImageFacts:
     async with staged_download(svc, payload.url, payload.file_name, payload.expected_sha256,
@@ -56,6 +61,7 @@ async def sftp_register(svc: AgentServices, payload: SftpRegisterPayload,
     return facts.model_copy(update={"path": remote, "capacity": capacity})
 
 
+@handles(SFTP_DOWNLOAD)
 async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
                         progress: Progress) -> ImageFacts:
     """asyncssh checks the server and the file; OpenSSH's client carries the bytes."""
@@ -70,6 +76,7 @@ async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
             payload.endpoint, payload.remote_path, openssh.key_dir(svc.config.state_dir)))
 
 
+@handles(SFTP_UPLOAD)
 async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
                       progress: Progress) -> UploadResult:
     async with sftp.connect(payload.endpoint) as session:
@@ -80,6 +87,7 @@ async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
                             capacity=await session.capacity(payload.remote_dir))
 
 
+@handles(SFTP_DELETE)
 async def sftp_delete(svc: AgentServices, payload: SftpDeletePayload,
                       progress: Progress) -> DeleteFileResult:
     async with sftp.connect(payload.endpoint) as session:

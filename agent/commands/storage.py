@@ -6,13 +6,15 @@ import logging
 import posixpath
 from collections.abc import Callable
 
+from agent.commands.registry import handles
 from agent.lvm import Lvm
 from agent.services import AgentServices
-from shared.protocol import PrepareStoragePayload, PrepareStorageResult
+from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload, PrepareStorageResult
 
 log = logging.getLogger(__name__)
 
 
+@handles(PREPARE_STORAGE)
 async def prepare_storage(
     svc: AgentServices, payload: PrepareStoragePayload, progress: Callable[[float], None]
 ) -> PrepareStorageResult:

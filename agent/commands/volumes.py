@@ -8,16 +8,14 @@ import posixpath
 from collections.abc import Callable
 
 from agent import fsops
+from agent.commands.registry import handles
 from agent.services import AgentServices
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.protocol import (
-    CreateVolumePayload,
-    DeleteFilePayload,
-    DeleteFileResult,
-    VolumeFacts,
-)
+from shared.protocol.files import DELETE_FILE, DeleteFilePayload, DeleteFileResult
+from shared.protocol.volumes import CREATE_VOLUME, CreateVolumePayload, VolumeFacts
 
 
+@handles(CREATE_VOLUME)
 async def create_volume(
     svc: AgentServices, payload: CreateVolumePayload, progress: Callable[[float], None]
 ) -> VolumeFacts:
@@ -49,6 +47,7 @@ async def create_volume(
                        capacity=await files.capacity(payload.dest_dir))
 
 
+@handles(DELETE_FILE)
 async def delete_file(
     svc: AgentServices, payload: DeleteFilePayload, progress: Callable[[float], None]
 ) -> DeleteFileResult:

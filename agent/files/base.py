@@ -16,7 +16,7 @@ from typing import TypeVar
 from agent import fsops
 from agent.files.lane import Lane
 from shared.errors import Conflict, NotFound, OperationFailed, StrataError
-from shared.protocol import FsCapacity
+from shared.protocol.types import FsCapacity
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ from typing import IO
 
 from agent import fsops
 from agent.files.base import FileStore, SyncReader, SyncWriter
-from shared.protocol import FsCapacity
+from shared.protocol.types import FsCapacity
 
 
 class LocalReader(SyncReader):

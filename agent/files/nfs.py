@@ -16,7 +16,7 @@ from agent.files.base import FileStore, SyncReader, SyncWriter
 from agent.files.lane import Lane
 from agent.libnfs import NfsContext, NfsError, NfsFileHandle
 from shared.names import split_nfs_url
-from shared.protocol import FsCapacity
+from shared.protocol.types import FsCapacity
 
 
 class NfsOpenFile:

@@ -20,7 +20,7 @@ from typing import Any
 from agent.executor import Executor
 from agent.qemuimg import QemuImg
 from shared.errors import OperationFailed, Timeout
-from shared.protocol import ConnectVolumeResult, IscsiTarget
+from shared.protocol.iscsi import ConnectVolumeResult, IscsiTarget
 
 INITIATOR_NAME_FILE = "/etc/iscsi/initiatorname.iscsi"
 

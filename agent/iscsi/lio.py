@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from agent.iscsi.target import VOLUME_LUN, TargetDriver
 from shared.errors import OperationFailed
-from shared.protocol import ChapCredentials
+from shared.protocol.iscsi import ChapCredentials
 
 T = TypeVar("T")
 TPG_TAG = 1

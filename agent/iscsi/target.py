@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 
-from shared.protocol import ChapCredentials
+from shared.protocol.iscsi import ChapCredentials
 
 VOLUME_LUN = 1
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from agent.executor import Executor
 from agent.iscsi.target import VOLUME_LUN, TargetDriver
 from shared.errors import OperationFailed
-from shared.protocol import ChapCredentials
+from shared.protocol.iscsi import ChapCredentials
 
 _TARGET_RE = re.compile(r"^Target (\d+): (\S+)$")
 _LUN_RE = re.compile(r"^\s+LUN: (\d+)$")

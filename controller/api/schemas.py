@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from shared.names import validate_name
-from shared.protocol import SHA256_RE, ImageFormat, Iqn
+from shared.protocol.types import SHA256_RE, ImageFormat, Iqn
 
 Name = Annotated[str, AfterValidator(validate_name)]
 T = TypeVar("T")

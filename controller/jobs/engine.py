@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,10 +22,13 @@ from controller.agentclient import AgentClient
 from controller.db.models import Host, Job, JobState
 from controller.secrets import SecretBox
 from shared.errors import NotFound, StrataError
+from shared.protocol.command import Command
+from shared.protocol.types import Model
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R", bound=BaseModel)
+P = TypeVar("P", bound=Model)
+R = TypeVar("R", bound=Model)
 
 PROGRESS_INTERVAL = 1.0
 FINISHED_KEPT = 10_000
@@ -52,18 +54,22 @@ class JobContext:
         return f"{self.job.id}.{step}"
 
     async def call(
-        self, host: Host, command: str, payload: BaseModel, result_type: type[R], *,
-        task_id: str, timeout: float = 3600, span: tuple[float, float] = (0.0, 100.0),
+        self, host: Host, command: Command[P, R], payload: P, *, step: str | None = None,
+        task_id: str | None = None, timeout: float | None = None,
+        span: tuple[float, float] = (0.0, 100.0),
     ) -> R:
-        """Runs one agent command; its progress fills `span` of the job's progress."""
+        """Runs one agent command as this job's `step` (or as the agent task `task_id`,
+        which other jobs may share); its progress fills `span` of the job's progress."""
+        if (step is None) == (task_id is None):
+            raise ValueError("give exactly one of step and task_id")
         lo, hi = span
 
         def on_progress(pct: float) -> None:
             self.progress(lo + (hi - lo) * pct / 100.0)
 
-        result = await self.agents.call(host.address, command, task_id, payload, result_type,
-                                        timeout=timeout, progress=on_progress,
-                                        notice=self.notice)
+        result = await self.agents.call(
+            host.address, command, task_id or self.task_id(step or ""), payload,
+            timeout=timeout, progress=on_progress, notice=self.notice)
         self.progress(hi)
         return result
 

@@ -9,13 +9,8 @@ from pydantic import BaseModel, ConfigDict
 from controller.db.models import BackupStorage, Host, PrimaryStorage
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import DataStoreLifeCycle
-from shared.protocol import (
-    AbsPath,
-    Command,
-    FsCapacity,
-    PrepareStoragePayload,
-    PrepareStorageResult,
-)
+from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
+from shared.protocol.types import AbsPath, FsCapacity
 
 
 class DirectoryConfig(BaseModel):
@@ -35,6 +30,6 @@ class DirectoryLifeCycle(DataStoreLifeCycle):
     async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
                      host: Host) -> FsCapacity:
         payload = PrepareStoragePayload(path=store.config["path"], subdirs=list(self.subdirs))
-        result = await ctx.call(host, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
-                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
+        result = await ctx.call(host, PREPARE_STORAGE, payload,
+                                step=f"prepare-{store.id}-{host.id}")
         return result.capacity

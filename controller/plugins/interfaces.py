@@ -27,7 +27,9 @@ from controller.db.models import (
 )
 from controller.jobs.engine import JobContext
 from shared.errors import Unsupported
-from shared.protocol import FsCapacity, ImageFacts, IscsiTarget
+from shared.protocol.files import ImageFacts
+from shared.protocol.iscsi import IscsiTarget
+from shared.protocol.types import FsCapacity
 
 
 class StorageRole(enum.StrEnum):

@@ -10,15 +10,9 @@ from controller.plugins.interfaces import (
     PrimaryStorageBackend,
     VolumeCreated,
 )
-from shared.protocol import (
-    BackingFile,
-    Command,
-    CreateVolumePayload,
-    DeleteFilePayload,
-    DeleteFileResult,
-    FsCapacity,
-    VolumeFacts,
-)
+from shared.protocol.files import DELETE_FILE, BackingFile, DeleteFilePayload
+from shared.protocol.types import FsCapacity
+from shared.protocol.volumes import CREATE_VOLUME, CreateVolumePayload
 
 
 def volume_file_name(volume: Volume) -> str:
@@ -41,8 +35,7 @@ class KvmQcow2Backend(PrimaryStorageBackend):
             backing=BackingFile(path=backing.path, format=backing_format)  # type: ignore[arg-type]
             if backing is not None else None,
         )
-        facts = await ctx.call(host, Command.CREATE_VOLUME, payload, VolumeFacts,
-                               task_id=ctx.task_id("create-volume"), timeout=600,
+        facts = await ctx.call(host, CREATE_VOLUME, payload, step="create-volume",
                                span=(50 if backing else 0, 100))
         return VolumeCreated(facts.path, facts.virtual_size, facts.capacity)
 
@@ -58,9 +51,8 @@ class KvmQcow2Backend(PrimaryStorageBackend):
 
 async def delete_file(ctx: JobContext, host: Host, directory: str, name: str,
                       step: str) -> FsCapacity:
-    result = await ctx.call(host, Command.DELETE_FILE,
-                            DeleteFilePayload(dir=directory, file_name=name),
-                            DeleteFileResult, task_id=ctx.task_id(step), timeout=300)
+    result = await ctx.call(host, DELETE_FILE, DeleteFilePayload(dir=directory, file_name=name),
+                            step=step)
     return result.capacity
 
 

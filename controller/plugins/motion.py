@@ -5,7 +5,7 @@ from __future__ import annotations
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import DataMotionStrategy, MotionRequest
 from controller.plugins.registry import PluginRegistry
-from shared.protocol import ImageFacts
+from shared.protocol.files import ImageFacts
 
 MEDIATOR_BID = 10
 

@@ -16,7 +16,7 @@ from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import EndPointSelector, MotionRequest
 from controller.plugins.registry import PluginRegistry
 from shared.errors import Conflict, Unsupported
-from shared.protocol import ImageFacts
+from shared.protocol.files import ImageFacts
 
 
 class DataMotionService:

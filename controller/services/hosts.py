@@ -22,7 +22,8 @@ from controller.plugins.interfaces import StorageRole
 from controller.services.base import ServiceDeps, ensure_unique_name
 from controller.services.lookup import get_or_404
 from shared.errors import InUse, StrataError
-from shared.protocol import Command, EmptyPayload, HostInfoResult
+from shared.protocol.host import HOST_INFO
+from shared.protocol.types import EmptyPayload
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,7 @@ class HostService:
         async with ctx.db() as session:
             host = await get_or_404(session, Host, ctx.job.resource_id or "", "host")
         try:
-            info = await ctx.call(host, Command.HOST_INFO, EmptyPayload(), HostInfoResult,
-                                  task_id=ctx.task_id("info"), timeout=15, span=(0, 20))
+            info = await ctx.call(host, HOST_INFO, EmptyPayload(), step="info", span=(0, 20))
         except StrataError as exc:
             async with ctx.db.begin() as session:
                 await transition(session, Host, host.id, list(HostState),

@@ -23,7 +23,8 @@ from controller.plugins.interfaces import (
     ImageDataStoreDriver,
     StorageRole,
 )
-from shared.protocol import FsCapacity, ImageFacts
+from shared.protocol.files import ImageFacts
+from shared.protocol.types import FsCapacity
 from tests.support.procs import start_agent
 
 SHA = "a" * 64

@@ -11,7 +11,7 @@ import pytest
 
 from agent.openssh import clear_leftover_keys, key_dir, read_remote_file
 from shared.errors import NotFound, OperationFailed
-from shared.protocol import SftpEndpoint
+from shared.protocol.sftp import SftpEndpoint
 from tests.support.sshd import SshServer, keypair
 
 

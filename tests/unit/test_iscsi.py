@@ -17,7 +17,7 @@ from agent.iscsi.initiator import KernelInitiator, read_initiator_name
 from agent.iscsi.lio import LioDriver
 from agent.iscsi.tgt import parse_show
 from shared.errors import OperationFailed, Timeout
-from shared.protocol import ChapCredentials, IscsiTarget
+from shared.protocol.iscsi import ChapCredentials, IscsiTarget
 
 SHOW = """Target 1: iqn.2026-11.org.strata:vol-a
     System information:

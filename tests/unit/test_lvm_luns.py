@@ -19,7 +19,7 @@ from agent.mount import MountTable
 from agent.qemuimg import QemuImg
 from agent.services import AgentServices
 from shared.errors import Conflict, NotFound, OperationFailed
-from shared.protocol import ChapCredentials, ExportLunPayload, UnexportLunPayload
+from shared.protocol.iscsi import ChapCredentials, ExportLunPayload, UnexportLunPayload
 
 VG = "vg-san"
 TARGET = "iqn.2026-11.org.strata:vol-1"

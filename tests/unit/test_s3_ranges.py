@@ -10,7 +10,7 @@ import pytest
 
 from agent.s3 import S3Store
 from shared.errors import OperationFailed
-from shared.protocol import S3Endpoint
+from shared.protocol.s3 import S3Endpoint
 
 DATA = bytes(range(256)) * 100  # 25600 bytes
 ENDPOINT = S3Endpoint(endpoint_url="http://s3.invalid", bucket="bkt", access_key="a",

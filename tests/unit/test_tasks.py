@@ -9,7 +9,7 @@ import pytest
 
 from agent.tasks import TaskManager, TaskStore
 from shared.errors import Conflict, InvalidInput
-from shared.protocol import TaskState
+from shared.protocol.envelope import TaskState
 
 
 async def test_one_execution_per_task_id(tmp_path: Path) -> None:

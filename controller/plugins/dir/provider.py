@@ -12,10 +12,10 @@ from controller.plugins.interfaces import (
     ImageDataStoreDriver,
     StorageRole,
 )
-from shared.protocol import (
-    Command,
+from shared.protocol.files import (
+    DELETE_FILE,
+    DOWNLOAD_IMAGE,
     DeleteFilePayload,
-    DeleteFileResult,
     DownloadImagePayload,
     ImageFacts,
 )
@@ -38,14 +38,12 @@ class DirDriver(ImageDataStoreDriver):
             expected_sha256=image.declared_sha256,
             expected_format=image.declared_format,  # type: ignore[arg-type]
         )
-        return await ctx.call(host, Command.DOWNLOAD_IMAGE, payload, ImageFacts,
-                              task_id=ctx.task_id("download"), span=(0, 99))
+        return await ctx.call(host, DOWNLOAD_IMAGE, payload, step="download", span=(0, 99))
 
     async def delete(self, ctx: JobContext, store: BackupStorage, ref: ImageStoreRef,
                      host: Host) -> None:
         payload = DeleteFilePayload(dir=self.image_dir(store), file_name=ref.image_id)
-        await ctx.call(host, Command.DELETE_FILE, payload, DeleteFileResult,
-                       task_id=ctx.task_id(f"delete-{ref.id}"), timeout=300)
+        await ctx.call(host, DELETE_FILE, payload, step=f"delete-{ref.id}")
 
 
 PROVIDER = DataStoreProvider(

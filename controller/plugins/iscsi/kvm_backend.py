@@ -15,16 +15,15 @@ from controller.plugins.interfaces import (
 )
 from controller.plugins.iscsi.provider import target_name
 from controller.plugins.kvm_qcow2 import delete_cache_file
-from shared.protocol import (
-    BackingFile,
+from shared.protocol.files import BackingFile
+from shared.protocol.iscsi import (
+    EXPORT_LUN,
+    UNEXPORT_LUN,
     ChapCredentials,
-    Command,
-    DeleteFileResult,
     ExportLunPayload,
-    ExportLunResult,
-    FsCapacity,
     UnexportLunPayload,
 )
+from shared.protocol.types import FsCapacity
 
 
 def lun_file_name(volume: Volume) -> str:
@@ -54,8 +53,7 @@ class IscsiKvmBackend(PrimaryStorageBackend):
             chap=new_chap(volume) if store.config.get("chap") else None,
             volume_group=store.config.get("volume_group"),
         )
-        result = await ctx.call(host, Command.EXPORT_LUN, payload, ExportLunResult,
-                                task_id=ctx.task_id("export-lun"), timeout=3600,
+        result = await ctx.call(host, EXPORT_LUN, payload, step="export-lun",
                                 span=(50 if backing else 0, 100))
         return VolumeCreated(result.path, volume.size, result.capacity, format="raw",
                              export=result.target.model_copy(update={"chap": payload.chap}))
@@ -66,8 +64,7 @@ class IscsiKvmBackend(PrimaryStorageBackend):
                                      file_name=lun_file_name(volume),
                                      target=target_name(store, volume),
                                      volume_group=store.config.get("volume_group"))
-        result = await ctx.call(host, Command.UNEXPORT_LUN, payload, DeleteFileResult,
-                                task_id=ctx.task_id(f"delete-{volume.id}"), timeout=300)
+        result = await ctx.call(host, UNEXPORT_LUN, payload, step=f"delete-{volume.id}")
         return result.capacity
 
     async def delete_cache(self, ctx: JobContext, store: PrimaryStorage, cache: ImageCache,

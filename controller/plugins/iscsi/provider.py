@@ -18,34 +18,24 @@ from controller.plugins.interfaces import (
 )
 from controller.services.lookup import get_or_404
 from shared.errors import Conflict, OperationFailed
-from shared.protocol import (
-    VG_NAME,
-    AbsPath,
-    Command,
-    FsCapacity,
-    Iqn,
-    IscsiTarget,
-    LunAccessPayload,
-    LunAccessResult,
-    PrepareStoragePayload,
-    PrepareStorageResult,
-)
+from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
+from shared.protocol.iscsi import GRANT_LUN, REVOKE_LUN, IscsiTarget, LunAccessPayload
+from shared.protocol.types import AbsPath, FsCapacity, Iqn, IscsiPortal, VolumeGroup
 
 LUNS = "luns"
 IMAGE_CACHE = "imagecache"
-PORTAL_RE = r"^[0-9A-Za-z.\[\]:-]+:\d{1,5}$"
 
 
 class IscsiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     server_host_id: str = Field(description="The host whose agent runs the iSCSI target.")
     path: AbsPath = Field(description="Directory on the server for LUN files and the cache.")
-    portal: str = Field(pattern=PORTAL_RE, description="HOST:PORT initiators log in at.")
+    portal: IscsiPortal
     target_prefix: Iqn = Field(default="iqn.2026-11.org.strata",
                                description="Targets are named PREFIX:VOLUME-ID.")
     chap: bool = Field(default=False, description="Protect every target with CHAP.")
-    volume_group: str | None = Field(
-        default=None, pattern=VG_NAME,
+    volume_group: VolumeGroup | None = Field(
+        default=None,
         description="Make volumes logical volumes in this LVM volume group, not files.")
 
 
@@ -92,8 +82,8 @@ class IscsiLifeCycle(DataStoreLifeCycle):
                                       "server host")
         payload = PrepareStoragePayload(path=store.config["path"], subdirs=[LUNS, IMAGE_CACHE],
                                         volume_group=store.config.get("volume_group"))
-        result = await ctx.call(server, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
-                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
+        result = await ctx.call(server, PREPARE_STORAGE, payload,
+                                step=f"prepare-{store.id}-{host.id}")
         return result.capacity
 
 
@@ -117,10 +107,9 @@ class IscsiDriver(PrimaryDataStoreDriver):
     async def grant_access(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
                            host: Host) -> str:
         target = export_of(volume)
-        result = await ctx.call(
-            await self._server(ctx, store), Command.GRANT_LUN,
-            LunAccessPayload(target=target.target, initiator=require_iqn(host)),
-            LunAccessResult, task_id=ctx.task_id(f"grant-{host.id}"), timeout=60)
+        payload = LunAccessPayload(target=target.target, initiator=require_iqn(host))
+        result = await ctx.call(await self._server(ctx, store), GRANT_LUN, payload,
+                                step=f"grant-{host.id}")
         if host.initiator_iqn not in result.initiators:
             raise OperationFailed(f"the target of {volume.name} did not take {host.name}")
         return uri(target)
@@ -129,10 +118,9 @@ class IscsiDriver(PrimaryDataStoreDriver):
                             host: Host) -> None:
         if not volume.export or not host.initiator_iqn:
             return
-        await ctx.call(
-            await self._server(ctx, store), Command.REVOKE_LUN,
-            LunAccessPayload(target=export_of(volume).target, initiator=host.initiator_iqn),
-            LunAccessResult, task_id=ctx.task_id(f"revoke-{host.id}"), timeout=60)
+        payload = LunAccessPayload(target=export_of(volume).target, initiator=host.initiator_iqn)
+        await ctx.call(await self._server(ctx, store), REVOKE_LUN, payload,
+                       step=f"revoke-{host.id}")
 
 
 PROVIDER = DataStoreProvider(

@@ -9,7 +9,7 @@ from controller.jobs.engine import JobContext
 from controller.plugins.dir.provider import IMAGES
 from controller.plugins.interfaces import MotionRequest, Uploaded, UploadRequest
 from controller.plugins.mediators.file_cache import FileCacheMediator
-from shared.protocol import Command, CopyImagePayload, ImageFacts
+from shared.protocol.files import COPY_IMAGE, CopyImagePayload, ImageFacts
 
 
 class DirToFileCacheKvm(FileCacheMediator):
@@ -17,11 +17,11 @@ class DirToFileCacheKvm(FileCacheMediator):
 
     async def download_to_cache(self, ctx: JobContext, request: MotionRequest) -> ImageFacts:
         payload = CopyImagePayload(src_path=self.source(request), **self.cache_target(request))
-        return await self.fetch(ctx, request, Command.COPY_IMAGE, payload)
+        return await self.fetch(ctx, request, COPY_IMAGE, payload)
 
     async def upload_from_primary(self, ctx: JobContext, request: UploadRequest) -> Uploaded:
         assert request.volume.path
         payload = CopyImagePayload(
             src_path=request.volume.path, file_name=request.file_name,
             dest_dir=posixpath.join(request.backup.config["path"], IMAGES))
-        return await self.send(ctx, request, Command.COPY_IMAGE, payload, ImageFacts)
+        return await self.send(ctx, request, COPY_IMAGE, payload)

@@ -5,7 +5,7 @@ comes back."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import (
@@ -15,7 +15,13 @@ from controller.plugins.interfaces import (
     Uploaded,
     UploadRequest,
 )
-from shared.protocol import ImageFacts, Model, UploadResult
+from shared.protocol.command import Command
+from shared.protocol.files import ImageFacts, UploadResult
+from shared.protocol.types import Model
+
+P = TypeVar("P", bound=Model)
+# What an upload command reports of the stored copy.
+Stored = TypeVar("Stored", ImageFacts, UploadResult)
 
 
 class FileCacheMediator(PrimaryToBackupStorageMediator):
@@ -38,14 +44,13 @@ class FileCacheMediator(PrimaryToBackupStorageMediator):
         return {"dest_dir": self._primary.cache_dir(request.primary), "file_name": image.id,
                 "expected_sha256": image.sha256, "expected_format": image.format}
 
-    async def fetch(self, ctx: JobContext, request: MotionRequest, command: str,
-                    payload: Model) -> ImageFacts:
-        return await ctx.call(request.host, command, payload, ImageFacts,
-                              task_id=request.task_id, span=(0, 50))
+    async def fetch(self, ctx: JobContext, request: MotionRequest,
+                    command: Command[P, ImageFacts], payload: P) -> ImageFacts:
+        return await ctx.call(request.host, command, payload, task_id=request.task_id,
+                              span=(0, 50))
 
-    async def send(self, ctx: JobContext, request: UploadRequest, command: str,
-                   payload: Model, result_type: type[ImageFacts] | type[UploadResult],
-                   ) -> Uploaded:
-        result = await ctx.call(request.host, command, payload, result_type,
-                                task_id=request.task_id, span=(0, 99))
+    async def send(self, ctx: JobContext, request: UploadRequest,
+                   command: Command[P, Stored], payload: P) -> Uploaded:
+        result = await ctx.call(request.host, command, payload, task_id=request.task_id,
+                                span=(0, 99))
         return Uploaded(result.path, result.size, result.sha256)

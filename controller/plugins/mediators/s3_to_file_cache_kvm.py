@@ -8,7 +8,8 @@ from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import MotionRequest, Uploaded, UploadRequest
 from controller.plugins.mediators.file_cache import FileCacheMediator
 from controller.plugins.s3.provider import endpoint, object_key
-from shared.protocol import Command, ImageFacts, S3DownloadPayload, S3UploadPayload, UploadResult
+from shared.protocol.files import ImageFacts
+from shared.protocol.s3 import S3_DOWNLOAD, S3_UPLOAD, S3DownloadPayload, S3UploadPayload
 
 
 class S3ToFileCacheKvm(FileCacheMediator):
@@ -17,11 +18,11 @@ class S3ToFileCacheKvm(FileCacheMediator):
     async def download_to_cache(self, ctx: JobContext, request: MotionRequest) -> ImageFacts:
         payload = S3DownloadPayload(endpoint=endpoint(ctx, request.backup),
                                     key=self.source(request), **self.cache_target(request))
-        return await self.fetch(ctx, request, Command.S3_DOWNLOAD, payload)
+        return await self.fetch(ctx, request, S3_DOWNLOAD, payload)
 
     async def upload_from_primary(self, ctx: JobContext, request: UploadRequest) -> Uploaded:
         assert request.volume.path
         payload = S3UploadPayload(endpoint=endpoint(ctx, request.backup),
                                   local_path=request.volume.path,
                                   key=object_key(request.backup, request.file_name))
-        return await self.send(ctx, request, Command.S3_UPLOAD, payload, UploadResult)
+        return await self.send(ctx, request, S3_UPLOAD, payload)

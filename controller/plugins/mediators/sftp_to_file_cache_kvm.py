@@ -8,13 +8,8 @@ from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import MotionRequest, Uploaded, UploadRequest
 from controller.plugins.mediators.file_cache import FileCacheMediator
 from controller.plugins.sftp.provider import endpoint, image_dir
-from shared.protocol import (
-    Command,
-    ImageFacts,
-    SftpDownloadPayload,
-    SftpUploadPayload,
-    UploadResult,
-)
+from shared.protocol.files import ImageFacts
+from shared.protocol.sftp import SFTP_DOWNLOAD, SFTP_UPLOAD, SftpDownloadPayload, SftpUploadPayload
 
 
 class SftpToFileCacheKvm(FileCacheMediator):
@@ -24,11 +19,11 @@ class SftpToFileCacheKvm(FileCacheMediator):
         payload = SftpDownloadPayload(endpoint=endpoint(ctx, request.backup),
                                       remote_path=self.source(request),
                                       **self.cache_target(request))
-        return await self.fetch(ctx, request, Command.SFTP_DOWNLOAD, payload)
+        return await self.fetch(ctx, request, SFTP_DOWNLOAD, payload)
 
     async def upload_from_primary(self, ctx: JobContext, request: UploadRequest) -> Uploaded:
         assert request.volume.path
         payload = SftpUploadPayload(
             endpoint=endpoint(ctx, request.backup), local_path=request.volume.path,
             remote_dir=image_dir(request.backup), file_name=request.file_name)
-        return await self.send(ctx, request, Command.SFTP_UPLOAD, payload, UploadResult)
+        return await self.send(ctx, request, SFTP_UPLOAD, payload)

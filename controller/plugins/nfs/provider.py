@@ -22,18 +22,15 @@ from controller.plugins.interfaces import (
     PrimaryDataStoreDriver,
     StorageRole,
 )
-from shared.protocol import (
-    AbsPath,
-    Command,
-    FsCapacity,
-    HostName,
+from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
+from shared.protocol.nfs import (
+    NFS_MOUNT,
+    NFS_UNMOUNT,
     MountOption,
     NfsMountPayload,
-    NfsMountResult,
     NfsUnmountPayload,
-    PrepareStoragePayload,
-    PrepareStorageResult,
 )
+from shared.protocol.types import AbsPath, FsCapacity, HostName
 
 VOLUMES = "volumes"
 IMAGE_CACHE = "imagecache"
@@ -94,23 +91,21 @@ class NfsLifeCycle(DataStoreLifeCycle):
                      host: Host) -> FsCapacity:
         assert isinstance(store, PrimaryStorage)
         if not is_libnfs(store):
-            await ctx.call(host, Command.NFS_MOUNT, NfsMountPayload(
+            await ctx.call(host, NFS_MOUNT, NfsMountPayload(
                 server=store.config["server"], export=store.config["export"],
                 mount_point=mount_point(store), options=store.config["mount_options"],
-                user=store.id), NfsMountResult,
-                task_id=ctx.task_id(f"mount-{store.id}-{host.id}"), timeout=120)
+                user=store.id), step=f"mount-{store.id}-{host.id}")
         payload = PrepareStoragePayload(path=self._driver.root(store),
                                         subdirs=[VOLUMES, IMAGE_CACHE])
-        result = await ctx.call(host, Command.PREPARE_STORAGE, payload, PrepareStorageResult,
-                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
+        result = await ctx.call(host, PREPARE_STORAGE, payload,
+                                step=f"prepare-{store.id}-{host.id}")
         return result.capacity
 
     async def detach(self, ctx: JobContext, store: PrimaryStorage, host: Host) -> None:
         if not is_libnfs(store):
-            await ctx.call(host, Command.NFS_UNMOUNT,
+            await ctx.call(host, NFS_UNMOUNT,
                            NfsUnmountPayload(mount_point=mount_point(store), user=store.id),
-                           NfsMountResult,
-                           task_id=ctx.task_id(f"unmount-{store.id}-{host.id}"), timeout=120)
+                           step=f"unmount-{store.id}-{host.id}")
 
 
 DRIVER = NfsDriver()

@@ -14,17 +14,17 @@ from controller.plugins.interfaces import (
     ImageDataStoreDriver,
     StorageRole,
 )
-from shared.protocol import (
-    Command,
-    DeleteFileResult,
-    FsCapacity,
-    ImageFacts,
-    PrepareStorageResult,
+from shared.protocol.files import ImageFacts
+from shared.protocol.s3 import (
+    S3_DELETE,
+    S3_PREPARE,
+    S3_REGISTER,
     S3DeletePayload,
     S3Endpoint,
     S3PreparePayload,
     S3RegisterPayload,
 )
+from shared.protocol.types import FsCapacity
 
 
 class S3Config(BaseModel):
@@ -55,10 +55,8 @@ class S3LifeCycle(DataStoreLifeCycle):
     async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
                      host: Host) -> FsCapacity:
         assert isinstance(store, BackupStorage)
-        result = await ctx.call(host, Command.S3_PREPARE,
-                                S3PreparePayload(endpoint=endpoint(ctx, store)),
-                                PrepareStorageResult,
-                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
+        result = await ctx.call(host, S3_PREPARE, S3PreparePayload(endpoint=endpoint(ctx, store)),
+                                step=f"prepare-{store.id}-{host.id}")
         return result.capacity
 
 
@@ -73,15 +71,13 @@ class S3Driver(ImageDataStoreDriver):
             expected_sha256=image.declared_sha256,
             expected_format=image.declared_format,  # type: ignore[arg-type]
         )
-        return await ctx.call(host, Command.S3_REGISTER, payload, ImageFacts,
-                              task_id=ctx.task_id("download"), span=(0, 99))
+        return await ctx.call(host, S3_REGISTER, payload, step="download", span=(0, 99))
 
     async def delete(self, ctx: JobContext, store: BackupStorage, ref: ImageStoreRef,
                      host: Host) -> None:
         payload = S3DeletePayload(endpoint=endpoint(ctx, store),
                                   key=object_key(store, ref.image_id))
-        await ctx.call(host, Command.S3_DELETE, payload, DeleteFileResult,
-                       task_id=ctx.task_id(f"delete-{ref.id}"), timeout=300)
+        await ctx.call(host, S3_DELETE, payload, step=f"delete-{ref.id}")
 
 
 PROVIDER = DataStoreProvider(

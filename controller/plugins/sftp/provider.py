@@ -16,18 +16,17 @@ from controller.plugins.interfaces import (
     ImageDataStoreDriver,
     StorageRole,
 )
-from shared.protocol import (
-    AbsPath,
-    Command,
-    DeleteFileResult,
-    FsCapacity,
-    ImageFacts,
-    PrepareStorageResult,
+from shared.protocol.files import ImageFacts
+from shared.protocol.sftp import (
+    SFTP_DELETE,
+    SFTP_PREPARE,
+    SFTP_REGISTER,
     SftpDeletePayload,
     SftpEndpoint,
     SftpPreparePayload,
     SftpRegisterPayload,
 )
+from shared.protocol.types import AbsPath, FsCapacity
 
 IMAGES = "images"
 
@@ -62,8 +61,7 @@ class SftpLifeCycle(DataStoreLifeCycle):
         assert isinstance(store, BackupStorage)
         payload = SftpPreparePayload(endpoint=endpoint(ctx, store), path=store.config["path"],
                                      subdirs=[IMAGES])
-        result = await ctx.call(host, Command.SFTP_PREPARE, payload, PrepareStorageResult,
-                                task_id=ctx.task_id(f"prepare-{store.id}-{host.id}"), timeout=120)
+        result = await ctx.call(host, SFTP_PREPARE, payload, step=f"prepare-{store.id}-{host.id}")
         return result.capacity
 
 
@@ -78,15 +76,13 @@ class SftpDriver(ImageDataStoreDriver):
             file_name=image.id, expected_sha256=image.declared_sha256,
             expected_format=image.declared_format,  # type: ignore[arg-type]
         )
-        return await ctx.call(host, Command.SFTP_REGISTER, payload, ImageFacts,
-                              task_id=ctx.task_id("download"), span=(0, 99))
+        return await ctx.call(host, SFTP_REGISTER, payload, step="download", span=(0, 99))
 
     async def delete(self, ctx: JobContext, store: BackupStorage, ref: ImageStoreRef,
                      host: Host) -> None:
         payload = SftpDeletePayload(endpoint=endpoint(ctx, store), remote_dir=image_dir(store),
                                     file_name=ref.image_id)
-        await ctx.call(host, Command.SFTP_DELETE, payload, DeleteFileResult,
-                       task_id=ctx.task_id(f"delete-{ref.id}"), timeout=300)
+        await ctx.call(host, SFTP_DELETE, payload, step=f"delete-{ref.id}")
 
 
 PROVIDER = DataStoreProvider(

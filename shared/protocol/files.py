@@ -1,0 +1,92 @@
+"""Storage directories and the files in them: preparing a storage, bringing image files
+in (from a URL or another place the agent reaches), deleting a file."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.protocol.command import Command
+from shared.protocol.types import (
+    FileName,
+    FsCapacity,
+    HttpUrl,
+    ImageFormat,
+    Model,
+    Sha256,
+    StorePath,
+    VolumeGroup,
+)
+
+
+class PrepareStoragePayload(Model):
+    """`volume_group`: volumes live there, so it is its capacity that counts."""
+
+    path: StorePath
+    subdirs: list[FileName] = Field(default_factory=list)
+    volume_group: VolumeGroup | None = None
+
+
+class PrepareStorageResult(Model):
+    path: str
+    capacity: FsCapacity
+
+
+class ImageFacts(Model):
+    """What was verified of an image file that now sits at `path`."""
+
+    path: str
+    size: int
+    sha256: str
+    format: ImageFormat
+    virtual_size: int
+    capacity: FsCapacity
+
+
+class DownloadImagePayload(Model):
+    url: HttpUrl
+    dest_dir: StorePath
+    file_name: FileName
+    expected_sha256: Sha256 | None = None
+    expected_format: ImageFormat | None = None
+
+
+class CopyImagePayload(Model):
+    """Copy an image file (or a volume becoming one) between two places the agent reaches,
+    verifying as it goes; without expectations, the result says what was copied."""
+
+    src_path: StorePath
+    dest_dir: StorePath
+    file_name: FileName
+    expected_sha256: Sha256 | None = None
+    expected_format: ImageFormat | None = None
+
+
+class BackingFile(Model):
+    path: StorePath
+    format: ImageFormat
+
+
+class UploadResult(Model):
+    """What a backup storage holds after an upload, verified there."""
+
+    path: str
+    size: int
+    sha256: str
+    capacity: FsCapacity
+
+
+class DeleteFilePayload(Model):
+    dir: StorePath
+    file_name: FileName
+
+
+class DeleteFileResult(Model):
+    existed: bool
+    capacity: FsCapacity
+
+
+PREPARE_STORAGE = Command("prepare_storage", PrepareStoragePayload, PrepareStorageResult,
+                          timeout=120)
+DOWNLOAD_IMAGE = Command("download_image", DownloadImagePayload, ImageFacts)
+COPY_IMAGE = Command("copy_image", CopyImagePayload, ImageFacts)
+DELETE_FILE = Command("delete_file", DeleteFilePayload, DeleteFileResult, timeout=300)

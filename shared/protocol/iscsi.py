@@ -1,0 +1,99 @@
+"""iSCSI: a storage server exports volumes as LUNs and grants initiators access; a
+hypervisor connects to the LUNs it was granted."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from shared.protocol.command import Command
+from shared.protocol.files import BackingFile, DeleteFileResult
+from shared.protocol.types import (
+    AbsPath,
+    EmptyPayload,
+    FileName,
+    FsCapacity,
+    Iqn,
+    IscsiPortal,
+    Model,
+    VolumeGroup,
+)
+
+
+class ChapCredentials(Model):
+    user: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    password: str = Field(min_length=12, max_length=16, pattern=r"^[A-Za-z0-9._-]+$",
+                          description="RFC 3720 secrets are 12 to 16 octets.")
+
+
+class IscsiTarget(Model):
+    """Where a LUN is served: the portal, the target name, the LUN number."""
+
+    portal: IscsiPortal
+    target: Iqn
+    lun: int = Field(default=1, ge=0, le=255)
+    chap: ChapCredentials | None = None
+
+
+class ExportLunPayload(Model):
+    """Create the LUN's backing store (empty of `size`, or a copy of `source`) and serve it
+    as the single LUN of its own target: a sparse file `dir/file_name`, or, with
+    `volume_group`, a logical volume named after the file."""
+
+    dir: AbsPath
+    file_name: FileName
+    size: int = Field(gt=0)
+    source: BackingFile | None = None
+    target: Iqn
+    chap: ChapCredentials | None = None
+    volume_group: VolumeGroup | None = None
+
+
+class ExportLunResult(Model):
+    path: str
+    target: IscsiTarget
+    capacity: FsCapacity
+
+
+class UnexportLunPayload(Model):
+    """Remove the target (and so every grant), then the backing file or volume."""
+
+    dir: AbsPath
+    file_name: FileName
+    target: Iqn
+    volume_group: VolumeGroup | None = None
+
+
+class LunAccessPayload(Model):
+    target: Iqn
+    initiator: Iqn
+
+
+class LunAccessResult(Model):
+    target: Iqn
+    initiators: list[str]
+
+
+class ConnectVolumePayload(Model):
+    target: IscsiTarget
+
+
+class ConnectVolumeResult(Model):
+    """How this host's QEMU opens the volume: a device path (kernel mode) or a QEMU
+    block-driver spec (qemu mode)."""
+
+    mode: Literal["kernel", "qemu"]
+    device: str | None = None
+    qemu_spec: dict[str, Any] | None = None
+    size: int
+
+
+EXPORT_LUN = Command("export_lun", ExportLunPayload, ExportLunResult)
+UNEXPORT_LUN = Command("unexport_lun", UnexportLunPayload, DeleteFileResult, timeout=300)
+GRANT_LUN = Command("grant_lun", LunAccessPayload, LunAccessResult, timeout=60)
+REVOKE_LUN = Command("revoke_lun", LunAccessPayload, LunAccessResult, timeout=60)
+CONNECT_VOLUME = Command("connect_volume", ConnectVolumePayload, ConnectVolumeResult,
+                         timeout=300)
+DISCONNECT_VOLUME = Command("disconnect_volume", ConnectVolumePayload, EmptyPayload,
+                            timeout=300)

@@ -1,0 +1,87 @@
+"""SFTP backup storage: prepare the store, register images into it, copy images out of
+it into a cache, upload files to it, delete from it."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.protocol.command import Command
+from shared.protocol.files import (
+    DeleteFileResult,
+    ImageFacts,
+    PrepareStorageResult,
+    UploadResult,
+)
+from shared.protocol.types import (
+    AbsPath,
+    FileName,
+    HttpUrl,
+    ImageFormat,
+    Model,
+    Port,
+    Sha256,
+    SshHost,
+    SshHostKey,
+    SshUser,
+    StorePath,
+)
+
+
+class SftpEndpoint(Model):
+    """An SFTP server: its host key is pinned, a different one is refused."""
+
+    host: SshHost
+    port: Port = 22
+    username: SshUser
+    host_key: SshHostKey
+    private_key: str = Field(description="The client's private key (OpenSSH or PEM).")
+
+
+class SftpPreparePayload(Model):
+    endpoint: SftpEndpoint
+    path: AbsPath
+    subdirs: list[FileName] = Field(default_factory=list)
+
+
+class SftpRegisterPayload(Model):
+    """Download `url`, verify it here, then store it on the SFTP server."""
+
+    endpoint: SftpEndpoint
+    url: HttpUrl
+    remote_dir: AbsPath
+    file_name: FileName
+    expected_sha256: Sha256 | None = None
+    expected_format: ImageFormat | None = None
+
+
+class SftpDownloadPayload(Model):
+    """Copy a stored image from the SFTP server into `dest_dir`, verified."""
+
+    endpoint: SftpEndpoint
+    remote_path: AbsPath
+    dest_dir: StorePath
+    file_name: FileName
+    expected_sha256: Sha256
+    expected_format: ImageFormat
+
+
+class SftpUploadPayload(Model):
+    """Copy a local file to the SFTP server, verified there before it gets its name."""
+
+    endpoint: SftpEndpoint
+    local_path: StorePath
+    remote_dir: AbsPath
+    file_name: FileName
+
+
+class SftpDeletePayload(Model):
+    endpoint: SftpEndpoint
+    remote_dir: AbsPath
+    file_name: FileName
+
+
+SFTP_PREPARE = Command("sftp_prepare", SftpPreparePayload, PrepareStorageResult, timeout=120)
+SFTP_REGISTER = Command("sftp_register", SftpRegisterPayload, ImageFacts)
+SFTP_DOWNLOAD = Command("sftp_download", SftpDownloadPayload, ImageFacts)
+SFTP_UPLOAD = Command("sftp_upload", SftpUploadPayload, UploadResult)
+SFTP_DELETE = Command("sftp_delete", SftpDeletePayload, DeleteFileResult, timeout=300)
