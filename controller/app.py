@@ -12,20 +12,22 @@ import aiohttp
 from aiohttp import web
 
 from controller.agentclient import AgentClient
-from controller.api.keys import OPENAPI, SERVICES, Services
+from controller.api.keys import OPENAPI, SERVICES
 from controller.api.openapi import document
 from controller.api.routes import add_routes
 from controller.config import ControllerConfig
 from controller.db.engine import create_engine, migrate, sessionmaker
 from controller.jobs.engine import JobEngine
 from controller.localagent import embedded
+from controller.motion.endpoints import ConnectedHostSelector
+from controller.motion.install import CacheThenCloneInstall
+from controller.motion.service import DataMotionService
+from controller.motion.strategies import MediatorMotionStrategy
 from controller.plugins.builtin import default_registry
-from controller.plugins.endpoints import ConnectedHostSelector
-from controller.plugins.install import CacheThenCloneInstall
 from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
 from controller.services.base import ServiceDeps
-from controller.services.datamotion import DataMotionService
+from controller.services.container import Services
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
 from controller.services.monitor import HostMonitor
@@ -62,7 +64,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         registry = app[REGISTRY]
         deps = ServiceDeps(db=db, jobs=jobs, registry=registry,
                            selector=ConnectedHostSelector(registry), secrets=secrets)
-        motion = DataMotionService(registry, deps.selector)
+        motion = DataMotionService(registry, deps.selector,
+                                   [MediatorMotionStrategy(registry)])
         services = Services(
             db=db, jobs=jobs, registry=registry, hosts=HostService(deps),
             primary_storages=PrimaryStorageService(deps),

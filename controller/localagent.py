@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy import select
 
-from controller.api.keys import Services
-from controller.api.schemas import BackupStorageCreate, HostCreate, PrimaryStorageCreate
 from controller.config import ControllerConfig
 from controller.db.models import Host, JobState
+from controller.services.commands import AddHost, CreateBackupStorage, CreatePrimaryStorage
+from controller.services.container import Services
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +63,17 @@ async def seed(config: ControllerConfig, services: Services) -> None:
     async with services.db() as session:
         if await session.scalar(select(Host.id).limit(1)) is not None:
             return
-    _, job = await services.hosts.add(HostCreate(
+    _, job = await services.hosts.add(AddHost(
         name=SEED_HOST, address=f"http://{config.local_agent_listen}"))
     host_id = job.resource_id
     assert host_id is not None
     await _settle(services, job.id)
-    _, attach = await services.primary_storages.create(PrimaryStorageCreate(
+    _, attach = await services.primary_storages.create(CreatePrimaryStorage(
         name=SEED_PRIMARY, type="local", overprovision_factor=4.0,
-        config={"path": os.path.join(config.state_dir, "primary")}, hosts=[host_id]))
+        config={"path": os.path.join(config.state_dir, "primary")}, hosts=(host_id,)))
     if attach is not None:
         await _settle(services, attach.id)
-    _, connect = await services.backup_storages.create(BackupStorageCreate(
+    _, connect = await services.backup_storages.create(CreateBackupStorage(
         name=SEED_BACKUP, type="dir", config={"path": os.path.join(config.state_dir, "images")}))
     await _settle(services, connect.id)
     log.info("seeded host %r, primary storage %r and image store %r",

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from controller.jobs.engine import JobEngine
-from controller.plugins.registry import PluginRegistry
-from controller.services.hosts import HostService
-from controller.services.images import ImageService
-from controller.services.storages import BackupStorageService, PrimaryStorageService
-from controller.services.volumes import VolumeService
-
-
-@dataclass
-class Services:
-    db: async_sessionmaker[AsyncSession]
-    jobs: JobEngine
-    registry: PluginRegistry
-    hosts: HostService
-    primary_storages: PrimaryStorageService
-    backup_storages: BackupStorageService
-    images: ImageService
-    volumes: VolumeService
-
+from controller.services.container import Services
 
 SERVICES = web.AppKey("services", Services)
 OPENAPI = web.AppKey("openapi", dict[str, Any])

@@ -10,7 +10,6 @@ from controller.plugins.local.provider import PROVIDER as LOCAL
 from controller.plugins.mediators.dir_to_file_cache_kvm import DirToFileCacheKvm
 from controller.plugins.mediators.s3_to_file_cache_kvm import S3ToFileCacheKvm
 from controller.plugins.mediators.sftp_to_file_cache_kvm import SftpToFileCacheKvm
-from controller.plugins.motion import MediatorMotionStrategy
 from controller.plugins.nfs.provider import PROVIDER as NFS
 from controller.plugins.registry import PluginRegistry
 from controller.plugins.s3.provider import PROVIDER as S3
@@ -30,5 +29,4 @@ def default_registry() -> PluginRegistry:
     for primary_type, driver in (("local", local), ("nfs", nfs), ("iscsi", iscsi)):
         for cell in (DirToFileCacheKvm, SftpToFileCacheKvm, S3ToFileCacheKvm):
             registry.add_mediator(cell(primary_type, driver))
-    registry.add_strategy(MediatorMotionStrategy(registry))
     return registry

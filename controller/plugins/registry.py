@@ -1,14 +1,12 @@
-"""The plugin registry: storage types, hypervisor backends, mediators, strategies."""
+"""The plugin registry: storage types, hypervisor backends, mediators."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from controller.plugins.interfaces import (
-    DataMotionStrategy,
     DataStoreProvider,
     ImageDataStoreDriver,
-    MotionRequest,
     PrimaryDataStoreDriver,
     PrimaryStorageBackend,
     PrimaryToBackupStorageMediator,
@@ -23,7 +21,6 @@ class PluginRegistry:
         self.hypervisors: set[str] = set()
         self.backends: dict[tuple[str, str], PrimaryStorageBackend] = {}
         self.mediators: dict[tuple[str, str, str], PrimaryToBackupStorageMediator] = {}
-        self.strategies: list[DataMotionStrategy] = []
 
     def add_provider(self, provider: DataStoreProvider) -> None:
         self.providers[(provider.role, provider.type)] = provider
@@ -37,9 +34,6 @@ class PluginRegistry:
     def add_mediator(self, mediator: PrimaryToBackupStorageMediator) -> None:
         key = (mediator.primary_type, mediator.backup_type, mediator.hypervisor)
         self.mediators[key] = mediator
-
-    def add_strategy(self, strategy: DataMotionStrategy) -> None:
-        self.strategies.append(strategy)
 
     def provider(self, role: StorageRole, type_: str) -> DataStoreProvider:
         try:
@@ -81,15 +75,6 @@ class PluginRegistry:
                 f"on {hypervisor!r}",
                 code="unsupported_combination",
             ) from None
-
-    def strategy_for(self, request: MotionRequest) -> DataMotionStrategy:
-        bids = [(s.bid(request), i, s) for i, s in enumerate(self.strategies)]
-        best = max(bids, default=(0, 0, None), key=lambda b: (b[0], -b[1]))
-        if best[0] <= 0 or best[2] is None:
-            # No strategy took it: name the missing matrix cell.
-            self.mediator(request.primary.type, request.backup.type, request.primary.hypervisor)
-            raise Unsupported("no data motion strategy can carry out this copy")
-        return best[2]
 
     def capabilities(self) -> dict[str, Any]:
         def types(role: StorageRole) -> list[dict[str, str]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from controller.api.schemas import HostCreate
+from controller.db.lookup import get_or_404
 from controller.db.models import (
     AttachState,
     Host,
@@ -20,7 +20,7 @@ from controller.db.transitions import record_fs_capacity, transition
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import StorageRole
 from controller.services.base import ServiceDeps, ensure_unique_name
-from controller.services.lookup import get_or_404
+from controller.services.commands import AddHost
 from shared.errors import InUse, StrataError
 from shared.protocol.host import HOST_INFO
 from shared.protocol.types import EmptyPayload
@@ -36,7 +36,7 @@ class HostService:
         deps.jobs.register("host.connect", self.run_connect)
         deps.jobs.register("host.delete", self.run_delete)
 
-    async def add(self, req: HostCreate) -> tuple[Host, Job]:
+    async def add(self, req: AddHost) -> tuple[Host, Job]:
         async with self._d.db.begin() as session:
             await ensure_unique_name(session, Host.name, req.name, "host")
             host = Host(name=req.name, address=req.address, hypervisor=req.hypervisor,

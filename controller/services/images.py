@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.api.schemas import ImageCreate
+from controller.db.lookup import get_or_404
 from controller.db.models import (
     BackupStorage,
     Image,
@@ -23,7 +23,7 @@ from controller.db.transitions import transition
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import UploadRequest
 from controller.services.base import ServiceDeps
-from controller.services.lookup import get_or_404
+from controller.services.commands import RegisterImage
 from controller.services.storages import LIVE, delete_cache
 from shared.errors import ChecksumMismatch, Conflict, InUse, StrataError
 
@@ -35,7 +35,7 @@ class ImageService:
         deps.jobs.register("image.from_volume", self.run_from_volume)
         deps.jobs.register("image.delete", self.run_delete)
 
-    async def register(self, req: ImageCreate) -> tuple[Image, Job]:
+    async def register(self, req: RegisterImage) -> tuple[Image, Job]:
         async with self._d.db.begin() as session:
             store = await get_or_404(session, BackupStorage, req.backup_storage_id,
                                      "backup storage")

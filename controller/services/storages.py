@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.api.schemas import BackupStorageCreate, PrimaryStorageCreate
+from controller.db.lookup import get_or_404
 from controller.db.models import (
     AttachState,
     BackupStorage,
@@ -27,8 +27,8 @@ from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import DataStoreLifeCycle, StorageRole
 from controller.secrets import SecretBox
 from controller.services.base import ServiceDeps, ensure_unique_name
+from controller.services.commands import CreateBackupStorage, CreatePrimaryStorage
 from controller.services.hosts import ATTACHED, attach_storage
-from controller.services.lookup import get_or_404
 from shared.errors import Conflict, InUse, StrataError
 
 CONNECTABLE = (StoreState.CREATING, StoreState.READY, StoreState.ERROR)
@@ -43,7 +43,7 @@ class PrimaryStorageService:
         deps.jobs.register("primary_storage.detach", self.run_detach)
         deps.jobs.register("primary_storage.delete", self.run_delete)
 
-    async def create(self, req: PrimaryStorageCreate) -> tuple[PrimaryStorage, Job | None]:
+    async def create(self, req: CreatePrimaryStorage) -> tuple[PrimaryStorage, Job | None]:
         provider = self._d.registry.provider(StorageRole.PRIMARY, req.type)
         config = stored_config(provider.lifecycle, req.config, self._d.secrets)
         jobs: list[Job] = []
@@ -225,7 +225,7 @@ class BackupStorageService:
         deps.jobs.register("backup_storage.connect", self.run_connect)
         deps.jobs.register("backup_storage.delete", self.run_delete)
 
-    async def create(self, req: BackupStorageCreate) -> tuple[BackupStorage, Job]:
+    async def create(self, req: CreateBackupStorage) -> tuple[BackupStorage, Job]:
         provider = self._d.registry.provider(StorageRole.BACKUP, req.type)
         config = stored_config(provider.lifecycle, req.config, self._d.secrets)
         async with self._d.db.begin() as session:

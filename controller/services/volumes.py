@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.api.schemas import VolumeCreate
+from controller.db.lookup import get_fresh, get_or_404
 from controller.db.models import (
     AccessState,
     BackupStorage,
@@ -31,7 +31,7 @@ from controller.db.transitions import (
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import TemplateInstallStrategy
 from controller.services.base import ServiceDeps
-from controller.services.lookup import get_fresh, get_or_404
+from controller.services.commands import CreateVolume
 from shared.errors import Conflict, InvalidInput, NotFound, StrataError
 
 
@@ -44,7 +44,7 @@ class VolumeService:
         deps.jobs.register("volume.grant", self.run_grant)
         deps.jobs.register("volume.revoke", self.run_revoke)
 
-    async def create(self, req: VolumeCreate) -> tuple[Volume, Job]:
+    async def create(self, req: CreateVolume) -> tuple[Volume, Job]:
         async with self._d.db.begin() as session:
             store = await get_fresh(session, PrimaryStorage, req.primary_storage_id,
                                     "primary storage")

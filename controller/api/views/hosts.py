@@ -9,8 +9,9 @@ from controller.api.keys import SERVICES
 from controller.api.request import body, paginate
 from controller.api.schemas import HostCreate, HostOut
 from controller.api.views.common import accepted, ok
+from controller.db.lookup import get_or_404
 from controller.db.models import Host
-from controller.services.lookup import get_or_404
+from controller.services.commands import AddHost
 
 
 async def list_hosts(request: web.Request) -> web.Response:
@@ -27,7 +28,10 @@ async def get_host(request: web.Request) -> web.Response:
 
 
 async def create_host(request: web.Request) -> web.Response:
-    _, job = await request.app[SERVICES].hosts.add(await body(request, HostCreate))
+    req = await body(request, HostCreate)
+    _, job = await request.app[SERVICES].hosts.add(AddHost(
+        name=req.name, address=req.address, hypervisor=req.hypervisor,
+        initiator_iqn=req.initiator_iqn))
     return accepted(job)
 
 

@@ -10,8 +10,9 @@ from controller.api.keys import SERVICES
 from controller.api.request import body, paginate
 from controller.api.schemas import ImageCreate, ImageOut
 from controller.api.views.common import accepted, ok
+from controller.db.lookup import get_or_404
 from controller.db.models import Image, ImageStoreRef, ObjectState
-from controller.services.lookup import get_or_404
+from controller.services.commands import RegisterImage
 
 
 async def _images_out(session: AsyncSession, images: list[Image]) -> list[ImageOut]:
@@ -42,7 +43,10 @@ async def get_image(request: web.Request) -> web.Response:
 
 
 async def create_image(request: web.Request) -> web.Response:
-    _, job = await request.app[SERVICES].images.register(await body(request, ImageCreate))
+    req = await body(request, ImageCreate)
+    _, job = await request.app[SERVICES].images.register(RegisterImage(
+        name=req.name, backup_storage_id=req.backup_storage_id, url=req.url,
+        volume_id=req.volume_id, format=req.format, sha256=req.sha256))
     return accepted(job)
 
 

@@ -20,10 +20,11 @@ from controller.api.schemas import (
     PrimaryStorageOut,
 )
 from controller.api.views.common import accepted, ok
+from controller.db.lookup import get_or_404
 from controller.db.models import BackupStorage, PrimaryStorage, PrimaryStorageHostRef
 from controller.plugins.interfaces import StorageRole
 from controller.plugins.registry import PluginRegistry
-from controller.services.lookup import get_or_404
+from controller.services.commands import CreateBackupStorage, CreatePrimaryStorage
 
 
 def public_config(registry: PluginRegistry, role: StorageRole, type_: str,
@@ -75,7 +76,10 @@ async def get_primary(request: web.Request) -> web.Response:
 
 async def create_primary(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    store, job = await services.primary_storages.create(await body(request, PrimaryStorageCreate))
+    req = await body(request, PrimaryStorageCreate)
+    store, job = await services.primary_storages.create(CreatePrimaryStorage(
+        name=req.name, type=req.type, config=req.config,
+        overprovision_factor=req.overprovision_factor, hosts=tuple(req.hosts)))
     if job is not None:
         return accepted(job)
     async with services.db() as session:
@@ -115,8 +119,9 @@ async def get_backup(request: web.Request) -> web.Response:
 
 
 async def create_backup(request: web.Request) -> web.Response:
-    _, job = await request.app[SERVICES].backup_storages.create(
-        await body(request, BackupStorageCreate))
+    req = await body(request, BackupStorageCreate)
+    _, job = await request.app[SERVICES].backup_storages.create(CreateBackupStorage(
+        name=req.name, type=req.type, config=req.config))
     return accepted(job)
 
 

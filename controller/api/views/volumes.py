@@ -10,8 +10,9 @@ from controller.api.keys import SERVICES
 from controller.api.request import body, paginate
 from controller.api.schemas import AccessOut, ExportOut, HostRef, VolumeCreate, VolumeOut
 from controller.api.views.common import accepted, ok
+from controller.db.lookup import get_or_404
 from controller.db.models import Volume, VolumeAccess
-from controller.services.lookup import get_or_404
+from controller.services.commands import CreateVolume
 
 
 async def _volumes_out(session: AsyncSession, volumes: list[Volume]) -> list[VolumeOut]:
@@ -48,7 +49,10 @@ async def get_volume(request: web.Request) -> web.Response:
 
 
 async def create_volume(request: web.Request) -> web.Response:
-    _, job = await request.app[SERVICES].volumes.create(await body(request, VolumeCreate))
+    req = await body(request, VolumeCreate)
+    _, job = await request.app[SERVICES].volumes.create(CreateVolume(
+        name=req.name, primary_storage_id=req.primary_storage_id, image_id=req.image_id,
+        size=req.size))
     return accepted(job)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controller.db.lookup import get_or_404
 from controller.db.models import BackupStorage, Host, PrimaryStorage, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces import (
@@ -16,7 +17,6 @@ from controller.plugins.interfaces import (
     PrimaryDataStoreDriver,
     StorageRole,
 )
-from controller.services.lookup import get_or_404
 from shared.errors import Conflict, OperationFailed
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
 from shared.protocol.iscsi import GRANT_LUN, REVOKE_LUN, IscsiTarget, LunAccessPayload

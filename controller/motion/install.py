@@ -11,12 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controller.db.lookup import get_fresh
 from controller.db.models import Image, ImageCache, ObjectState, PrimaryStorage
 from controller.db.transitions import release_cache, reserve_capacity, transition
 from controller.jobs.engine import JobContext
+from controller.motion.service import DataMotionService
 from controller.plugins.interfaces import TemplateInstallStrategy
-from controller.services.datamotion import DataMotionService
-from controller.services.lookup import get_fresh
 from shared.errors import Conflict, StrataError
 
 MAX_RACES = 10

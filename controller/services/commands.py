@@ -1,0 +1,58 @@
+"""What the services are asked to do: plain values, checked by whoever makes them (the
+API's request schemas, the embedded defaults), so services know nothing of HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.protocol.types import ImageFormat
+
+
+@dataclass(frozen=True)
+class AddHost:
+    name: str
+    address: str
+    hypervisor: str = "kvm"
+    initiator_iqn: str | None = None
+
+
+@dataclass(frozen=True)
+class CreatePrimaryStorage:
+    """`config` is checked by the storage type's config model; `hosts` are attached at once."""
+
+    name: str
+    type: str
+    config: dict[str, Any]
+    overprovision_factor: float = 1.0
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CreateBackupStorage:
+    name: str
+    type: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegisterImage:
+    """From `url` (downloaded and verified), or from `volume_id` (copied up from its
+    primary storage): exactly one of them."""
+
+    name: str
+    backup_storage_id: str
+    url: str | None = None
+    volume_id: str | None = None
+    format: ImageFormat | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class CreateVolume:
+    """A linked clone of `image_id`, or an empty volume of `size` bytes."""
+
+    name: str
+    primary_storage_id: str
+    image_id: str | None = None
+    size: int | None = None

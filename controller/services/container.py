@@ -1,0 +1,26 @@
+"""Every service, as the API and the embedded defaults find them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controller.jobs.engine import JobEngine
+from controller.plugins.registry import PluginRegistry
+from controller.services.hosts import HostService
+from controller.services.images import ImageService
+from controller.services.storages import BackupStorageService, PrimaryStorageService
+from controller.services.volumes import VolumeService
+
+
+@dataclass
+class Services:
+    db: async_sessionmaker[AsyncSession]
+    jobs: JobEngine
+    registry: PluginRegistry
+    hosts: HostService
+    primary_storages: PrimaryStorageService
+    backup_storages: BackupStorageService
+    images: ImageService
+    volumes: VolumeService
