@@ -115,6 +115,7 @@ class JobEngine:
         self._agents = agents
         self._secrets = secrets
         self._handlers: dict[str, JobHandler] = {}
+        self._kinds: dict[JobHandler, str] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, Job] = {}
         self._done: dict[str, asyncio.Event] = {}
@@ -122,15 +123,21 @@ class JobEngine:
         self._background: set[asyncio.Task[None]] = set()
 
     def register(self, kind: str, handler: JobHandler) -> None:
+        """Binds `handler` to `kind`, the name job rows keep: a job resumed after a restart
+        finds its handler by it."""
         self._handlers[kind] = handler
+        self._kinds[handler] = kind
 
-    @staticmethod
     def new_job(
-        session: AsyncSession, kind: str, *, resource_type: str | None = None,
+        self, session: AsyncSession, handler: JobHandler, *, resource_type: str | None = None,
         resource_id: str | None = None, params: dict[str, Any] | None = None,
     ) -> Job:
-        """Adds a job row to the caller's transaction; call `start` after commit. It is
-        `running` from the start: a controller that dies before `start` resumes it."""
+        """Adds a job row that `handler` will run to the caller's transaction; call `start`
+        after commit. It is `running` from the start: a controller that dies before `start`
+        resumes it."""
+        kind = self._kinds.get(handler)
+        if kind is None:
+            raise ValueError(f"{handler!r} is not a registered job handler")
         job = Job(kind=kind, params=params or {}, resource_type=resource_type,
                   resource_id=resource_id, state=JobState.RUNNING, progress=0.0,
                   created_at=time.time(), updated_at=time.time())

@@ -44,7 +44,7 @@ class HostService:
                         initiator_iqn_pinned=req.initiator_iqn is not None)
             session.add(host)
             await session.flush()
-            job = self._d.jobs.new_job(session, "host.connect", resource_type="host",
+            job = self._d.jobs.new_job(session, self.run_connect, resource_type="host",
                                        resource_id=host.id)
         self._d.jobs.start(job)
         return host, job
@@ -52,7 +52,7 @@ class HostService:
     async def reconnect(self, host_id: str) -> Job:
         async with self._d.db.begin() as session:
             host = await get_or_404(session, Host, host_id, "host")
-            job = self._d.jobs.new_job(session, "host.connect", resource_type="host",
+            job = self._d.jobs.new_job(session, self.run_connect, resource_type="host",
                                        resource_id=host.id)
         self._d.jobs.start(job)
         return job
@@ -99,7 +99,7 @@ class HostService:
             if attached:
                 raise InUse(f"host {host.name} still has primary storage attached: "
                             f"{', '.join(attached)}; detach it first")
-            job = self._d.jobs.new_job(session, "host.delete", resource_type="host",
+            job = self._d.jobs.new_job(session, self.run_delete, resource_type="host",
                                        resource_id=host.id)
         self._d.jobs.start(job)
         return job

@@ -20,7 +20,7 @@ from controller.db.models import (
     Volume,
 )
 from controller.db.transitions import transition
-from controller.jobs.engine import JobContext
+from controller.jobs.engine import JobContext, JobHandler
 from controller.plugins.interfaces import UploadRequest
 from controller.services.base import ServiceDeps
 from controller.services.commands import RegisterImage
@@ -44,20 +44,21 @@ class ImageService:
                                code="storage_not_ready")
             params = {"backup_storage_id": store.id}
             fmt: str | None
+            handler: JobHandler
             if req.volume_id is not None:
                 volume = await self._lock_volume(session, req.volume_id, store)
-                url, kind, fmt = f"volume:{volume.id}", "image.from_volume", volume.format
+                url, handler, fmt = f"volume:{volume.id}", self.run_from_volume, volume.format
                 params["volume_id"] = volume.id
             else:
                 assert req.url is not None
-                url, kind, fmt = req.url, "image.register", req.format
+                url, handler, fmt = req.url, self.run_register, req.format
             image = Image(name=req.name, url=url, declared_format=fmt,
                           declared_sha256=req.sha256, state=ObjectState.ALLOCATED)
             session.add(image)
             await session.flush()
             session.add(ImageStoreRef(image_id=image.id, backup_storage_id=store.id,
                                       state=ObjectState.ALLOCATED))
-            job = self._d.jobs.new_job(session, kind, resource_type="image",
+            job = self._d.jobs.new_job(session, handler, resource_type="image",
                                        resource_id=image.id, params=params)
         self._d.jobs.start(job)
         return image, job
@@ -158,7 +159,7 @@ class ImageService:
                                     (ObjectState.READY, ObjectState.ERROR),
                                     ObjectState.DESTROYING):
                 raise Conflict(f"image {image.name} is {image.state}; try again when it settles")
-            job = self._d.jobs.new_job(session, "image.delete", resource_type="image",
+            job = self._d.jobs.new_job(session, self.run_delete, resource_type="image",
                                        resource_id=image.id)
         self._d.jobs.start(job)
         return job

@@ -86,7 +86,7 @@ class PrimaryStorageService:
         elif not await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
                                   AttachState.CONNECTING):
             raise Conflict(f"primary storage {store.name} is being detached from {host.name}")
-        return self._d.jobs.new_job(session, "primary_storage.attach",
+        return self._d.jobs.new_job(session, self.run_attach,
                                     resource_type="primary_storage", resource_id=store.id,
                                     params={"host_id": host.id, "ref_id": ref.id})
 
@@ -117,7 +117,7 @@ class PrimaryStorageService:
             # A detach that failed part-way may be asked again.
             await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
                              AttachState.DETACHING)
-            job = self._d.jobs.new_job(session, "primary_storage.detach",
+            job = self._d.jobs.new_job(session, self.run_detach,
                                        resource_type="primary_storage", resource_id=store.id,
                                        params={"ref_id": ref.id, "host_id": host_id})
         self._d.jobs.start(job)
@@ -152,7 +152,7 @@ class PrimaryStorageService:
                                     (StoreState.READY, StoreState.ERROR, StoreState.MAINTENANCE),
                                     StoreState.DELETING):
                 raise Conflict(f"primary storage {store.name} is {store.state}")
-            job = self._d.jobs.new_job(session, "primary_storage.delete",
+            job = self._d.jobs.new_job(session, self.run_delete,
                                        resource_type="primary_storage", resource_id=store.id)
         self._d.jobs.start(job)
         return job
@@ -235,7 +235,7 @@ class BackupStorageService:
                                   state=StoreState.CREATING)
             session.add(store)
             await session.flush()
-            job = self._d.jobs.new_job(session, "backup_storage.connect",
+            job = self._d.jobs.new_job(session, self.run_connect,
                                        resource_type="backup_storage", resource_id=store.id)
         self._d.jobs.start(job)
         return store, job
@@ -270,7 +270,7 @@ class BackupStorageService:
             if not await transition(session, BackupStorage, store.id, CONNECTABLE,
                                     StoreState.DELETING):
                 raise Conflict(f"backup storage {store.name} is {store.state}")
-            job = self._d.jobs.new_job(session, "backup_storage.delete",
+            job = self._d.jobs.new_job(session, self.run_delete,
                                        resource_type="backup_storage", resource_id=store.id)
         self._d.jobs.start(job)
         return job

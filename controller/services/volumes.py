@@ -67,7 +67,7 @@ class VolumeService:
                             size=size, state=ObjectState.ALLOCATED)
             session.add(volume)
             await session.flush()
-            job = self._d.jobs.new_job(session, "volume.create", resource_type="volume",
+            job = self._d.jobs.new_job(session, self.run_create, resource_type="volume",
                                        resource_id=volume.id)
         self._d.jobs.start(job)
         return volume, job
@@ -147,7 +147,7 @@ class VolumeService:
                                     ObjectState.DESTROYING):
                 raise Conflict(f"volume {volume.name} is {volume.state}; "
                                "try again when it settles")
-            job = self._d.jobs.new_job(session, "volume.delete", resource_type="volume",
+            job = self._d.jobs.new_job(session, self.run_delete, resource_type="volume",
                                        resource_id=volume.id, params={"release": release})
         self._d.jobs.start(job)
         return job
@@ -200,7 +200,7 @@ class VolumeService:
                                       (AccessState.GRANTED, AccessState.ERROR,
                                        AccessState.GRANTING), AccessState.GRANTING):
                 raise Conflict(f"access of host {host.name} to {volume.name} is being revoked")
-            job = self._d.jobs.new_job(session, "volume.grant", resource_type="volume",
+            job = self._d.jobs.new_job(session, self.run_grant, resource_type="volume",
                                        resource_id=volume.id, params={"host_id": host.id})
         self._d.jobs.start(job)
         return job
@@ -235,7 +235,7 @@ class VolumeService:
                                      AccessState.REVOKING), AccessState.REVOKING):
                 raise Conflict(f"access of host {host_id} to {volume.name} is being granted; "
                                "try again when it settles")
-            job = self._d.jobs.new_job(session, "volume.revoke", resource_type="volume",
+            job = self._d.jobs.new_job(session, self.run_revoke, resource_type="volume",
                                        resource_id=volume.id, params={"host_id": host_id})
         self._d.jobs.start(job)
         return job
