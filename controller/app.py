@@ -23,15 +23,16 @@ from controller.motion.endpoints import ConnectedHostSelector
 from controller.motion.install import CacheThenCloneInstall
 from controller.motion.service import DataMotionService
 from controller.motion.strategies import MediatorMotionStrategy
-from controller.plugins.builtin import default_registry
+from controller.plugins.matrix import default_registry
 from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
+from controller.services.backup_storages import BackupStorageService
 from controller.services.base import ServiceDeps
 from controller.services.container import Services
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
 from controller.services.monitor import HostMonitor
-from controller.services.storages import BackupStorageService, PrimaryStorageService
+from controller.services.primary_storages import PrimaryStorageService
 from controller.services.volumes import VolumeService
 from shared.http import error_middleware
 
@@ -66,11 +67,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                            selector=ConnectedHostSelector(registry), secrets=secrets)
         motion = DataMotionService(registry, deps.selector,
                                    [MediatorMotionStrategy(registry)])
+        install = CacheThenCloneInstall(motion, registry, deps.selector)
+        primary_storages = PrimaryStorageService(deps, install)
         services = Services(
-            db=db, jobs=jobs, registry=registry, hosts=HostService(deps),
-            primary_storages=PrimaryStorageService(deps),
-            backup_storages=BackupStorageService(deps), images=ImageService(deps),
-            volumes=VolumeService(deps, CacheThenCloneInstall(motion)),
+            db=db, jobs=jobs, registry=registry, hosts=HostService(deps, primary_storages),
+            primary_storages=primary_storages, backup_storages=BackupStorageService(deps),
+            images=ImageService(deps, motion, install),
+            volumes=VolumeService(deps, motion, install),
         )
         app[SERVICES] = services
         async with embedded(config, services) if config.local_agent else nullcontext():

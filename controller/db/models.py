@@ -20,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.protocol.types import ImageFormat
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -44,6 +46,9 @@ class ObjectState(enum.StrEnum):
 
 TRANSITIONAL = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.COPYING,
                 ObjectState.DESTROYING)
+# Objects that still hold (or will hold) bytes somewhere.
+LIVE = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY, ObjectState.COPYING,
+        ObjectState.DESTROYING, ObjectState.ERROR)
 
 
 class StoreState(enum.StrEnum):
@@ -137,9 +142,9 @@ class Image(Timestamps, Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(128))
     url: Mapped[str] = mapped_column(Text)
-    declared_format: Mapped[str | None] = mapped_column(String(16))
+    declared_format: Mapped[ImageFormat | None] = mapped_column(String(16))
     declared_sha256: Mapped[str | None] = mapped_column(String(64))
-    format: Mapped[str | None] = mapped_column(String(16))
+    format: Mapped[ImageFormat | None] = mapped_column(String(16))
     sha256: Mapped[str | None] = mapped_column(String(64))
     size: Mapped[int | None] = mapped_column()
     virtual_size: Mapped[int | None] = mapped_column()
@@ -183,7 +188,7 @@ class Volume(Timestamps, Base):
     image_cache_id: Mapped[str | None] = mapped_column(ForeignKey("image_caches.id"))
     size: Mapped[int] = mapped_column()
     path: Mapped[str | None] = mapped_column(Text)
-    format: Mapped[str] = mapped_column(String(16), default="qcow2")
+    format: Mapped[ImageFormat] = mapped_column(String(16), default="qcow2")
     state: Mapped[str] = mapped_column(String(16), default=ObjectState.ALLOCATED)
     reason: Mapped[str | None] = mapped_column(Text)
     export: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -3,18 +3,14 @@ storage, the host that will use the bytes when there is one."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.models import (
-    AttachState,
-    BackupStorage,
-    Host,
-    HostState,
-    PrimaryStorage,
-    PrimaryStorageHostRef,
-)
-from controller.plugins.interfaces import EndPointSelector
+from controller.db.models import AttachState, Host, HostState, PrimaryStorageHostRef
+from controller.plugins.interfaces.motion import EndPointSelector
+from controller.plugins.interfaces.stores import Backup, Primary
 from controller.plugins.registry import PluginRegistry
 from shared.errors import Conflict
 
@@ -23,8 +19,9 @@ class ConnectedHostSelector(EndPointSelector):
     def __init__(self, registry: PluginRegistry) -> None:
         self._registry = registry
 
-    async def for_primary(self, session: AsyncSession, store: PrimaryStorage) -> Host:
-        server_id = self._registry.primary_driver(store.type).server_host_id(store)
+    async def for_primary(self, session: AsyncSession, store: Primary[Any]) -> Host:
+        driver = self._registry.primary_provider(store.row.type).driver
+        server_id = driver.server_host_id(store)
         if server_id is not None:
             server = await session.get(Host, server_id)
             if server is None or server.state != HostState.CONNECTED:
@@ -47,8 +44,8 @@ class ConnectedHostSelector(EndPointSelector):
             )
         return host
 
-    async def for_backup(self, session: AsyncSession, store: BackupStorage,
-                         near: PrimaryStorage | None = None) -> Host:
+    async def for_backup(self, session: AsyncSession, store: Backup[Any],
+                         near: Primary[Any] | None = None) -> Host:
         if near is not None:
             return await self.for_primary(session, near)
         host = await session.scalar(

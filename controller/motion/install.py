@@ -7,16 +7,20 @@ task id, which the agent runs once."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.lookup import get_fresh
+from controller.db.lookup import get_fresh, get_or_404
 from controller.db.models import Image, ImageCache, ObjectState, PrimaryStorage
 from controller.db.transitions import release_cache, reserve_capacity, transition
 from controller.jobs.engine import JobContext
 from controller.motion.service import DataMotionService
-from controller.plugins.interfaces import TemplateInstallStrategy
+from controller.plugins.interfaces.motion import EndPointSelector, TemplateInstallStrategy
+from controller.plugins.interfaces.stores import Primary
+from controller.plugins.registry import PluginRegistry
 from shared.errors import Conflict, StrataError
 
 MAX_RACES = 10
@@ -24,17 +28,20 @@ REVIVABLE = (ObjectState.ERROR, ObjectState.DESTROYED)
 
 
 class CacheThenCloneInstall(TemplateInstallStrategy):
-    def __init__(self, motion: DataMotionService) -> None:
+    def __init__(self, motion: DataMotionService, registry: PluginRegistry,
+                 selector: EndPointSelector) -> None:
         self._motion = motion
+        self._registry = registry
+        self._selector = selector
 
     async def installed(self, session: AsyncSession, image: Image,
-                        store: PrimaryStorage) -> ImageCache | None:
+                        store: Primary[Any]) -> ImageCache | None:
         cache: ImageCache | None = await session.scalar(select(ImageCache).where(
             ImageCache.image_id == image.id, ImageCache.primary_storage_id == store.id,
             ImageCache.state == ObjectState.READY))
         return cache
 
-    async def install(self, ctx: JobContext, image: Image, store: PrimaryStorage) -> ImageCache:
+    async def install(self, ctx: JobContext, image: Image, store: Primary[Any]) -> ImageCache:
         for _ in range(MAX_RACES):
             cache = await self._claim(ctx, image, store)
             if cache is None:
@@ -44,8 +51,30 @@ class CacheThenCloneInstall(TemplateInstallStrategy):
             return await self._fill(ctx, image, store, cache)
         raise Conflict(f"could not settle the image cache of {image.name} on {store.name}")
 
+    async def remove(self, ctx: JobContext, store: Primary[Any], cache: ImageCache) -> None:
+        """Deletes the cache file through the storage's host, then releases its bytes."""
+        async with ctx.db.begin() as session:
+            moved = await transition(session, ImageCache, cache.id,
+                                     (ObjectState.READY, ObjectState.ERROR),
+                                     ObjectState.DESTROYING)
+            row = await get_or_404(session, ImageCache, cache.id, "image cache")
+            if not moved and row.state != ObjectState.DESTROYING:
+                raise Conflict(f"image cache {cache.id} is {row.state}; try again when it "
+                               "settles")
+            host = await self._selector.for_primary(session, store)
+        backend = self._registry.backend(store.row.type, store.row.hypervisor)
+        try:
+            await backend.delete_cache(ctx, store, cache, host)
+        except StrataError as exc:
+            async with ctx.db.begin() as session:
+                await transition(session, ImageCache, cache.id, ObjectState.DESTROYING,
+                                 ObjectState.ERROR, reason=f"delete failed: {exc.message}")
+            raise
+        async with ctx.db.begin() as session:
+            await release_cache(session, cache.id, ObjectState.DESTROYING, ObjectState.DESTROYED)
+
     async def _claim(self, ctx: JobContext, image: Image,
-                     store: PrimaryStorage) -> ImageCache | None:
+                     store: Primary[Any]) -> ImageCache | None:
         """The cache row in state ready or creating, made or revived if need be;
         None when another request changed it meanwhile (the caller tries again)."""
         size = image.size or 0
@@ -74,10 +103,10 @@ class CacheThenCloneInstall(TemplateInstallStrategy):
         except IntegrityError:
             return None
 
-    async def _fill(self, ctx: JobContext, image: Image, store: PrimaryStorage,
+    async def _fill(self, ctx: JobContext, image: Image, store: Primary[Any],
                     cache: ImageCache) -> ImageCache:
         try:
-            facts = await self._motion.copy_to_cache(ctx, image, store, cache)
+            facts = await self._motion.download(ctx, image, store, cache)
         except StrataError as exc:
             async with ctx.db.begin() as session:
                 await release_cache(session, cache.id, ObjectState.CREATING, ObjectState.ERROR,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 
@@ -15,7 +16,9 @@ from controller.db.models import (
     PrimaryStorage,
 )
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces import DataMotionStrategy, EndPointSelector, MotionRequest
+from controller.plugins.interfaces.mediator import DownloadRequest, Uploaded, UploadRequest
+from controller.plugins.interfaces.motion import DataMotionStrategy, EndPointSelector
+from controller.plugins.interfaces.stores import Backup, Primary
 from controller.plugins.registry import PluginRegistry
 from shared.errors import Conflict, Unsupported
 from shared.protocol.files import ImageFacts
@@ -28,8 +31,9 @@ class DataMotionService:
         self._selector = selector
         self._strategies = list(strategies)
 
-    async def copy_to_cache(self, ctx: JobContext, image: Image, primary: PrimaryStorage,
-                            cache: ImageCache) -> ImageFacts:
+    async def download(self, ctx: JobContext, image: Image, primary: Primary[Any],
+                       cache: ImageCache) -> ImageFacts:
+        """Fills `cache` from whichever backup storage holding `image` a strategy serves."""
         async with ctx.db() as session:
             rows = (await session.execute(
                 select(ImageStoreRef, BackupStorage)
@@ -41,28 +45,47 @@ class DataMotionService:
                 raise Conflict(f"image {image.name} is on no ready backup storage",
                                code="image_not_ready")
             host = await self._selector.for_primary(session, primary)
-        requests = [
-            MotionRequest(image=image, ref=ref, backup=backup, primary=primary, cache=cache,
-                          host=host, task_id=f"cache-{cache.id}-{cache.attempt}")
-            for ref, backup in rows
-        ]
         unsupported: Unsupported | None = None
-        for request in requests:
+        for ref, backup in rows:
+            request = DownloadRequest(image=image, ref=ref, backup=self._registry.backup(backup),
+                                      primary=primary, cache=cache, host=host,
+                                      task_id=f"cache-{cache.id}-{cache.attempt}")
             try:
-                strategy = self._strategy_for(request)
+                strategy = self._winner([s.bid_download(request) for s in self._strategies],
+                                        primary, request.backup)
             except Unsupported as exc:
                 unsupported = exc
                 continue
-            return await strategy.copy(ctx, request)
+            return await strategy.download(ctx, request)
         assert unsupported is not None
         raise unsupported
 
-    def _strategy_for(self, request: MotionRequest) -> DataMotionStrategy:
-        bids = [(s.bid(request), i, s) for i, s in enumerate(self._strategies)]
-        best = max(bids, default=(0, 0, None), key=lambda b: (b[0], -b[1]))
-        if best[0] <= 0 or best[2] is None:
-            # No strategy took it: name the missing matrix cell.
-            self._registry.mediator(request.primary.type, request.backup.type,
-                                    request.primary.hypervisor)
+    async def upload(self, ctx: JobContext, request: UploadRequest[Any, Any]) -> Uploaded:
+        strategy = self._winner([s.bid_upload(request) for s in self._strategies],
+                                request.primary, request.backup)
+        return await strategy.upload(ctx, request)
+
+    def check_download(self, primary: PrimaryStorage, backup_types: Sequence[str]) -> None:
+        """Refuses up front (a 409 naming a missing matrix cell) an image that no strategy
+        could bring into `primary` from any of the backup storage types holding it."""
+        cells = [(primary.type, b, primary.hypervisor) for b in backup_types]
+        if not any(cell in self._registry.cells for cell in cells):
+            self._registry.cell(*(cells[0] if cells else (primary.type, "none",
+                                                          primary.hypervisor)))
+
+    def check_upload(self, primary: PrimaryStorage, backup: BackupStorage) -> None:
+        """Refuses up front (a 409 naming the matrix cell) a volume that no strategy could
+        copy from `primary` into `backup`."""
+        self._registry.cell(primary.type, backup.type, primary.hypervisor)
+
+    def _winner(self, bids: list[int], primary: Primary[Any],
+                backup: Backup[Any]) -> DataMotionStrategy:
+        """The first of the highest bidders; none bids: a 409 naming the missing cell."""
+        best, winner = 0, None
+        for bid, strategy in zip(bids, self._strategies, strict=True):
+            if bid > best:
+                best, winner = bid, strategy
+        if winner is None:
+            self._registry.cell(primary.row.type, backup.row.type, primary.row.hypervisor)
             raise Unsupported("no data motion strategy can carry out this copy")
-        return best[2]
+        return winner

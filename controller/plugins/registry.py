@@ -1,61 +1,57 @@
-"""The plugin registry: storage types, hypervisor backends, mediators."""
+"""The plugin registry: what this controller runs with, looked up by type."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from controller.plugins.interfaces import (
-    DataStoreProvider,
-    ImageDataStoreDriver,
-    PrimaryDataStoreDriver,
-    PrimaryStorageBackend,
-    PrimaryToBackupStorageMediator,
-    StorageRole,
-)
+from controller.db.models import BackupStorage, PrimaryStorage
+from controller.plugins.interfaces.backend import PrimaryStorageBackend
+from controller.plugins.interfaces.backup import BackupStorageProvider
+from controller.plugins.interfaces.mediator import Cell
+from controller.plugins.interfaces.primary import PrimaryStorageProvider
+from controller.plugins.interfaces.stores import Backup, Primary
 from shared.errors import InvalidInput, Unsupported
+
+P = TypeVar("P", PrimaryStorageProvider[Any], BackupStorageProvider[Any])
 
 
 class PluginRegistry:
     def __init__(self) -> None:
-        self.providers: dict[tuple[StorageRole, str], DataStoreProvider] = {}
+        self.primary_types: dict[str, PrimaryStorageProvider[Any]] = {}
+        self.backup_types: dict[str, BackupStorageProvider[Any]] = {}
         self.hypervisors: set[str] = set()
-        self.backends: dict[tuple[str, str], PrimaryStorageBackend] = {}
-        self.mediators: dict[tuple[str, str, str], PrimaryToBackupStorageMediator] = {}
+        self.backends: dict[tuple[str, str], PrimaryStorageBackend[Any]] = {}
+        self.cells: dict[tuple[str, str, str], Cell] = {}
 
-    def add_provider(self, provider: DataStoreProvider) -> None:
-        self.providers[(provider.role, provider.type)] = provider
+    def add_primary_type(self, provider: PrimaryStorageProvider[Any]) -> None:
+        self.primary_types[provider.type] = provider
+
+    def add_backup_type(self, provider: BackupStorageProvider[Any]) -> None:
+        self.backup_types[provider.type] = provider
 
     def add_hypervisor(self, name: str) -> None:
         self.hypervisors.add(name)
 
-    def add_backend(self, backend: PrimaryStorageBackend) -> None:
+    def add_backend(self, backend: PrimaryStorageBackend[Any]) -> None:
         self.backends[(backend.primary_type, backend.hypervisor)] = backend
 
-    def add_mediator(self, mediator: PrimaryToBackupStorageMediator) -> None:
-        key = (mediator.primary_type, mediator.backup_type, mediator.hypervisor)
-        self.mediators[key] = mediator
+    def add_cell(self, cell: Cell) -> None:
+        self.cells[cell.key] = cell
 
-    def provider(self, role: StorageRole, type_: str) -> DataStoreProvider:
-        try:
-            return self.providers[(role, type_)]
-        except KeyError:
-            known = sorted(t for r, t in self.providers if r is role)
-            raise InvalidInput(
-                f"unknown {role} storage type {type_!r}; known types: {', '.join(known)}",
-                code="unknown_storage_type",
-            ) from None
+    def primary_provider(self, type_: str) -> PrimaryStorageProvider[Any]:
+        return _provider(self.primary_types, "primary", type_)
 
-    def primary_driver(self, type_: str) -> PrimaryDataStoreDriver:
-        driver = self.provider(StorageRole.PRIMARY, type_).driver
-        assert isinstance(driver, PrimaryDataStoreDriver)
-        return driver
+    def backup_provider(self, type_: str) -> BackupStorageProvider[Any]:
+        return _provider(self.backup_types, "backup", type_)
 
-    def image_driver(self, type_: str) -> ImageDataStoreDriver:
-        driver = self.provider(StorageRole.BACKUP, type_).driver
-        assert isinstance(driver, ImageDataStoreDriver)
-        return driver
+    def primary(self, row: PrimaryStorage) -> Primary[Any]:
+        """`row` with its settings parsed by its type's provider."""
+        return self.primary_provider(row.type).bind(row)
 
-    def backend(self, primary_type: str, hypervisor: str) -> PrimaryStorageBackend:
+    def backup(self, row: BackupStorage) -> Backup[Any]:
+        return self.backup_provider(row.type).bind(row)
+
+    def backend(self, primary_type: str, hypervisor: str) -> PrimaryStorageBackend[Any]:
         try:
             return self.backends[(primary_type, hypervisor)]
         except KeyError:
@@ -64,10 +60,9 @@ class PluginRegistry:
                 code="unsupported_combination",
             ) from None
 
-    def mediator(self, primary_type: str, backup_type: str,
-                 hypervisor: str) -> PrimaryToBackupStorageMediator:
+    def cell(self, primary_type: str, backup_type: str, hypervisor: str) -> Cell:
         try:
-            return self.mediators[(primary_type, backup_type, hypervisor)]
+            return self.cells[(primary_type, backup_type, hypervisor)]
         except KeyError:
             raise Unsupported(
                 f"no mediator for cell ({primary_type} <- {backup_type}, {hypervisor}): "
@@ -77,18 +72,28 @@ class PluginRegistry:
             ) from None
 
     def capabilities(self) -> dict[str, Any]:
-        def types(role: StorageRole) -> list[dict[str, str]]:
+        def types(providers: dict[str, P]) -> list[dict[str, str]]:
             return [{"type": p.type, "description": p.description}
-                    for (r, _), p in sorted(self.providers.items()) if r is role]
+                    for _, p in sorted(providers.items())]
 
         return {
-            "primary_storage_types": types(StorageRole.PRIMARY),
-            "backup_storage_types": types(StorageRole.BACKUP),
+            "primary_storage_types": types(self.primary_types),
+            "backup_storage_types": types(self.backup_types),
             "hypervisors": sorted(self.hypervisors),
             "backends": [{"primary": p, "hypervisor": h} for p, h in sorted(self.backends)],
             "matrix": [
                 {"primary": p, "backup": b, "hypervisor": h,
                  "directions": ["download", "upload"]}
-                for p, b, h in sorted(self.mediators)
+                for p, b, h in sorted(self.cells)
             ],
         }
+
+
+def _provider(providers: dict[str, P], role: str, type_: str) -> P:
+    try:
+        return providers[type_]
+    except KeyError:
+        raise InvalidInput(
+            f"unknown {role} storage type {type_!r}; known types: {', '.join(sorted(providers))}",
+            code="unknown_storage_type",
+        ) from None

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
 from controller.jobs.engine import JobEngine
-from controller.plugins.interfaces import EndPointSelector
+from controller.plugins.interfaces.motion import EndPointSelector
 from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
 from shared.errors import Conflict

@@ -8,9 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.jobs.engine import JobEngine
 from controller.plugins.registry import PluginRegistry
+from controller.services.backup_storages import BackupStorageService
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
-from controller.services.storages import BackupStorageService, PrimaryStorageService
+from controller.services.primary_storages import PrimaryStorageService
 from controller.services.volumes import VolumeService
 
 

@@ -16,23 +16,22 @@ from controller.db.models import (
     PrimaryStorage,
     PrimaryStorageHostRef,
 )
-from controller.db.transitions import record_fs_capacity, transition
+from controller.db.transitions import transition
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces import StorageRole
 from controller.services.base import ServiceDeps, ensure_unique_name
 from controller.services.commands import AddHost
+from controller.services.primary_storages import PrimaryStorageService
 from shared.errors import InUse, StrataError
 from shared.protocol.host import HOST_INFO
 from shared.protocol.types import EmptyPayload
 
 log = logging.getLogger(__name__)
 
-ATTACHED = (AttachState.CONNECTING, AttachState.CONNECTED, AttachState.DISCONNECTED)
-
 
 class HostService:
-    def __init__(self, deps: ServiceDeps) -> None:
+    def __init__(self, deps: ServiceDeps, primary_storages: PrimaryStorageService) -> None:
         self._d = deps
+        self._primary_storages = primary_storages
         deps.jobs.register("host.connect", self.run_connect)
         deps.jobs.register("host.delete", self.run_delete)
 
@@ -82,7 +81,8 @@ class HostService:
         failed = {}
         for ref, store in refs:
             try:
-                await attach_storage(ctx, self._d, ref, store, host)
+                await self._primary_storages.attach_on(
+                    ctx, ref, self._d.registry.primary(store), host)
             except StrataError as exc:
                 failed[store.name] = exc.message
         return {"hostname": info.hostname, "qemu_img_version": info.qemu_img_version,
@@ -110,21 +110,3 @@ class HostService:
             if host is not None:
                 await session.delete(host)
 
-
-async def attach_storage(ctx: JobContext, deps: ServiceDeps, ref: PrimaryStorageHostRef,
-                         store: PrimaryStorage, host: Host) -> None:
-    """Runs the storage type's attach on `host` and records the result on the attachment.
-    A failure is recorded with its reason and raised."""
-    lifecycle = deps.registry.provider(StorageRole.PRIMARY, store.type).lifecycle
-    try:
-        capacity = await lifecycle.attach(ctx, store, host)
-    except StrataError as exc:
-        async with ctx.db.begin() as session:
-            await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
-                             AttachState.DISCONNECTED, reason=exc.message)
-        raise
-    async with ctx.db.begin() as session:
-        # An attachment that is being detached meanwhile stays so.
-        if await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
-                            AttachState.CONNECTED, reason=None):
-            await record_fs_capacity(session, store.id, capacity.total, capacity.available)

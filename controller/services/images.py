@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.lookup import get_or_404
 from controller.db.models import (
+    LIVE,
     BackupStorage,
     Image,
     ImageCache,
@@ -21,16 +22,21 @@ from controller.db.models import (
 )
 from controller.db.transitions import transition
 from controller.jobs.engine import JobContext, JobHandler
-from controller.plugins.interfaces import UploadRequest
+from controller.motion.service import DataMotionService
+from controller.plugins.interfaces.mediator import UploadRequest
+from controller.plugins.interfaces.motion import TemplateInstallStrategy
 from controller.services.base import ServiceDeps
 from controller.services.commands import RegisterImage
-from controller.services.storages import LIVE, delete_cache
 from shared.errors import ChecksumMismatch, Conflict, InUse, StrataError
+from shared.protocol.types import ImageFormat
 
 
 class ImageService:
-    def __init__(self, deps: ServiceDeps) -> None:
+    def __init__(self, deps: ServiceDeps, motion: DataMotionService,
+                 install: TemplateInstallStrategy) -> None:
         self._d = deps
+        self._motion = motion
+        self._install = install
         deps.jobs.register("image.register", self.run_register)
         deps.jobs.register("image.from_volume", self.run_from_volume)
         deps.jobs.register("image.delete", self.run_delete)
@@ -43,7 +49,7 @@ class ImageService:
                 raise Conflict(f"backup storage {store.name} is {store.state}, not ready",
                                code="storage_not_ready")
             params = {"backup_storage_id": store.id}
-            fmt: str | None
+            fmt: ImageFormat | None
             handler: JobHandler
             if req.volume_id is not None:
                 volume = await self._lock_volume(session, req.volume_id, store)
@@ -69,7 +75,7 @@ class ImageService:
         volume = await get_or_404(session, Volume, volume_id, "volume")
         primary = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
                                    "primary storage")
-        self._d.registry.mediator(primary.type, store.type, primary.hypervisor)
+        self._motion.check_upload(primary, store)
         if volume.image_id is not None:
             raise Conflict(f"volume {volume.name} is a linked clone of an image; making an "
                            "image of it needs flattening, which comes with snapshots",
@@ -80,21 +86,21 @@ class ImageService:
         return volume
 
     async def run_from_volume(self, ctx: JobContext) -> dict[str, Any]:
-        """Copies the volume up through the matrix cell's mediator, then gives it back."""
+        """Copies the volume up through the data motion service (the matrix cell's
+        mediator), then gives it back."""
         async with ctx.db() as session:
             image = await get_or_404(session, Image, ctx.job.resource_id or "", "image")
             volume = await get_or_404(session, Volume, ctx.params["volume_id"], "volume")
-            primary = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
-                                       "primary storage")
-            store = await get_or_404(session, BackupStorage, ctx.params["backup_storage_id"],
-                                     "backup storage")
+            primary = self._d.registry.primary(await get_or_404(
+                session, PrimaryStorage, volume.primary_storage_id, "primary storage"))
+            store = self._d.registry.backup(await get_or_404(
+                session, BackupStorage, ctx.params["backup_storage_id"], "backup storage"))
             ref = await session.scalar(select(ImageStoreRef).where(
                 ImageStoreRef.image_id == image.id, ImageStoreRef.backup_storage_id == store.id))
             assert ref is not None
             host = await self._d.selector.for_primary(session, primary)
-        mediator = self._d.registry.mediator(primary.type, store.type, primary.hypervisor)
         try:
-            uploaded = await mediator.upload_from_primary(ctx, UploadRequest(
+            uploaded = await self._motion.upload(ctx, UploadRequest(
                 volume=volume, primary=primary, backup=store, host=host, file_name=image.id,
                 task_id=ctx.task_id("upload")))
             if image.declared_sha256 and uploaded.sha256 != image.declared_sha256:
@@ -120,18 +126,19 @@ class ImageService:
             await transition(session, Image, image_id, ObjectState.ALLOCATED,
                              ObjectState.CREATING)
             image = await get_or_404(session, Image, image_id, "image")
-            store = await get_or_404(session, BackupStorage, ctx.params["backup_storage_id"],
-                                     "backup storage")
+            row = await get_or_404(session, BackupStorage, ctx.params["backup_storage_id"],
+                                   "backup storage")
             ref = await session.scalar(select(ImageStoreRef).where(
-                ImageStoreRef.image_id == image.id, ImageStoreRef.backup_storage_id == store.id))
+                ImageStoreRef.image_id == image.id, ImageStoreRef.backup_storage_id == row.id))
             assert ref is not None
             if image.state == ObjectState.READY:
                 return {"sha256": image.sha256}
             await transition(session, ImageStoreRef, ref.id, ObjectState.ALLOCATED,
                              ObjectState.CREATING)
+            store = self._d.registry.backup(row)
             host = await self._d.selector.for_backup(session, store)
         try:
-            facts = await self._d.registry.image_driver(store.type).register(
+            facts = await self._d.registry.backup_provider(row.type).driver.register(
                 ctx, store, image, host)
         except StrataError as exc:
             async with ctx.db.begin() as session:
@@ -141,7 +148,7 @@ class ImageService:
                   "virtual_size": facts.virtual_size}
         async with ctx.db.begin() as session:
             await _image_ready(session, image.id, ref.id, facts.path, result)
-            row = await get_or_404(session, BackupStorage, store.id, "backup storage")
+            row = await get_or_404(session, BackupStorage, row.id, "backup storage")
             row.capacity_total = facts.capacity.total
             row.capacity_available = facts.capacity.available
             await ctx.succeed(session, result)
@@ -179,11 +186,12 @@ class ImageService:
                 .where(ImageStoreRef.image_id == image_id,
                        ImageStoreRef.state != ObjectState.DESTROYED))).all()
         for cache, primary in caches:
-            await delete_cache(ctx, self._d, primary, cache)
-        for ref, store in refs:
+            await self._install.remove(ctx, self._d.registry.primary(primary), cache)
+        for ref, row in refs:
+            store = self._d.registry.backup(row)
             async with ctx.db() as session:
                 host = await self._d.selector.for_backup(session, store)
-            await self._d.registry.image_driver(store.type).delete(ctx, store, ref, host)
+            await self._d.registry.backup_provider(row.type).driver.delete(ctx, store, ref, host)
             async with ctx.db.begin() as session:
                 await transition(session, ImageStoreRef, ref.id, list(LIVE),
                                  ObjectState.DESTROYED)

@@ -29,15 +29,21 @@ from controller.db.transitions import (
     transition,
 )
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces import TemplateInstallStrategy
+from controller.motion.service import DataMotionService
+from controller.plugins.interfaces.motion import TemplateInstallStrategy
+from controller.plugins.interfaces.primary import PrimaryDataStoreDriver
+from controller.plugins.interfaces.stores import Primary
 from controller.services.base import ServiceDeps
 from controller.services.commands import CreateVolume
 from shared.errors import Conflict, InvalidInput, NotFound, StrataError
+from shared.protocol.files import BackingFile
 
 
 class VolumeService:
-    def __init__(self, deps: ServiceDeps, install: TemplateInstallStrategy) -> None:
+    def __init__(self, deps: ServiceDeps, motion: DataMotionService,
+                 install: TemplateInstallStrategy) -> None:
         self._d = deps
+        self._motion = motion
         self._install = install
         deps.jobs.register("volume.create", self.run_create)
         deps.jobs.register("volume.delete", self.run_delete)
@@ -49,7 +55,7 @@ class VolumeService:
             store = await get_fresh(session, PrimaryStorage, req.primary_storage_id,
                                     "primary storage")
             self._d.registry.backend(store.type, store.hypervisor)
-            await self._d.selector.for_primary(session, store)
+            await self._d.selector.for_primary(session, self._d.registry.primary(store))
             size = req.size
             if req.image_id is not None:
                 image = await get_or_404(session, Image, req.image_id, "image")
@@ -85,10 +91,7 @@ class VolumeService:
             .join(ImageStoreRef, ImageStoreRef.backup_storage_id == BackupStorage.id)
             .where(ImageStoreRef.image_id == image.id,
                    ImageStoreRef.state == ObjectState.READY))).all()
-        cells = [(store.type, b, store.hypervisor) for b in backup_types]
-        if not any(cell in self._d.registry.mediators for cell in cells):
-            self._d.registry.mediator(*(cells[0] if cells else (store.type, "none",
-                                                                store.hypervisor)))
+        self._motion.check_download(store, backup_types)
 
     async def run_create(self, ctx: JobContext) -> dict[str, Any]:
         volume_id = ctx.job.resource_id or ""
@@ -100,17 +103,18 @@ class VolumeService:
                 volume = await get_fresh(session, Volume, volume_id, "volume")
                 if volume.state == ObjectState.READY:
                     return {"path": volume.path}
-                store = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
-                                         "primary storage")
+                store = await self._store_of(session, volume)
                 image = await session.get(Image, volume.image_id) if volume.image_id else None
                 if image is not None:
                     cache = await self._install.installed(session, image, store)
                 host = await self._d.selector.for_primary(session, store)
-            if image is not None and cache is None:
-                cache = await self._install.install(ctx, image, store)
-            backend = self._d.registry.backend(store.type, store.hypervisor)
-            facts = await backend.create_volume(ctx, store, volume, host, cache,
-                                                image.format if image else None)
+            backing = None
+            if image is not None:
+                cache = cache or await self._install.install(ctx, image, store)
+                assert cache.path is not None and image.format is not None
+                backing = BackingFile(path=cache.path, format=image.format)
+            backend = self._d.registry.backend(store.row.type, store.row.hypervisor)
+            facts = await backend.create_volume(ctx, store, volume, host, backing)
         except StrataError as exc:
             await self._fail_create(ctx, volume_id, exc)
             raise
@@ -156,13 +160,12 @@ class VolumeService:
         """Revokes every grant first, so no host keeps a path to a volume being removed."""
         async with ctx.db() as session:
             volume = await get_or_404(session, Volume, ctx.job.resource_id or "", "volume")
-            store = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
-                                     "primary storage")
+            store = await self._store_of(session, volume)
             host = await self._d.selector.for_primary(session, store)
             grants = (await session.execute(
                 select(VolumeAccess, Host).join(Host, Host.id == VolumeAccess.host_id)
                 .where(VolumeAccess.volume_id == volume.id))).all()
-        backend = self._d.registry.backend(store.type, store.hypervisor)
+        backend = self._d.registry.backend(store.row.type, store.row.hypervisor)
         try:
             for access, grantee in grants:
                 await self._revoke(ctx, store, volume, access, grantee)
@@ -186,9 +189,8 @@ class VolumeService:
         async with self._d.db.begin() as session:
             volume = await get_or_404(session, Volume, volume_id, "volume")
             host = await get_or_404(session, Host, host_id, "host")
-            store = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
-                                     "primary storage")
-            self._d.registry.primary_driver(store.type).check_grant(store, host)
+            store = await self._store_of(session, volume)
+            self._driver(store).check_grant(store, host)
             if volume.state != ObjectState.READY:
                 raise Conflict(f"volume {volume.name} is {volume.state}, not ready")
             access = await session.scalar(select(VolumeAccess).where(
@@ -208,8 +210,7 @@ class VolumeService:
     async def run_grant(self, ctx: JobContext) -> dict[str, Any]:
         store, volume, access, host = await self._access(ctx)
         try:
-            uri = await self._d.registry.primary_driver(store.type).grant_access(
-                ctx, store, volume, host)
+            uri = await self._driver(store).grant_access(ctx, store, volume, host)
         except StrataError as exc:
             async with ctx.db.begin() as session:
                 await transition(session, VolumeAccess, access.id, AccessState.GRANTING,
@@ -244,11 +245,19 @@ class VolumeService:
         store, volume, access, host = await self._access(ctx)
         await self._revoke(ctx, store, volume, access, host)
 
-    async def _access(self, ctx: JobContext) -> tuple[PrimaryStorage, Volume, VolumeAccess, Host]:
+    async def _store_of(self, session: AsyncSession, volume: Volume) -> Primary[Any]:
+        return self._d.registry.primary(await get_or_404(
+            session, PrimaryStorage, volume.primary_storage_id, "primary storage"))
+
+    def _driver(self, store: Primary[Any]) -> PrimaryDataStoreDriver[Any]:
+        return self._d.registry.primary_provider(store.row.type).driver
+
+    async def _access(
+        self, ctx: JobContext,
+    ) -> tuple[Primary[Any], Volume, VolumeAccess, Host]:
         async with ctx.db() as session:
             volume = await get_or_404(session, Volume, ctx.job.resource_id or "", "volume")
-            store = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
-                                     "primary storage")
+            store = await self._store_of(session, volume)
             host = await get_or_404(session, Host, ctx.params["host_id"], "host")
             access = await session.scalar(select(VolumeAccess).where(
                 VolumeAccess.volume_id == volume.id, VolumeAccess.host_id == host.id))
@@ -257,12 +266,11 @@ class VolumeService:
                            code="no_access")
         return store, volume, access, host
 
-    async def _revoke(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+    async def _revoke(self, ctx: JobContext, store: Primary[Any], volume: Volume,
                       access: VolumeAccess, host: Host) -> None:
         """Removes the host's ACL on the server, then the grant's row."""
         try:
-            await self._d.registry.primary_driver(store.type).revoke_access(
-                ctx, store, volume, host)
+            await self._driver(store).revoke_access(ctx, store, volume, host)
         except StrataError as exc:
             async with ctx.db.begin() as session:
                 await transition(session, VolumeAccess, access.id, list(AccessState),

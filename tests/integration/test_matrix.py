@@ -13,16 +13,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from controller.app import create_app
 from controller.config import ControllerConfig
-from controller.db.models import BackupStorage, Host, Image, ImageStoreRef
+from controller.db.models import Host, Image, ImageStoreRef
 from controller.jobs.engine import JobContext
-from controller.plugins.builtin import default_registry
-from controller.plugins.common import DirectoryConfig
-from controller.plugins.interfaces import (
-    DataStoreLifeCycle,
-    DataStoreProvider,
-    ImageDataStoreDriver,
-    StorageRole,
+from controller.plugins.files import DirectoryConfig
+from controller.plugins.interfaces.backup import (
+    BackupLifeCycle,
+    BackupStorageProvider,
+    ImageStoreDriver,
 )
+from controller.plugins.interfaces.stores import Backup
+from controller.plugins.matrix import default_registry
 from shared.protocol.files import ImageFacts
 from shared.protocol.types import FsCapacity
 from tests.support.procs import start_agent
@@ -30,26 +30,22 @@ from tests.support.procs import start_agent
 SHA = "a" * 64
 
 
-class FakeLifeCycle(DataStoreLifeCycle):
-    config_model = DirectoryConfig
-
-    async def attach(self, ctx: JobContext, store: Any, host: Host) -> FsCapacity:
+class FakeLifeCycle(BackupLifeCycle[DirectoryConfig]):
+    async def attach(self, ctx: JobContext, store: Backup[DirectoryConfig],
+                     host: Host) -> FsCapacity:
         return FsCapacity(total=1 << 40, available=1 << 40)
 
 
-class FakeDriver(ImageDataStoreDriver):
+class FakeDriver(ImageStoreDriver[DirectoryConfig]):
     """A store that takes any image at its word: only the matrix is under test."""
 
-    def image_dir(self, store: BackupStorage) -> str:
-        return store.config["path"]
-
-    async def register(self, ctx: JobContext, store: BackupStorage, image: Image,
+    async def register(self, ctx: JobContext, store: Backup[DirectoryConfig], image: Image,
                        host: Host) -> ImageFacts:
-        return ImageFacts(path=f"{store.config['path']}/{image.id}", size=1 << 20, sha256=SHA,
+        return ImageFacts(path=f"{store.config.path}/{image.id}", size=1 << 20, sha256=SHA,
                           format="qcow2", virtual_size=1 << 30,
                           capacity=FsCapacity(total=1 << 40, available=1 << 40))
 
-    async def delete(self, ctx: JobContext, store: BackupStorage, ref: ImageStoreRef,
+    async def delete(self, ctx: JobContext, store: Backup[DirectoryConfig], ref: ImageStoreRef,
                      host: Host) -> None:
         return None
 
@@ -61,9 +57,9 @@ async def inprocess(tmp_path: Path) -> AsyncIterator[tuple[TestClient, str]]:
     token.write_text("matrix-token")
     agent, _ = start_agent(tmp_path / "agent", token)
     registry = default_registry()
-    registry.add_provider(DataStoreProvider(
-        type="tape", role=StorageRole.BACKUP, lifecycle=FakeLifeCycle(), driver=FakeDriver(),
-        description="a fake backup type with no mediator"))
+    registry.add_backup_type(BackupStorageProvider(
+        type="tape", description="a fake backup type with no mediator",
+        config_model=DirectoryConfig, lifecycle=FakeLifeCycle(), driver=FakeDriver()))
     config = ControllerConfig(state_dir=str(tmp_path / "controller"), local_agent=False,
                               agent_token_file=str(token))
     client = TestClient(TestServer(create_app(config, registry)))

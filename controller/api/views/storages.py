@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,20 +20,13 @@ from controller.api.schemas import (
 from controller.api.views.common import accepted, ok
 from controller.db.lookup import get_or_404
 from controller.db.models import BackupStorage, PrimaryStorage, PrimaryStorageHostRef
-from controller.plugins.interfaces import StorageRole
 from controller.plugins.registry import PluginRegistry
 from controller.services.commands import CreateBackupStorage, CreatePrimaryStorage
 
 
-def public_config(registry: PluginRegistry, role: StorageRole, type_: str,
-                  config: dict[str, Any]) -> dict[str, Any]:
-    """A store's settings without its credentials."""
-    return registry.provider(role, type_).lifecycle.public_config(config)
-
-
 def _backup_out(registry: PluginRegistry, store: BackupStorage) -> BackupStorageOut:
     out = BackupStorageOut.model_validate(store)
-    out.config = public_config(registry, StorageRole.BACKUP, store.type, store.config)
+    out.config = registry.backup_provider(store.type).config_model.public(store.config)
     return out
 
 
@@ -47,7 +38,7 @@ async def _primary_out(session: AsyncSession, registry: PluginRegistry,
     for s in stores:
         out.append(PrimaryStorageOut(
             id=s.id, name=s.name, type=s.type, hypervisor=s.hypervisor,
-            config=public_config(registry, StorageRole.PRIMARY, s.type, s.config),
+            config=registry.primary_provider(s.type).config_model.public(s.config),
             state=s.state, created_at=s.created_at,
             capacity=Capacity(total=s.capacity_total, available=s.capacity_available,
                               allocated=s.capacity_allocated,

@@ -1,52 +1,63 @@
-"""The `dir` backup storage type: lifecycle and image driver."""
+"""The `dir` backup storage type: lifecycle and image store driver."""
 
 from __future__ import annotations
 
 import posixpath
 
-from controller.db.models import BackupStorage, Host, Image, ImageStoreRef
+from controller.db.models import Host, Image, ImageStoreRef
 from controller.jobs.engine import JobContext
-from controller.plugins.common import DirectoryLifeCycle
-from controller.plugins.interfaces import (
-    DataStoreProvider,
-    ImageDataStoreDriver,
-    StorageRole,
+from controller.plugins.files import DirectoryConfig
+from controller.plugins.interfaces.backup import (
+    BackupLifeCycle,
+    BackupStorageProvider,
+    ImageStoreDriver,
 )
+from controller.plugins.interfaces.stores import Backup
 from shared.protocol.files import (
     DELETE_FILE,
     DOWNLOAD_IMAGE,
+    PREPARE_STORAGE,
     DeleteFilePayload,
     DownloadImagePayload,
     ImageFacts,
+    PrepareStoragePayload,
 )
+from shared.protocol.types import FsCapacity
 
 IMAGES = "images"
 
 
-class DirLifeCycle(DirectoryLifeCycle):
-    subdirs = (IMAGES,)
+def image_dir(store: Backup[DirectoryConfig]) -> str:
+    return posixpath.join(store.config.path, IMAGES)
 
 
-class DirDriver(ImageDataStoreDriver):
-    def image_dir(self, store: BackupStorage) -> str:
-        return posixpath.join(store.config["path"], IMAGES)
+class DirLifeCycle(BackupLifeCycle[DirectoryConfig]):
+    """Attaching: the host's agent creates the image directory, proves it can write there,
+    clears leftovers of interrupted work and reports capacity."""
 
-    async def register(self, ctx: JobContext, store: BackupStorage, image: Image,
+    async def attach(self, ctx: JobContext, store: Backup[DirectoryConfig],
+                     host: Host) -> FsCapacity:
+        payload = PrepareStoragePayload(path=store.config.path, subdirs=[IMAGES])
+        result = await ctx.call(host, PREPARE_STORAGE, payload,
+                                step=f"prepare-{store.id}-{host.id}")
+        return result.capacity
+
+
+class DirDriver(ImageStoreDriver[DirectoryConfig]):
+    async def register(self, ctx: JobContext, store: Backup[DirectoryConfig], image: Image,
                        host: Host) -> ImageFacts:
         payload = DownloadImagePayload(
-            url=image.url, dest_dir=self.image_dir(store), file_name=image.id,
-            expected_sha256=image.declared_sha256,
-            expected_format=image.declared_format,  # type: ignore[arg-type]
-        )
+            url=image.url, dest_dir=image_dir(store), file_name=image.id,
+            expected_sha256=image.declared_sha256, expected_format=image.declared_format)
         return await ctx.call(host, DOWNLOAD_IMAGE, payload, step="download", span=(0, 99))
 
-    async def delete(self, ctx: JobContext, store: BackupStorage, ref: ImageStoreRef,
+    async def delete(self, ctx: JobContext, store: Backup[DirectoryConfig], ref: ImageStoreRef,
                      host: Host) -> None:
-        payload = DeleteFilePayload(dir=self.image_dir(store), file_name=ref.image_id)
+        payload = DeleteFilePayload(dir=image_dir(store), file_name=ref.image_id)
         await ctx.call(host, DELETE_FILE, payload, step=f"delete-{ref.id}")
 
 
-PROVIDER = DataStoreProvider(
-    type="dir", role=StorageRole.BACKUP, lifecycle=DirLifeCycle(), driver=DirDriver(),
-    description="an image store directory that hosts reach by path",
+DIR = BackupStorageProvider(
+    type="dir", description="an image store directory that hosts reach by path",
+    config_model=DirectoryConfig, lifecycle=DirLifeCycle(), driver=DirDriver(),
 )

@@ -1,22 +1,21 @@
-"""The `iscsi` primary storage type: lifecycle and driver."""
+"""The `iscsi` primary storage type: lifecycle, and the driver that grants LUNs to hosts."""
 
 from __future__ import annotations
 
 import posixpath
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.lookup import get_or_404
-from controller.db.models import BackupStorage, Host, PrimaryStorage, Volume
+from controller.db.models import Host, Volume
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces import (
-    DataStoreLifeCycle,
-    DataStoreProvider,
+from controller.plugins.interfaces.primary import (
     PrimaryDataStoreDriver,
-    StorageRole,
+    PrimaryLifeCycle,
+    PrimaryStorageProvider,
 )
+from controller.plugins.interfaces.stores import Primary, StoreConfig
 from shared.errors import Conflict, OperationFailed
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
 from shared.protocol.iscsi import GRANT_LUN, REVOKE_LUN, IscsiTarget, LunAccessPayload
@@ -26,8 +25,7 @@ LUNS = "luns"
 IMAGE_CACHE = "imagecache"
 
 
-class IscsiConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class IscsiConfig(StoreConfig):
     server_host_id: str = Field(description="The host whose agent runs the iSCSI target.")
     path: AbsPath = Field(description="Directory on the server for LUN files and the cache.")
     portal: IscsiPortal
@@ -39,8 +37,8 @@ class IscsiConfig(BaseModel):
         description="Make volumes logical volumes in this LVM volume group, not files.")
 
 
-def target_name(store: PrimaryStorage, volume: Volume) -> str:
-    return f"{store.config['target_prefix']}:{volume.id}"
+def target_name(store: Primary[IscsiConfig], volume: Volume) -> str:
+    return f"{store.config.target_prefix}:{volume.id}"
 
 
 def export_of(volume: Volume) -> IscsiTarget:
@@ -63,69 +61,63 @@ def require_iqn(host: Host) -> str:
     return host.initiator_iqn
 
 
-class IscsiLifeCycle(DataStoreLifeCycle):
-    config_model = IscsiConfig
+async def server(ctx: JobContext, store: Primary[IscsiConfig]) -> Host:
+    async with ctx.db() as session:
+        return await get_or_404(session, Host, store.config.server_host_id, "server host")
 
-    async def check_config(self, session: AsyncSession, config: dict[str, Any]) -> None:
-        await get_or_404(session, Host, config["server_host_id"], "server host")
 
-    async def can_attach(self, session: AsyncSession, store: PrimaryStorage, host: Host) -> None:
+class IscsiLifeCycle(PrimaryLifeCycle[IscsiConfig]):
+    async def check_config(self, session: AsyncSession, config: IscsiConfig) -> None:
+        await get_or_404(session, Host, config.server_host_id, "server host")
+
+    async def can_attach(self, session: AsyncSession, store: Primary[IscsiConfig],
+                         host: Host) -> None:
         require_iqn(host)
 
-    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
+    async def attach(self, ctx: JobContext, store: Primary[IscsiConfig],
                      host: Host) -> FsCapacity:
         """The storage server prepares the directory and reports capacity; the
         hypervisor only needs an initiator name (sessions come with grants)."""
         require_iqn(host)
-        async with ctx.db() as session:
-            server = await get_or_404(session, Host, store.config["server_host_id"],
-                                      "server host")
-        payload = PrepareStoragePayload(path=store.config["path"], subdirs=[LUNS, IMAGE_CACHE],
-                                        volume_group=store.config.get("volume_group"))
-        result = await ctx.call(server, PREPARE_STORAGE, payload,
+        payload = PrepareStoragePayload(path=store.config.path, subdirs=[LUNS, IMAGE_CACHE],
+                                        volume_group=store.config.volume_group)
+        result = await ctx.call(await server(ctx, store), PREPARE_STORAGE, payload,
                                 step=f"prepare-{store.id}-{host.id}")
         return result.capacity
 
 
-class IscsiDriver(PrimaryDataStoreDriver):
-    def check_grant(self, store: PrimaryStorage, host: Host) -> None:
+class IscsiDriver(PrimaryDataStoreDriver[IscsiConfig]):
+    def check_grant(self, store: Primary[IscsiConfig], host: Host) -> None:
         require_iqn(host)
 
-    def volume_dir(self, store: PrimaryStorage) -> str:
-        return posixpath.join(store.config["path"], LUNS)
+    def volume_dir(self, store: Primary[IscsiConfig]) -> str:
+        return posixpath.join(store.config.path, LUNS)
 
-    def cache_dir(self, store: PrimaryStorage) -> str:
-        return posixpath.join(store.config["path"], IMAGE_CACHE)
+    def cache_dir(self, store: Primary[IscsiConfig]) -> str:
+        return posixpath.join(store.config.path, IMAGE_CACHE)
 
-    def server_host_id(self, store: PrimaryStorage) -> str:
-        return str(store.config["server_host_id"])
+    def server_host_id(self, store: Primary[IscsiConfig]) -> str:
+        return store.config.server_host_id
 
-    async def _server(self, ctx: JobContext, store: PrimaryStorage) -> Host:
-        async with ctx.db() as session:
-            return await get_or_404(session, Host, self.server_host_id(store), "server host")
-
-    async def grant_access(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
+    async def grant_access(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
                            host: Host) -> str:
         target = export_of(volume)
         payload = LunAccessPayload(target=target.target, initiator=require_iqn(host))
-        result = await ctx.call(await self._server(ctx, store), GRANT_LUN, payload,
+        result = await ctx.call(await server(ctx, store), GRANT_LUN, payload,
                                 step=f"grant-{host.id}")
         if host.initiator_iqn not in result.initiators:
             raise OperationFailed(f"the target of {volume.name} did not take {host.name}")
         return uri(target)
 
-    async def revoke_access(self, ctx: JobContext, store: PrimaryStorage, volume: Volume,
-                            host: Host) -> None:
+    async def revoke_access(self, ctx: JobContext, store: Primary[IscsiConfig],
+                            volume: Volume, host: Host) -> None:
         if not volume.export or not host.initiator_iqn:
             return
         payload = LunAccessPayload(target=export_of(volume).target, initiator=host.initiator_iqn)
-        await ctx.call(await self._server(ctx, store), REVOKE_LUN, payload,
-                       step=f"revoke-{host.id}")
+        await ctx.call(await server(ctx, store), REVOKE_LUN, payload, step=f"revoke-{host.id}")
 
 
-PROVIDER = DataStoreProvider(
-    type="iscsi", role=StorageRole.PRIMARY, lifecycle=IscsiLifeCycle(), driver=IscsiDriver(),
-    description="LUNs on a storage server, granted to hosts by initiator name",
+ISCSI = PrimaryStorageProvider(
+    type="iscsi", description="LUNs on a storage server, granted to hosts by initiator name",
+    config_model=IscsiConfig, lifecycle=IscsiLifeCycle(), driver=IscsiDriver(),
 )
-
-

@@ -7,28 +7,29 @@ import posixpath
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.models import (
-    AttachState,
-    Host,
-    PrimaryStorage,
-    PrimaryStorageHostRef,
-)
-from controller.plugins.common import DirectoryLifeCycle
-from controller.plugins.interfaces import (
-    DataStoreProvider,
+from controller.db.models import AttachState, Host, PrimaryStorageHostRef
+from controller.jobs.engine import JobContext
+from controller.plugins.files import DirectoryConfig
+from controller.plugins.interfaces.primary import (
     PrimaryDataStoreDriver,
-    StorageRole,
+    PrimaryLifeCycle,
+    PrimaryStorageProvider,
 )
+from controller.plugins.interfaces.stores import Primary
 from shared.errors import Conflict
+from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
+from shared.protocol.types import FsCapacity
 
 VOLUMES = "volumes"
 IMAGE_CACHE = "imagecache"
 
 
-class LocalLifeCycle(DirectoryLifeCycle):
-    subdirs = (VOLUMES, IMAGE_CACHE)
+class LocalLifeCycle(PrimaryLifeCycle[DirectoryConfig]):
+    """Attaching: the host's agent creates the subdirectories, proves it can write there,
+    clears leftovers of interrupted work and reports capacity."""
 
-    async def can_attach(self, session: AsyncSession, store: PrimaryStorage, host: Host) -> None:
+    async def can_attach(self, session: AsyncSession, store: Primary[DirectoryConfig],
+                         host: Host) -> None:
         other = await session.scalar(
             select(PrimaryStorageHostRef.host_id).where(
                 PrimaryStorageHostRef.primary_storage_id == store.id,
@@ -43,16 +44,23 @@ class LocalLifeCycle(DirectoryLifeCycle):
                 code="already_attached",
             )
 
+    async def attach(self, ctx: JobContext, store: Primary[DirectoryConfig],
+                     host: Host) -> FsCapacity:
+        payload = PrepareStoragePayload(path=store.config.path, subdirs=[VOLUMES, IMAGE_CACHE])
+        result = await ctx.call(host, PREPARE_STORAGE, payload,
+                                step=f"prepare-{store.id}-{host.id}")
+        return result.capacity
 
-class LocalDriver(PrimaryDataStoreDriver):
-    def volume_dir(self, store: PrimaryStorage) -> str:
-        return posixpath.join(store.config["path"], VOLUMES)
 
-    def cache_dir(self, store: PrimaryStorage) -> str:
-        return posixpath.join(store.config["path"], IMAGE_CACHE)
+class LocalDriver(PrimaryDataStoreDriver[DirectoryConfig]):
+    def volume_dir(self, store: Primary[DirectoryConfig]) -> str:
+        return posixpath.join(store.config.path, VOLUMES)
+
+    def cache_dir(self, store: Primary[DirectoryConfig]) -> str:
+        return posixpath.join(store.config.path, IMAGE_CACHE)
 
 
-PROVIDER = DataStoreProvider(
-    type="local", role=StorageRole.PRIMARY, lifecycle=LocalLifeCycle(), driver=LocalDriver(),
-    description="a directory on one host's local disk",
+LOCAL = PrimaryStorageProvider(
+    type="local", description="a directory on one host's local disk",
+    config_model=DirectoryConfig, lifecycle=LocalLifeCycle(), driver=LocalDriver(),
 )

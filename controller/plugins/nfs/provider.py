@@ -12,16 +12,16 @@ from __future__ import annotations
 import posixpath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from controller.db.models import BackupStorage, Host, PrimaryStorage
+from controller.db.models import Host
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces import (
-    DataStoreLifeCycle,
-    DataStoreProvider,
+from controller.plugins.interfaces.primary import (
     PrimaryDataStoreDriver,
-    StorageRole,
+    PrimaryLifeCycle,
+    PrimaryStorageProvider,
 )
+from controller.plugins.interfaces.stores import Primary, StoreConfig
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
 from shared.protocol.nfs import (
     NFS_MOUNT,
@@ -37,8 +37,7 @@ IMAGE_CACHE = "imagecache"
 MOUNT_ROOT = "/var/lib/strata/mnt"
 
 
-class NfsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NfsConfig(StoreConfig):
     server: HostName = Field(description="The NFS server's name or address.")
     export: AbsPath = Field(description="The exported directory (or one below it).")
     mode: Literal["mount", "libnfs"] = Field(
@@ -56,44 +55,36 @@ class NfsConfig(BaseModel):
         return v.split(",") if isinstance(v, str) else v
 
 
-def mount_point(store: PrimaryStorage) -> str:
-    return str(store.config.get("mount_point") or posixpath.join(MOUNT_ROOT, store.id))
+def mount_point(store: Primary[NfsConfig]) -> str:
+    return store.config.mount_point or posixpath.join(MOUNT_ROOT, store.id)
 
 
-def is_libnfs(store: PrimaryStorage) -> bool:
-    return bool(store.config.get("mode") == "libnfs")
-
-
-class NfsDriver(PrimaryDataStoreDriver):
-    def root(self, store: PrimaryStorage) -> str:
+class NfsDriver(PrimaryDataStoreDriver[NfsConfig]):
+    def root(self, store: Primary[NfsConfig]) -> str:
         """Where every host finds the storage: the mount point, or the export's URL."""
-        if is_libnfs(store):
-            return f"nfs://{store.config['server']}{store.config['export']}"
+        if store.config.mode == "libnfs":
+            return f"nfs://{store.config.server}{store.config.export}"
         return mount_point(store)
 
-    def volume_dir(self, store: PrimaryStorage) -> str:
+    def volume_dir(self, store: Primary[NfsConfig]) -> str:
         return posixpath.join(self.root(store), VOLUMES)
 
-    def cache_dir(self, store: PrimaryStorage) -> str:
+    def cache_dir(self, store: Primary[NfsConfig]) -> str:
         return posixpath.join(self.root(store), IMAGE_CACHE)
 
 
-class NfsLifeCycle(DataStoreLifeCycle):
+class NfsLifeCycle(PrimaryLifeCycle[NfsConfig]):
     """Attaching mounts the export on the host (mount mode), then proves the storage with
     a heartbeat write; reconnecting an agent attaches again, which remounts."""
-
-    config_model = NfsConfig
 
     def __init__(self, driver: NfsDriver) -> None:
         self._driver = driver
 
-    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
-                     host: Host) -> FsCapacity:
-        assert isinstance(store, PrimaryStorage)
-        if not is_libnfs(store):
+    async def attach(self, ctx: JobContext, store: Primary[NfsConfig], host: Host) -> FsCapacity:
+        if store.config.mode == "mount":
             await ctx.call(host, NFS_MOUNT, NfsMountPayload(
-                server=store.config["server"], export=store.config["export"],
-                mount_point=mount_point(store), options=store.config["mount_options"],
+                server=store.config.server, export=store.config.export,
+                mount_point=mount_point(store), options=store.config.mount_options,
                 user=store.id), step=f"mount-{store.id}-{host.id}")
         payload = PrepareStoragePayload(path=self._driver.root(store),
                                         subdirs=[VOLUMES, IMAGE_CACHE])
@@ -101,15 +92,16 @@ class NfsLifeCycle(DataStoreLifeCycle):
                                 step=f"prepare-{store.id}-{host.id}")
         return result.capacity
 
-    async def detach(self, ctx: JobContext, store: PrimaryStorage, host: Host) -> None:
-        if not is_libnfs(store):
+    async def detach(self, ctx: JobContext, store: Primary[NfsConfig], host: Host) -> None:
+        if store.config.mode == "mount":
             await ctx.call(host, NFS_UNMOUNT,
                            NfsUnmountPayload(mount_point=mount_point(store), user=store.id),
                            step=f"unmount-{store.id}-{host.id}")
 
 
-DRIVER = NfsDriver()
-PROVIDER = DataStoreProvider(
-    type="nfs", role=StorageRole.PRIMARY, lifecycle=NfsLifeCycle(DRIVER), driver=DRIVER,
-    description="an NFS export shared by every attached host (kernel mount or libnfs)",
+_DRIVER = NfsDriver()
+NFS = PrimaryStorageProvider(
+    type="nfs", description="an NFS export shared by every attached host (kernel mount or "
+                            "libnfs)",
+    config_model=NfsConfig, lifecycle=NfsLifeCycle(_DRIVER), driver=_DRIVER,
 )

@@ -1,2 +1,3 @@
 """`sftp` backup storage: an SSH server's directory, reached with a key and a pinned
-host key."""
+host key (`provider`); on KVM, hosts copy files between it and their storages over
+SFTP (`kvm`)."""

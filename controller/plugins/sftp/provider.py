@@ -1,21 +1,22 @@
-"""The `sftp` backup storage type: lifecycle and image driver. The client's private key
-is a credential: sealed in the database, never returned, handed to an agent only
+"""The `sftp` backup storage type: lifecycle and image store driver. The client's private
+key is a credential: sealed in the database, never returned, handed to an agent only
 inside the command that needs it."""
 
 from __future__ import annotations
 
 import posixpath
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from controller.db.models import BackupStorage, Host, Image, ImageStoreRef, PrimaryStorage
+from controller.db.models import Host, Image, ImageStoreRef
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces import (
-    DataStoreLifeCycle,
-    DataStoreProvider,
-    ImageDataStoreDriver,
-    StorageRole,
+from controller.plugins.interfaces.backup import (
+    BackupLifeCycle,
+    BackupStorageProvider,
+    ImageStoreDriver,
 )
+from controller.plugins.interfaces.stores import SECRET, Backup, StoreConfig
 from shared.protocol.files import ImageFacts
 from shared.protocol.sftp import (
     SFTP_DELETE,
@@ -26,66 +27,57 @@ from shared.protocol.sftp import (
     SftpPreparePayload,
     SftpRegisterPayload,
 )
-from shared.protocol.types import AbsPath, FsCapacity
+from shared.protocol.types import AbsPath, FsCapacity, Port, SshHost, SshHostKey, SshUser
 
 IMAGES = "images"
 
 
-class SftpConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    host: str = Field(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}$")
-    port: int = Field(default=22, ge=1, le=65535)
-    username: str = Field(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")
+class SftpConfig(StoreConfig):
+    host: SshHost
+    port: Port = 22
+    username: SshUser
     path: AbsPath
-    host_key: str = Field(pattern=r"^(ssh|ecdsa)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/=]+$",
-                          description="The server's public host key (`TYPE BASE64`), pinned.")
-    private_key: str = Field(min_length=1, description="The client's private key (secret).")
+    host_key: SshHostKey = Field(description="The server's public host key, pinned.")
+    private_key: Annotated[str, Field(min_length=1), SECRET] = Field(
+        description="The client's private key (secret).")
 
 
-def endpoint(ctx: JobContext, store: BackupStorage) -> SftpEndpoint:
+def endpoint(ctx: JobContext, store: Backup[SftpConfig]) -> SftpEndpoint:
     c = store.config
-    return SftpEndpoint(host=c["host"], port=c["port"], username=c["username"],
-                        host_key=c["host_key"], private_key=ctx.secrets.open(c["private_key"]))
+    return SftpEndpoint(host=c.host, port=c.port, username=c.username, host_key=c.host_key,
+                        private_key=ctx.secrets.open(c.private_key))
 
 
-def image_dir(store: BackupStorage) -> str:
-    return posixpath.join(store.config["path"], IMAGES)
+def image_dir(store: Backup[SftpConfig]) -> str:
+    return posixpath.join(store.config.path, IMAGES)
 
 
-class SftpLifeCycle(DataStoreLifeCycle):
-    config_model = SftpConfig
-    secret_fields = frozenset({"private_key"})
-
-    async def attach(self, ctx: JobContext, store: PrimaryStorage | BackupStorage,
+class SftpLifeCycle(BackupLifeCycle[SftpConfig]):
+    async def attach(self, ctx: JobContext, store: Backup[SftpConfig],
                      host: Host) -> FsCapacity:
-        assert isinstance(store, BackupStorage)
-        payload = SftpPreparePayload(endpoint=endpoint(ctx, store), path=store.config["path"],
+        payload = SftpPreparePayload(endpoint=endpoint(ctx, store), path=store.config.path,
                                      subdirs=[IMAGES])
         result = await ctx.call(host, SFTP_PREPARE, payload, step=f"prepare-{store.id}-{host.id}")
         return result.capacity
 
 
-class SftpDriver(ImageDataStoreDriver):
-    def image_dir(self, store: BackupStorage) -> str:
-        return image_dir(store)
-
-    async def register(self, ctx: JobContext, store: BackupStorage, image: Image,
+class SftpDriver(ImageStoreDriver[SftpConfig]):
+    async def register(self, ctx: JobContext, store: Backup[SftpConfig], image: Image,
                        host: Host) -> ImageFacts:
         payload = SftpRegisterPayload(
             endpoint=endpoint(ctx, store), url=image.url, remote_dir=image_dir(store),
             file_name=image.id, expected_sha256=image.declared_sha256,
-            expected_format=image.declared_format,  # type: ignore[arg-type]
-        )
+            expected_format=image.declared_format)
         return await ctx.call(host, SFTP_REGISTER, payload, step="download", span=(0, 99))
 
-    async def delete(self, ctx: JobContext, store: BackupStorage, ref: ImageStoreRef,
+    async def delete(self, ctx: JobContext, store: Backup[SftpConfig], ref: ImageStoreRef,
                      host: Host) -> None:
         payload = SftpDeletePayload(endpoint=endpoint(ctx, store), remote_dir=image_dir(store),
                                     file_name=ref.image_id)
         await ctx.call(host, SFTP_DELETE, payload, step=f"delete-{ref.id}")
 
 
-PROVIDER = DataStoreProvider(
-    type="sftp", role=StorageRole.BACKUP, lifecycle=SftpLifeCycle(), driver=SftpDriver(),
-    description="a directory on an SSH server, with a pinned host key",
+SFTP = BackupStorageProvider(
+    type="sftp", description="a directory on an SSH server, with a pinned host key",
+    config_model=SftpConfig, lifecycle=SftpLifeCycle(), driver=SftpDriver(),
 )

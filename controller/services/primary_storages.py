@@ -1,4 +1,4 @@
-"""Primary and backup storages: create, attach and detach hosts, delete."""
+"""Primary storages: create, attach to hosts and detach from them, delete."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.lookup import get_or_404
 from controller.db.models import (
+    LIVE,
     AttachState,
-    BackupStorage,
     Host,
     HostState,
     ImageCache,
-    ImageStoreRef,
     Job,
     ObjectState,
     PrimaryStorage,
@@ -22,35 +21,34 @@ from controller.db.models import (
     StoreState,
     Volume,
 )
-from controller.db.transitions import release_cache, transition
+from controller.db.transitions import record_fs_capacity, transition
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces import DataStoreLifeCycle, StorageRole
-from controller.secrets import SecretBox
+from controller.plugins.interfaces.motion import TemplateInstallStrategy
+from controller.plugins.interfaces.stores import Primary
 from controller.services.base import ServiceDeps, ensure_unique_name
-from controller.services.commands import CreateBackupStorage, CreatePrimaryStorage
-from controller.services.hosts import ATTACHED, attach_storage
+from controller.services.commands import CreatePrimaryStorage
 from shared.errors import Conflict, InUse, StrataError
 
-CONNECTABLE = (StoreState.CREATING, StoreState.READY, StoreState.ERROR)
-LIVE = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY, ObjectState.COPYING,
-        ObjectState.DESTROYING, ObjectState.ERROR)
+ATTACHED = (AttachState.CONNECTING, AttachState.CONNECTED, AttachState.DISCONNECTED)
 
 
 class PrimaryStorageService:
-    def __init__(self, deps: ServiceDeps) -> None:
+    def __init__(self, deps: ServiceDeps, install: TemplateInstallStrategy) -> None:
         self._d = deps
+        self._install = install
         deps.jobs.register("primary_storage.attach", self.run_attach)
         deps.jobs.register("primary_storage.detach", self.run_detach)
         deps.jobs.register("primary_storage.delete", self.run_delete)
 
     async def create(self, req: CreatePrimaryStorage) -> tuple[PrimaryStorage, Job | None]:
-        provider = self._d.registry.provider(StorageRole.PRIMARY, req.type)
-        config = stored_config(provider.lifecycle, req.config, self._d.secrets)
+        provider = self._d.registry.primary_provider(req.type)
+        config = provider.config_model.model_validate(req.config)
         jobs: list[Job] = []
         async with self._d.db.begin() as session:
             await provider.lifecycle.check_config(session, config)
             await ensure_unique_name(session, PrimaryStorage.name, req.name, "primary storage")
-            store = PrimaryStorage(name=req.name, type=req.type, config=config,
+            store = PrimaryStorage(name=req.name, type=req.type,
+                                   config=config.sealed(self._d.secrets),
                                    overprovision_factor=req.overprovision_factor,
                                    state=StoreState.READY)
             session.add(store)
@@ -73,8 +71,8 @@ class PrimaryStorageService:
         host = await get_or_404(session, Host, host_id, "host")
         if store.state != StoreState.READY:
             raise Conflict(f"primary storage {store.name} is {store.state}")
-        lifecycle = self._d.registry.provider(StorageRole.PRIMARY, store.type).lifecycle
-        await lifecycle.can_attach(session, store, host)
+        lifecycle = self._d.registry.primary_provider(store.type).lifecycle
+        await lifecycle.can_attach(session, self._d.registry.primary(store), host)
         ref = await session.scalar(select(PrimaryStorageHostRef).where(
             PrimaryStorageHostRef.primary_storage_id == store.id,
             PrimaryStorageHostRef.host_id == host.id))
@@ -97,7 +95,25 @@ class PrimaryStorageService:
             host = await get_or_404(session, Host, ctx.params["host_id"], "host")
             ref = await get_or_404(session, PrimaryStorageHostRef, ctx.params["ref_id"],
                                    "attachment")
-        await attach_storage(ctx, self._d, ref, store, host)
+        await self.attach_on(ctx, ref, self._d.registry.primary(store), host)
+
+    async def attach_on(self, ctx: JobContext, ref: PrimaryStorageHostRef, store: Primary[Any],
+                        host: Host) -> None:
+        """Runs the storage type's attach on `host` and records the result on the attachment
+        `ref`. A failure is recorded with its reason and raised."""
+        lifecycle = self._d.registry.primary_provider(store.row.type).lifecycle
+        try:
+            capacity = await lifecycle.attach(ctx, store, host)
+        except StrataError as exc:
+            async with ctx.db.begin() as session:
+                await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
+                                 AttachState.DISCONNECTED, reason=exc.message)
+            raise
+        async with ctx.db.begin() as session:
+            # An attachment that is being detached meanwhile stays so.
+            if await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
+                                AttachState.CONNECTED, reason=None):
+                await record_fs_capacity(session, store.id, capacity.total, capacity.available)
 
     async def detach(self, store_id: str, host_id: str) -> Job:
         async with self._d.db.begin() as session:
@@ -128,15 +144,15 @@ class PrimaryStorageService:
             store = await get_or_404(session, PrimaryStorage, ctx.job.resource_id or "",
                                      "primary storage")
             host = await get_or_404(session, Host, ctx.params["host_id"], "host")
-        await self._release(ctx, store, [host])
+        await self._release(ctx, self._d.registry.primary(store), [host])
         async with ctx.db.begin() as session:
             await session.execute(delete(PrimaryStorageHostRef)
                                   .where(PrimaryStorageHostRef.id == ctx.params["ref_id"]))
 
-    async def _release(self, ctx: JobContext, store: PrimaryStorage, hosts: list[Host]) -> None:
+    async def _release(self, ctx: JobContext, store: Primary[Any], hosts: list[Host]) -> None:
         """Runs the storage type's detach on each connected host; a host that is not
         connected keeps what it holds (its agent is told nothing)."""
-        lifecycle = self._d.registry.provider(StorageRole.PRIMARY, store.type).lifecycle
+        lifecycle = self._d.registry.primary_provider(store.row.type).lifecycle
         for host in hosts:
             if host.state == HostState.CONNECTED:
                 await lifecycle.detach(ctx, store, host)
@@ -160,16 +176,17 @@ class PrimaryStorageService:
     async def run_delete(self, ctx: JobContext) -> None:
         """Removes the image caches on the storage's host, then the storage's rows."""
         async with ctx.db() as session:
-            store = await get_or_404(session, PrimaryStorage, ctx.job.resource_id or "",
-                                     "primary storage")
+            row = await get_or_404(session, PrimaryStorage, ctx.job.resource_id or "",
+                                   "primary storage")
             caches = (await session.scalars(select(ImageCache).where(
-                ImageCache.primary_storage_id == store.id,
+                ImageCache.primary_storage_id == row.id,
                 ImageCache.state != ObjectState.DESTROYED))).all()
             hosts = (await session.scalars(select(Host).join(
                 PrimaryStorageHostRef, PrimaryStorageHostRef.host_id == Host.id).where(
-                PrimaryStorageHostRef.primary_storage_id == store.id))).all()
+                PrimaryStorageHostRef.primary_storage_id == row.id))).all()
+        store = self._d.registry.primary(row)
         for cache in caches:
-            await delete_cache(ctx, self._d, store, cache)
+            await self._install.remove(ctx, store, cache)
         await self._release(ctx, store, list(hosts))
         async with ctx.db.begin() as session:
             await session.execute(delete(ImageCache)
@@ -180,104 +197,8 @@ class PrimaryStorageService:
             await session.execute(delete(PrimaryStorage).where(PrimaryStorage.id == store.id))
 
 
-def stored_config(lifecycle: DataStoreLifeCycle, config: dict[str, Any],
-                  secrets: SecretBox) -> dict[str, Any]:
-    """The validated settings as the database keeps them: credentials sealed."""
-    valid = lifecycle.validate_config(config)
-    for name in lifecycle.secret_fields:
-        if valid.get(name) is not None:
-            valid[name] = secrets.seal(str(valid[name]))
-    return valid
-
-
 async def _refuse_if_volumes(session: AsyncSession, store: PrimaryStorage) -> None:
     names = (await session.scalars(select(Volume.name).where(
         Volume.primary_storage_id == store.id, Volume.state.in_(LIVE)).limit(20))).all()
     if names:
         raise InUse(f"primary storage {store.name} still holds volumes: {', '.join(names)}")
-
-
-async def delete_cache(ctx: JobContext, deps: ServiceDeps, store: PrimaryStorage,
-                       cache: ImageCache) -> None:
-    """Deletes one image cache file through the storage's host and releases its bytes."""
-    async with ctx.db.begin() as session:
-        moved = await transition(session, ImageCache, cache.id,
-                                 (ObjectState.READY, ObjectState.ERROR), ObjectState.DESTROYING)
-        row = await get_or_404(session, ImageCache, cache.id, "image cache")
-        if not moved and row.state != ObjectState.DESTROYING:
-            raise Conflict(f"image cache {cache.id} is {row.state}; try again when it settles")
-        host = await deps.selector.for_primary(session, store)
-    backend = deps.registry.backend(store.type, store.hypervisor)
-    try:
-        await backend.delete_cache(ctx, store, cache, host)
-    except StrataError as exc:
-        async with ctx.db.begin() as session:
-            await transition(session, ImageCache, cache.id, ObjectState.DESTROYING,
-                             ObjectState.ERROR, reason=f"delete failed: {exc.message}")
-        raise
-    async with ctx.db.begin() as session:
-        await release_cache(session, cache.id, ObjectState.DESTROYING, ObjectState.DESTROYED)
-
-
-class BackupStorageService:
-    def __init__(self, deps: ServiceDeps) -> None:
-        self._d = deps
-        deps.jobs.register("backup_storage.connect", self.run_connect)
-        deps.jobs.register("backup_storage.delete", self.run_delete)
-
-    async def create(self, req: CreateBackupStorage) -> tuple[BackupStorage, Job]:
-        provider = self._d.registry.provider(StorageRole.BACKUP, req.type)
-        config = stored_config(provider.lifecycle, req.config, self._d.secrets)
-        async with self._d.db.begin() as session:
-            await provider.lifecycle.check_config(session, config)
-            await ensure_unique_name(session, BackupStorage.name, req.name, "backup storage")
-            store = BackupStorage(name=req.name, type=req.type, config=config,
-                                  state=StoreState.CREATING)
-            session.add(store)
-            await session.flush()
-            job = self._d.jobs.new_job(session, self.run_connect,
-                                       resource_type="backup_storage", resource_id=store.id)
-        self._d.jobs.start(job)
-        return store, job
-
-    async def run_connect(self, ctx: JobContext) -> None:
-        async with ctx.db() as session:
-            store = await get_or_404(session, BackupStorage, ctx.job.resource_id or "",
-                                     "backup storage")
-            host = await self._d.selector.for_backup(session, store)
-        lifecycle = self._d.registry.provider(StorageRole.BACKUP, store.type).lifecycle
-        try:
-            capacity = await lifecycle.attach(ctx, store, host)
-        except StrataError as exc:
-            async with ctx.db.begin() as session:
-                await transition(session, BackupStorage, store.id, CONNECTABLE,
-                                 StoreState.ERROR, reason=exc.message)
-            raise
-        async with ctx.db.begin() as session:
-            await transition(session, BackupStorage, store.id, CONNECTABLE, StoreState.READY,
-                             reason=None, capacity_total=capacity.total,
-                             capacity_available=capacity.available)
-
-    async def delete(self, store_id: str) -> Job:
-        async with self._d.db.begin() as session:
-            store = await get_or_404(session, BackupStorage, store_id, "backup storage")
-            images = (await session.scalars(select(ImageStoreRef.image_id).where(
-                ImageStoreRef.backup_storage_id == store.id,
-                ImageStoreRef.state != ObjectState.DESTROYED).limit(20))).all()
-            if images:
-                raise InUse(f"backup storage {store.name} still holds images: "
-                            f"{', '.join(images)}; delete them first")
-            if not await transition(session, BackupStorage, store.id, CONNECTABLE,
-                                    StoreState.DELETING):
-                raise Conflict(f"backup storage {store.name} is {store.state}")
-            job = self._d.jobs.new_job(session, self.run_delete,
-                                       resource_type="backup_storage", resource_id=store.id)
-        self._d.jobs.start(job)
-        return job
-
-    async def run_delete(self, ctx: JobContext) -> None:
-        async with ctx.db.begin() as session:
-            await session.execute(delete(ImageStoreRef)
-                                  .where(ImageStoreRef.backup_storage_id == ctx.job.resource_id))
-            await session.execute(delete(BackupStorage)
-                                  .where(BackupStorage.id == ctx.job.resource_id))

@@ -1,0 +1,51 @@
+"""A backup storage type (CloudStack's image store): where images are kept."""
+
+from __future__ import annotations
+
+import abc
+import builtins
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from controller.db.models import BackupStorage, Host, Image, ImageStoreRef
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces.stores import Backup, Store, StoreConfig
+from shared.protocol.files import ImageFacts
+from shared.protocol.types import FsCapacity
+
+C = TypeVar("C", bound=StoreConfig)
+
+
+class BackupLifeCycle(abc.ABC, Generic[C]):
+    """Bringing a backup storage into use."""
+
+    @abc.abstractmethod
+    async def attach(self, ctx: JobContext, store: Backup[C], host: Host) -> FsCapacity:
+        """Proves `store` usable from `host` and reports its capacity as seen there."""
+
+
+class ImageStoreDriver(abc.ABC, Generic[C]):
+    """How images get into a backup storage, and out of it."""
+
+    @abc.abstractmethod
+    async def register(self, ctx: JobContext, store: Backup[C], image: Image,
+                       host: Host) -> ImageFacts:
+        """Fetches `image.url` into the store, verified, through `host`."""
+
+    @abc.abstractmethod
+    async def delete(self, ctx: JobContext, store: Backup[C], ref: ImageStoreRef,
+                     host: Host) -> None: ...
+
+
+@dataclass(frozen=True)
+class BackupStorageProvider(Generic[C]):
+    """The entry point of a backup storage type, registered at controller start."""
+
+    type: str
+    description: str
+    config_model: builtins.type[C]
+    lifecycle: BackupLifeCycle[C]
+    driver: ImageStoreDriver[C]
+
+    def bind(self, row: BackupStorage) -> Backup[C]:
+        return Store(row, self.config_model.from_row(row.config))

@@ -1,0 +1,81 @@
+"""The cells of the matrix: for one (primary type, backup type, hypervisor), the mediator
+that moves bytes between the two stores: images down into the primary storage's cache,
+volumes up into the backup storage."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from controller.db.models import Host, Image, ImageCache, ImageStoreRef, Volume
+from controller.jobs.engine import JobContext
+from controller.plugins.interfaces.backup import BackupStorageProvider
+from controller.plugins.interfaces.primary import PrimaryStorageProvider
+from controller.plugins.interfaces.stores import Backup, Primary, StoreConfig
+from shared.protocol.files import ImageFacts
+
+PC = TypeVar("PC", bound=StoreConfig)
+BC = TypeVar("BC", bound=StoreConfig)
+
+
+@dataclass(frozen=True)
+class DownloadRequest(Generic[PC, BC]):
+    """Bring `image` from `backup` (where `ref` is its copy) into the image cache `cache`
+    of `primary`, through `host`, as the agent task `task_id` (shared by every job
+    waiting for that cache)."""
+
+    image: Image
+    ref: ImageStoreRef
+    backup: Backup[BC]
+    primary: Primary[PC]
+    cache: ImageCache
+    host: Host
+    task_id: str
+
+
+@dataclass(frozen=True)
+class UploadRequest(Generic[PC, BC]):
+    """Copy `volume` from `primary` into `backup` as `file_name`, through `host` (the host
+    that reaches the volume), as the agent task `task_id`."""
+
+    volume: Volume
+    primary: Primary[PC]
+    backup: Backup[BC]
+    host: Host
+    file_name: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    path: str
+    size: int
+    sha256: str
+
+
+class PrimaryToBackupStorageMediator(abc.ABC, Generic[PC, BC]):
+    @abc.abstractmethod
+    async def download(self, ctx: JobContext, request: DownloadRequest[PC, BC]) -> ImageFacts:
+        """Copies the image into the primary storage's image cache, verified."""
+
+    @abc.abstractmethod
+    async def upload(self, ctx: JobContext, request: UploadRequest[PC, BC]) -> Uploaded:
+        """Copies the volume into the backup storage, verified there."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell: its two stores' types, its hypervisor, its mediator, and a name for each
+    direction that reads the way the data go."""
+
+    primary: PrimaryStorageProvider[Any]
+    backup: BackupStorageProvider[Any]
+    hypervisor: str
+    mediator: PrimaryToBackupStorageMediator[Any, Any]
+    download: str
+    upload: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.primary.type, self.backup.type, self.hypervisor)

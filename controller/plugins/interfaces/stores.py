@@ -1,0 +1,88 @@
+"""A store as plugins see it: its row and its settings, parsed once into its type's
+config model. Credentials stay sealed in the settings until a plugin opens one for the
+command that needs it (`ctx.secrets.open`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Self, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+
+from controller.db.models import BackupStorage, PrimaryStorage
+from controller.secrets import SecretBox
+
+STORED = {"sealed": True}
+
+
+def _unchecked_when_sealed(value: Any, handler: ValidatorFunctionWrapHandler,
+                           info: ValidationInfo) -> Any:
+    """A stored credential is sealed text, longer than the clear one its limits are
+    meant for: only its type is checked then."""
+    if info.context is STORED and isinstance(value, str):
+        return value
+    return handler(value)
+
+
+# Marks a settings field as a credential (`Annotated[str, Field(...), SECRET]`): sealed
+# in the database, never shown by the API.
+SECRET = WrapValidator(_unchecked_when_sealed)
+
+
+class StoreConfig(BaseModel):
+    """The settings of a storage type: checked once when the store is made, parsed from
+    its row whenever a plugin needs them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def secret_fields(cls) -> frozenset[str]:
+        return frozenset(name for name, field in cls.model_fields.items()
+                         if any(m is SECRET for m in field.metadata))
+
+    @classmethod
+    def from_row(cls, stored: dict[str, Any]) -> Self:
+        return cls.model_validate(stored, context=STORED)
+
+    def sealed(self, secrets: SecretBox) -> dict[str, Any]:
+        """The settings as the database keeps them: credentials sealed."""
+        stored = self.model_dump(mode="json")
+        for name in self.secret_fields():
+            if stored.get(name) is not None:
+                stored[name] = secrets.seal(str(stored[name]))
+        return stored
+
+    @classmethod
+    def public(cls, stored: dict[str, Any]) -> dict[str, Any]:
+        """The stored settings without their credentials, as the API shows them."""
+        secret = cls.secret_fields()
+        return {k: v for k, v in stored.items() if k not in secret}
+
+
+R = TypeVar("R", PrimaryStorage, BackupStorage)
+C = TypeVar("C", bound=StoreConfig)
+
+
+@dataclass(frozen=True)
+class Store(Generic[R, C]):
+    row: R
+    config: C
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+
+# A primary (backup) storage with its settings parsed: what plugins are given.
+Primary = Store[PrimaryStorage, C]
+Backup = Store[BackupStorage, C]

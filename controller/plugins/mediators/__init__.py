@@ -1,1 +1,0 @@
-"""One module per cell of the primary x backup x hypervisor matrix."""

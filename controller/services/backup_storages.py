@@ -1,0 +1,80 @@
+"""Backup storages: create (and connect), delete."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+
+from controller.db.lookup import get_or_404
+from controller.db.models import BackupStorage, ImageStoreRef, Job, ObjectState, StoreState
+from controller.db.transitions import transition
+from controller.jobs.engine import JobContext
+from controller.services.base import ServiceDeps, ensure_unique_name
+from controller.services.commands import CreateBackupStorage
+from shared.errors import Conflict, InUse, StrataError
+
+CONNECTABLE = (StoreState.CREATING, StoreState.READY, StoreState.ERROR)
+
+
+class BackupStorageService:
+    def __init__(self, deps: ServiceDeps) -> None:
+        self._d = deps
+        deps.jobs.register("backup_storage.connect", self.run_connect)
+        deps.jobs.register("backup_storage.delete", self.run_delete)
+
+    async def create(self, req: CreateBackupStorage) -> tuple[BackupStorage, Job]:
+        provider = self._d.registry.backup_provider(req.type)
+        config = provider.config_model.model_validate(req.config)
+        async with self._d.db.begin() as session:
+            await ensure_unique_name(session, BackupStorage.name, req.name, "backup storage")
+            store = BackupStorage(name=req.name, type=req.type,
+                                  config=config.sealed(self._d.secrets),
+                                  state=StoreState.CREATING)
+            session.add(store)
+            await session.flush()
+            job = self._d.jobs.new_job(session, self.run_connect,
+                                       resource_type="backup_storage", resource_id=store.id)
+        self._d.jobs.start(job)
+        return store, job
+
+    async def run_connect(self, ctx: JobContext) -> None:
+        async with ctx.db() as session:
+            row = await get_or_404(session, BackupStorage, ctx.job.resource_id or "",
+                                   "backup storage")
+            store = self._d.registry.backup(row)
+            host = await self._d.selector.for_backup(session, store)
+        lifecycle = self._d.registry.backup_provider(row.type).lifecycle
+        try:
+            capacity = await lifecycle.attach(ctx, store, host)
+        except StrataError as exc:
+            async with ctx.db.begin() as session:
+                await transition(session, BackupStorage, store.id, CONNECTABLE,
+                                 StoreState.ERROR, reason=exc.message)
+            raise
+        async with ctx.db.begin() as session:
+            await transition(session, BackupStorage, store.id, CONNECTABLE, StoreState.READY,
+                             reason=None, capacity_total=capacity.total,
+                             capacity_available=capacity.available)
+
+    async def delete(self, store_id: str) -> Job:
+        async with self._d.db.begin() as session:
+            store = await get_or_404(session, BackupStorage, store_id, "backup storage")
+            images = (await session.scalars(select(ImageStoreRef.image_id).where(
+                ImageStoreRef.backup_storage_id == store.id,
+                ImageStoreRef.state != ObjectState.DESTROYED).limit(20))).all()
+            if images:
+                raise InUse(f"backup storage {store.name} still holds images: "
+                            f"{', '.join(images)}; delete them first")
+            if not await transition(session, BackupStorage, store.id, CONNECTABLE,
+                                    StoreState.DELETING):
+                raise Conflict(f"backup storage {store.name} is {store.state}")
+            job = self._d.jobs.new_job(session, self.run_delete,
+                                       resource_type="backup_storage", resource_id=store.id)
+        self._d.jobs.start(job)
+        return job
+
+    async def run_delete(self, ctx: JobContext) -> None:
+        async with ctx.db.begin() as session:
+            await session.execute(delete(ImageStoreRef)
+                                  .where(ImageStoreRef.backup_storage_id == ctx.job.resource_id))
+            await session.execute(delete(BackupStorage)
+                                  .where(BackupStorage.id == ctx.job.resource_id))
