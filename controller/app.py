@@ -63,17 +63,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         secrets = SecretBox.from_file(config.secret_key_path)
         jobs = JobEngine(db, AgentClient(http, config.resolve_token()), secrets)
         registry = app[REGISTRY]
-        deps = ServiceDeps(db=db, jobs=jobs, registry=registry,
-                           selector=ConnectedHostSelector(registry), secrets=secrets)
-        motion = DataMotionService(registry, deps.selector,
-                                   [MediatorMotionStrategy(registry)])
-        install = CacheThenCloneInstall(motion, registry, deps.selector)
-        primary_storages = PrimaryStorageService(deps, install)
+        selector = ConnectedHostSelector(registry)
+        motion = DataMotionService(registry, selector, [MediatorMotionStrategy(registry)])
+        deps = ServiceDeps(db=db, jobs=jobs, registry=registry, selector=selector,
+                           secrets=secrets, motion=motion,
+                           install=CacheThenCloneInstall(motion, registry, selector))
+        primary_storages = PrimaryStorageService(deps)
         services = Services(
             db=db, jobs=jobs, registry=registry, hosts=HostService(deps, primary_storages),
             primary_storages=primary_storages, backup_storages=BackupStorageService(deps),
-            images=ImageService(deps, motion, install),
-            volumes=VolumeService(deps, motion, install),
+            images=ImageService(deps), volumes=VolumeService(deps),
         )
         app[SERVICES] = services
         async with embedded(config, services) if config.local_agent else nullcontext():

@@ -9,10 +9,10 @@ from controller.plugins.interfaces.backend import PrimaryStorageBackend
 from controller.plugins.interfaces.backup import BackupStorageProvider
 from controller.plugins.interfaces.mediator import Cell
 from controller.plugins.interfaces.primary import PrimaryStorageProvider
-from controller.plugins.interfaces.stores import Backup, Primary
+from controller.plugins.interfaces.stores import Backup, Primary, StorageProvider
 from shared.errors import InvalidInput, Unsupported
 
-P = TypeVar("P", PrimaryStorageProvider[Any], BackupStorageProvider[Any])
+P = TypeVar("P", bound=StorageProvider[Any, Any])
 
 
 class PluginRegistry:

@@ -9,7 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
 from controller.jobs.engine import JobEngine
-from controller.plugins.interfaces.motion import EndPointSelector
+from controller.motion.service import DataMotionService
+from controller.plugins.interfaces.motion import EndPointSelector, TemplateInstallStrategy
 from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
 from shared.errors import Conflict
@@ -22,6 +23,8 @@ class ServiceDeps:
     registry: PluginRegistry
     selector: EndPointSelector
     secrets: SecretBox
+    motion: DataMotionService
+    install: TemplateInstallStrategy
 
 
 async def ensure_unique_name(session: AsyncSession, column: InstrumentedAttribute[str],

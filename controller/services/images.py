@@ -22,9 +22,7 @@ from controller.db.models import (
 )
 from controller.db.transitions import transition
 from controller.jobs.engine import JobContext, JobHandler
-from controller.motion.service import DataMotionService
 from controller.plugins.interfaces.mediator import UploadRequest
-from controller.plugins.interfaces.motion import TemplateInstallStrategy
 from controller.services.base import ServiceDeps
 from controller.services.commands import RegisterImage
 from shared.errors import ChecksumMismatch, Conflict, InUse, StrataError
@@ -32,11 +30,8 @@ from shared.protocol.types import ImageFormat
 
 
 class ImageService:
-    def __init__(self, deps: ServiceDeps, motion: DataMotionService,
-                 install: TemplateInstallStrategy) -> None:
+    def __init__(self, deps: ServiceDeps) -> None:
         self._d = deps
-        self._motion = motion
-        self._install = install
         deps.jobs.register("image.register", self.run_register)
         deps.jobs.register("image.from_volume", self.run_from_volume)
         deps.jobs.register("image.delete", self.run_delete)
@@ -75,7 +70,7 @@ class ImageService:
         volume = await get_or_404(session, Volume, volume_id, "volume")
         primary = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
                                    "primary storage")
-        self._motion.check_upload(primary, store)
+        self._d.motion.check_upload(primary, store)
         if volume.image_id is not None:
             raise Conflict(f"volume {volume.name} is a linked clone of an image; making an "
                            "image of it needs flattening, which comes with snapshots",
@@ -100,7 +95,7 @@ class ImageService:
             assert ref is not None
             host = await self._d.selector.for_primary(session, primary)
         try:
-            uploaded = await self._motion.upload(ctx, UploadRequest(
+            uploaded = await self._d.motion.upload(ctx, UploadRequest(
                 volume=volume, primary=primary, backup=store, host=host, file_name=image.id,
                 task_id=ctx.task_id("upload")))
             if image.declared_sha256 and uploaded.sha256 != image.declared_sha256:
@@ -186,7 +181,7 @@ class ImageService:
                 .where(ImageStoreRef.image_id == image_id,
                        ImageStoreRef.state != ObjectState.DESTROYED))).all()
         for cache, primary in caches:
-            await self._install.remove(ctx, self._d.registry.primary(primary), cache)
+            await self._d.install.remove(ctx, self._d.registry.primary(primary), cache)
         for ref, row in refs:
             store = self._d.registry.backup(row)
             async with ctx.db() as session:

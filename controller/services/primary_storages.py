@@ -23,7 +23,6 @@ from controller.db.models import (
 )
 from controller.db.transitions import record_fs_capacity, transition
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.motion import TemplateInstallStrategy
 from controller.plugins.interfaces.stores import Primary
 from controller.services.base import ServiceDeps, ensure_unique_name
 from controller.services.commands import CreatePrimaryStorage
@@ -33,9 +32,8 @@ ATTACHED = (AttachState.CONNECTING, AttachState.CONNECTED, AttachState.DISCONNEC
 
 
 class PrimaryStorageService:
-    def __init__(self, deps: ServiceDeps, install: TemplateInstallStrategy) -> None:
+    def __init__(self, deps: ServiceDeps) -> None:
         self._d = deps
-        self._install = install
         deps.jobs.register("primary_storage.attach", self.run_attach)
         deps.jobs.register("primary_storage.detach", self.run_detach)
         deps.jobs.register("primary_storage.delete", self.run_delete)
@@ -186,7 +184,7 @@ class PrimaryStorageService:
                 PrimaryStorageHostRef.primary_storage_id == row.id))).all()
         store = self._d.registry.primary(row)
         for cache in caches:
-            await self._install.remove(ctx, store, cache)
+            await self._d.install.remove(ctx, store, cache)
         await self._release(ctx, store, list(hosts))
         async with ctx.db.begin() as session:
             await session.execute(delete(ImageCache)

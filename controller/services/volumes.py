@@ -29,8 +29,6 @@ from controller.db.transitions import (
     transition,
 )
 from controller.jobs.engine import JobContext
-from controller.motion.service import DataMotionService
-from controller.plugins.interfaces.motion import TemplateInstallStrategy
 from controller.plugins.interfaces.primary import PrimaryDataStoreDriver
 from controller.plugins.interfaces.stores import Primary
 from controller.services.base import ServiceDeps
@@ -40,11 +38,8 @@ from shared.protocol.files import BackingFile
 
 
 class VolumeService:
-    def __init__(self, deps: ServiceDeps, motion: DataMotionService,
-                 install: TemplateInstallStrategy) -> None:
+    def __init__(self, deps: ServiceDeps) -> None:
         self._d = deps
-        self._motion = motion
-        self._install = install
         deps.jobs.register("volume.create", self.run_create)
         deps.jobs.register("volume.delete", self.run_delete)
         deps.jobs.register("volume.grant", self.run_grant)
@@ -91,7 +86,7 @@ class VolumeService:
             .join(ImageStoreRef, ImageStoreRef.backup_storage_id == BackupStorage.id)
             .where(ImageStoreRef.image_id == image.id,
                    ImageStoreRef.state == ObjectState.READY))).all()
-        self._motion.check_download(store, backup_types)
+        self._d.motion.check_download(store, backup_types)
 
     async def run_create(self, ctx: JobContext) -> dict[str, Any]:
         volume_id = ctx.job.resource_id or ""
@@ -106,11 +101,11 @@ class VolumeService:
                 store = await self._store_of(session, volume)
                 image = await session.get(Image, volume.image_id) if volume.image_id else None
                 if image is not None:
-                    cache = await self._install.installed(session, image, store)
+                    cache = await self._d.install.installed(session, image, store)
                 host = await self._d.selector.for_primary(session, store)
             backing = None
             if image is not None:
-                cache = cache or await self._install.install(ctx, image, store)
+                cache = cache or await self._d.install.install(ctx, image, store)
                 assert cache.path is not None and image.format is not None
                 backing = BackingFile(path=cache.path, format=image.format)
             backend = self._d.registry.backend(store.row.type, store.row.hypervisor)

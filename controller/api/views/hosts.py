@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.keys import SERVICES
-from controller.api.request import body, paginate
+from controller.api.request import body
 from controller.api.schemas import HostCreate, HostOut
-from controller.api.views.common import accepted, ok
-from controller.db.lookup import get_or_404
+from controller.api.views.common import accepted, listing, showing
 from controller.db.models import Host
 from controller.services.commands import AddHost
+from controller.services.container import Services
+
+
+async def _hosts_out(_: Services, __: AsyncSession, hosts: Sequence[Host]) -> list[HostOut]:
+    return [HostOut.model_validate(h) for h in hosts]
 
 
 async def list_hosts(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        page = await paginate(session, request, select(Host), Host,
-                              ("name", "state", "hypervisor"))
-    return ok(page.page([HostOut.model_validate(h).model_dump(mode="json") for h in page.rows]))
+    return await listing(request, Host, ("name", "state", "hypervisor"), _hosts_out)
 
 
 async def get_host(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        host = await get_or_404(session, Host, request.match_info["id"], "host")
-    return ok(HostOut.model_validate(host))
+    return await showing(request, Host, "host", _hosts_out)
 
 
 async def create_host(request: web.Request) -> web.Response:

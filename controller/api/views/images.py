@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.keys import SERVICES
-from controller.api.request import body, paginate
+from controller.api.request import body
 from controller.api.schemas import ImageCreate, ImageOut
-from controller.api.views.common import accepted, ok
-from controller.db.lookup import get_or_404
+from controller.api.views.common import accepted, listing, showing
 from controller.db.models import Image, ImageStoreRef, ObjectState
 from controller.services.commands import RegisterImage
+from controller.services.container import Services
 
 
-async def _images_out(session: AsyncSession, images: list[Image]) -> list[ImageOut]:
+async def _images_out(_: Services, session: AsyncSession,
+                      images: Sequence[Image]) -> list[ImageOut]:
     refs = (await session.scalars(select(ImageStoreRef).where(
         ImageStoreRef.image_id.in_([i.id for i in images]),
         ImageStoreRef.state != ObjectState.DESTROYED))).all()
@@ -29,17 +32,11 @@ async def _images_out(session: AsyncSession, images: list[Image]) -> list[ImageO
 
 
 async def list_images(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        page = await paginate(session, request, select(Image), Image, ("name", "state", "format"))
-        items = await _images_out(session, page.rows)
-    return ok(page.page([i.model_dump(mode="json") for i in items]))
+    return await listing(request, Image, ("name", "state", "format"), _images_out)
 
 
 async def get_image(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        image = await get_or_404(session, Image, request.match_info["id"], "image")
-        (out,) = await _images_out(session, [image])
-    return ok(out)
+    return await showing(request, Image, "image", _images_out)
 
 
 async def create_image(request: web.Request) -> web.Response:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.keys import SERVICES
-from controller.api.request import number_param, paginate
+from controller.api.request import number_param
 from controller.api.schemas import Error, JobOut
-from controller.api.views.common import ok
+from controller.api.views.common import listing, ok
 from controller.db.models import Job
+from controller.services.container import Services
 
 MAX_WAIT = 60.0
 
@@ -24,11 +27,13 @@ def job_out(job: Job) -> JobOut:
     )
 
 
+async def _jobs_out(_: Services, __: AsyncSession, jobs: Sequence[Job]) -> list[JobOut]:
+    return [job_out(j) for j in jobs]
+
+
 async def list_jobs(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        page = await paginate(session, request, select(Job), Job,
-                              ("kind", "state", "resource_type", "resource_id"))
-    return ok(page.page([job_out(j).model_dump(mode="json") for j in page.rows]))
+    return await listing(request, Job, ("kind", "state", "resource_type", "resource_id"),
+                         _jobs_out)
 
 
 async def get_job(request: web.Request) -> web.Response:

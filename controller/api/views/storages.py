@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.keys import SERVICES
-from controller.api.request import body, paginate
+from controller.api.request import body
 from controller.api.schemas import (
     AttachmentOut,
     BackupStorageCreate,
@@ -17,29 +19,23 @@ from controller.api.schemas import (
     PrimaryStorageCreate,
     PrimaryStorageOut,
 )
-from controller.api.views.common import accepted, ok
-from controller.db.lookup import get_or_404
+from controller.api.views.common import accepted, listing, ok, showing
 from controller.db.models import BackupStorage, PrimaryStorage, PrimaryStorageHostRef
-from controller.plugins.registry import PluginRegistry
 from controller.services.commands import CreateBackupStorage, CreatePrimaryStorage
+from controller.services.container import Services
 
 
-def _backup_out(registry: PluginRegistry, store: BackupStorage) -> BackupStorageOut:
-    out = BackupStorageOut.model_validate(store)
-    out.config = registry.backup_provider(store.type).config_model.public(store.config)
-    return out
-
-
-async def _primary_out(session: AsyncSession, registry: PluginRegistry,
-                       stores: list[PrimaryStorage]) -> list[PrimaryStorageOut]:
+async def _primary_out(services: Services, session: AsyncSession,
+                       stores: Sequence[PrimaryStorage]) -> list[PrimaryStorageOut]:
+    """Each storage with its attachments, and its settings without credentials."""
     refs = (await session.scalars(select(PrimaryStorageHostRef).where(
         PrimaryStorageHostRef.primary_storage_id.in_([s.id for s in stores])))).all()
     out = []
     for s in stores:
+        config_model = services.registry.primary_provider(s.type).config_model
         out.append(PrimaryStorageOut(
             id=s.id, name=s.name, type=s.type, hypervisor=s.hypervisor,
-            config=registry.primary_provider(s.type).config_model.public(s.config),
-            state=s.state, created_at=s.created_at,
+            config=config_model.public(s.config), state=s.state, created_at=s.created_at,
             capacity=Capacity(total=s.capacity_total, available=s.capacity_available,
                               allocated=s.capacity_allocated,
                               overprovision_factor=s.overprovision_factor),
@@ -49,20 +45,22 @@ async def _primary_out(session: AsyncSession, registry: PluginRegistry,
     return out
 
 
+async def _backup_out(services: Services, _: AsyncSession,
+                      stores: Sequence[BackupStorage]) -> list[BackupStorageOut]:
+    out = []
+    for s in stores:
+        store = BackupStorageOut.model_validate(s)
+        store.config = services.registry.backup_provider(s.type).config_model.public(s.config)
+        out.append(store)
+    return out
+
+
 async def list_primary(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        page = await paginate(session, request, select(PrimaryStorage), PrimaryStorage,
-                              ("name", "type", "state"))
-        items = await _primary_out(session, request.app[SERVICES].registry, page.rows)
-    return ok(page.page([i.model_dump(mode="json") for i in items]))
+    return await listing(request, PrimaryStorage, ("name", "type", "state"), _primary_out)
 
 
 async def get_primary(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        store = await get_or_404(session, PrimaryStorage, request.match_info["id"],
-                                 "primary storage")
-        (out,) = await _primary_out(session, request.app[SERVICES].registry, [store])
-    return ok(out)
+    return await showing(request, PrimaryStorage, "primary storage", _primary_out)
 
 
 async def create_primary(request: web.Request) -> web.Response:
@@ -74,7 +72,7 @@ async def create_primary(request: web.Request) -> web.Response:
     if job is not None:
         return accepted(job)
     async with services.db() as session:
-        (out,) = await _primary_out(session, request.app[SERVICES].registry, [store])
+        (out,) = await _primary_out(services, session, [store])
     return ok(out, status=201)
 
 
@@ -95,18 +93,11 @@ async def delete_primary(request: web.Request) -> web.Response:
 
 
 async def list_backup(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        page = await paginate(session, request, select(BackupStorage), BackupStorage,
-                              ("name", "type", "state"))
-    registry = request.app[SERVICES].registry
-    return ok(page.page([_backup_out(registry, s).model_dump(mode="json") for s in page.rows]))
+    return await listing(request, BackupStorage, ("name", "type", "state"), _backup_out)
 
 
 async def get_backup(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        store = await get_or_404(session, BackupStorage, request.match_info["id"],
-                                 "backup storage")
-    return ok(_backup_out(request.app[SERVICES].registry, store))
+    return await showing(request, BackupStorage, "backup storage", _backup_out)
 
 
 async def create_backup(request: web.Request) -> web.Response:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.keys import SERVICES
-from controller.api.request import body, paginate
+from controller.api.request import body
 from controller.api.schemas import AccessOut, ExportOut, HostRef, VolumeCreate, VolumeOut
-from controller.api.views.common import accepted, ok
-from controller.db.lookup import get_or_404
+from controller.api.views.common import accepted, listing, showing
 from controller.db.models import Volume, VolumeAccess
 from controller.services.commands import CreateVolume
+from controller.services.container import Services
 
 
-async def _volumes_out(session: AsyncSession, volumes: list[Volume]) -> list[VolumeOut]:
+async def _volumes_out(_: Services, session: AsyncSession,
+                       volumes: Sequence[Volume]) -> list[VolumeOut]:
     grants = (await session.scalars(select(VolumeAccess).where(
         VolumeAccess.volume_id.in_([v.id for v in volumes])))).all()
     out = []
@@ -34,18 +37,12 @@ async def _volumes_out(session: AsyncSession, volumes: list[Volume]) -> list[Vol
 
 
 async def list_volumes(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        page = await paginate(session, request, select(Volume), Volume,
-                              ("name", "state", "primary_storage_id", "image_id"))
-        items = await _volumes_out(session, page.rows)
-    return ok(page.page([v.model_dump(mode="json") for v in items]))
+    return await listing(request, Volume, ("name", "state", "primary_storage_id", "image_id"),
+                         _volumes_out)
 
 
 async def get_volume(request: web.Request) -> web.Response:
-    async with request.app[SERVICES].db() as session:
-        volume = await get_or_404(session, Volume, request.match_info["id"], "volume")
-        (out,) = await _volumes_out(session, [volume])
-    return ok(out)
+    return await showing(request, Volume, "volume", _volumes_out)
 
 
 async def create_volume(request: web.Request) -> web.Response:

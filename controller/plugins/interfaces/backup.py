@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import abc
-import builtins
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from controller.db.models import BackupStorage, Host, Image, ImageStoreRef
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.stores import Backup, Store, StoreConfig
+from controller.plugins.interfaces.stores import Backup, StorageProvider, StoreConfig
 from shared.protocol.files import ImageFacts
 from shared.protocol.types import FsCapacity
 
@@ -38,14 +37,6 @@ class ImageStoreDriver(abc.ABC, Generic[C]):
 
 
 @dataclass(frozen=True)
-class BackupStorageProvider(Generic[C]):
-    """The entry point of a backup storage type, registered at controller start."""
-
-    type: str
-    description: str
-    config_model: builtins.type[C]
+class BackupStorageProvider(StorageProvider[BackupStorage, C]):
     lifecycle: BackupLifeCycle[C]
     driver: ImageStoreDriver[C]
-
-    def bind(self, row: BackupStorage) -> Backup[C]:
-        return Store(row, self.config_model.from_row(row.config))

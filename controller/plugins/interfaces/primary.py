@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import builtins
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -11,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import Host, PrimaryStorage, Volume
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.stores import Primary, Store, StoreConfig
+from controller.plugins.interfaces.stores import Primary, StorageProvider, StoreConfig
 from shared.errors import Unsupported
 from shared.protocol.types import FsCapacity
 
@@ -76,14 +75,6 @@ def access_not_supported(store: Primary[Any]) -> Unsupported:
 
 
 @dataclass(frozen=True)
-class PrimaryStorageProvider(Generic[C]):
-    """The entry point of a primary storage type, registered at controller start."""
-
-    type: str
-    description: str
-    config_model: builtins.type[C]
+class PrimaryStorageProvider(StorageProvider[PrimaryStorage, C]):
     lifecycle: PrimaryLifeCycle[C]
     driver: PrimaryDataStoreDriver[C]
-
-    def bind(self, row: PrimaryStorage) -> Primary[C]:
-        return Store(row, self.config_model.from_row(row.config))

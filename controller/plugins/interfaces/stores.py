@@ -4,6 +4,7 @@ command that needs it (`ctx.secrets.open`)."""
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar
 
@@ -86,3 +87,16 @@ class Store(Generic[R, C]):
 # A primary (backup) storage with its settings parsed: what plugins are given.
 Primary = Store[PrimaryStorage, C]
 Backup = Store[BackupStorage, C]
+
+
+@dataclass(frozen=True)
+class StorageProvider(Generic[R, C]):
+    """The entry point of a storage type, registered at controller start: its name, what
+    it is, its settings model; each role adds its lifecycle and driver."""
+
+    type: str
+    description: str
+    config_model: builtins.type[C]
+
+    def bind(self, row: R) -> Store[R, C]:
+        return Store(row, self.config_model.from_row(row.config))
