@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -24,8 +23,6 @@ from controller.services.primary_storages import PrimaryStorageService
 from shared.errors import InUse, StrataError
 from shared.protocol.host import HOST_INFO
 from shared.protocol.types import EmptyPayload
-
-log = logging.getLogger(__name__)
 
 
 class HostService:

@@ -143,9 +143,9 @@ class ImageService:
                   "virtual_size": facts.virtual_size}
         async with ctx.db.begin() as session:
             await _image_ready(session, image.id, ref.id, facts.path, result)
-            row = await get_or_404(session, BackupStorage, row.id, "backup storage")
-            row.capacity_total = facts.capacity.total
-            row.capacity_available = facts.capacity.available
+            backup = await get_or_404(session, BackupStorage, store.id, "backup storage")
+            backup.capacity_total = facts.capacity.total
+            backup.capacity_available = facts.capacity.available
             await ctx.succeed(session, result)
         return result
 

@@ -88,12 +88,16 @@ class PrimaryStorageService:
 
     async def run_attach(self, ctx: JobContext) -> None:
         async with ctx.db() as session:
-            store = await get_or_404(session, PrimaryStorage, ctx.job.resource_id or "",
-                                     "primary storage")
+            store = await self._job_store(session, ctx)
             host = await get_or_404(session, Host, ctx.params["host_id"], "host")
             ref = await get_or_404(session, PrimaryStorageHostRef, ctx.params["ref_id"],
                                    "attachment")
-        await self.attach_on(ctx, ref, self._d.registry.primary(store), host)
+        await self.attach_on(ctx, ref, store, host)
+
+    async def _job_store(self, session: AsyncSession, ctx: JobContext) -> Primary[Any]:
+        """The primary storage the job is about."""
+        return self._d.registry.primary(await get_or_404(
+            session, PrimaryStorage, ctx.job.resource_id or "", "primary storage"))
 
     async def attach_on(self, ctx: JobContext, ref: PrimaryStorageHostRef, store: Primary[Any],
                         host: Host) -> None:
@@ -139,10 +143,9 @@ class PrimaryStorageService:
 
     async def run_detach(self, ctx: JobContext) -> None:
         async with ctx.db() as session:
-            store = await get_or_404(session, PrimaryStorage, ctx.job.resource_id or "",
-                                     "primary storage")
+            store = await self._job_store(session, ctx)
             host = await get_or_404(session, Host, ctx.params["host_id"], "host")
-        await self._release(ctx, self._d.registry.primary(store), [host])
+        await self._release(ctx, store, [host])
         async with ctx.db.begin() as session:
             await session.execute(delete(PrimaryStorageHostRef)
                                   .where(PrimaryStorageHostRef.id == ctx.params["ref_id"]))
@@ -174,15 +177,13 @@ class PrimaryStorageService:
     async def run_delete(self, ctx: JobContext) -> None:
         """Removes the image caches on the storage's host, then the storage's rows."""
         async with ctx.db() as session:
-            row = await get_or_404(session, PrimaryStorage, ctx.job.resource_id or "",
-                                   "primary storage")
+            store = await self._job_store(session, ctx)
             caches = (await session.scalars(select(ImageCache).where(
-                ImageCache.primary_storage_id == row.id,
+                ImageCache.primary_storage_id == store.id,
                 ImageCache.state != ObjectState.DESTROYED))).all()
             hosts = (await session.scalars(select(Host).join(
                 PrimaryStorageHostRef, PrimaryStorageHostRef.host_id == Host.id).where(
-                PrimaryStorageHostRef.primary_storage_id == row.id))).all()
-        store = self._d.registry.primary(row)
+                PrimaryStorageHostRef.primary_storage_id == store.id))).all()
         for cache in caches:
             await self._d.install.remove(ctx, store, cache)
         await self._release(ctx, store, list(hosts))

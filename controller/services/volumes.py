@@ -75,7 +75,8 @@ class VolumeService:
 
     async def _check_matrix(self, session: AsyncSession, image: Image,
                             store: PrimaryStorage) -> None:
-        """Refuses up front (409 naming the cell) what no mediator could carry out."""
+        """Refuses up front (409 naming the cell) what no data motion strategy could carry
+        out."""
         cached = await session.scalar(select(ImageCache.id).where(
             ImageCache.image_id == image.id, ImageCache.primary_storage_id == store.id,
             ImageCache.state == ObjectState.READY))

@@ -55,6 +55,8 @@ class Uploaded:
 
 
 class PrimaryToBackupStorageMediator(abc.ABC, Generic[PC, BC]):
+    """The bytes of one cell: the agent commands that carry them, both ways."""
+
     @abc.abstractmethod
     async def download(self, ctx: JobContext, request: DownloadRequest[PC, BC]) -> ImageFacts:
         """Copies the image into the primary storage's image cache, verified."""

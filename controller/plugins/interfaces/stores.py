@@ -19,14 +19,15 @@ from pydantic import (
 from controller.db.models import BackupStorage, PrimaryStorage
 from controller.secrets import SecretBox
 
-STORED = {"sealed": True}
+# The validation context of settings read back from a row.
+_STORED: dict[str, Any] = {"stored": True}
 
 
 def _unchecked_when_sealed(value: Any, handler: ValidatorFunctionWrapHandler,
                            info: ValidationInfo) -> Any:
     """A stored credential is sealed text, longer than the clear one its limits are
     meant for: only its type is checked then."""
-    if info.context is STORED and isinstance(value, str):
+    if info.context is _STORED and isinstance(value, str):
         return value
     return handler(value)
 
@@ -49,7 +50,7 @@ class StoreConfig(BaseModel):
 
     @classmethod
     def from_row(cls, stored: dict[str, Any]) -> Self:
-        return cls.model_validate(stored, context=STORED)
+        return cls.model_validate(stored, context=_STORED)
 
     def sealed(self, secrets: SecretBox) -> dict[str, Any]:
         """The settings as the database keeps them: credentials sealed."""
@@ -72,6 +73,8 @@ C = TypeVar("C", bound=StoreConfig)
 
 @dataclass(frozen=True)
 class Store(Generic[R, C]):
+    """A store's row and its settings, parsed by its type's provider."""
+
     row: R
     config: C
 

@@ -40,6 +40,8 @@ from shared.protocol.files import (
 from shared.protocol.host import HostInfoResult
 from shared.protocol.iscsi import ExportLunResult, IscsiTarget, LunAccessResult
 from shared.protocol.nfs import NfsMountResult
+from shared.protocol.s3 import S3Endpoint
+from shared.protocol.sftp import SftpEndpoint
 from shared.protocol.types import EmptyPayload, FsCapacity, Model
 from shared.protocol.volumes import VolumeFacts
 
@@ -49,6 +51,19 @@ R = TypeVar("R", bound=Model)
 CAPACITY = FsCapacity(total=100 << 30, available=60 << 30)
 SHA = "5" * 64
 SECRETS = SecretBox(Fernet.generate_key())
+
+# Settings of the stores under test, and the endpoints agents must get from them.
+NFS_SERVER = {"server": "nfs.example", "export": "/exports/strata"}
+SFTP_CONFIG = {"host": "sftp.example", "port": 2222, "username": "strata",
+               "path": "/srv/sftp", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA",
+               "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nclear\n"}
+S3_CONFIG = {"endpoint_url": "http://s3.example:9000", "bucket": "images",
+             "access_key": "AKIA0000", "secret_key": "x" * 256}
+SFTP_ENDPOINT = SftpEndpoint(host="sftp.example", port=2222, username="strata",
+                             host_key=SFTP_CONFIG["host_key"],
+                             private_key=SFTP_CONFIG["private_key"])
+S3_ENDPOINT = S3Endpoint(endpoint_url="http://s3.example:9000", bucket="images",
+                         access_key="AKIA0000", secret_key="x" * 256)
 
 
 @dataclass(frozen=True)

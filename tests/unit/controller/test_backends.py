@@ -25,6 +25,7 @@ from shared.protocol.iscsi import (
 from shared.protocol.volumes import CREATE_VOLUME, CreateVolumePayload
 from tests.unit.controller.fakes import (
     CAPACITY,
+    NFS_SERVER,
     Call,
     RecordingAgent,
     cache,
@@ -35,7 +36,6 @@ from tests.unit.controller.fakes import (
 
 HOST = host()
 SERVER = host("storage-1")
-NFS_SERVER = {"server": "nfs.example", "export": "/exports/strata"}
 # Where each file backend keeps volumes and caches: (store, volume dir, cache dir).
 FILE_STORES = {
     "local": (LOCAL_KVM, primary(LOCAL, {"path": "/srv/local"}),

@@ -8,8 +8,7 @@ from pydantic import ValidationError
 
 from controller.plugins.s3.provider import S3Config
 from controller.plugins.sftp.provider import SftpConfig
-from tests.unit.controller.fakes import SECRETS
-from tests.unit.controller.test_lifecycles import S3_CONFIG, SFTP_CONFIG
+from tests.unit.controller.fakes import S3_CONFIG, SECRETS, SFTP_CONFIG
 
 
 def test_credentials_are_sealed_and_hidden() -> None:

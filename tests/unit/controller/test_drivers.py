@@ -36,10 +36,12 @@ from shared.protocol.sftp import (
     SFTP_DELETE,
     SFTP_REGISTER,
     SftpDeletePayload,
-    SftpEndpoint,
     SftpRegisterPayload,
 )
 from tests.unit.controller.fakes import (
+    S3_CONFIG,
+    SFTP_CONFIG,
+    SFTP_ENDPOINT,
     SHA,
     Call,
     RecordingAgent,
@@ -50,7 +52,6 @@ from tests.unit.controller.fakes import (
     store_ref,
     volume,
 )
-from tests.unit.controller.test_lifecycles import S3_CONFIG, SFTP_CONFIG
 
 HOST = host()
 SERVER = host("storage-1")
@@ -138,9 +139,7 @@ async def test_sftp_register_and_delete(ctx: JobContext, agent: RecordingAgent) 
     await SFTP.driver.register(ctx, store, image(declared_format=None, declared_sha256=None),
                                HOST)
     await SFTP.driver.delete(ctx, store, store_ref("/srv/sftp/images/img-1"), HOST)
-    endpoint = SftpEndpoint(host="sftp.example", port=2222, username="strata",
-                            host_key=SFTP_CONFIG["host_key"],
-                            private_key=SFTP_CONFIG["private_key"])
+    endpoint = SFTP_ENDPOINT
     assert agent.calls == [
         Call(HOST.address, SFTP_REGISTER, "job-1.download", SftpRegisterPayload(
             endpoint=endpoint, url="http://images.example/d.qcow2",

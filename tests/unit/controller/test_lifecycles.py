@@ -17,17 +17,24 @@ from controller.plugins.sftp.provider import SFTP
 from shared.errors import Conflict, NotFound
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
 from shared.protocol.nfs import NFS_MOUNT, NFS_UNMOUNT, NfsMountPayload, NfsUnmountPayload
-from shared.protocol.s3 import S3_PREPARE, S3Endpoint, S3PreparePayload
-from shared.protocol.sftp import SFTP_PREPARE, SftpEndpoint, SftpPreparePayload
-from tests.unit.controller.fakes import CAPACITY, Call, RecordingAgent, backup, host, primary
+from shared.protocol.s3 import S3_PREPARE, S3PreparePayload
+from shared.protocol.sftp import SFTP_PREPARE, SftpPreparePayload
+from tests.unit.controller.fakes import (
+    CAPACITY,
+    NFS_SERVER,
+    S3_CONFIG,
+    S3_ENDPOINT,
+    SFTP_CONFIG,
+    SFTP_ENDPOINT,
+    Call,
+    RecordingAgent,
+    backup,
+    host,
+    primary,
+)
 
 HOST = host()
-NFS_SERVER = {"server": "nfs.example", "export": "/exports/strata"}
-SFTP_CONFIG = {"host": "sftp.example", "port": 2222, "username": "strata",
-               "path": "/srv/sftp", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA",
-               "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nclear\n"}
-S3_CONFIG = {"endpoint_url": "http://s3.example:9000", "bucket": "images",
-             "access_key": "AKIA0000", "secret_key": "x" * 256}
+
 
 
 async def test_local_attach_prepares_the_directory(ctx: JobContext,
@@ -124,11 +131,8 @@ async def test_sftp_attach_opens_the_sealed_key(ctx: JobContext, agent: Recordin
     assert store.config.private_key != SFTP_CONFIG["private_key"], "stored sealed"
     assert await SFTP.lifecycle.attach(ctx, store, HOST) == CAPACITY
     assert agent.calls == [Call(HOST.address, SFTP_PREPARE, "job-1.prepare-bs-1-host-kvm-1",
-                                SftpPreparePayload(endpoint=SftpEndpoint(
-                                    host="sftp.example", port=2222, username="strata",
-                                    host_key=SFTP_CONFIG["host_key"],
-                                    private_key=SFTP_CONFIG["private_key"]),
-                                    path="/srv/sftp", subdirs=["images"]))]
+                                SftpPreparePayload(endpoint=SFTP_ENDPOINT, path="/srv/sftp",
+                                                   subdirs=["images"]))]
 
 
 async def test_s3_attach_checks_the_bucket(ctx: JobContext, agent: RecordingAgent) -> None:
@@ -136,7 +140,4 @@ async def test_s3_attach_checks_the_bucket(ctx: JobContext, agent: RecordingAgen
     assert len(store.config.secret_key) > 256, "sealed, longer than the clear limit"
     assert await S3.lifecycle.attach(ctx, store, HOST) == CAPACITY
     assert agent.calls == [Call(HOST.address, S3_PREPARE, "job-1.prepare-bs-1-host-kvm-1",
-                                S3PreparePayload(endpoint=S3Endpoint(
-                                    endpoint_url="http://s3.example:9000", bucket="images",
-                                    region="us-east-1", access_key="AKIA0000",
-                                    secret_key="x" * 256)))]
+                                S3PreparePayload(endpoint=S3_ENDPOINT))]

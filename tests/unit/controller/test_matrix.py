@@ -27,18 +27,20 @@ from shared.protocol.s3 import (
     S3_DOWNLOAD,
     S3_UPLOAD,
     S3DownloadPayload,
-    S3Endpoint,
     S3UploadPayload,
 )
 from shared.protocol.sftp import (
     SFTP_DOWNLOAD,
     SFTP_UPLOAD,
     SftpDownloadPayload,
-    SftpEndpoint,
     SftpUploadPayload,
 )
 from shared.protocol.types import Model
 from tests.unit.controller.fakes import (
+    S3_CONFIG,
+    S3_ENDPOINT,
+    SFTP_CONFIG,
+    SFTP_ENDPOINT,
     SHA,
     Call,
     RecordingAgent,
@@ -50,7 +52,6 @@ from tests.unit.controller.fakes import (
     store_ref,
     volume,
 )
-from tests.unit.controller.test_lifecycles import S3_CONFIG, SFTP_CONFIG
 
 HOST = host()
 # Each primary type: a store, where its image cache is, and where a volume of it is.
@@ -65,11 +66,6 @@ PRIMARIES = {
 }
 BACKUPS = {"dir": backup(DIR, {"path": "/srv/images"}), "sftp": backup(SFTP, SFTP_CONFIG),
            "s3": backup(S3, S3_CONFIG)}
-SFTP_ENDPOINT = SftpEndpoint(host="sftp.example", port=2222, username="strata",
-                             host_key=SFTP_CONFIG["host_key"],
-                             private_key=SFTP_CONFIG["private_key"])
-S3_ENDPOINT = S3Endpoint(endpoint_url="http://s3.example:9000", bucket="images",
-                         access_key="AKIA0000", secret_key="x" * 256)
 # Where each backup type keeps image img-1.
 STORED = {"dir": "/srv/images/images/img-1", "sftp": "/srv/sftp/images/img-1",
           "s3": "strata/images/img-1"}
