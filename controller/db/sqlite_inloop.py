@@ -45,16 +45,19 @@ class SQLiteDialect_inloop(SQLiteDialect_pysqlite):
 
     def do_execute(self, cursor: Any, statement: Any, parameters: Any,
                    context: Any = None) -> None:
-        super().do_execute(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
+        super().do_execute(  # type: ignore[no-untyped-call]  # the pysqlite dialect is untyped
+            cursor, statement, parameters, context)
         _settled()
 
     def do_execute_no_params(self, cursor: Any, statement: Any, context: Any = None) -> None:
-        super().do_execute_no_params(cursor, statement, context)  # type: ignore[no-untyped-call]
+        super().do_execute_no_params(  # type: ignore[no-untyped-call]  # the pysqlite dialect is untyped
+            cursor, statement, context)
         _settled()
 
     def do_executemany(self, cursor: Any, statement: Any, parameters: Any,
                        context: Any = None) -> None:
-        super().do_executemany(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
+        super().do_executemany(  # type: ignore[no-untyped-call]  # the pysqlite dialect is untyped
+            cursor, statement, parameters, context)
         _settled()
 
 
