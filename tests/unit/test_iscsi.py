@@ -5,19 +5,18 @@ real-kernel tier; `tgt` and `qemu` run for real in tests/integration/test_iscsi_
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from agent.executor import Executor, Limits, Result
 from agent.iscsi.initiator import KernelInitiator, read_initiator_name
 from agent.iscsi.lio import LioDriver
 from agent.iscsi.tgt import parse_show
 from shared.errors import OperationFailed, Timeout
 from shared.protocol.iscsi import ChapCredentials, IscsiTarget
+from tests.support.fakeexec import FakeExecutor, contains
 
 SHOW = """Target 1: iqn.2026-11.org.strata:vol-a
     System information:
@@ -183,19 +182,12 @@ async def test_lio_serves_logical_volumes_as_block_backstores(tmp_path: Path) ->
 
 # ---- kernel access mode with a fake iscsiadm --------------------------------------------
 
-class FakeIscsiadm(Executor):
-    def __init__(self, fail: dict[str, int] | None = None) -> None:
-        self.calls: list[list[str]] = []
-        self.redacted: set[str] = set()
-        self.fail = fail or {}
-
-    async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
-                  limits: Limits | None = None, check: bool = True,
-                  redact: Collection[str] = ()) -> Result:
-        self.calls.append(list(argv))
-        self.redacted.update(redact)
-        rc = next((code for word, code in self.fail.items() if word in argv), 0)
-        return Result(tuple(argv), rc, "", "iscsiadm: error" if rc else "")
+def iscsiadm(fail: dict[str, int] | None = None) -> FakeExecutor:
+    """Every call succeeds, but those holding a word of `fail`: they exit with its code."""
+    fake = FakeExecutor()
+    for word, rc in (fail or {}).items():
+        fake.on(contains(word), rc=rc, stderr="iscsiadm: error")
+    return fake
 
 
 TARGET = IscsiTarget(portal="192.0.2.10:3260", target="iqn.2026-11.org.strata:vol-1", lun=1,
@@ -203,7 +195,7 @@ TARGET = IscsiTarget(portal="192.0.2.10:3260", target="iqn.2026-11.org.strata:vo
 
 
 async def test_kernel_login_waits_for_device_and_counts_sessions() -> None:
-    fake = FakeIscsiadm(fail={"--login": 15})  # 15: session already exists, which is fine
+    fake = iscsiadm(fail={"--login": 15})  # 15: session already exists, which is fine
     seen: list[str] = []
     appear_after = iter([False, False, True, True])
     kernel = KernelInitiator("iqn.2026-11.org.strata:host-a", fake,
@@ -232,11 +224,11 @@ async def test_kernel_login_waits_for_device_and_counts_sessions() -> None:
 
 async def test_kernel_login_failures_are_clear() -> None:
     kernel = KernelInitiator("iqn.2026-11.org.strata:host-a",
-                             FakeIscsiadm(fail={"--login": 24}), device_exists=lambda p: False)
+                             iscsiadm(fail={"--login": 24}), device_exists=lambda p: False)
     with pytest.raises(OperationFailed) as info:
         await kernel.connect(TARGET)
     assert info.value.code == "iscsi_login_failed"
-    fake = FakeIscsiadm()
+    fake = iscsiadm()
     slow = KernelInitiator("iqn.2026-11.org.strata:host-a", fake,
                            device_exists=lambda p: False, device_timeout=0.05, poll=0.01)
     with pytest.raises(Timeout):

@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pytest
 
 from agent import imagecheck
-from agent.executor import Executor, Limits, Result
+from agent.executor import Executor
 from agent.qemuimg import QemuImg, parse_progress
 from shared.errors import OperationFailed, Timeout, UnsafeImage
+from tests.support.fakeexec import FakeExecutor
 
 MiB = 1 << 20
-
-
-class FakeExecutor(Executor):
-    def __init__(self, stdout: str = "") -> None:
-        self.calls: list[list[str]] = []
-        self.stdout = stdout
-
-    async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
-                  limits: Limits | None = None, check: bool = True,
-                  redact: Collection[str] = ()) -> Result:
-        self.calls.append(list(argv))
-        if on_output is not None:
-            on_output("    (25.00/100%)\r    (50.00/100%)\r")
-        return Result(tuple(argv), 0, self.stdout, "")
 
 
 @pytest.fixture
@@ -83,6 +69,7 @@ async def test_failure_and_missing_file_are_clear(qemu: QemuImg, tmp_path: Path)
 
 async def test_argv_lists_and_progress_flag() -> None:
     fake = FakeExecutor()
+    fake.on(["qemu-img", "convert"], stdout="    (25.00/100%)\r    (50.00/100%)\r")
     qemu = QemuImg(fake, binary="qemu-img")
     seen: list[float] = []
     await qemu.convert("/a b", "/c;rm -rf /", src_fmt="qcow2", dest_fmt="raw", sparse=False,
@@ -90,7 +77,7 @@ async def test_argv_lists_and_progress_flag() -> None:
     assert fake.calls == [["qemu-img", "convert", "-p", "-f", "qcow2", "-O", "raw", "-S", "0",
                            "/a b", "/c;rm -rf /"]]
     assert seen == [50.0]
-    fake.stdout = "{}"
+    fake.on(["qemu-img", "info"], stdout="{}")
     await qemu.info("/img", fmt="raw")
     assert fake.calls[-1] == ["qemu-img", "info", "--output=json", "--force-share", "-f", "raw",
                               "/img"]
