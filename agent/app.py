@@ -14,16 +14,12 @@ from agent.config import AgentConfig
 from agent.executor import Executor
 from agent.files import FileStores
 from agent.iscsi import build_initiator, build_target_driver
+from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TOKEN
 from agent.mount import MountTable
 from agent.qemuimg import QemuImg
 from agent.services import AgentServices
 from agent.tasks import TaskManager, TaskStore
 from shared.http import Handler, error_middleware, error_response
-
-CONFIG = web.AppKey("config", AgentConfig)
-TOKEN = web.AppKey("token", str)
-SERVICES = web.AppKey("services", AgentServices)
-TASKS = web.AppKey("tasks", TaskManager)
 
 PUBLIC_PATHS = frozenset({"/healthz"})
 
@@ -80,7 +76,7 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
 def create_debug_app(main: web.Application) -> web.Application:
     """Served on a loopback-only listener; shares state with the main app."""
     app = web.Application(middlewares=[error_middleware])
-    app["main"] = main
+    app[MAIN] = main
     app.router.add_get("/debug/tasks", views.debug_tasks)
     app.router.add_get("/debug/config", views.debug_config)
     return app
