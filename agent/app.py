@@ -16,9 +16,9 @@ from agent.files import FileStores
 from agent.iscsi import build_initiator, build_target_driver
 from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TOKEN
 from agent.mount import MountTable
-from agent.qemuimg import QemuImg
 from agent.services import AgentServices
 from agent.tasks import TaskManager, TaskStore
+from agent.tools.qemuimg import QemuImg
 from shared.http import Handler, error_middleware, error_response
 
 PUBLIC_PATHS = frozenset({"/healthz"})

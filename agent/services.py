@@ -12,7 +12,7 @@ from agent.files import FileStores
 from agent.iscsi.initiator import Initiator
 from agent.iscsi.target import TargetDriver
 from agent.mount import MountTable
-from agent.qemuimg import QemuImg
+from agent.tools.qemuimg import QemuImg
 
 
 @dataclass

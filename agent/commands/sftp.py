@@ -9,7 +9,7 @@ from collections.abc import Callable
 from agent import fsops, openssh, sftp
 from agent.commands.images import staged_download
 from agent.commands.registry import handles
-from agent.imagewriter import VerifiedImageWriter
+from agent.images.writer import VerifiedImageWriter
 from agent.services import AgentServices
 from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult
 from shared.protocol.sftp import (

@@ -14,7 +14,7 @@ from agent.iscsi.initiator import (
     read_initiator_name,
 )
 from agent.iscsi.target import TargetDriver
-from agent.qemuimg import QemuImg
+from agent.tools.qemuimg import QemuImg
 from shared.config import parse_listen
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.executor import Executor
-from agent.qemuimg import QemuImg
+from agent.tools.qemuimg import QemuImg
 from shared.errors import OperationFailed, Timeout
 from shared.protocol.iscsi import ConnectVolumeResult, IscsiTarget
 
@@ -85,7 +85,7 @@ class QemuInitiator(Initiator):
         finally:
             if secret_file:
                 os.unlink(secret_file)
-        return ConnectVolumeResult(mode="qemu", qemu_spec=spec, size=int(info["virtual-size"]))
+        return ConnectVolumeResult(mode="qemu", qemu_spec=spec, size=info.virtual_size)
 
     def _write_secret(self, password: str) -> str:
         os.makedirs(self._secrets_dir, mode=0o700, exist_ok=True)

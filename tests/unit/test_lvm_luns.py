@@ -15,8 +15,8 @@ from agent.executor import Result
 from agent.files import FileStores
 from agent.iscsi.target import TargetDriver
 from agent.mount import MountTable
-from agent.qemuimg import QemuImg
 from agent.services import AgentServices
+from agent.tools.qemuimg import QemuImg
 from shared.errors import Conflict, NotFound, OperationFailed
 from shared.protocol.iscsi import ChapCredentials, ExportLunPayload, UnexportLunPayload
 from tests.support.fakeexec import FakeExecutor, reply
