@@ -7,12 +7,9 @@ import os
 
 from agent.config import AgentConfig
 from agent.executor import Executor
-from agent.iscsi.initiator import (
-    Initiator,
-    KernelInitiator,
-    QemuInitiator,
-    read_initiator_name,
-)
+from agent.iscsi.initiator import Initiator, read_initiator_name
+from agent.iscsi.kernel import KernelInitiator
+from agent.iscsi.qemu import QemuInitiator
 from agent.iscsi.target import TargetDriver
 from agent.tools.qemuimg import QemuImg
 from shared.config import parse_listen

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from agent.iscsi.initiator import KernelInitiator, read_initiator_name
+from agent.iscsi.initiator import read_initiator_name
+from agent.iscsi.kernel import KernelInitiator
 from agent.iscsi.lio import LioDriver
 from agent.iscsi.tgt import parse_show
+from agent.tools.iscsiadm import IscsiAuthFailed
 from shared.errors import OperationFailed, Timeout
 from shared.protocol.iscsi import ChapCredentials, IscsiTarget
 from tests.support.fakeexec import FakeExecutor, contains
@@ -228,6 +230,7 @@ async def test_kernel_login_failures_are_clear() -> None:
     with pytest.raises(OperationFailed) as info:
         await kernel.connect(TARGET)
     assert info.value.code == "iscsi_login_failed"
+    assert isinstance(info.value, IscsiAuthFailed) and kernel.session_count(TARGET) == 0
     fake = iscsiadm()
     slow = KernelInitiator("iqn.2026-11.org.strata:host-a", fake,
                            device_exists=lambda p: False, device_timeout=0.05, poll=0.01)
