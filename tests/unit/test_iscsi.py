@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from agent.iscsi import tgt_exports
 from agent.iscsi.initiator import read_initiator_name
 from agent.iscsi.kernel import KernelInitiator
 from agent.iscsi.lio import LioDriver
-from agent.iscsi.tgt import parse_show
 from agent.tools.iscsiadm import IscsiAuthFailed
+from agent.tools.tgtadm import parse_show
 from shared.errors import OperationFailed, Timeout
 from shared.protocol.iscsi import ChapCredentials, IscsiTarget
 from tests.support.fakeexec import FakeExecutor, contains
@@ -45,6 +46,16 @@ Target 3: iqn.2026-11.org.strata:vol-b
     Account information:
     ACL information:
 """
+
+
+def test_tgt_exports_are_saved_for_the_agent_only(tmp_path: Path) -> None:
+    path = str(tmp_path / "tgt-exports.json")
+    assert tgt_exports.load(path) == {}
+    exports = {"iqn.2026-11.org.strata:vol-a": tgt_exports.Export(
+        "/srv/luns/a.raw", {"user": "strata-a", "password": "s3cretPassw0rd"}, ["iqn.x:h"])}
+    tgt_exports.save(path, exports)
+    assert tgt_exports.load(path) == exports
+    assert (tmp_path / "tgt-exports.json").stat().st_mode & 0o777 == 0o600
 
 
 def test_parse_tgtadm_show() -> None:

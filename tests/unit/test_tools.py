@@ -7,6 +7,7 @@ import pytest
 
 from agent.tools import iscsiadm
 from agent.tools.iscsiadm import IscsiadmFailed, IscsiAuthFailed, IscsiPortalUnreachable
+from agent.tools.tgtadm import Tgtadm, TgtadmFailed, parse_accounts
 from tests.support.fakeexec import FakeExecutor
 
 IQN = "iqn.2026-11.org.strata:vol-1"
@@ -53,3 +54,21 @@ async def test_chap_password_is_redacted_and_only_it() -> None:
     await iscsiadm.set_chap(fake, IQN, PORTAL, "strata-1", "s3cretPassw0rd")
     assert [c[-1] for c in fake.calls] == ["CHAP", "strata-1", "s3cretPassw0rd"]
     assert fake.redacted == {"s3cretPassw0rd"}
+
+
+def test_tgtadm_account_list() -> None:
+    shown = "Account list:\n    strata-1\n    strata-2 (outgoing)\n"
+    assert parse_accounts(shown) == ["strata-1", "strata-2"]
+    assert parse_accounts("") == []
+
+
+async def test_tgtadm_argv_and_failure() -> None:
+    fake = FakeExecutor()
+    tgtadm = Tgtadm(fake, control_port=3261)
+    await tgtadm.new_account("strata-1", "s3cretPassw0rd")
+    assert fake.calls == [["tgtadm", "-C", "3261", "--lld", "iscsi", "--op", "new", "--mode",
+                           "account", "--user", "strata-1", "--password", "s3cretPassw0rd"]]
+    assert fake.redacted == {"s3cretPassw0rd"}
+    fake.on(["tgtadm"], rc=22, stderr="tgtadm: this target already exists")
+    with pytest.raises(TgtadmFailed, match="already exists"):
+        await tgtadm.new_target(1, IQN)
