@@ -52,10 +52,10 @@ class Result:
     stdout: str
     stderr: str
 
-    def check(self) -> Result:
-        """This result, if the program succeeded."""
+    def check(self, error: type[CommandFailed] | None = None) -> Result:
+        """This result if the program succeeded; else `error` (a tool's own), raised."""
         if self.returncode != 0:
-            raise CommandFailed(self)
+            raise (error or CommandFailed)(self)
         return self
 
 

@@ -89,9 +89,7 @@ class QemuImg:
                                       timeout=self.timeout if timeout is None else timeout,
                                       limits=limits, on_output=_progress_sink(progress),
                                       check=False)
-        if result.returncode != 0:
-            raise QemuImgFailed(result)
-        return result
+        return result.check(QemuImgFailed)
 
     async def version(self) -> str:
         res = await self._run("--version")

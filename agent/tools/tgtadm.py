@@ -70,9 +70,7 @@ class Tgtadm:
     async def _run(self, *args: str, redact: tuple[str, ...] = ()) -> str:
         result = await self._exec.run(["tgtadm", *self._control, "--lld", "iscsi", *args],
                                       timeout=self._timeout, check=False, redact=redact)
-        if result.returncode != 0:
-            raise TgtadmFailed(result)
-        return result.stdout
+        return result.check(TgtadmFailed).stdout
 
     async def targets(self) -> dict[str, TargetState]:
         return parse_show(await self._run("--op", "show", "--mode", "target"))

@@ -3,11 +3,17 @@ answers where a real tool needs root or kernel features this host lacks)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from agent.tools import iscsiadm
+from agent.executor import Executor
+from agent.tools import cp, iscsiadm
+from agent.tools.cp import CopyFailed
 from agent.tools.iscsiadm import IscsiadmFailed, IscsiAuthFailed, IscsiPortalUnreachable
+from agent.tools.lvm import Lvm, LvmFailed, VolumeGroupNotFound
 from agent.tools.tgtadm import Tgtadm, TgtadmFailed, parse_accounts
+from shared.protocol.types import FsCapacity
 from tests.support.fakeexec import FakeExecutor
 
 IQN = "iqn.2026-11.org.strata:vol-1"
@@ -72,3 +78,36 @@ async def test_tgtadm_argv_and_failure() -> None:
     fake.on(["tgtadm"], rc=22, stderr="tgtadm: this target already exists")
     with pytest.raises(TgtadmFailed, match="already exists"):
         await tgtadm.new_target(1, IQN)
+
+
+async def test_lvm_reports_are_typed() -> None:
+    fake = FakeExecutor()
+    fake.on(["vgs"], stdout='{"report": [{"vg": [{"vg_size": "107374182400", '
+                            '"vg_free": "1000"}]}]}')
+    fake.on(["lvs"], stdout='{"report": [{"lv": [{"lv_name": "strata-vol-1"}]}]}')
+    lvm = Lvm(fake)
+    assert await lvm.capacity("vg-san") == FsCapacity(total=107374182400, available=1000)
+    assert await lvm.lv_exists("vg-san", "strata-vol-1")
+    assert not await lvm.lv_exists("vg-san", "strata-vol-2")
+    assert fake.calls[0] == ["vgs", "-o", "vg_size,vg_free", "vg-san", "--reportformat",
+                             "json", "--units", "b", "--nosuffix"]
+    fake.on(["vgs"], stdout='{"report": [{"vg": []}]}')
+    with pytest.raises(VolumeGroupNotFound, match="vg-san"):
+        await lvm.capacity("vg-san")
+    fake.on(["lvs"], stdout='{"report": []}')
+    with pytest.raises(LvmFailed, match="lvs gave an unreadable report"):
+        await lvm.lv_exists("vg-san", "x")
+    fake.on(["lvremove"], rc=5, stderr="  Logical volume vg-san/x in use.")
+    with pytest.raises(LvmFailed, match="in use"):
+        await lvm.lvremove("vg-san", "x")
+
+
+async def test_cp_copies_sparse_and_names_its_failure(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    with open(src, "wb") as f:
+        f.truncate(8 << 20)
+        f.write(b"strata")
+    await cp.copy_sparse(Executor(), str(src), str(dest))
+    assert dest.read_bytes() == src.read_bytes() and dest.stat().st_blocks < 64
+    with pytest.raises(CopyFailed, match="cp --reflink=auto failed"):
+        await cp.copy_sparse(Executor(), str(tmp_path / "absent"), str(dest))
