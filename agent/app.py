@@ -15,7 +15,7 @@ from agent.executor import Executor
 from agent.files import FileStores
 from agent.iscsi import build_initiator, build_target_driver
 from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TOKEN
-from agent.mount import MountTable
+from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
 from agent.tasks import TaskManager, TaskStore
 from agent.tools.qemuimg import QemuImg

@@ -14,7 +14,7 @@ from agent.config import AgentConfig
 from agent.executor import Result
 from agent.files import FileStores
 from agent.iscsi.target import TargetDriver
-from agent.mount import MountTable
+from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
 from agent.tools.qemuimg import QemuImg
 from shared.errors import Conflict, NotFound, OperationFailed

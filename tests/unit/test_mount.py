@@ -18,7 +18,7 @@ import pytest
 
 from agent.executor import Result
 from agent.files import FileStores
-from agent.mount import MountTable
+from agent.nfs.mounts import MountTable
 from shared.errors import Conflict, OperationFailed, Timeout
 from tests.support.fakeexec import FakeExecutor, reply
 

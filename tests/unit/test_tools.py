@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from agent.executor import Executor
-from agent.tools import cp, iscsiadm
+from agent.tools import cp, iscsiadm, mount
 from agent.tools.cp import CopyFailed
 from agent.tools.iscsiadm import IscsiadmFailed, IscsiAuthFailed, IscsiPortalUnreachable
 from agent.tools.lvm import Lvm, LvmFailed, VolumeGroupNotFound
 from agent.tools.tgtadm import Tgtadm, TgtadmFailed, parse_accounts
+from shared.errors import Timeout
 from shared.protocol.types import FsCapacity
 from tests.support.fakeexec import FakeExecutor
 
@@ -111,3 +112,33 @@ async def test_cp_copies_sparse_and_names_its_failure(tmp_path: Path) -> None:
     assert dest.read_bytes() == src.read_bytes() and dest.stat().st_blocks < 64
     with pytest.raises(CopyFailed, match="cp --reflink=auto failed"):
         await cp.copy_sparse(Executor(), str(tmp_path / "absent"), str(dest))
+
+
+async def test_mount_tools_name_their_failures() -> None:
+    fake = FakeExecutor()
+    assert await mount.findmnt(fake, "/mnt/a", timeout=5) is None, "nothing mounted: no output"
+    fake.on(["findmnt"], stdout='{"filesystems": [{"target": "/mnt/a", "source": '
+                                '"nfs-1:/export", "fstype": "nfs4", "options": "rw,soft"}]}')
+    assert await mount.findmnt(fake, "/mnt/a", timeout=5) == mount.MountInfo(
+        target="/mnt/a", source="nfs-1:/export", fstype="nfs4", options="rw,soft")
+
+    fake.on(["mount"], rc=32, stderr="mount.nfs: nfs-1:/export is busy or already mounted")
+    with pytest.raises(mount.AlreadyMounted) as already:
+        await mount.mount_nfs(fake, "nfs-1:/export", "/mnt/a", ["soft"], timeout=5)
+    assert already.value.code == "mount_failed"
+    assert fake.calls[-1] == ["mount", "-t", "nfs", "-o", "soft", "nfs-1:/export", "/mnt/a"]
+    fake.on(["mount"], rc=32, stderr="mount.nfs: access denied by server")
+    with pytest.raises(mount.MountFailed) as denied:
+        await mount.mount_nfs(fake, "nfs-1:/export", "/mnt/a", [], timeout=5)
+    assert not isinstance(denied.value, mount.AlreadyMounted)
+    assert denied.value.message == "cannot mount nfs-1:/export on /mnt/a: mount.nfs: access " \
+                                   "denied by server"
+    fake.on(["mount"], raises=Timeout("mount did not finish within 5s"))
+    with pytest.raises(mount.MountTimeout) as hung:
+        await mount.mount_nfs(fake, "nfs-1:/export", "/mnt/a", [], timeout=5)
+    assert hung.value.code == "mount_timeout" and "nfs-1:/export" in hung.value.message
+
+    fake.on(["umount"], rc=32, stderr="umount: /mnt/a: target is busy.")
+    with pytest.raises(mount.UnmountFailed) as busy:
+        await mount.umount(fake, "/mnt/a", lazy=True, timeout=5)
+    assert busy.value.code == "unmount_failed" and fake.calls[-1] == ["umount", "-l", "/mnt/a"]
