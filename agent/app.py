@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from agent import openssh, views
+from agent import views
 from agent.config import AgentConfig
 from agent.executor import Executor
 from agent.files import FileStores
@@ -17,6 +17,7 @@ from agent.iscsi import build_initiator, build_target_driver
 from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TOKEN
 from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
+from agent.sftp.keyfiles import clear_leftover_keys
 from agent.tasks import TaskManager, TaskStore
 from agent.tools.qemuimg import QemuImg
 from shared.http import Handler, error_middleware, error_response
@@ -44,7 +45,7 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
     executor = executor or Executor()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        openssh.clear_leftover_keys(config.state_dir)
+        clear_leftover_keys(config.state_dir)
         store = TaskStore(os.path.join(config.state_dir, "tasks.sqlite"))
         app[TASKS] = TaskManager(store)
         qemu_img = QemuImg(executor, config.qemu_img)

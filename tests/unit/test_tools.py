@@ -3,19 +3,21 @@ answers where a real tool needs root or kernel features this host lacks)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from agent.executor import Executor
-from agent.tools import cp, iscsiadm, mount
+from agent.executor import Executor, Result
+from agent.tools import cp, iscsiadm, mount, ssh
 from agent.tools.cp import CopyFailed
 from agent.tools.iscsiadm import IscsiadmFailed, IscsiAuthFailed, IscsiPortalUnreachable
 from agent.tools.lvm import Lvm, LvmFailed, VolumeGroupNotFound
 from agent.tools.tgtadm import Tgtadm, TgtadmFailed, parse_accounts
-from shared.errors import Timeout
+from shared.errors import StrataError, Timeout
+from shared.protocol.sftp import SftpEndpoint
 from shared.protocol.types import FsCapacity
-from tests.support.fakeexec import FakeExecutor
+from tests.support.fakeexec import FakeExecutor, reply
 
 IQN = "iqn.2026-11.org.strata:vol-1"
 PORTAL = "192.0.2.10:3260"
@@ -142,3 +144,52 @@ async def test_mount_tools_name_their_failures() -> None:
     with pytest.raises(mount.UnmountFailed) as busy:
         await mount.umount(fake, "/mnt/a", lazy=True, timeout=5)
     assert busy.value.code == "unmount_failed" and fake.calls[-1] == ["umount", "-l", "/mnt/a"]
+
+
+ENDPOINT = SftpEndpoint(host="sftp.example", port=2222, username="strata",
+                        host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKx",
+                        private_key="-----BEGIN OPENSSH PRIVATE KEY-----\n")
+
+
+@pytest.mark.parametrize(("rc", "stderr", "error", "code"), [
+    (255, "Host key verification failed.", ssh.HostKeyMismatch, "host_key_mismatch"),
+    (255, "strata@sftp.example: Permission denied (publickey).", ssh.AuthRefused,
+     "sftp_auth_failed"),
+    (255, "ssh: connect to host sftp.example port 2222: Connection refused", ssh.Unreachable,
+     "sftp_unreachable"),
+    (1, "cat: /srv/x: No such file or directory", ssh.RemoteFileMissing, "not_found"),
+    (1, "cat: /srv/x: Is a directory", ssh.SshFailed, "sftp_failed"),
+])
+async def test_ssh_failures_are_named(tmp_path: Path, rc: int, stderr: str,
+                                      error: type[Exception], code: str) -> None:
+    fake = FakeExecutor()
+    fake.on(["ssh"], rc=rc, stdout="partial", stderr=stderr)
+    got = []
+    async with ssh.read_file(fake, ENDPOINT, "/srv/x", str(tmp_path)) as chunks:
+        with pytest.raises(StrataError) as info:
+            async for chunk in chunks:
+                got.append(chunk)
+    assert got == [b"partial"], "the bytes before the failure arrive"
+    assert type(info.value) is error and info.value.code == code
+    argv = fake.calls[0]
+    assert argv[0] == "ssh" and argv[-3:] == ["strata", "sftp.example", "cat -- /srv/x"]
+    assert os.listdir(tmp_path) == [], "the key files live only as long as the call"
+
+
+async def test_ssh_pins_the_host_key_and_uses_only_the_client_key(tmp_path: Path) -> None:
+    fake = FakeExecutor()
+    seen: dict[str, str] = {}
+
+    def cat(argv: list[str]) -> Result:
+        options = dict(o.split("=", 1) for o in argv if "=" in o)
+        seen["known_hosts"] = Path(options["UserKnownHostsFile"]).read_text()
+        seen["key"] = Path(argv[argv.index("-i") + 1]).read_text()
+        return reply(argv, stdout="bytes")
+
+    fake.on(["ssh"], cat)
+    async with ssh.read_file(fake, ENDPOINT, "/srv/x", str(tmp_path)) as chunks:
+        assert [c async for c in chunks] == [b"bytes"]
+    assert seen == {"known_hosts": "[sftp.example]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKx\n",
+                    "key": "-----BEGIN OPENSSH PRIVATE KEY-----\n"}
+    assert {"IdentitiesOnly=yes", "StrictHostKeyChecking=yes", "BatchMode=yes"} <= set(
+        fake.calls[0])
