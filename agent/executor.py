@@ -108,9 +108,9 @@ class Executor:
         self, argv: Sequence[str], *, timeout: float, redact: Collection[str] = ()
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """The program's stdout, CHUNK bytes at a time, for bulk transfers. `timeout`
-        bounds each read, so a transfer takes as long as it keeps moving. The end of the
-        data raises CommandFailed (with stderr) if the program failed; leaving the block
-        kills it if it still runs."""
+        bounds each read (and the exit after the last), so a transfer takes as long as it
+        keeps moving. The end of the data raises CommandFailed (with stderr) if the
+        program failed; leaving the block kills it if it still runs."""
         read_fd, write_fd = os.pipe()
         with contextlib.suppress(OSError):
             fcntl.fcntl(read_fd, F_SETPIPE_SZ, PIPE_SIZE)
@@ -130,12 +130,17 @@ class Executor:
                 try:
                     chunk = await asyncio.wait_for(asyncio.to_thread(pipe.read, CHUNK), timeout)
                 except TimeoutError:
-                    raise _timeout(argv, timeout, "sent nothing") from None
+                    raise _timeout(argv, timeout, "stalled: a read did not complete") from None
                 if not chunk:
                     break
                 yield chunk
-            rc = await proc.wait()
-            Result(tuple(argv), rc, "", (await stderr).decode(errors="replace")).check()
+            try:
+                async with asyncio.timeout(timeout):
+                    rc = await proc.wait()
+                    err = await stderr
+            except TimeoutError:
+                raise _timeout(argv, timeout) from None
+            Result(tuple(argv), rc, "", err.decode(errors="replace")).check()
 
         try:
             yield chunks()
@@ -143,8 +148,7 @@ class Executor:
             if proc.returncode is None:
                 await _kill(proc)
             stderr.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await stderr
+            await asyncio.gather(stderr, return_exceptions=True)
             await asyncio.to_thread(pipe.close)
 
 

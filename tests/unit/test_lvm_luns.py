@@ -82,8 +82,8 @@ def services(tmp_path: Path, tools: LvmTools, target: TargetDriver) -> AgentServ
     files = FileStores(nfs_timeout=5)
     mounts = MountTable(tools.exec, files, str(tmp_path / "mounts.json"))
     return AgentServices(config=config, executor=tools.exec, qemu_img=QemuImg(tools.exec),
-                         http=None, files=files, mounts=mounts,  # type: ignore[arg-type]
-                         target_driver=target)
+                         files=files, mounts=mounts, target_driver=target,
+                         http=None)  # type: ignore[arg-type]  # these tests make no HTTP calls
 
 
 def payload(tmp_path: Path, **extra: object) -> ExportLunPayload:
