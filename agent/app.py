@@ -9,21 +9,18 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from agent import openssh, views
+from agent import views
 from agent.config import AgentConfig
 from agent.executor import Executor
 from agent.files import FileStores
 from agent.iscsi import build_initiator, build_target_driver
-from agent.mount import MountTable
-from agent.qemuimg import QemuImg
+from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TOKEN
+from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
+from agent.sftp.keyfiles import clear_leftover_keys
 from agent.tasks import TaskManager, TaskStore
+from agent.tools.qemuimg import QemuImg
 from shared.http import Handler, error_middleware, error_response
-
-CONFIG = web.AppKey("config", AgentConfig)
-TOKEN = web.AppKey("token", str)
-SERVICES = web.AppKey("services", AgentServices)
-TASKS = web.AppKey("tasks", TaskManager)
 
 PUBLIC_PATHS = frozenset({"/healthz"})
 
@@ -48,7 +45,7 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
     executor = executor or Executor()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        openssh.clear_leftover_keys(config.state_dir)
+        clear_leftover_keys(config.state_dir)
         store = TaskStore(os.path.join(config.state_dir, "tasks.sqlite"))
         app[TASKS] = TaskManager(store)
         qemu_img = QemuImg(executor, config.qemu_img)
@@ -80,7 +77,7 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
 def create_debug_app(main: web.Application) -> web.Application:
     """Served on a loopback-only listener; shares state with the main app."""
     app = web.Application(middlewares=[error_middleware])
-    app["main"] = main
+    app[MAIN] = main
     app.router.add_get("/debug/tasks", views.debug_tasks)
     app.router.add_get("/debug/config", views.debug_config)
     return app

@@ -1,16 +1,23 @@
 """Runs external programs: argv lists only, a timeout on every call, output streamed.
 
-Injectable (as in os-brick): tools such as `qemuimg` take an executor, and unit tests pass
-a fake one that records argv and returns canned output.
+Injectable (as in os-brick): the tool modules under `agent/tools/` take an executor, and
+unit tests pass a fake one that records argv and returns canned output.
+
+Each child starts in a session (and process group) of its own, and a timeout or a
+cancellation kills the whole group: `mount` leaves a `mount.nfs` behind when only it is
+killed, and `ssh` may have helpers of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import resource
-from collections.abc import Callable, Collection, Sequence
+import signal
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from shared.errors import OperationFailed, Timeout
@@ -18,6 +25,12 @@ from shared.errors import OperationFailed, Timeout
 log = logging.getLogger(__name__)
 
 OutputCallback = Callable[[str], None]
+
+# Streaming reads: CHUNK bytes per read, in a worker thread, from a pipe enlarged to
+# PIPE_SIZE. The event loop's 64 KiB reads wake it up far too often at disk speed.
+CHUNK = 4 << 20
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,25 @@ class Result:
     stdout: str
     stderr: str
 
+    def check(self, error: type[CommandFailed] | None = None) -> Result:
+        """This result if the program succeeded; else `error` (a tool's own), raised."""
+        if self.returncode != 0:
+            raise (error or CommandFailed)(self)
+        return self
+
+
+class CommandFailed(OperationFailed):
+    """A program exited non-zero. Tool modules subclass it to name their failures."""
+
+    def __init__(self, result: Result, message: str | None = None,
+                 code: str | None = None) -> None:
+        if message is None:
+            argv, rc = result.argv, result.returncode
+            detail = result.stderr.strip() or result.stdout.strip() or f"exit code {rc}"
+            message = f"{argv[0]} {argv[1] if len(argv) > 1 else ''} failed: {detail}"
+        super().__init__(message, code)
+        self.result = result
+
 
 class Executor:
     """Runs a program and returns its output; raises on timeout or a non-zero exit."""
@@ -54,14 +86,7 @@ class Executor:
         redact: Collection[str] = (),
     ) -> Result:
         """`redact`: secrets among the arguments, shown as *** in the log."""
-        log.debug("exec %s", ["***" if a in redact else a for a in argv])
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            preexec_fn=limits.apply if limits else None,
-        )
+        proc = await _start(argv, asyncio.subprocess.PIPE, limits, redact)
         assert proc.stdout is not None and proc.stderr is not None
         try:
             async with asyncio.timeout(timeout):
@@ -71,15 +96,77 @@ class Executor:
                 rc = await proc.wait()
         except TimeoutError:
             await _kill(proc)
-            raise Timeout(f"{argv[0]} did not finish within {timeout:g}s") from None
+            raise _timeout(argv, timeout) from None
         except asyncio.CancelledError:
             await _kill(proc)
             raise
         result = Result(tuple(argv), rc, out, err.decode(errors="replace"))
-        if check and rc != 0:
-            detail = result.stderr.strip() or result.stdout.strip() or f"exit code {rc}"
-            raise OperationFailed(f"{argv[0]} {argv[1] if len(argv) > 1 else ''} failed: {detail}")
-        return result
+        return result.check() if check else result
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, argv: Sequence[str], *, timeout: float, redact: Collection[str] = ()
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The program's stdout, CHUNK bytes at a time, for bulk transfers. `timeout`
+        bounds each read (and the exit after the last), so a transfer takes as long as it
+        keeps moving. The end of the data raises CommandFailed (with stderr) if the
+        program failed; leaving the block kills it if it still runs."""
+        read_fd, write_fd = os.pipe()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(read_fd, F_SETPIPE_SZ, PIPE_SIZE)
+        try:
+            proc = await _start(argv, write_fd, None, redact)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        pipe = os.fdopen(read_fd, "rb")
+        assert proc.stderr is not None
+        stderr = asyncio.ensure_future(proc.stderr.read())
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(asyncio.to_thread(pipe.read, CHUNK), timeout)
+                except TimeoutError:
+                    raise _timeout(argv, timeout, "stalled: a read did not complete") from None
+                if not chunk:
+                    break
+                yield chunk
+            try:
+                async with asyncio.timeout(timeout):
+                    rc = await proc.wait()
+                    err = await stderr
+            except TimeoutError:
+                raise _timeout(argv, timeout) from None
+            Result(tuple(argv), rc, "", err.decode(errors="replace")).check()
+
+        try:
+            yield chunks()
+        finally:
+            if proc.returncode is None:
+                await _kill(proc)
+            stderr.cancel()
+            await asyncio.gather(stderr, return_exceptions=True)
+            await asyncio.to_thread(pipe.close)
+
+
+async def _start(argv: Sequence[str], stdout: int, limits: Limits | None,
+                 redact: Collection[str]) -> asyncio.subprocess.Process:
+    log.debug("exec %s", ["***" if a in redact else a for a in argv])
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=limits.apply if limits else None,
+        start_new_session=True,
+    )
+
+
+def _timeout(argv: Sequence[str], timeout: float, what: str = "did not finish") -> Timeout:
+    return Timeout(f"{argv[0]} {what} within {timeout:g}s")
 
 
 async def _read_stream(stream: asyncio.StreamReader, on_output: OutputCallback | None) -> str:
@@ -94,7 +181,8 @@ async def _read_stream(stream: asyncio.StreamReader, on_output: OutputCallback |
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """The child and everything it started: the group its session leads."""
     with contextlib.suppress(ProcessLookupError):
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(proc.wait(), 5)

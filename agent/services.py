@@ -11,8 +11,8 @@ from agent.executor import Executor
 from agent.files import FileStores
 from agent.iscsi.initiator import Initiator
 from agent.iscsi.target import TargetDriver
-from agent.mount import MountTable
-from agent.qemuimg import QemuImg
+from agent.nfs.mounts import MountTable
+from agent.tools.qemuimg import QemuImg
 
 
 @dataclass

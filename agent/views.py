@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agent import app as agent_app
 from agent.commands import HANDLERS
+from agent.keys import CONFIG, MAIN, SERVICES, TASKS
 from shared.errors import InvalidInput, NotFound
 from shared.http import json_model, read_json
 from shared.protocol.envelope import CommandEnvelope, TaskInfo
@@ -18,7 +18,7 @@ MAX_WAIT = 60.0
 
 
 async def healthz(request: web.Request) -> web.Response:
-    tasks = request.app[agent_app.TASKS]
+    tasks = request.app[TASKS]
     return web.json_response({"status": "ok", "running_tasks": len(tasks.running())})
 
 
@@ -44,34 +44,34 @@ async def submit_command(request: web.Request) -> web.Response:
         raise NotFound(f"unknown command {name!r}", code="unknown_command")
     envelope = CommandEnvelope.model_validate(await read_json(request))
     payload = handler.command.payload.model_validate(envelope.payload)
-    services = request.app[agent_app.SERVICES]
+    services = request.app[SERVICES]
 
     async def body(progress: Any) -> dict[str, Any]:
         result: Model = await handler.run(services, payload, progress)
         return result.model_dump(mode="json")
 
-    tasks = request.app[agent_app.TASKS]
+    tasks = request.app[TASKS]
     info = tasks.submit(envelope.task_id, name, envelope.deadline, body)
     if not info.state.finished:
-        info = await tasks.wait(envelope.task_id, request.app[agent_app.CONFIG].command_wait)
+        info = await tasks.wait(envelope.task_id, request.app[CONFIG].command_wait)
     return _task_response(info)
 
 
 async def get_task(request: web.Request) -> web.Response:
-    tasks = request.app[agent_app.TASKS]
+    tasks = request.app[TASKS]
     info = await tasks.wait(request.match_info["task_id"], _wait_param(request))
     return _task_response(info)
 
 
 async def cancel_task(request: web.Request) -> web.Response:
-    tasks = request.app[agent_app.TASKS]
+    tasks = request.app[TASKS]
     info = tasks.cancel(request.match_info["task_id"])
     info = await tasks.wait(info.task_id, 5)
     return _task_response(info)
 
 
 async def debug_tasks(request: web.Request) -> web.Response:
-    tasks = request.app["main"][agent_app.TASKS]
+    tasks = request.app[MAIN][TASKS]
     return web.json_response({
         "running": [t.model_dump(mode="json") for t in tasks.running()],
         "recent": [t.model_dump(mode="json") for t in tasks.recent()],
@@ -80,7 +80,7 @@ async def debug_tasks(request: web.Request) -> web.Response:
 
 
 async def debug_config(request: web.Request) -> web.Response:
-    config = request.app["main"][agent_app.CONFIG]
+    config = request.app[MAIN][CONFIG]
     data = config.model_dump()
     data["token"] = "***" if config.token else None
     return web.json_response(data)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 
 from agent.commands.registry import handles
-from agent.imagewriter import VerifiedImageWriter
+from agent.images.writer import VerifiedImageWriter
 from agent.services import AgentServices
 from shared.errors import InvalidInput, OperationFailed
 from shared.protocol.files import (

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from agent.commands.images import staged_download
 from agent.commands.registry import handles
 from agent.commands.sftp import span
-from agent.imagewriter import VerifiedImageWriter
-from agent.s3 import UNMEASURED, S3Store
+from agent.images.writer import VerifiedImageWriter
+from agent.s3.store import UNMEASURED, S3Store
 from agent.services import AgentServices
 from shared.errors import ChecksumMismatch
 from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult

@@ -6,11 +6,14 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 
-from agent import fsops, openssh, sftp
+from agent import fsops
 from agent.commands.images import staged_download
 from agent.commands.registry import handles
-from agent.imagewriter import VerifiedImageWriter
+from agent.images.writer import VerifiedImageWriter
 from agent.services import AgentServices
+from agent.sftp.keyfiles import key_dir
+from agent.sftp.session import connect
+from agent.tools import ssh
 from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult
 from shared.protocol.sftp import (
     SFTP_DELETE,
@@ -37,7 +40,7 @@ def span(progress: Progress, lo: float, hi: float) -> Progress:
 async def sftp_prepare(svc: AgentServices, payload: SftpPreparePayload,
                        progress: Progress) -> PrepareStorageResult:
     """Creates the directories and proves the account can write there."""
-    async with sftp.connect(payload.endpoint) as session:
+    async with connect(payload.endpoint) as session:
         for sub in ["", *payload.subdirs]:
             await session.makedirs(posixpath.join(payload.path, sub) if sub else payload.path)
         probe = posixpath.join(payload.path, f"{fsops.TEMP_PREFIX}write-probe")
@@ -53,7 +56,7 @@ async def sftp_register(svc: AgentServices, payload: SftpRegisterPayload,
                         progress: Progress) -> ImageFacts:
     async with staged_download(svc, payload.url, payload.file_name, payload.expected_sha256,
                                payload.expected_format, span(progress, 0, 50)) as (local, facts):
-        async with sftp.connect(payload.endpoint) as session:
+        async with connect(payload.endpoint) as session:
             remote, _, _ = await session.upload(svc.files, local,
                                                 payload.remote_dir, payload.file_name,
                                                 span(progress, 50, 100))
@@ -65,21 +68,22 @@ async def sftp_register(svc: AgentServices, payload: SftpRegisterPayload,
 async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
                         progress: Progress) -> ImageFacts:
     """asyncssh checks the server and the file; OpenSSH's client carries the bytes."""
-    async with sftp.connect(payload.endpoint) as session:
+    async with connect(payload.endpoint) as session:
         writer = VerifiedImageWriter(
             svc.qemu_img, svc.files, payload.dest_dir,
             payload.file_name,
             expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
             expected_size=await session.size(payload.remote_path), progress=progress,
         )
-        return await writer.write_all(openssh.read_remote_file(
-            payload.endpoint, payload.remote_path, openssh.key_dir(svc.config.state_dir)))
+        async with ssh.read_file(svc.executor, payload.endpoint, payload.remote_path,
+                                 key_dir(svc.config.state_dir)) as chunks:
+            return await writer.write_all(chunks)
 
 
 @handles(SFTP_UPLOAD)
 async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
                       progress: Progress) -> UploadResult:
-    async with sftp.connect(payload.endpoint) as session:
+    async with connect(payload.endpoint) as session:
         path, size, digest = await session.upload(
             svc.files, payload.local_path, payload.remote_dir,
             payload.file_name, progress)
@@ -90,7 +94,7 @@ async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
 @handles(SFTP_DELETE)
 async def sftp_delete(svc: AgentServices, payload: SftpDeletePayload,
                       progress: Progress) -> DeleteFileResult:
-    async with sftp.connect(payload.endpoint) as session:
+    async with connect(payload.endpoint) as session:
         existed = await session.remove(posixpath.join(payload.remote_dir, payload.file_name))
         return DeleteFileResult(existed=existed,
                                 capacity=await session.capacity(payload.remote_dir))

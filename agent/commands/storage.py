@@ -7,8 +7,8 @@ import posixpath
 from collections.abc import Callable
 
 from agent.commands.registry import handles
-from agent.lvm import Lvm
 from agent.services import AgentServices
+from agent.tools.lvm import Lvm
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload, PrepareStorageResult
 
 log = logging.getLogger(__name__)

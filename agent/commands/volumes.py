@@ -41,8 +41,7 @@ async def create_volume(
         await files.remove(tmp)
     virtual_size = payload.size
     if virtual_size is None:
-        info = await svc.qemu_img.info(final, fmt="qcow2")
-        virtual_size = int(info["virtual-size"])
+        virtual_size = (await svc.qemu_img.info(final, fmt="qcow2")).virtual_size
     return VolumeFacts(path=final, virtual_size=virtual_size,
                        capacity=await files.capacity(payload.dest_dir))
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from agent.files.base import FileStore, SyncReader, SyncWriter
 from agent.files.lane import Lane
-from agent.libnfs import NfsContext, NfsError, NfsFileHandle
+from agent.nfs.libnfs import NfsContext, NfsError, NfsFileHandle
 from shared.names import split_nfs_url
 from shared.protocol.types import FsCapacity
 

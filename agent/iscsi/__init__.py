@@ -1,5 +1,7 @@
-"""iSCSI on the agent: target drivers for a storage server (`tgt`, `lio`) and initiators
-for hypervisors (`kernel`, `qemu`), chosen by the agent's configuration."""
+"""iSCSI on the agent. A storage server: LUNs made and taken down (`luns`) on a backing
+store (`backing`), served by a target driver (`target`: `tgt`, `lio`). A hypervisor: an
+initiator (`initiator`: `kernel`, `qemu`). Driver and initiator are chosen here, by the
+agent's configuration."""
 
 from __future__ import annotations
 
@@ -7,14 +9,11 @@ import os
 
 from agent.config import AgentConfig
 from agent.executor import Executor
-from agent.iscsi.initiator import (
-    Initiator,
-    KernelInitiator,
-    QemuInitiator,
-    read_initiator_name,
-)
+from agent.iscsi.initiator import Initiator, read_initiator_name
+from agent.iscsi.kernel import KernelInitiator
+from agent.iscsi.qemu import QemuInitiator
 from agent.iscsi.target import TargetDriver
-from agent.qemuimg import QemuImg
+from agent.tools.qemuimg import QemuImg
 from shared.config import parse_listen
 
 

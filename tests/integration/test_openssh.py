@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.openssh import clear_leftover_keys, key_dir, read_remote_file
+from agent.executor import Executor
+from agent.sftp.keyfiles import clear_leftover_keys, key_dir
+from agent.tools.ssh import read_file
 from shared.errors import NotFound, OperationFailed
 from shared.protocol.sftp import SftpEndpoint
 from tests.support.sshd import SshServer, keypair
 
 
 async def read_all(endpoint: SftpEndpoint, path: Path, workdir: Path) -> bytes:
-    return b"".join([chunk async for chunk in read_remote_file(endpoint, str(path),
-                                                                str(workdir))])
+    async with read_file(Executor(), endpoint, str(path), str(workdir)) as chunks:
+        return b"".join([chunk async for chunk in chunks])
 
 
 async def test_reads_with_pinned_key_and_leaves_no_key_behind(sshd: SshServer,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.libnfs import NfsContext, NfsError
+from agent.nfs.libnfs import NfsContext, NfsError
 
 CONFIG = """
 NFS_CORE_PARAM {{ Protocols = 3, 4; Bind_addr = 127.0.0.1; }}

@@ -5,19 +5,21 @@ real-kernel tier; `tgt` and `qemu` run for real in tests/integration/test_iscsi_
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from agent.executor import Executor, Limits, Result
-from agent.iscsi.initiator import KernelInitiator, read_initiator_name
+from agent.iscsi import tgt_exports
+from agent.iscsi.initiator import read_initiator_name
+from agent.iscsi.kernel import KernelInitiator
 from agent.iscsi.lio import LioDriver
-from agent.iscsi.tgt import parse_show
+from agent.tools.iscsiadm import IscsiAuthFailed
+from agent.tools.tgtadm import parse_show
 from shared.errors import OperationFailed, Timeout
 from shared.protocol.iscsi import ChapCredentials, IscsiTarget
+from tests.support.fakeexec import FakeExecutor, contains
 
 SHOW = """Target 1: iqn.2026-11.org.strata:vol-a
     System information:
@@ -44,6 +46,16 @@ Target 3: iqn.2026-11.org.strata:vol-b
     Account information:
     ACL information:
 """
+
+
+def test_tgt_exports_are_saved_for_the_agent_only(tmp_path: Path) -> None:
+    path = str(tmp_path / "tgt-exports.json")
+    assert tgt_exports.load(path) == {}
+    exports = {"iqn.2026-11.org.strata:vol-a": tgt_exports.Export(
+        "/srv/luns/a.raw", {"user": "strata-a", "password": "s3cretPassw0rd"}, ["iqn.x:h"])}
+    tgt_exports.save(path, exports)
+    assert tgt_exports.load(path) == exports
+    assert (tmp_path / "tgt-exports.json").stat().st_mode & 0o777 == 0o600
 
 
 def test_parse_tgtadm_show() -> None:
@@ -183,19 +195,12 @@ async def test_lio_serves_logical_volumes_as_block_backstores(tmp_path: Path) ->
 
 # ---- kernel access mode with a fake iscsiadm --------------------------------------------
 
-class FakeIscsiadm(Executor):
-    def __init__(self, fail: dict[str, int] | None = None) -> None:
-        self.calls: list[list[str]] = []
-        self.redacted: set[str] = set()
-        self.fail = fail or {}
-
-    async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
-                  limits: Limits | None = None, check: bool = True,
-                  redact: Collection[str] = ()) -> Result:
-        self.calls.append(list(argv))
-        self.redacted.update(redact)
-        rc = next((code for word, code in self.fail.items() if word in argv), 0)
-        return Result(tuple(argv), rc, "", "iscsiadm: error" if rc else "")
+def iscsiadm(fail: dict[str, int] | None = None) -> FakeExecutor:
+    """Every call succeeds, but those holding a word of `fail`: they exit with its code."""
+    fake = FakeExecutor()
+    for word, rc in (fail or {}).items():
+        fake.on(contains(word), rc=rc, stderr="iscsiadm: error")
+    return fake
 
 
 TARGET = IscsiTarget(portal="192.0.2.10:3260", target="iqn.2026-11.org.strata:vol-1", lun=1,
@@ -203,7 +208,7 @@ TARGET = IscsiTarget(portal="192.0.2.10:3260", target="iqn.2026-11.org.strata:vo
 
 
 async def test_kernel_login_waits_for_device_and_counts_sessions() -> None:
-    fake = FakeIscsiadm(fail={"--login": 15})  # 15: session already exists, which is fine
+    fake = iscsiadm(fail={"--login": 15})  # 15: session already exists, which is fine
     seen: list[str] = []
     appear_after = iter([False, False, True, True])
     kernel = KernelInitiator("iqn.2026-11.org.strata:host-a", fake,
@@ -232,11 +237,12 @@ async def test_kernel_login_waits_for_device_and_counts_sessions() -> None:
 
 async def test_kernel_login_failures_are_clear() -> None:
     kernel = KernelInitiator("iqn.2026-11.org.strata:host-a",
-                             FakeIscsiadm(fail={"--login": 24}), device_exists=lambda p: False)
+                             iscsiadm(fail={"--login": 24}), device_exists=lambda p: False)
     with pytest.raises(OperationFailed) as info:
         await kernel.connect(TARGET)
     assert info.value.code == "iscsi_login_failed"
-    fake = FakeIscsiadm()
+    assert isinstance(info.value, IscsiAuthFailed) and kernel.session_count(TARGET) == 0
+    fake = iscsiadm()
     slow = KernelInitiator("iqn.2026-11.org.strata:host-a", fake,
                            device_exists=lambda p: False, device_timeout=0.05, poll=0.01)
     with pytest.raises(Timeout):

@@ -5,52 +5,53 @@ real-kernel tier. File-backed LUNs run for real in tests/integration/test_iscsi*
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pytest
 
 from agent.commands.iscsi import export_lun, unexport_lun
 from agent.config import AgentConfig
-from agent.executor import Executor, Limits, Result
+from agent.executor import Result
 from agent.files import FileStores
 from agent.iscsi.target import TargetDriver
-from agent.mount import MountTable
-from agent.qemuimg import QemuImg
+from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
+from agent.tools.qemuimg import QemuImg
 from shared.errors import Conflict, NotFound, OperationFailed
 from shared.protocol.iscsi import ChapCredentials, ExportLunPayload, UnexportLunPayload
+from tests.support.fakeexec import FakeExecutor, reply
 
 VG = "vg-san"
 TARGET = "iqn.2026-11.org.strata:vol-1"
 
 
-class FakeLvmTools(Executor):
-    """lvcreate/lvremove change a list of LVs that lvs/vgs report as JSON."""
+class LvmTools:
+    """lvcreate/lvremove change a list of LVs that lvs/vgs report as JSON; `fail` names
+    a program that fails."""
 
     def __init__(self, fail: str | None = None) -> None:
-        self.calls: list[list[str]] = []
         self.lvs: list[str] = []
-        self.fail = fail
+        self.exec = FakeExecutor()
+        self.calls = self.exec.calls
+        self.exec.on(["lvs"], lambda argv: reply(argv, stdout=json.dumps(
+            {"report": [{"lv": [{"lv_name": n} for n in self.lvs]}]})))
+        self.exec.on(["vgs"], self._vgs)
+        self.exec.on(["lvcreate"], self._lvcreate)
+        self.exec.on(["lvremove"], self._lvremove)
+        if fail is not None:
+            self.exec.on([fail], rc=5, stderr=f"{fail} failed")
 
-    async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
-                  limits: Limits | None = None, check: bool = True,
-                  redact: Collection[str] = ()) -> Result:
-        argv = list(argv)
-        self.calls.append(argv)
-        if argv[0] == self.fail:
-            raise OperationFailed(f"{argv[0]} failed")
-        out = ""
-        if argv[0] == "lvs":
-            out = json.dumps({"report": [{"lv": [{"lv_name": n} for n in self.lvs]}]})
-        elif argv[0] == "vgs":
-            vg = [{"vg_size": "107374182400", "vg_free": "1000"}] if VG in argv else []
-            out = json.dumps({"report": [{"vg": vg}]})
-        elif argv[0] == "lvcreate":
-            self.lvs.append(argv[argv.index("-n") + 1])
-        elif argv[0] == "lvremove":
-            self.lvs.remove(argv[-1].split("/")[1])
-        return Result(tuple(argv), 0, out, "")
+    def _vgs(self, argv: list[str]) -> Result:
+        vg = [{"vg_size": "107374182400", "vg_free": "1000"}] if VG in argv else []
+        return reply(argv, stdout=json.dumps({"report": [{"vg": vg}]}))
+
+    def _lvcreate(self, argv: list[str]) -> Result:
+        self.lvs.append(argv[argv.index("-n") + 1])
+        return reply(argv)
+
+    def _lvremove(self, argv: list[str]) -> Result:
+        self.lvs.remove(argv[-1].split("/")[1])
+        return reply(argv)
 
 
 class FakeTarget(TargetDriver):
@@ -76,13 +77,13 @@ class FakeTarget(TargetDriver):
         return None
 
 
-def services(tmp_path: Path, tools: Executor, target: TargetDriver) -> AgentServices:
+def services(tmp_path: Path, tools: LvmTools, target: TargetDriver) -> AgentServices:
     config = AgentConfig(state_dir=str(tmp_path), iscsi_target="tgt")
     files = FileStores(nfs_timeout=5)
-    mounts = MountTable(tools, files, str(tmp_path / "mounts.json"))
-    return AgentServices(config=config, executor=tools, qemu_img=QemuImg(tools),
-                         http=None, files=files, mounts=mounts,  # type: ignore[arg-type]
-                         target_driver=target)
+    mounts = MountTable(tools.exec, files, str(tmp_path / "mounts.json"))
+    return AgentServices(config=config, executor=tools.exec, qemu_img=QemuImg(tools.exec),
+                         files=files, mounts=mounts, target_driver=target,
+                         http=None)  # type: ignore[arg-type]  # these tests make no HTTP calls
 
 
 def payload(tmp_path: Path, **extra: object) -> ExportLunPayload:
@@ -92,7 +93,7 @@ def payload(tmp_path: Path, **extra: object) -> ExportLunPayload:
 
 
 async def test_empty_volume_is_a_zeroed_logical_volume(tmp_path: Path) -> None:
-    tools, target = FakeLvmTools(), FakeTarget()
+    tools, target = LvmTools(), FakeTarget()
     svc = services(tmp_path, tools, target)
     result = await export_lun(svc, payload(tmp_path), lambda p: None)
     assert result.path == "/dev/vg-san/strata-vol-1"
@@ -117,7 +118,7 @@ async def test_empty_volume_is_a_zeroed_logical_volume(tmp_path: Path) -> None:
 
 
 async def test_root_volume_is_converted_into_the_lv(tmp_path: Path) -> None:
-    tools = FakeLvmTools()
+    tools = LvmTools()
     svc = services(tmp_path, tools, FakeTarget())
     await export_lun(svc, payload(tmp_path, source={"path": "/cache/img", "format": "qcow2"}),
                      lambda p: None)
@@ -127,23 +128,23 @@ async def test_root_volume_is_converted_into_the_lv(tmp_path: Path) -> None:
 
 
 async def test_failures_leave_no_logical_volume(tmp_path: Path) -> None:
-    tools = FakeLvmTools(fail="qemu-img")
+    tools = LvmTools(fail="qemu-img")
     svc = services(tmp_path, tools, FakeTarget())
     with pytest.raises(OperationFailed):
         await export_lun(svc, payload(tmp_path, source={"path": "/c", "format": "raw"}),
                          lambda p: None)
     assert tools.lvs == []
-    tools = FakeLvmTools(fail="blkdiscard")
+    tools = LvmTools(fail="blkdiscard")
     with pytest.raises(OperationFailed):
         await export_lun(services(tmp_path, tools, FakeTarget()), payload(tmp_path),
                          lambda p: None)
     assert tools.lvs == []
-    tools = FakeLvmTools()
+    tools = LvmTools()
     with pytest.raises(OperationFailed):
         await export_lun(services(tmp_path, tools, FakeTarget(fail=True)), payload(tmp_path),
                          lambda p: None)
     assert tools.lvs == [], "a target that refuses the LUN leaves no volume behind"
-    tools = FakeLvmTools()
+    tools = LvmTools()
     with pytest.raises(NotFound, match="vg-other"):
         await export_lun(services(tmp_path, tools, FakeTarget()),
                          payload(tmp_path, volume_group="vg-other"), lambda p: None)

@@ -11,60 +11,55 @@ import json
 import os
 import threading
 import time
-from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.executor import Executor, Limits, Result
+from agent.executor import Result
 from agent.files import FileStores
-from agent.mount import MountTable
+from agent.nfs.mounts import MountTable
 from shared.errors import Conflict, OperationFailed, Timeout
+from tests.support.fakeexec import FakeExecutor, reply
 
 SOURCE = "nfs-1.example:/exports/primary"
 
 
-class FakeMountTools(Executor):
+class FakeMountTools(FakeExecutor):
     """A mount table in memory: mount adds, umount removes, findmnt reports."""
 
     def __init__(self) -> None:
-        self.calls: list[list[str]] = []
+        super().__init__(strict=True)
         self.mounted: dict[str, str] = {}
         self.mount_says_already = False
         self.mount_forgets = False
         self.mount_hangs = False
+        self.on(["findmnt"], self._findmnt)
+        self.on(["mount"], self._mount)
+        self.on(["umount"], self._umount)
 
-    async def run(self, argv: Sequence[str], *, timeout: float, on_output: Any = None,
-                  limits: Limits | None = None, check: bool = True,
-                  redact: Collection[str] = ()) -> Result:
-        argv = list(argv)
-        self.calls.append(argv)
-        if argv[0] == "findmnt":
-            target = argv[-1]
-            if target not in self.mounted:
-                return Result(tuple(argv), 1, "", "")
-            out = json.dumps({"filesystems": [{"target": target, "source": self.mounted[target],
-                                               "fstype": "nfs4", "options": "rw,soft"}]})
-            return Result(tuple(argv), 0, out, "")
-        if argv[0] == "mount":
-            if self.mount_hangs:
-                raise Timeout("mount did not finish within 60s")
-            source, target = argv[-2], argv[-1]
-            if self.mount_says_already:
-                self.mounted[target] = source
-                return Result(tuple(argv), 32, "", f"mount.nfs: {source} is busy or "
-                                                   "already mounted")
-            if not self.mount_forgets:
-                self.mounted[target] = source
-            return Result(tuple(argv), 0, "", "")
-        if argv[0] == "umount":
-            self.mounted.pop(argv[-1], None)
-            return Result(tuple(argv), 0, "", "")
-        raise AssertionError(f"unexpected command {argv}")
+    def _findmnt(self, argv: list[str]) -> Result:
+        target = argv[-1]
+        if target not in self.mounted:
+            return reply(argv, rc=1)
+        return reply(argv, stdout=json.dumps({"filesystems": [{
+            "target": target, "source": self.mounted[target], "fstype": "nfs4",
+            "options": "rw,soft"}]}))
 
-    def count(self, tool: str) -> int:
-        return sum(1 for c in self.calls if c[0] == tool)
+    def _mount(self, argv: list[str]) -> Result:
+        if self.mount_hangs:
+            raise Timeout("mount did not finish within 60s")
+        source, target = argv[-2], argv[-1]
+        if self.mount_says_already:
+            self.mounted[target] = source
+            return reply(argv, rc=32, stderr=f"mount.nfs: {source} is busy or already mounted")
+        if not self.mount_forgets:
+            self.mounted[target] = source
+        return reply(argv)
+
+    def _umount(self, argv: list[str]) -> Result:
+        self.mounted.pop(argv[-1], None)
+        return reply(argv)
 
 
 @pytest.fixture

@@ -1,35 +1,21 @@
-"""The qemuimg module: real qemu-img in temporary directories, plus a fake executor
-where only the argv matters (as VDSM's storage tests do)."""
+"""The qemuimg tool module and the image checks: real qemu-img in temporary directories,
+plus a fake executor where only the argv matters (as VDSM's storage tests do)."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pytest
 
-from agent import imagecheck
-from agent.executor import Executor, Limits, Result
-from agent.qemuimg import QemuImg, parse_progress
+from agent.executor import Executor
+from agent.images import check
+from agent.tools.qemuimg import QemuImg, QemuImgFailed, parse_progress
 from shared.errors import OperationFailed, Timeout, UnsafeImage
+from tests.support.fakeexec import FakeExecutor, contains
 
 MiB = 1 << 20
-
-
-class FakeExecutor(Executor):
-    def __init__(self, stdout: str = "") -> None:
-        self.calls: list[list[str]] = []
-        self.stdout = stdout
-
-    async def run(self, argv: Sequence[str], *, timeout: float, on_output=None,
-                  limits: Limits | None = None, check: bool = True,
-                  redact: Collection[str] = ()) -> Result:
-        self.calls.append(list(argv))
-        if on_output is not None:
-            on_output("    (25.00/100%)\r    (50.00/100%)\r")
-        return Result(tuple(argv), 0, self.stdout, "")
 
 
 @pytest.fixture
@@ -41,12 +27,12 @@ async def test_create_info_and_linked_clone(qemu: QemuImg, tmp_path: Path) -> No
     base = str(tmp_path / "base.qcow2")
     await qemu.create(base, size=32 * MiB)
     info = await qemu.info(base)
-    assert info["format"] == "qcow2" and info["virtual-size"] == 32 * MiB
+    assert info.format == "qcow2" and info.virtual_size == 32 * MiB
     clone = str(tmp_path / "clone.qcow2")
     await qemu.create(clone, backing=base, backing_fmt="qcow2")
-    chain = await qemu.info(clone, backing_chain=True)
-    assert [c["filename"] for c in chain] == [clone, base]
-    assert chain[0]["backing-filename-format"] == "qcow2"
+    chain = await qemu.chain(clone)
+    assert [c.filename for c in chain] == [clone, base]
+    assert chain[0].backing_format == "qcow2"
 
 
 async def test_convert_reports_progress(qemu: QemuImg, tmp_path: Path) -> None:
@@ -56,7 +42,7 @@ async def test_convert_reports_progress(qemu: QemuImg, tmp_path: Path) -> None:
     await qemu.convert(src, str(tmp_path / "out.raw"), src_fmt="qcow2", dest_fmt="raw",
                        progress=seen.append)
     assert seen and seen[-1] == 100.0
-    assert (await qemu.info(str(tmp_path / "out.raw")))["format"] == "raw"
+    assert (await qemu.info(str(tmp_path / "out.raw"))).format == "raw"
 
 
 async def test_rebase_commit_resize_measure(qemu: QemuImg, tmp_path: Path) -> None:
@@ -65,24 +51,26 @@ async def test_rebase_commit_resize_measure(qemu: QemuImg, tmp_path: Path) -> No
     await qemu.create(b, size=4 * MiB)
     await qemu.create(top, backing=a, backing_fmt="qcow2")
     await qemu.rebase(top, backing=b, backing_fmt="qcow2")
-    assert (await qemu.info(top))["backing-filename"] == b
+    assert (await qemu.info(top)).backing_filename == b
     await qemu.commit(top)
     await qemu.resize(top, 8 * MiB)
-    assert (await qemu.info(top))["virtual-size"] == 8 * MiB
+    assert (await qemu.info(top)).virtual_size == 8 * MiB
     measured = await qemu.measure(top, src_fmt="qcow2")
-    assert measured["required"] > 0 and measured["fully-allocated"] >= 8 * MiB
+    assert measured.required > 0 and measured.fully_allocated >= 8 * MiB
 
 
 async def test_failure_and_missing_file_are_clear(qemu: QemuImg, tmp_path: Path) -> None:
     with pytest.raises(OperationFailed) as info:
         await qemu.info(str(tmp_path / "absent.qcow2"))
     assert "absent.qcow2" in info.value.message
+    assert isinstance(info.value, QemuImgFailed) and info.value.code == "operation_failed"
     with pytest.raises(ValueError):
         await qemu.create(str(tmp_path / "x"), backing="/b")
 
 
 async def test_argv_lists_and_progress_flag() -> None:
     fake = FakeExecutor()
+    fake.on(["qemu-img", "convert"], stdout="    (25.00/100%)\r    (50.00/100%)\r")
     qemu = QemuImg(fake, binary="qemu-img")
     seen: list[float] = []
     await qemu.convert("/a b", "/c;rm -rf /", src_fmt="qcow2", dest_fmt="raw", sparse=False,
@@ -90,10 +78,15 @@ async def test_argv_lists_and_progress_flag() -> None:
     assert fake.calls == [["qemu-img", "convert", "-p", "-f", "qcow2", "-O", "raw", "-S", "0",
                            "/a b", "/c;rm -rf /"]]
     assert seen == [50.0]
-    fake.stdout = "{}"
+    layer = '{"filename": "/img", "format": "raw", "virtual-size": 4096}'
+    fake.on(["qemu-img", "info"], stdout=layer)
     await qemu.info("/img", fmt="raw")
     assert fake.calls[-1] == ["qemu-img", "info", "--output=json", "--force-share", "-f", "raw",
                               "/img"]
+    fake.on(contains("--backing-chain"), stdout=f"[{layer}]")
+    await qemu.chain("/img")
+    assert fake.calls[-1] == ["qemu-img", "info", "--output=json", "--force-share",
+                              "--backing-chain", "/img"]
 
 
 def test_parse_progress() -> None:
@@ -124,20 +117,38 @@ async def test_executor_cancel_kills_the_child() -> None:
 async def test_inspect_refuses_unsafe_images(qemu: QemuImg, tmp_path: Path) -> None:
     base = str(tmp_path / "base.qcow2")
     await qemu.create(base, size=4 * MiB)
-    info = await imagecheck.inspect(qemu, base, "qcow2")
-    assert info["virtual-size"] == 4 * MiB
+    info = await check.inspect(qemu, base, "qcow2")
+    assert info.virtual_size == 4 * MiB and info.format == "qcow2"
     with pytest.raises(UnsafeImage, match="not raw"):
-        await imagecheck.inspect(qemu, base, "raw")
+        await check.inspect(qemu, base, "raw")
     child = str(tmp_path / "child.qcow2")
     await qemu.create(child, backing=base, backing_fmt="qcow2")
     with pytest.raises(UnsafeImage, match="backing file"):
-        await imagecheck.inspect(qemu, child, None)
+        await check.inspect(qemu, child, None)
     data_file = str(tmp_path / "ext.qcow2")
     await Executor().run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
                           f"data_file={tmp_path / 'ext.data'}", data_file, "4M"], timeout=30)
     with pytest.raises(UnsafeImage, match="data file"):
-        await imagecheck.inspect(qemu, data_file, None)
+        await check.inspect(qemu, data_file, None)
     vmdk = str(tmp_path / "x.vmdk")
     await Executor().run(["qemu-img", "create", "-q", "-f", "vmdk", vmdk, "4M"], timeout=30)
     with pytest.raises(UnsafeImage, match="not accepted"):
-        await imagecheck.inspect(qemu, vmdk, None)
+        await check.inspect(qemu, vmdk, None)
+
+
+async def test_info_is_typed_and_unreadable_output_is_named() -> None:
+    fake = FakeExecutor()
+    fake.on(["qemu-img", "info"], stdout="""{
+        "filename": "/img", "format": "qcow2", "virtual-size": 1073741824,
+        "actual-size": 200704, "encrypted": true, "dirty-flag": false,
+        "format-specific": {"type": "qcow2", "data": {"compat": "1.1",
+                                                      "data-file": "/ext.data"}}}""")
+    info = await QemuImg(fake).info("/img")
+    assert (info.format, info.virtual_size, info.actual_size) == ("qcow2", 1 << 30, 200704)
+    assert info.encrypted and info.data_file == "/ext.data" and info.backing_filename is None
+    fake.on(["qemu-img", "info"], stdout="not json")
+    with pytest.raises(QemuImgFailed, match="unreadable output for /img"):
+        await QemuImg(fake).info("/img")
+    fake.on(["qemu-img", "measure"], stdout='{"required": 1}')
+    with pytest.raises(QemuImgFailed, match="measure gave unreadable output"):
+        await QemuImg(fake).measure("/img", src_fmt="raw")

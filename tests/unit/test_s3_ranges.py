@@ -8,7 +8,7 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from agent.s3 import S3Store
+from agent.s3.store import S3Store
 from shared.errors import OperationFailed
 from shared.protocol.s3 import S3Endpoint
 

@@ -1,4 +1,5 @@
-"""SFTP backup storage from the agent's side, over asyncssh.
+"""The asyncssh session of an SFTP backup storage: metadata calls and uploads (bulk
+reads go through OpenSSH's client, `tools/ssh`).
 
 The server's host key is pinned: a server presenting another key is refused, never
 accepted silently. Uploads land under a temporary name, are checked with `sha256sum` on
@@ -18,12 +19,12 @@ import asyncssh
 
 from agent.files import FileStores
 from agent.fsops import TEMP_PREFIX
-from shared.errors import ChecksumMismatch, Conflict, NotFound, OperationFailed, Timeout
+from agent.tools import ssh
+from shared.errors import ChecksumMismatch, Conflict, OperationFailed, Timeout
 from shared.protocol.sftp import SftpEndpoint
 from shared.protocol.types import FsCapacity
 
 CHUNK = 1 << 20
-CONNECT_TIMEOUT = 20
 
 
 class SftpSession:
@@ -49,7 +50,7 @@ class SftpSession:
         try:
             return int((await self.sftp.stat(path)).size or 0)
         except asyncssh.SFTPNoSuchFile:
-            raise NotFound(f"{path} does not exist on {self.endpoint.host}") from None
+            raise ssh.RemoteFileMissing(path, self.endpoint.host) from None
 
     async def upload(self, files: FileStores, src_path: str, remote_dir: str, file_name: str,
                      progress: Callable[[float], None] | None = None) -> tuple[str, int, str]:
@@ -101,11 +102,9 @@ class SftpSession:
 @contextlib.asynccontextmanager
 async def connect(endpoint: SftpEndpoint) -> AsyncIterator[SftpSession]:
     """Connects with the pinned host key and the client key; errors say which failed."""
-    where = f"{endpoint.host}:{endpoint.port}"
+    where = ssh.where(endpoint)
     try:
-        known_hosts = asyncssh.import_known_hosts(
-            f"[{endpoint.host}]:{endpoint.port} {endpoint.host_key}\n"
-            if endpoint.port != 22 else f"{endpoint.host} {endpoint.host_key}\n")
+        known_hosts = asyncssh.import_known_hosts(ssh.known_hosts_line(endpoint))
         client_key = asyncssh.import_private_key(endpoint.private_key)
     except (ValueError, asyncssh.KeyImportError) as exc:
         raise OperationFailed(f"unusable SSH key for {where}: {exc}",
@@ -114,24 +113,18 @@ async def connect(endpoint: SftpEndpoint) -> AsyncIterator[SftpSession]:
         conn = await asyncssh.connect(
             endpoint.host, endpoint.port, username=endpoint.username,
             client_keys=[client_key], known_hosts=known_hosts, agent_path=None,
-            connect_timeout=CONNECT_TIMEOUT, login_timeout=CONNECT_TIMEOUT)
+            connect_timeout=ssh.CONNECT_TIMEOUT, login_timeout=ssh.CONNECT_TIMEOUT)
     except asyncssh.HostKeyNotVerifiable as exc:
-        raise OperationFailed(
-            f"the SSH host key of {where} is not the pinned one; refusing to connect "
-            "(if the server's key really changed, update the backup storage's host_key)",
-            code="host_key_mismatch") from exc
+        raise ssh.HostKeyMismatch(where) from exc
     except asyncssh.PermissionDenied as exc:
-        raise OperationFailed(f"{where} refused the client key for {endpoint.username}",
-                              code="sftp_auth_failed") from exc
+        raise ssh.AuthRefused(where, endpoint.username) from exc
     except TimeoutError as exc:
-        raise Timeout(f"no SSH answer from {where} within {CONNECT_TIMEOUT}s") from exc
+        raise Timeout(f"no SSH answer from {where} within {ssh.CONNECT_TIMEOUT}s") from exc
     except (OSError, asyncssh.Error) as exc:
-        raise OperationFailed(f"cannot reach SFTP server {where}: {exc}",
-                              code="sftp_unreachable") from exc
+        raise ssh.Unreachable(where, exc) from exc
     async with conn:
         try:
             async with conn.start_sftp_client() as sftp:
                 yield SftpSession(endpoint, conn, sftp)
         except asyncssh.SFTPError as exc:
-            raise OperationFailed(f"SFTP on {where} failed: {exc.reason}",
-                                  code="sftp_failed") from exc
+            raise ssh.SshFailed(f"SFTP on {where} failed: {exc.reason}") from exc

@@ -1,37 +1,40 @@
-"""Kernel NFS mounts, after VDSM's `storage/mount.py`: `mount`, `umount` and `findmnt`
-run through the executor with timeouts; mounts are counted per mount point by the
-storages using them and saved, so an agent restart keeps the count.
+"""Kernel NFS mounts, counted per mount point by the storages using them and saved, so an
+agent restart keeps the count; the tools themselves are in `tools/mount`.
 
-A mount is trusted only after `findmnt --json` shows the expected source there and a
-heartbeat file was written through it. A stale handle is unmounted (lazily: a hung mount
-cannot be unmounted cleanly) and mounted again.
+A mount is trusted only after `findmnt` shows the expected source there and a heartbeat
+file was written through it. A stale handle is unmounted (lazily: a hung mount cannot be
+unmounted cleanly) and mounted again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass
 
+from pydantic import TypeAdapter
+
+from agent import fsops
 from agent.executor import Executor
 from agent.files import FileStores
+from agent.tools import mount
+from agent.tools.mount import MountInfo
 from shared.errors import Conflict, OperationFailed, Timeout
 
 # Soft mounts with bounded retries: I/O on a dead server fails instead of hanging for
 # ever (VDSM's defaults).
 DEFAULT_OPTIONS = ("soft", "nosharecache", "timeo=100", "retrans=3")
-ALREADY_MOUNTED = "already mounted"
 
 
-@dataclass(frozen=True)
-class MountInfo:
-    target: str
+@dataclass
+class _Saved:
     source: str
-    fstype: str
-    options: str
+    users: list[str]
+
+
+_STATE = TypeAdapter(dict[str, _Saved])  # by mount point
 
 
 class MountTable:
@@ -45,37 +48,17 @@ class MountTable:
         # mount point -> the storages holding it, and what is mounted there.
         self.users: dict[str, list[str]] = {}
         self._sources: dict[str, str] = {}
-        self._load()
-
-    def _load(self) -> None:
-        try:
-            with open(self._state_file) as f:
-                saved = json.load(f)
-        except FileNotFoundError:
-            return
-        for mount_point, entry in saved.items():
-            self.users[mount_point] = list(entry["users"])
-            self._sources[mount_point] = entry["source"]
-            self._stores.add_mount(mount_point, entry["source"])
+        for mount_point, saved in fsops.read_state(state_file, _STATE, {}).items():
+            self.users[mount_point] = saved.users
+            self._sources[mount_point] = saved.source
+            self._stores.add_mount(mount_point, saved.source)
 
     def _save(self) -> None:
-        saved = {mp: {"source": self._sources[mp], "users": users}
-                 for mp, users in self.users.items()}
-        tmp = self._state_file + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(saved, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._state_file)
+        fsops.write_state(self._state_file, _STATE, {
+            mp: _Saved(self._sources[mp], users) for mp, users in self.users.items()})
 
     async def find(self, mount_point: str) -> MountInfo | None:
-        res = await self._exec.run(
-            ["findmnt", "--json", "--output", "TARGET,SOURCE,FSTYPE,OPTIONS",
-             "--mountpoint", mount_point], timeout=self._timeout, check=False)
-        if res.returncode != 0 or not res.stdout.strip():
-            return None
-        found = json.loads(res.stdout)["filesystems"][0]
-        return MountInfo(found["target"], found["source"], found["fstype"], found["options"])
+        return await mount.findmnt(self._exec, mount_point, timeout=self._timeout)
 
     async def mount(self, server: str, export: str, mount_point: str, options: list[str],
                     user: str) -> list[str]:
@@ -126,27 +109,22 @@ class MountTable:
 
     async def _mount(self, source: str, mount_point: str, options: list[str]) -> None:
         await asyncio.to_thread(os.makedirs, mount_point, exist_ok=True)
-        argv = ["mount", "-t", "nfs", "-o", ",".join(options), source, mount_point]
         try:
-            res = await self._exec.run(argv, timeout=self._timeout, check=False)
-        except Timeout:
-            raise Timeout(f"mounting {source} did not finish within {self._timeout:g}s; "
-                          "is the NFS server reachable?", code="mount_timeout") from None
-        if res.returncode != 0 and ALREADY_MOUNTED not in res.stderr:
-            raise OperationFailed(f"cannot mount {source} on {mount_point}: "
-                                  f"{res.stderr.strip() or f'exit code {res.returncode}'}",
-                                  code="mount_failed")
+            await mount.mount_nfs(self._exec, source, mount_point, options,
+                                  timeout=self._timeout)
+        except mount.AlreadyMounted:
+            pass  # another mounter got there first: findmnt says whether it is this source
         found = await self.find(mount_point)
         if found is None or found.source != source:
             raise OperationFailed(f"mount of {source} on {mount_point} reported success but "
                                   "findmnt does not show it", code="mount_failed")
 
     async def _umount(self, mount_point: str, lazy: bool) -> None:
-        argv = ["umount", *(["-l"] if lazy else []), mount_point]
-        res = await self._exec.run(argv, timeout=self._timeout, check=False)
-        if res.returncode != 0 and await self.find(mount_point) is not None:
-            raise OperationFailed(f"cannot unmount {mount_point}: {res.stderr.strip()}",
-                                  code="unmount_failed")
+        try:
+            await mount.umount(self._exec, mount_point, lazy=lazy, timeout=self._timeout)
+        except mount.UnmountFailed:
+            if await self.find(mount_point) is not None:
+                raise
 
     async def _is_stale(self, mount_point: str) -> bool:
         """A stale file handle, or a server that does not answer a stat in time."""

@@ -11,9 +11,10 @@ import hashlib
 import posixpath
 from collections.abc import AsyncIterator, Callable
 
-from agent import fsops, imagecheck
+from agent import fsops
 from agent.files import FileStores, FileWriter
-from agent.qemuimg import QemuImg
+from agent.images import check
+from agent.tools.qemuimg import QemuImg
 from shared.errors import ChecksumMismatch
 from shared.protocol.files import ImageFacts
 
@@ -88,10 +89,10 @@ class VerifiedImageWriter:
             raise ChecksumMismatch(
                 f"sha256 mismatch: expected {self._expected_sha256}, got {digest}"
             )
-        info = await imagecheck.inspect(self._qemu_img, self.tmp, self._expected_format)
+        image = await check.inspect(self._qemu_img, self.tmp, self._expected_format)
         await self._files.publish(self.tmp, self.final)
         capacity = await self._files.capacity(self.dest_dir)
         return ImageFacts(
-            path=self.final, size=self.size, sha256=digest, format=info["format"],
-            virtual_size=info["virtual-size"], capacity=capacity,
+            path=self.final, size=self.size, sha256=digest, format=image.format,
+            virtual_size=image.virtual_size, capacity=capacity,
         )

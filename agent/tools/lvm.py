@@ -1,0 +1,81 @@
+"""LVM's tools, and `blkdiscard` for the logical volumes they make. Reports are read as
+JSON (`--reportformat json`), sizes in bytes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ValidationError
+
+from agent.executor import CommandFailed, Executor, Result
+from shared.errors import NotFound
+from shared.protocol.types import FsCapacity
+
+
+class LvmFailed(CommandFailed):
+    pass
+
+
+class VolumeGroupNotFound(NotFound):
+    pass
+
+
+class _Lv(BaseModel):
+    lv_name: str
+
+
+class _Vg(BaseModel):
+    vg_size: int
+    vg_free: int
+
+
+class _Report(BaseModel):
+    lv: list[_Lv] = []
+    vg: list[_Vg] = []
+
+
+class _Reports(BaseModel):
+    report: list[_Report]
+
+
+class Lvm:
+    def __init__(self, executor: Executor, timeout: float = 120) -> None:
+        self._exec = executor
+        self._timeout = timeout
+
+    async def _run(self, *argv: str, timeout: float | None = None) -> Result:
+        result = await self._exec.run(argv, timeout=self._timeout if timeout is None else timeout,
+                                      check=False)
+        return result.check(LvmFailed)
+
+    async def _report(self, *argv: str) -> _Report:
+        result = await self._run(*argv, "--reportformat", "json", "--units", "b", "--nosuffix")
+        try:
+            return _Reports.model_validate_json(result.stdout).report[0]
+        except (ValidationError, IndexError):
+            raise LvmFailed(result, f"{argv[0]} gave an unreadable report") from None
+
+    @staticmethod
+    def path(vg: str, lv: str) -> str:
+        return f"/dev/{vg}/{lv}"
+
+    async def lv_exists(self, vg: str, lv: str) -> bool:
+        report = await self._report("lvs", "-o", "lv_name", vg)
+        return any(row.lv_name == lv for row in report.lv)
+
+    async def capacity(self, vg: str) -> FsCapacity:
+        rows = (await self._report("vgs", "-o", "vg_size,vg_free", vg)).vg
+        if not rows:
+            raise VolumeGroupNotFound(f"volume group {vg} does not exist")
+        return FsCapacity(total=rows[0].vg_size, available=rows[0].vg_free)
+
+    async def lvcreate(self, vg: str, lv: str, size: int) -> str:
+        """The new LV's device path. `--wipesignatures` clears old signatures only."""
+        await self._run("lvcreate", "--yes", "--wipesignatures", "y", "-n", lv,
+                        "-L", f"{size}b", vg)
+        return self.path(vg, lv)
+
+    async def lvremove(self, vg: str, lv: str) -> None:
+        await self._run("lvremove", "--yes", f"{vg}/{lv}")
+
+    async def zero_out(self, device: str) -> None:
+        """Writes zeroes over the whole device (offloaded where the storage can)."""
+        await self._run("blkdiscard", "--zeroout", device, timeout=3600)
