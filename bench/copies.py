@@ -126,7 +126,7 @@ def main() -> None:
     nfs = NfsServer(work / "nfs")
     controller = start_embedded(work)
     try:
-        api = Client(controller.url, timeout=600)
+        api = Client(controller.url, controller.token, timeout=600)
         primary, dir_store = wait_seeded(api)
         stores = {"dir": dir_store}
         for kind, config in (("sftp", {**sshd.endpoint(), "path": str(work / "sftp-store")}),

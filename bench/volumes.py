@@ -26,16 +26,18 @@ sys.path.insert(0, str(ROOT))
 
 from cli.client import Client  # noqa: E402
 from tests.support.fileserver import FileServer  # noqa: E402
-from tests.support.procs import Proc, free_port, spawn  # noqa: E402
+from tests.support.procs import Proc, admin_token, free_port, spawn  # noqa: E402
 
 
 def start_embedded(work: Path) -> Proc:
     """`strata-controller` on embedded defaults (with its local agent) under `work`."""
     port = free_port()
-    return spawn("controller", [
+    proc = spawn("controller", [
         "--listen", f"127.0.0.1:{port}", "--state-dir", str(work / "state"),
         "--local-agent-listen", f"127.0.0.1:{free_port()}", "--log-level", "WARNING",
     ], work / "controller.log", f"http://127.0.0.1:{port}")
+    proc.token = admin_token(work / "state")
+    return proc
 
 
 def wait_seeded(api: Client, timeout: float = 60) -> tuple[str, str]:
@@ -112,7 +114,7 @@ def main() -> None:
     server = FileServer(www)
     controller = start_embedded(work)
     try:
-        api = Client(controller.url)
+        api = Client(controller.url, controller.token)
         primary, backup = wait_seeded(api)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(www / "base.qcow2"),
                         "1G"], check=True)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
+
+from shared.config import ADMIN_TOKEN_FILE
 
 
 class ApiError(Exception):
@@ -17,15 +20,20 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, base_url: str, timeout: float = 90) -> None:
+    """`token`: the API token sent with every call (see `read_token`)."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 90) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token
         self.timeout = timeout
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(  # noqa: S310 - base URL is the operator's
-            self.base_url + path, data=data, method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"})
+            self.base_url + path, data=data, method=method, headers=self._headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 return json.loads(resp.read() or b"null")
@@ -60,3 +68,21 @@ class Client:
                 on_progress(job)
             if job["state"] in ("succeeded", "failed") or time.monotonic() >= deadline:
                 return job
+
+
+def read_token(token_file: str | None = None) -> str | None:
+    """The API token: `$STRATA_TOKEN`, else the file named, else the admin token that
+    `./dev start` made in its state directory. Never a command-line argument, which any
+    user of the host could read."""
+    token = os.environ.get("STRATA_TOKEN")
+    if token:
+        return token.strip()
+    path = token_file or os.path.join(os.environ.get("STRATA_STATE_DIR", "state"),
+                                        ADMIN_TOKEN_FILE)
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        if token_file:
+            raise
+        return None

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from cli.client import ApiError, Client
+from cli.client import ApiError, Client, read_token
 
 DEFAULT_URL = "http://127.0.0.1:8640"
 
@@ -19,6 +19,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "images": ("id", "name", "state", "format", "size", "virtual_size"),
     "volumes": ("id", "name", "state", "size", "image_id", "primary_storage_id", "access"),
     "jobs": ("id", "kind", "state", "progress", "resource_id", "error"),
+    "tokens": ("id", "name", "role", "revoked_at"),
+    "audit": ("at", "token_name", "method", "route", "resource_id", "status", "code"),
 }
 
 
@@ -54,7 +56,7 @@ def progress_bar(job: dict[str, Any]) -> None:
 class Cli:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.client = Client(args.url)
+        self.client = Client(args.url, read_token(args.token_file))
 
     def out(self, data: Any, resource: str | None = None) -> None:
         if self.args.json:
@@ -99,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="strata", description=__doc__)
     p.add_argument("--url", default=os.environ.get("STRATA_URL", DEFAULT_URL),
                    help=f"controller URL (env STRATA_URL, default {DEFAULT_URL})")
+    p.add_argument("--token-file",
+                   help="file holding the API token (default: $STRATA_TOKEN, else "
+                        "$STRATA_STATE_DIR/admin-token, else ./state/admin-token)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     sub = p.add_subparsers(dest="resource", required=True)
 
@@ -174,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = resource("jobs", ["job"])
     w = jobs.add_parser("wait")
     w.add_argument("id")
+    tokens = resource("tokens", ["token"])
+    t = tokens.add_parser("create", help="make an API token; it is printed once")
+    t.add_argument("name")
+    t.add_argument("--role", choices=["reader", "operator", "admin"], default="reader")
+    tokens.add_parser("revoke").add_argument("id")
+    resource("audit", [])
     sub.add_parser("capabilities", help="storage types and the primary x backup matrix")
     return p
 
@@ -223,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     c = cli.client
     res = {"host": "hosts", "ps": "primary-storages", "primary-storage": "primary-storages",
            "bs": "backup-storages", "backup-storage": "backup-storages", "image": "images",
-           "volume": "volumes", "job": "jobs"}.get(args.resource, args.resource)
+           "volume": "volumes", "job": "jobs", "token": "tokens"}.get(args.resource,
+                                                                        args.resource)
     action = {"ls": "list"}.get(getattr(args, "action", ""), getattr(args, "action", ""))
     if res == "capabilities":
         cli.out(c.get("/v1/capabilities"))
@@ -232,6 +244,13 @@ def run(args: argparse.Namespace) -> int:
         return cli.listing(res, args.filters)
     if action == "show":
         cli.out(c.get(f"/v1/{res}/{args.id}"), res)
+        return 0
+    if res == "tokens":
+        if action == "create":
+            made = c.post("/v1/tokens", {"name": args.name, "role": args.role})
+            cli.out(made) if args.json else print(made["token"])
+        else:
+            cli.out(c.delete(f"/v1/tokens/{args.id}"), res)
         return 0
     if action == "delete":
         return cli.submitted(c.delete(f"/v1/{res}/{args.id}"))

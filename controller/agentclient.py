@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import aiohttp
+from pydantic import ValidationError
 
-from shared.errors import AgentUnreachable, Unauthorized, from_body
+from shared.errors import AgentUnreachable, OperationFailed, Unauthorized, from_body
 from shared.protocol.command import Command
 from shared.protocol.envelope import CommandEnvelope, TaskInfo, TaskState
 from shared.protocol.types import Model
@@ -32,9 +33,14 @@ RETRY_DELAYS = (0.2, 0.5, 1, 2, 5)
 
 
 class AgentClient:
-    def __init__(self, http: aiohttp.ClientSession, token: str) -> None:
+    """`unreachable_timeout`: how long a call keeps retrying an agent that does not answer
+    before it fails with `agent_unreachable`, however long the command itself may run."""
+
+    def __init__(self, http: aiohttp.ClientSession, token: str,
+                 unreachable_timeout: float = 120) -> None:
         self._http = http
         self._headers = {"Authorization": f"Bearer {token}"}
+        self._unreachable_timeout = unreachable_timeout
 
     async def call(
         self, address: str, command: Command[P, R], task_id: str, payload: P, *,
@@ -78,9 +84,16 @@ class AgentClient:
             method, url, json=body, headers=self._headers,
             timeout=aiohttp.ClientTimeout(total=60, connect=10),
         ) as resp:
-            data = await resp.json(content_type=None)
-            if resp.status in (200, 202):
-                return TaskInfo.model_validate(data)
+            try:
+                data = await resp.json(content_type=None)
+                if resp.status in (200, 202):
+                    return TaskInfo.model_validate(data)
+            except (ValueError, ValidationError):
+                raise OperationFailed(
+                    f"{url.split('/v1/', 1)[0]} did not answer as a Strata agent "
+                    f"(HTTP {resp.status})", code="not_an_agent") from None
+            if not isinstance(data, dict):
+                data = {"message": str(data)}
             if resp.status == 404 and method == "GET":
                 raise _TaskUnknown()
             if resp.status == 401:
@@ -91,14 +104,18 @@ class AgentClient:
         self, deadline: float, address: str, notice: NoticeCallback | None,
         request: Callable[[], Awaitable[TaskInfo]],
     ) -> TaskInfo:
-        """Retries only what a network or a restarting agent causes; errors the agent
+        """Retries only what a network or a restarting agent causes, until the command's
+        deadline or for `unreachable_timeout`, whichever comes first; errors the agent
         states (4xx bodies) go straight to the caller."""
         attempt = 0
+        give_up = deadline
         while True:
             try:
                 info = await request()
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                if time.time() >= deadline:
+                if attempt == 0:
+                    give_up = min(deadline, time.time() + self._unreachable_timeout)
+                if time.time() >= give_up:
                     raise AgentUnreachable(f"agent at {address} unreachable: {exc}") from exc
                 delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
                 attempt += 1

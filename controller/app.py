@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from controller.agentclient import AgentClient
+from controller.api.auth import auth_middleware
 from controller.api.keys import OPENAPI, SERVICES
 from controller.api.openapi import document
 from controller.api.routes import add_routes
@@ -32,7 +33,9 @@ from controller.services.container import Services
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
 from controller.services.monitor import HostMonitor
+from controller.services.paths import path_policy
 from controller.services.primary_storages import PrimaryStorageService
+from controller.services.tokens import TokenService
 from controller.services.volumes import VolumeService
 from shared.http import error_middleware
 
@@ -44,7 +47,8 @@ def create_app(config: ControllerConfig,
                registry: PluginRegistry | None = None) -> web.Application:
     """`registry`: the plugins to run with; the ones Strata ships by default."""
     os.makedirs(config.state_dir, exist_ok=True)
-    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 20)
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=1 << 20)
     app[CONFIG] = config
     app[REGISTRY] = registry or default_registry()
     app[OPENAPI] = document()
@@ -61,21 +65,24 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         secrets = SecretBox.from_file(config.secret_key_path)
-        jobs = JobEngine(db, AgentClient(http, config.resolve_token()), secrets)
+        jobs = JobEngine(db, AgentClient(http, config.resolve_token(),
+                                         config.agent_unreachable_timeout), secrets)
         registry = app[REGISTRY]
         selector = ConnectedHostSelector(registry)
         motion = DataMotionService(registry, selector, [MediatorMotionStrategy(registry)])
         deps = ServiceDeps(db=db, jobs=jobs, registry=registry, selector=selector,
-                           secrets=secrets, motion=motion,
+                           secrets=secrets, motion=motion, paths=path_policy(config),
                            install=CacheThenCloneInstall(motion, registry, selector))
         primary_storages = PrimaryStorageService(deps)
         services = Services(
             db=db, jobs=jobs, registry=registry, hosts=HostService(deps, primary_storages),
             primary_storages=primary_storages, backup_storages=BackupStorageService(deps),
-            images=ImageService(deps), volumes=VolumeService(deps),
+            images=ImageService(deps), volumes=VolumeService(deps), tokens=TokenService(db),
         )
         app[SERVICES] = services
+        await services.tokens.bootstrap(config.admin_token_path)
         async with embedded(config, services) if config.local_agent else nullcontext():
+            await services.volumes.release_orphan_caches()
             await jobs.resume_all()
             monitor = None
             if config.host_check_interval > 0:

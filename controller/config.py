@@ -7,7 +7,8 @@ import secrets
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.config import parse_listen, secret_file
+from shared.config import ADMIN_TOKEN_FILE, parse_listen, secret_file
+from shared.protocol.types import AbsPath
 
 DEFAULT_STATE_DIR = "/var/lib/strata/controller"
 
@@ -32,6 +33,18 @@ class ControllerConfig(BaseModel):
     host_check_interval: float = Field(
         default=30, ge=0,
         description="Seconds between health checks of the agents (0: no checks).")
+    agent_unreachable_timeout: float = Field(
+        default=120, gt=0,
+        description="Seconds a job waits for an agent that does not answer before it fails "
+                    "with agent_unreachable.")
+    storage_roots: list[AbsPath] = Field(
+        default_factory=lambda: ["/var/lib/strata", "/srv"],
+        description="Storage directories must sit below one of these (on embedded "
+                    "defaults, the state directory too).")
+    local_agent_download_allow: list[str] = Field(
+        default_factory=list,
+        description="Networks the local agent may download images from (its "
+                    "download_allow); loopback is refused unless listed, e.g. 127.0.0.2/32.")
     local_agent_listen: str = "127.0.0.1:8641"
     local_agent_debug_listen: str = "127.0.0.1:8642"
 
@@ -48,6 +61,11 @@ class ControllerConfig(BaseModel):
     @property
     def secret_key_path(self) -> str:
         return self.secret_key_file or os.path.join(self.state_dir, "secret.key")
+
+    @property
+    def admin_token_path(self) -> str:
+        """Where the first start leaves an admin API token (see `TokenService.bootstrap`)."""
+        return os.path.join(self.state_dir, ADMIN_TOKEN_FILE)
 
     @property
     def token_path(self) -> str:

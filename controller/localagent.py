@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 
 from sqlalchemy import select
@@ -38,24 +40,68 @@ async def embedded(config: ControllerConfig, services: Services) -> AsyncIterato
 
 @contextlib.asynccontextmanager
 async def _agent_process(config: ControllerConfig) -> AsyncIterator[None]:
-    state = os.path.join(config.state_dir, "agent")
-    os.makedirs(state, exist_ok=True)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", "--listen", config.local_agent_listen,
-        "--debug-listen", config.local_agent_debug_listen, "--state-dir", state,
-        "--token-file", config.token_path,
-    )
-    log.info("started local agent (pid %d) on %s", proc.pid, config.local_agent_listen)
+    """The local agent, started again with back-off whenever it exits, until the
+    controller stops."""
+    supervisor = LocalAgent(config)
+    task = asyncio.create_task(supervisor.run())
     try:
         yield
     finally:
-        if proc.returncode is None:
-            proc.terminate()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class LocalAgent:
+    """A child agent kept alive: restarts wait 1, 2, 4 ... 30 s, and the wait starts over
+    once an agent has stayed up for a minute."""
+
+    MAX_BACKOFF = 30.0
+    STABLE = 60.0
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self._config = config
+        self._state = os.path.join(config.state_dir, "agent")
+
+    def _argv(self) -> list[str]:
+        c = self._config
+        argv = [sys.executable, "-m", "agent", "--listen", c.local_agent_listen,
+                "--debug-listen", c.local_agent_debug_listen, "--state-dir", self._state,
+                "--token-file", c.token_path]
+        if c.local_agent_download_allow:
+            toml = os.path.join(self._state, "agent.toml")
+            with open(toml, "w") as f:
+                f.write(f"download_allow = {json.dumps(c.local_agent_download_allow)}\n")
+            argv += ["--config", toml]
+        return argv
+
+    async def run(self) -> None:
+        os.makedirs(self._state, exist_ok=True)
+        backoff = 1.0
+        while True:
+            started = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(*self._argv())
+            log.info("started local agent (pid %d) on %s", proc.pid,
+                     self._config.local_agent_listen)
             try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                await _stop(proc)
+                raise
+            if time.monotonic() - started > self.STABLE:
+                backoff = 1.0
+            log.warning("local agent exited with %s; starting it again in %gs", code, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.MAX_BACKOFF)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 async def seed(config: ControllerConfig, services: Services) -> None:

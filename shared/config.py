@@ -13,6 +13,10 @@ from shared.errors import InvalidInput
 
 C = TypeVar("C", bound=BaseModel)
 
+# In the controller's state directory: the admin API token its first start makes, which
+# the CLI reads from `./dev start`'s state directory.
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
+
 
 def parse_listen(value: str) -> tuple[str, int]:
     """`HOST:PORT` (IPv6 hosts in brackets) -> (host, port)."""

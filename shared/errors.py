@@ -36,6 +36,11 @@ class Unauthorized(StrataError):
     default_code = "unauthorized"
 
 
+class Forbidden(StrataError):
+    status = 403
+    default_code = "forbidden"
+
+
 class NotFound(StrataError):
     status = 404
     default_code = "not_found"
@@ -77,6 +82,12 @@ class UnsafeImage(OperationFailed):
 
 class Timeout(OperationFailed):
     default_code = "timeout"
+
+
+class Interrupted(OperationFailed):
+    """The agent restarted while the task ran: the step can be tried again."""
+
+    default_code = "interrupted"
 
 
 class Cancelled(StrataError):

@@ -44,6 +44,20 @@ def validate_abs_path(path: str, what: str = "path") -> str:
     return path
 
 
+_PLAIN_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
+
+
+def validate_plain_path(path: str, what: str = "directory") -> str:
+    """A directory Strata creates things in: absolute, normalised, and only letters,
+    digits, `.`, `_`, `-` and `/`, so no shell, glob or control character ever reaches a
+    host."""
+    validate_abs_path(path, what)
+    if not _PLAIN_PATH_RE.fullmatch(path):
+        raise InvalidInput(f"invalid {what} {path!r}: use only letters, digits, '.', '_', "
+                           "'-' and '/'")
+    return path
+
+
 _HOST_RE = re.compile(
     r"^([A-Za-z0-9][A-Za-z0-9-]{0,62}(\.[A-Za-z0-9-]{1,63})*|\[[0-9A-Fa-f:.]+\])$")
 NFS_SCHEME = "nfs://"

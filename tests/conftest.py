@@ -119,7 +119,7 @@ def stack(tmp_path: Path, db_url: str) -> Iterator[Stack]:
     agent, debug = start_agent(tmp_path / "agent", token_file)
     controller = start_controller(tmp_path / "controller", token_file, db_url)
     try:
-        api = Client(controller.url)
+        api = Client(controller.url, controller.token)
         primary_path, backup_path = tmp_path / "primary", tmp_path / "backup"
         s = Stack(controller, agent, debug, api, "", "", "", primary_path, backup_path,
                   tmp_path, token_file, db_url)

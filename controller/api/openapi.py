@@ -23,17 +23,19 @@ def document() -> dict[str, Any]:
     keys, defs = models_json_schema([(m, "validation") for m in unique], ref_template=REF)
     ref = {m: keys[(m, "validation")] for m in unique}
     error = {"description": "Error", "content": {"application/json": {"schema": ref[Error]}}}
+    errors = {str(status): error for status in (400, 401, 403, 404, 409)}
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         op: dict[str, Any] = {
             "summary": route.summary,
+            "description": f"Needs a token with the {route.role} role (or above).",
             "operationId": f"{route.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', route.path)}",
             "parameters": [
                 {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                 for p in re.findall(r"{(\w+)}", route.path)
             ] + [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
                  for q in route.query],
-            "responses": {"400": error, "404": error, "409": error},
+            "responses": dict(errors),
         }
         if route.body is not None:
             op["requestBody"] = {"required": True,
@@ -48,5 +50,10 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Strata", "version": __version__},
         "paths": paths,
-        "components": {"schemas": defs.get("$defs", {})},
+        "components": {"schemas": defs.get("$defs", {}),
+                       "securitySchemes": {"bearer": {
+                           "type": "http", "scheme": "bearer",
+                           "description": "An API token (strata-controller tokens create, "
+                                          "or POST /v1/tokens)."}}},
+        "security": [{"bearer": []}],
     }

@@ -55,9 +55,11 @@ class PageResult:
 
 
 async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any],
-                   model: Any, filters: tuple[str, ...]) -> PageResult:
-    """Applies `?name=value` equality filters (only the listed ones), `limit` and `offset`.
-    Unknown query parameters are refused rather than silently ignored."""
+                   model: Any, filters: tuple[str, ...],
+                   order: tuple[Any, ...] | None = None) -> PageResult:
+    """Applies `?name=value` equality filters (only the listed ones), `limit` and `offset`,
+    in `order` (creation by default). Unknown query parameters are refused rather than
+    silently ignored."""
     allowed = {*filters, "limit", "offset"}
     unknown = sorted(set(request.query) - allowed)
     if unknown:
@@ -70,5 +72,6 @@ async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any
     offset = number_param(request, "offset", 0, 0, 1 << 31)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = (await session.scalars(
-        stmt.order_by(model.created_at, model.id).limit(limit).offset(offset))).all()
+        stmt.order_by(*(order or (model.created_at, model.id))).limit(limit).offset(offset)
+    )).all()
     return PageResult(list(rows), total, limit, offset)

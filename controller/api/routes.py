@@ -1,5 +1,5 @@
-"""The route table: one line per operation, with the models the OpenAPI document is
-generated from. Views stay free of routing."""
+"""The route table: one line per operation, with the role it needs and the models the
+OpenAPI document is generated from. Views stay free of routing."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from controller.api import schemas as s
-from controller.api.views import hosts, images, jobs, meta, storages, volumes
+from controller.api.auth import requires
+from controller.api.views import audit, hosts, images, jobs, meta, storages, tokens, volumes
+from controller.auth.tokens import Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
 class Route:
+    """`role`: the least role that may call it; reading needs a reader, the rest says."""
+
     method: str
     path: str
     handler: Handler
@@ -25,6 +29,7 @@ class Route:
     response: type[BaseModel] | None = None
     status: int = 200
     query: tuple[str, ...] = ()
+    role: Role = Role.READER
 
 
 LIST_QUERY = ("limit", "offset")
@@ -34,61 +39,75 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/hosts", hosts.list_hosts, "List hosts", response=s.Page[s.HostOut],
           query=(*LIST_QUERY, "name", "state", "hypervisor")),
     Route("POST", "/v1/hosts", hosts.create_host, "Add a host (its agent)",
-          body=s.HostCreate, response=s.JobAccepted, status=202),
+          body=s.HostCreate, response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/hosts/{id}", hosts.get_host, "Show a host", response=s.HostOut),
     Route("POST", "/v1/hosts/{id}/reconnect", hosts.reconnect_host,
-          "Reconnect a host and re-attach its storages", response=s.JobAccepted, status=202),
+          "Reconnect a host and re-attach its storages", response=s.JobAccepted, status=202,
+          role=Role.ADMIN),
     Route("DELETE", "/v1/hosts/{id}", hosts.delete_host, "Remove a host",
-          response=s.JobAccepted, status=202),
+          response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/primary-storages", storages.list_primary, "List primary storages",
           response=s.Page[s.PrimaryStorageOut], query=(*LIST_QUERY, "name", "type", "state")),
     Route("POST", "/v1/primary-storages", storages.create_primary,
           "Create a primary storage (202 with a job when hosts are given to attach)",
-          body=s.PrimaryStorageCreate, response=s.PrimaryStorageOut, status=201),
+          body=s.PrimaryStorageCreate, response=s.PrimaryStorageOut, status=201, role=Role.ADMIN),
     Route("GET", "/v1/primary-storages/{id}", storages.get_primary, "Show a primary storage",
           response=s.PrimaryStorageOut),
     Route("POST", "/v1/primary-storages/{id}/attach", storages.attach_primary,
           "Attach a primary storage to a host", body=s.HostRef, response=s.JobAccepted,
-          status=202),
+          status=202, role=Role.ADMIN),
     Route("POST", "/v1/primary-storages/{id}/detach", storages.detach_primary,
           "Detach a primary storage from a host", body=s.HostRef, response=s.JobAccepted,
-          status=202),
+          status=202, role=Role.ADMIN),
     Route("DELETE", "/v1/primary-storages/{id}", storages.delete_primary,
-          "Delete a primary storage", response=s.JobAccepted, status=202),
+          "Delete a primary storage", response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/backup-storages", storages.list_backup, "List backup storages",
           response=s.Page[s.BackupStorageOut], query=(*LIST_QUERY, "name", "type", "state")),
     Route("POST", "/v1/backup-storages", storages.create_backup, "Add a backup storage",
-          body=s.BackupStorageCreate, response=s.JobAccepted, status=202),
+          body=s.BackupStorageCreate, response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/backup-storages/{id}", storages.get_backup, "Show a backup storage",
           response=s.BackupStorageOut),
     Route("DELETE", "/v1/backup-storages/{id}", storages.delete_backup,
-          "Delete a backup storage", response=s.JobAccepted, status=202),
+          "Delete a backup storage", response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/images", images.list_images, "List images", response=s.Page[s.ImageOut],
           query=(*LIST_QUERY, "name", "state", "format")),
     Route("POST", "/v1/images", images.create_image, "Register an image from a URL",
-          body=s.ImageCreate, response=s.JobAccepted, status=202),
+          body=s.ImageCreate, response=s.JobAccepted, status=202, role=Role.OPERATOR),
     Route("GET", "/v1/images/{id}", images.get_image, "Show an image", response=s.ImageOut),
     Route("DELETE", "/v1/images/{id}", images.delete_image,
           "Delete an image and its caches (409 while volumes use it)",
-          response=s.JobAccepted, status=202),
+          response=s.JobAccepted, status=202, role=Role.OPERATOR),
     Route("GET", "/v1/volumes", volumes.list_volumes, "List volumes",
           response=s.Page[s.VolumeOut],
           query=(*LIST_QUERY, "name", "state", "primary_storage_id", "image_id")),
     Route("POST", "/v1/volumes", volumes.create_volume,
           "Create a root volume (linked clone of an image) or an empty volume",
-          body=s.VolumeCreate, response=s.JobAccepted, status=202),
+          body=s.VolumeCreate, response=s.JobAccepted, status=202, role=Role.OPERATOR),
     Route("GET", "/v1/volumes/{id}", volumes.get_volume, "Show a volume", response=s.VolumeOut),
     Route("DELETE", "/v1/volumes/{id}", volumes.delete_volume,
-          "Delete a volume (revoking every grant first)", response=s.JobAccepted, status=202),
+          "Delete a volume (revoking every grant first)", response=s.JobAccepted, status=202,
+          role=Role.OPERATOR),
     Route("POST", "/v1/volumes/{id}/access", volumes.grant_access,
           "Grant a host access to a volume (iSCSI: an ACL for the host's initiator)",
-          body=s.HostRef, response=s.JobAccepted, status=202),
+          body=s.HostRef, response=s.JobAccepted, status=202, role=Role.OPERATOR),
     Route("DELETE", "/v1/volumes/{id}/access/{host_id}", volumes.revoke_access,
-          "Revoke a host's access to a volume", response=s.JobAccepted, status=202),
+          "Revoke a host's access to a volume", response=s.JobAccepted, status=202,
+          role=Role.OPERATOR),
     Route("GET", "/v1/jobs", jobs.list_jobs, "List jobs", response=s.Page[s.JobOut],
           query=(*LIST_QUERY, "kind", "state", "resource_type", "resource_id")),
     Route("GET", "/v1/jobs/{id}", jobs.get_job, "Show a job; ?wait=N long-polls",
           response=s.JobOut, query=("wait",)),
+    Route("GET", "/v1/tokens", tokens.list_tokens, "List API tokens (never their secrets)",
+          response=s.Page[s.TokenOut], query=(*LIST_QUERY, "name", "role"), role=Role.ADMIN),
+    Route("POST", "/v1/tokens", tokens.create_token,
+          "Make an API token; the token is in this answer only", body=s.TokenCreate,
+          response=s.TokenCreated, status=201, role=Role.ADMIN),
+    Route("DELETE", "/v1/tokens/{id}", tokens.revoke_token, "Revoke an API token",
+          response=s.TokenOut, role=Role.ADMIN),
+    Route("GET", "/v1/audit", audit.list_events, "The audit log of mutating calls",
+          response=s.Page[s.AuditEventOut],
+          query=(*LIST_QUERY, "token_name", "method", "resource_type", "resource_id"),
+          role=Role.ADMIN),
 )
 
 
@@ -96,4 +115,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", meta.healthz)
     app.router.add_get("/v1/openapi.json", meta.openapi)
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, route.path, requires(route.role, route.handler))

@@ -13,10 +13,13 @@ from pydantic import (
     model_validator,
 )
 
+from controller.auth.tokens import Role
 from shared.names import validate_name
-from shared.protocol.types import SHA256_RE, ImageFormat, Iqn
+from shared.protocol.types import SHA256_RE, HttpUrl, ImageFormat, Iqn
 
 Name = Annotated[str, AfterValidator(validate_name)]
+# Far above any disk, and below what a 64-bit database column holds with room to add.
+MAX_VOLUME_SIZE = 1 << 62
 T = TypeVar("T")
 
 
@@ -76,20 +79,13 @@ class ImageCreate(Request):
     storage: the upload direction of the matrix)."""
 
     name: Name
-    url: str | None = Field(default=None, description="http(s) URL to download the image from.")
+    url: HttpUrl | None = Field(default=None,
+                                description="http(s) URL to download the image from.")
     volume_id: str | None = Field(default=None, description="A volume to make the image of.")
     backup_storage_id: str
     format: ImageFormat | None = Field(default=None, description="Declared format, checked.")
     sha256: str | None = Field(default=None, pattern=SHA256_RE,
                                description="Expected sha256 (lowercase hex), checked.")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None and (not v.startswith(("http://", "https://"))
-                              or any(c.isspace() for c in v)):
-            raise ValueError("url must be an http:// or https:// URL")
-        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> ImageCreate:
@@ -102,10 +98,41 @@ class VolumeCreate(Request):
     name: Name
     primary_storage_id: str
     image_id: str | None = Field(default=None, description="Make a root volume of this image.")
-    size: int | None = Field(default=None, gt=0, description="Bytes; required without image.")
+    size: int | None = Field(default=None, gt=0, le=MAX_VOLUME_SIZE,
+                             description="Bytes; required without image.")
+
+
+class TokenCreate(Request):
+    name: Name
+    role: Role = Field(description="admin: hosts, storages, tokens; operator: images, "
+                                   "volumes, attachments; reader: GET only.")
 
 
 # ---- responses --------------------------------------------------------------------------
+
+
+class TokenOut(Out):
+    id: str
+    name: str
+    role: str
+    created_at: float
+    revoked_at: float | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The bearer token: shown this once, stored nowhere.")
+
+
+class AuditEventOut(Out):
+    id: str
+    at: float
+    token_name: str | None
+    method: str
+    route: str
+    resource_type: str | None
+    resource_id: str | None
+    status: int
+    code: str | None
 
 
 class HostOut(Out):

@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Float,
     ForeignKey,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -227,3 +228,30 @@ class Job(Timestamps, Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     resource_type: Mapped[str | None] = mapped_column(String(32))
     resource_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class ApiToken(Timestamps, Base):
+    """A bearer token of the API: only an scrypt hash of its secret is kept."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(Text)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class AuditEvent(Base):
+    """One mutating API call: who, what, on which resource, and how it ended."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+    token_id: Mapped[str | None] = mapped_column(String(36))
+    token_name: Mapped[str | None] = mapped_column(String(128))
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(255))
+    resource_type: Mapped[str | None] = mapped_column(String(32))
+    resource_id: Mapped[str | None] = mapped_column(String(36))
+    status: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str | None] = mapped_column(String(64))

@@ -99,6 +99,9 @@ class JobContext:
 
 
 JobHandler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
+# Moves the job's resource out of its transitional state once the job failed, whatever
+# failed: the reason is the job's error message.
+FailureHandler = Callable[[JobContext, str], Awaitable[None]]
 
 
 def finished_values(state: JobState, **values: Any) -> dict[str, Any]:
@@ -116,17 +119,28 @@ class JobEngine:
         self._secrets = secrets
         self._handlers: dict[str, JobHandler] = {}
         self._kinds: dict[JobHandler, str] = {}
+        self._on_failure: dict[str, FailureHandler] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, Job] = {}
         self._done: dict[str, asyncio.Event] = {}
         self._finished: OrderedDict[str, Job] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
 
-    def register(self, kind: str, handler: JobHandler) -> None:
+    def register(self, kind: str, handler: JobHandler,
+                 on_failure: FailureHandler | None = None) -> None:
         """Binds `handler` to `kind`, the name job rows keep: a job resumed after a restart
-        finds its handler by it."""
+        finds its handler by it. `on_failure` runs whenever such a job fails, a bug
+        included, so that no resource stays in a transitional state."""
         self._handlers[kind] = handler
         self._kinds[handler] = kind
+        if on_failure is not None:
+            self._on_failure[kind] = on_failure
+
+    def kind_of(self, handler: JobHandler) -> str:
+        kind = self._kinds.get(handler)
+        if kind is None:
+            raise ValueError(f"{handler!r} is not a registered job handler")
+        return kind
 
     def new_job(
         self, session: AsyncSession, handler: JobHandler, *, resource_type: str | None = None,
@@ -135,10 +149,7 @@ class JobEngine:
         """Adds a job row that `handler` will run to the caller's transaction; call `start`
         after commit. It is `running` from the start: a controller that dies before `start`
         resumes it."""
-        kind = self._kinds.get(handler)
-        if kind is None:
-            raise ValueError(f"{handler!r} is not a registered job handler")
-        job = Job(kind=kind, params=params or {}, resource_type=resource_type,
+        job = Job(kind=self.kind_of(handler), params=params or {}, resource_type=resource_type,
                   resource_id=resource_id, state=JobState.RUNNING, progress=0.0,
                   created_at=time.time(), updated_at=time.time())
         session.add(job)
@@ -222,6 +233,15 @@ class JobEngine:
         if done is not None:
             done.set()
 
+    async def _fail(self, ctx: JobContext, code: str, message: str) -> None:
+        settle = self._on_failure.get(ctx.job.kind)
+        if settle is not None:
+            try:
+                await settle(ctx, message)
+            except Exception:
+                log.exception("settling the resource of failed job %s failed", ctx.job.id)
+        await self._finish(ctx.job, JobState.FAILED, error_code=code, error_message=message)
+
     async def _run(self, job: Job) -> None:
         handler = self._handlers.get(job.kind)
         if handler is None:
@@ -237,12 +257,10 @@ class JobEngine:
             raise
         except StrataError as exc:
             log.info("job %s (%s) failed: %s", job.id, job.kind, exc.message)
-            await self._finish(job, JobState.FAILED, error_code=exc.code,
-                               error_message=exc.message)
-        except Exception as exc:
+            await self._fail(ctx, exc.code, exc.message)
+        except Exception:
             log.exception("job %s (%s) crashed", job.id, job.kind)
-            await self._finish(job, JobState.FAILED, error_code="internal_error",
-                               error_message=f"{type(exc).__name__}: {exc}")
+            await self._fail(ctx, "internal_error", "internal error; see the controller log")
         else:
             if ctx._success is not None:
                 self._finished_in_memory(job, ctx._success)

@@ -21,7 +21,7 @@ from controller.motion.service import DataMotionService
 from controller.plugins.interfaces.motion import EndPointSelector, TemplateInstallStrategy
 from controller.plugins.interfaces.stores import Primary
 from controller.plugins.registry import PluginRegistry
-from shared.errors import Conflict, StrataError
+from shared.errors import Conflict, Interrupted, StrataError
 
 MAX_RACES = 10
 REVIVABLE = (ObjectState.ERROR, ObjectState.DESTROYED)
@@ -48,7 +48,9 @@ class CacheThenCloneInstall(TemplateInstallStrategy):
                 continue
             if cache.state == ObjectState.READY:
                 return cache
-            return await self._fill(ctx, image, store, cache)
+            filled = await self._fill(ctx, image, store, cache)
+            if filled is not None:
+                return filled
         raise Conflict(f"could not settle the image cache of {image.name} on {store.name}")
 
     async def remove(self, ctx: JobContext, store: Primary[Any], cache: ImageCache) -> None:
@@ -104,9 +106,17 @@ class CacheThenCloneInstall(TemplateInstallStrategy):
             return None
 
     async def _fill(self, ctx: JobContext, image: Image, store: Primary[Any],
-                    cache: ImageCache) -> ImageCache:
+                    cache: ImageCache) -> ImageCache | None:
+        """The filled cache; None when the copy was interrupted by an agent restart and
+        the cache moved to a new attempt (a new agent task), which the caller joins."""
         try:
             facts = await self._motion.download(ctx, image, store, cache)
+        except Interrupted:
+            async with ctx.db.begin() as session:
+                await transition(session, ImageCache, cache.id, ObjectState.CREATING,
+                                 ObjectState.CREATING, where={"attempt": cache.attempt},
+                                 attempt=cache.attempt + 1)
+            return None
         except StrataError as exc:
             async with ctx.db.begin() as session:
                 await release_cache(session, cache.id, ObjectState.CREATING, ObjectState.ERROR,

@@ -15,10 +15,10 @@ from controller.plugins.interfaces.mediator import (
     UploadRequest,
 )
 from controller.plugins.interfaces.primary import PrimaryDataStoreDriver
-from controller.plugins.interfaces.stores import Primary, StoreConfig
+from controller.plugins.interfaces.stores import HostDir, Primary, StoreConfig
 from shared.protocol.command import Command
 from shared.protocol.files import DELETE_FILE, DeleteFilePayload, ImageFacts, UploadResult
-from shared.protocol.types import AbsPath, FsCapacity, Model
+from shared.protocol.types import FsCapacity, Model
 
 P = TypeVar("P", bound=Model)
 PC = TypeVar("PC", bound=StoreConfig)
@@ -30,7 +30,7 @@ Stored = TypeVar("Stored", ImageFacts, UploadResult)
 class DirectoryConfig(StoreConfig):
     """A store that is a directory on a host's filesystem."""
 
-    path: AbsPath
+    path: HostDir
 
 
 async def delete_file(ctx: JobContext, host: Host, directory: str, name: str,

@@ -8,9 +8,9 @@ from controller.db.lookup import get_or_404
 from controller.db.models import BackupStorage, ImageStoreRef, Job, ObjectState, StoreState
 from controller.db.transitions import transition
 from controller.jobs.engine import JobContext
-from controller.services.base import ServiceDeps, ensure_unique_name
+from controller.services.base import ServiceDeps, check_store_paths, ensure_unique_name
 from controller.services.commands import CreateBackupStorage
-from shared.errors import Conflict, InUse, StrataError
+from shared.errors import Conflict, InUse
 
 CONNECTABLE = (StoreState.CREATING, StoreState.READY, StoreState.ERROR)
 
@@ -18,14 +18,16 @@ CONNECTABLE = (StoreState.CREATING, StoreState.READY, StoreState.ERROR)
 class BackupStorageService:
     def __init__(self, deps: ServiceDeps) -> None:
         self._d = deps
-        deps.jobs.register("backup_storage.connect", self.run_connect)
-        deps.jobs.register("backup_storage.delete", self.run_delete)
+        deps.jobs.register("backup_storage.connect", self.run_connect,
+                           on_failure=self._fail)
+        deps.jobs.register("backup_storage.delete", self.run_delete, on_failure=self._fail)
 
     async def create(self, req: CreateBackupStorage) -> tuple[BackupStorage, Job]:
         provider = self._d.registry.backup_provider(req.type)
         config = provider.config_model.model_validate(req.config)
         async with self._d.db.begin() as session:
             await ensure_unique_name(session, BackupStorage.name, req.name, "backup storage")
+            await check_store_paths(session, self._d, config)
             store = BackupStorage(name=req.name, type=req.type,
                                   config=config.sealed(self._d.secrets),
                                   state=StoreState.CREATING)
@@ -43,13 +45,7 @@ class BackupStorageService:
             store = self._d.registry.backup(row)
             host = await self._d.selector.for_backup(session, store)
         lifecycle = self._d.registry.backup_provider(row.type).lifecycle
-        try:
-            capacity = await lifecycle.attach(ctx, store, host)
-        except StrataError as exc:
-            async with ctx.db.begin() as session:
-                await transition(session, BackupStorage, store.id, CONNECTABLE,
-                                 StoreState.ERROR, reason=exc.message)
-            raise
+        capacity = await lifecycle.attach(ctx, store, host)
         async with ctx.db.begin() as session:
             await transition(session, BackupStorage, store.id, CONNECTABLE, StoreState.READY,
                              reason=None, capacity_total=capacity.total,
@@ -71,6 +67,12 @@ class BackupStorageService:
                                        resource_type="backup_storage", resource_id=store.id)
         self._d.jobs.start(job)
         return job
+
+    async def _fail(self, ctx: JobContext, reason: str) -> None:
+        async with ctx.db.begin() as session:
+            await transition(session, BackupStorage, ctx.job.resource_id or "",
+                             (StoreState.CREATING, StoreState.DELETING), StoreState.ERROR,
+                             reason=reason)
 
     async def run_delete(self, ctx: JobContext) -> None:
         async with ctx.db.begin() as session:

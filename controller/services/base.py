@@ -8,11 +8,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
+from controller.db.models import BackupStorage, PrimaryStorage
 from controller.jobs.engine import JobEngine
 from controller.motion.service import DataMotionService
 from controller.plugins.interfaces.motion import EndPointSelector, TemplateInstallStrategy
+from controller.plugins.interfaces.stores import StoreConfig
 from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
+from controller.services.paths import PathPolicy
 from shared.errors import Conflict
 
 
@@ -25,6 +28,18 @@ class ServiceDeps:
     secrets: SecretBox
     motion: DataMotionService
     install: TemplateInstallStrategy
+    paths: PathPolicy
+
+
+async def check_store_paths(session: AsyncSession, deps: ServiceDeps,
+                            config: StoreConfig) -> None:
+    """The path policy, for a new store's directories against every other store's."""
+    taken: list[tuple[str, str]] = []
+    for primary in (await session.scalars(select(PrimaryStorage))).all():
+        taken += [(p, primary.name) for p in deps.registry.primary(primary).config.host_dirs()]
+    for backup in (await session.scalars(select(BackupStorage))).all():
+        taken += [(p, backup.name) for p in deps.registry.backup(backup).config.host_dirs()]
+    deps.paths.check(config.host_dirs(), taken)
 
 
 async def ensure_unique_name(session: AsyncSession, column: InstrumentedAttribute[str],

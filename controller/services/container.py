@@ -12,6 +12,7 @@ from controller.services.backup_storages import BackupStorageService
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
 from controller.services.primary_storages import PrimaryStorageService
+from controller.services.tokens import TokenService
 from controller.services.volumes import VolumeService
 
 
@@ -25,3 +26,4 @@ class Services:
     backup_storages: BackupStorageService
     images: ImageService
     volumes: VolumeService
+    tokens: TokenService

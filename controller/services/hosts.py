@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from yarl import URL
 
 from controller.db.lookup import get_or_404
 from controller.db.models import (
@@ -20,7 +22,7 @@ from controller.jobs.engine import JobContext
 from controller.services.base import ServiceDeps, ensure_unique_name
 from controller.services.commands import AddHost
 from controller.services.primary_storages import PrimaryStorageService
-from shared.errors import InUse, StrataError
+from shared.errors import Conflict, InUse, StrataError
 from shared.protocol.host import HOST_INFO
 from shared.protocol.types import EmptyPayload
 
@@ -29,12 +31,13 @@ class HostService:
     def __init__(self, deps: ServiceDeps, primary_storages: PrimaryStorageService) -> None:
         self._d = deps
         self._primary_storages = primary_storages
-        deps.jobs.register("host.connect", self.run_connect)
+        deps.jobs.register("host.connect", self.run_connect, on_failure=self._fail_connect)
         deps.jobs.register("host.delete", self.run_delete)
 
     async def add(self, req: AddHost) -> tuple[Host, Job]:
         async with self._d.db.begin() as session:
             await ensure_unique_name(session, Host.name, req.name, "host")
+            await self._refuse_known_address(session, req.address)
             host = Host(name=req.name, address=req.address, hypervisor=req.hypervisor,
                         state=HostState.CONNECTING, initiator_iqn=req.initiator_iqn,
                         initiator_iqn_pinned=req.initiator_iqn is not None)
@@ -44,6 +47,20 @@ class HostService:
                                        resource_id=host.id)
         self._d.jobs.start(job)
         return host, job
+
+    @staticmethod
+    async def _refuse_known_address(session: AsyncSession, address: str) -> None:
+        """One host per agent: a second row for an address would drive one agent twice."""
+        wanted = agent_address(address)
+        for name, known in (await session.execute(select(Host.name, Host.address))).all():
+            if agent_address(known) == wanted:
+                raise Conflict(f"host {name} is already registered at {address}",
+                               code="address_taken")
+
+    async def _fail_connect(self, ctx: JobContext, reason: str) -> None:
+        async with ctx.db.begin() as session:
+            await transition(session, Host, ctx.job.resource_id or "", list(HostState),
+                             HostState.DISCONNECTED, reason=reason)
 
     async def reconnect(self, host_id: str) -> Job:
         async with self._d.db.begin() as session:
@@ -57,13 +74,7 @@ class HostService:
         """Checks the agent, then re-attaches every storage the host had, reporting capacity."""
         async with ctx.db() as session:
             host = await get_or_404(session, Host, ctx.job.resource_id or "", "host")
-        try:
-            info = await ctx.call(host, HOST_INFO, EmptyPayload(), step="info", span=(0, 20))
-        except StrataError as exc:
-            async with ctx.db.begin() as session:
-                await transition(session, Host, host.id, list(HostState),
-                                 HostState.DISCONNECTED, reason=exc.message)
-            raise
+        info = await ctx.call(host, HOST_INFO, EmptyPayload(), step="info", span=(0, 20))
         reported: dict[str, Any] = (
             {} if host.initiator_iqn_pinned else {"initiator_iqn": info.initiator_iqn})
         async with ctx.db.begin() as session:
@@ -107,3 +118,10 @@ class HostService:
             if host is not None:
                 await session.delete(host)
 
+
+
+def agent_address(address: str) -> tuple[str, str, int | None]:
+    """An agent URL as compared for sameness: scheme, host and port, case and default
+    port aside."""
+    url = URL(address)
+    return url.scheme.lower(), (url.host or "").lower(), url.port

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.lookup import get_or_404
@@ -25,16 +25,17 @@ from controller.jobs.engine import JobContext, JobHandler
 from controller.plugins.interfaces.mediator import UploadRequest
 from controller.services.base import ServiceDeps
 from controller.services.commands import RegisterImage
-from shared.errors import ChecksumMismatch, Conflict, InUse, StrataError
+from shared.errors import ChecksumMismatch, Conflict, InUse
 from shared.protocol.types import ImageFormat
 
 
 class ImageService:
     def __init__(self, deps: ServiceDeps) -> None:
         self._d = deps
-        deps.jobs.register("image.register", self.run_register)
-        deps.jobs.register("image.from_volume", self.run_from_volume)
-        deps.jobs.register("image.delete", self.run_delete)
+        deps.jobs.register("image.register", self.run_register, on_failure=self._fail_create)
+        deps.jobs.register("image.from_volume", self.run_from_volume,
+                           on_failure=self._fail_from_volume)
+        deps.jobs.register("image.delete", self.run_delete, on_failure=self._fail_delete)
 
     async def register(self, req: RegisterImage) -> tuple[Image, Job]:
         async with self._d.db.begin() as session:
@@ -94,19 +95,12 @@ class ImageService:
                 ImageStoreRef.image_id == image.id, ImageStoreRef.backup_storage_id == store.id))
             assert ref is not None
             host = await self._d.selector.for_primary(session, primary)
-        try:
-            uploaded = await self._d.motion.upload(ctx, UploadRequest(
-                volume=volume, primary=primary, backup=store, host=host, file_name=image.id,
-                task_id=ctx.task_id("upload")))
-            if image.declared_sha256 and uploaded.sha256 != image.declared_sha256:
-                raise ChecksumMismatch(f"the volume's sha256 is {uploaded.sha256}, "
-                                       f"not {image.declared_sha256} as declared")
-        except StrataError as exc:
-            async with ctx.db.begin() as session:
-                await transition(session, Volume, volume.id, ObjectState.COPYING,
-                                 ObjectState.READY)
-                await _image_failed(session, image.id, ref.id, exc.message)
-            raise
+        uploaded = await self._d.motion.upload(ctx, UploadRequest(
+            volume=volume, primary=primary, backup=store, host=host, file_name=image.id,
+            task_id=ctx.task_id("upload")))
+        if image.declared_sha256 and uploaded.sha256 != image.declared_sha256:
+            raise ChecksumMismatch(f"the volume's sha256 is {uploaded.sha256}, "
+                                   f"not {image.declared_sha256} as declared")
         result = {"sha256": uploaded.sha256, "size": uploaded.size, "format": volume.format,
                   "virtual_size": volume.size}
         async with ctx.db.begin() as session:
@@ -132,13 +126,8 @@ class ImageService:
                              ObjectState.CREATING)
             store = self._d.registry.backup(row)
             host = await self._d.selector.for_backup(session, store)
-        try:
-            facts = await self._d.registry.backup_provider(row.type).driver.register(
-                ctx, store, image, host)
-        except StrataError as exc:
-            async with ctx.db.begin() as session:
-                await _image_failed(session, image.id, ref.id, exc.message)
-            raise
+        facts = await self._d.registry.backup_provider(row.type).driver.register(
+            ctx, store, image, host)
         result = {"sha256": facts.sha256, "size": facts.size, "format": facts.format,
                   "virtual_size": facts.virtual_size}
         async with ctx.db.begin() as session:
@@ -195,6 +184,33 @@ class ImageService:
                              ObjectState.DESTROYED)
 
 
+    async def _fail_create(self, ctx: JobContext, reason: str) -> None:
+        """The image and its copy on the store end in error, from which they are deleted."""
+        image_id = ctx.job.resource_id or ""
+        async with ctx.db.begin() as session:
+            await transition(session, Image, image_id, UNFINISHED, ObjectState.ERROR,
+                             reason=reason)
+            await session.execute(
+                update(ImageStoreRef)
+                .where(ImageStoreRef.image_id == image_id,
+                       ImageStoreRef.backup_storage_id == ctx.params["backup_storage_id"],
+                       ImageStoreRef.state.in_(UNFINISHED))
+                .values(state=ObjectState.ERROR).execution_options(synchronize_session=False))
+
+    async def _fail_from_volume(self, ctx: JobContext, reason: str) -> None:
+        """The image failed; the volume it was made of is the operator's again."""
+        async with ctx.db.begin() as session:
+            await transition(session, Volume, ctx.params["volume_id"], ObjectState.COPYING,
+                             ObjectState.READY)
+        await self._fail_create(ctx, reason)
+
+    async def _fail_delete(self, ctx: JobContext, reason: str) -> None:
+        """In error, the image can be deleted again; what was removed stays removed."""
+        async with ctx.db.begin() as session:
+            await transition(session, Image, ctx.job.resource_id or "", ObjectState.DESTROYING,
+                             ObjectState.ERROR, reason=f"delete failed: {reason}")
+
+
 UNFINISHED = (ObjectState.ALLOCATED, ObjectState.CREATING)
 
 
@@ -204,9 +220,3 @@ async def _image_ready(session: AsyncSession, image_id: str, ref_id: str, path: 
     and virtual_size, as verified by the agent."""
     await transition(session, ImageStoreRef, ref_id, UNFINISHED, ObjectState.READY, path=path)
     await transition(session, Image, image_id, UNFINISHED, ObjectState.READY, **facts)
-
-
-async def _image_failed(session: AsyncSession, image_id: str, ref_id: str,
-                        reason: str) -> None:
-    await transition(session, Image, image_id, UNFINISHED, ObjectState.ERROR, reason=reason)
-    await transition(session, ImageStoreRef, ref_id, UNFINISHED, ObjectState.ERROR)

@@ -24,7 +24,7 @@ from controller.db.models import (
 from controller.db.transitions import record_fs_capacity, transition
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.stores import Primary
-from controller.services.base import ServiceDeps, ensure_unique_name
+from controller.services.base import ServiceDeps, check_store_paths, ensure_unique_name
 from controller.services.commands import CreatePrimaryStorage
 from shared.errors import Conflict, InUse, StrataError
 
@@ -34,9 +34,12 @@ ATTACHED = (AttachState.CONNECTING, AttachState.CONNECTED, AttachState.DISCONNEC
 class PrimaryStorageService:
     def __init__(self, deps: ServiceDeps) -> None:
         self._d = deps
-        deps.jobs.register("primary_storage.attach", self.run_attach)
-        deps.jobs.register("primary_storage.detach", self.run_detach)
-        deps.jobs.register("primary_storage.delete", self.run_delete)
+        deps.jobs.register("primary_storage.attach", self.run_attach,
+                           on_failure=self._fail_attach)
+        deps.jobs.register("primary_storage.detach", self.run_detach,
+                           on_failure=self._fail_attach)
+        deps.jobs.register("primary_storage.delete", self.run_delete,
+                           on_failure=self._fail_delete)
 
     async def create(self, req: CreatePrimaryStorage) -> tuple[PrimaryStorage, Job | None]:
         provider = self._d.registry.primary_provider(req.type)
@@ -45,6 +48,7 @@ class PrimaryStorageService:
         async with self._d.db.begin() as session:
             await provider.lifecycle.check_config(session, config)
             await ensure_unique_name(session, PrimaryStorage.name, req.name, "primary storage")
+            await check_store_paths(session, self._d, config)
             store = PrimaryStorage(name=req.name, type=req.type,
                                    config=config.sealed(self._d.secrets),
                                    overprovision_factor=req.overprovision_factor,
@@ -149,6 +153,19 @@ class PrimaryStorageService:
         async with ctx.db.begin() as session:
             await session.execute(delete(PrimaryStorageHostRef)
                                   .where(PrimaryStorageHostRef.id == ctx.params["ref_id"]))
+
+    async def _fail_attach(self, ctx: JobContext, reason: str) -> None:
+        """An attachment that did not come up, or did not go away, is disconnected with
+        the reason; attaching or detaching it again is the way out."""
+        async with ctx.db.begin() as session:
+            await transition(session, PrimaryStorageHostRef, ctx.params["ref_id"],
+                             (AttachState.CONNECTING, AttachState.DETACHING),
+                             AttachState.DISCONNECTED, reason=reason)
+
+    async def _fail_delete(self, ctx: JobContext, reason: str) -> None:
+        async with ctx.db.begin() as session:
+            await transition(session, PrimaryStorage, ctx.job.resource_id or "",
+                             StoreState.DELETING, StoreState.ERROR)
 
     async def _release(self, ctx: JobContext, store: Primary[Any], hosts: list[Host]) -> None:
         """Runs the storage type's detach on each connected host; a host that is not

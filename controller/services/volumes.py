@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.lookup import get_fresh, get_or_404
@@ -17,6 +17,7 @@ from controller.db.models import (
     ImageCache,
     ImageStoreRef,
     Job,
+    JobState,
     ObjectState,
     PrimaryStorage,
     Volume,
@@ -24,6 +25,7 @@ from controller.db.models import (
 )
 from controller.db.transitions import (
     record_fs_capacity,
+    release_cache,
     release_capacity,
     reserve_capacity,
     transition,
@@ -40,9 +42,9 @@ from shared.protocol.files import BackingFile
 class VolumeService:
     def __init__(self, deps: ServiceDeps) -> None:
         self._d = deps
-        deps.jobs.register("volume.create", self.run_create)
-        deps.jobs.register("volume.delete", self.run_delete)
-        deps.jobs.register("volume.grant", self.run_grant)
+        deps.jobs.register("volume.create", self.run_create, on_failure=self._fail_create)
+        deps.jobs.register("volume.delete", self.run_delete, on_failure=self._fail_delete)
+        deps.jobs.register("volume.grant", self.run_grant, on_failure=self._fail_grant)
         deps.jobs.register("volume.revoke", self.run_revoke)
 
     async def create(self, req: CreateVolume) -> tuple[Volume, Job]:
@@ -73,6 +75,23 @@ class VolumeService:
         self._d.jobs.start(job)
         return volume, job
 
+    async def release_orphan_caches(self) -> int:
+        """At start, before jobs resume: an image cache left filling by a controller that
+        died, which no resumed volume job will go on filling, gives its bytes back and is
+        in error, from which the next request fills it again."""
+        needed = (select(Volume.id).join(Job, Job.resource_id == Volume.id)
+                  .where(Job.kind == self._d.jobs.kind_of(self.run_create),
+                         Job.state == JobState.RUNNING,
+                         Volume.image_id == ImageCache.image_id,
+                         Volume.primary_storage_id == ImageCache.primary_storage_id))
+        async with self._d.db.begin() as session:
+            orphans = (await session.scalars(select(ImageCache.id).where(
+                ImageCache.state == ObjectState.CREATING, ~needed.exists()))).all()
+            for cache_id in orphans:
+                await release_cache(session, cache_id, ObjectState.CREATING, ObjectState.ERROR,
+                                    reason="left unfilled by a controller that stopped")
+        return len(orphans)
+
     async def _check_matrix(self, session: AsyncSession, image: Image,
                             store: PrimaryStorage) -> None:
         """Refuses up front (409 naming the cell) what no data motion strategy could carry
@@ -92,28 +111,24 @@ class VolumeService:
     async def run_create(self, ctx: JobContext) -> dict[str, Any]:
         volume_id = ctx.job.resource_id or ""
         cache: ImageCache | None = None
-        try:
-            async with ctx.db.begin() as session:
-                await transition(session, Volume, volume_id, ObjectState.ALLOCATED,
-                                 ObjectState.CREATING)
-                volume = await get_fresh(session, Volume, volume_id, "volume")
-                if volume.state == ObjectState.READY:
-                    return {"path": volume.path}
-                store = await self._store_of(session, volume)
-                image = await session.get(Image, volume.image_id) if volume.image_id else None
-                if image is not None:
-                    cache = await self._d.install.installed(session, image, store)
-                host = await self._d.selector.for_primary(session, store)
-            backing = None
+        async with ctx.db.begin() as session:
+            await transition(session, Volume, volume_id, ObjectState.ALLOCATED,
+                             ObjectState.CREATING)
+            volume = await get_fresh(session, Volume, volume_id, "volume")
+            if volume.state == ObjectState.READY:
+                return {"path": volume.path}
+            store = await self._store_of(session, volume)
+            image = await session.get(Image, volume.image_id) if volume.image_id else None
             if image is not None:
-                cache = cache or await self._d.install.install(ctx, image, store)
-                assert cache.path is not None and image.format is not None
-                backing = BackingFile(path=cache.path, format=image.format)
-            backend = self._d.registry.backend(store.row.type, store.row.hypervisor)
-            facts = await backend.create_volume(ctx, store, volume, host, backing)
-        except StrataError as exc:
-            await self._fail_create(ctx, volume_id, exc)
-            raise
+                cache = await self._d.install.installed(session, image, store)
+            host = await self._d.selector.for_primary(session, store)
+        backing = None
+        if image is not None:
+            cache = cache or await self._d.install.install(ctx, image, store)
+            assert cache.path is not None and image.format is not None
+            backing = BackingFile(path=cache.path, format=image.format)
+        backend = self._d.registry.backend(store.row.type, store.row.hypervisor)
+        facts = await backend.create_volume(ctx, store, volume, host, backing)
         result = {"path": facts.path, "virtual_size": facts.virtual_size}
         export = facts.export.model_dump() if facts.export else None
         if export and export["chap"]:
@@ -128,13 +143,13 @@ class VolumeService:
             await ctx.succeed(session, result)
         return result
 
-    async def _fail_create(self, ctx: JobContext, volume_id: str, exc: StrataError) -> None:
+    async def _fail_create(self, ctx: JobContext, reason: str) -> None:
         """Whatever step failed, the volume ends in error and gives its capacity back."""
         async with ctx.db.begin() as session:
-            volume = await session.get(Volume, volume_id, populate_existing=True)
+            volume = await session.get(Volume, ctx.job.resource_id, populate_existing=True)
             if volume is not None and await transition(
                     session, Volume, volume.id, (ObjectState.ALLOCATED, ObjectState.CREATING),
-                    ObjectState.ERROR, reason=exc.message):
+                    ObjectState.ERROR, reason=reason):
                 await release_capacity(session, volume.primary_storage_id, volume.size)
 
     async def delete(self, volume_id: str) -> Job:
@@ -162,23 +177,24 @@ class VolumeService:
                 select(VolumeAccess, Host).join(Host, Host.id == VolumeAccess.host_id)
                 .where(VolumeAccess.volume_id == volume.id))).all()
         backend = self._d.registry.backend(store.row.type, store.row.hypervisor)
-        try:
-            for access, grantee in grants:
-                await self._revoke(ctx, store, volume, access, grantee)
-            capacity = await backend.delete_volume(ctx, store, volume, host)
-        except StrataError as exc:
-            async with ctx.db.begin() as session:
-                if await transition(session, Volume, volume.id, ObjectState.DESTROYING,
-                                    ObjectState.ERROR, reason=f"delete failed: {exc.message}"):
-                    if ctx.params["release"]:
-                        await release_capacity(session, store.id, volume.size)
-            raise
+        for access, grantee in grants:
+            await self._revoke(ctx, store, volume, access, grantee)
+        capacity = await backend.delete_volume(ctx, store, volume, host)
         async with ctx.db.begin() as session:
             if await transition(session, Volume, volume.id, ObjectState.DESTROYING,
                                 ObjectState.DESTROYED, export=None) and ctx.params["release"]:
                 await release_capacity(session, store.id, volume.size)
             await record_fs_capacity(session, store.id, capacity.total, capacity.available)
             await ctx.succeed(session, None)
+
+    async def _fail_delete(self, ctx: JobContext, reason: str) -> None:
+        """The volume is in error, deletable again; a ready one gives its capacity back."""
+        async with ctx.db.begin() as session:
+            volume = await session.get(Volume, ctx.job.resource_id, populate_existing=True)
+            if volume is not None and await transition(
+                    session, Volume, volume.id, ObjectState.DESTROYING, ObjectState.ERROR,
+                    reason=f"delete failed: {reason}") and ctx.params["release"]:
+                await release_capacity(session, volume.primary_storage_id, volume.size)
 
     async def grant(self, volume_id: str, host_id: str) -> Job:
         """Checks everything a grant needs up front, so bad requests are a 4xx."""
@@ -205,19 +221,23 @@ class VolumeService:
 
     async def run_grant(self, ctx: JobContext) -> dict[str, Any]:
         store, volume, access, host = await self._access(ctx)
-        try:
-            uri = await self._driver(store).grant_access(ctx, store, volume, host)
-        except StrataError as exc:
-            async with ctx.db.begin() as session:
-                await transition(session, VolumeAccess, access.id, AccessState.GRANTING,
-                                 AccessState.ERROR, reason=exc.message)
-            raise
+        uri = await self._driver(store).grant_access(ctx, store, volume, host)
         result = {"host_id": host.id, "uri": uri}
         async with ctx.db.begin() as session:
             await transition(session, VolumeAccess, access.id, AccessState.GRANTING,
                              AccessState.GRANTED, uri=uri, reason=None)
             await ctx.succeed(session, result)
         return result
+
+    async def _fail_grant(self, ctx: JobContext, reason: str) -> None:
+        async with ctx.db.begin() as session:
+            await session.execute(
+                update(VolumeAccess)
+                .where(VolumeAccess.volume_id == ctx.job.resource_id,
+                       VolumeAccess.host_id == ctx.params["host_id"],
+                       VolumeAccess.state == AccessState.GRANTING)
+                .values(state=AccessState.ERROR, reason=reason)
+                .execution_options(synchronize_session=False))
 
     async def revoke(self, volume_id: str, host_id: str) -> Job:
         async with self._d.db.begin() as session:

@@ -36,7 +36,7 @@ StorePath = Annotated[str, AfterValidator(validate_store_path)]
 FileName = Annotated[str, AfterValidator(validate_file_name)]
 Iqn = Annotated[str, AfterValidator(validate_iqn)]
 HostName = Annotated[str, AfterValidator(validate_host)]
-HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+")]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+[^\s]*$", max_length=4096)]
 
 VolumeGroup = Annotated[str, Field(pattern=r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$")]
 IscsiPortal = Annotated[str, Field(pattern=r"^[0-9A-Za-z.\[\]:-]+:\d{1,5}$",

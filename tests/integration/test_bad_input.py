@@ -11,6 +11,7 @@ import pytest
 from cli.client import ApiError
 from tests.conftest import Stack, make_image
 from tests.support.fileserver import FileServer
+from tests.support.procs import start_agent
 
 
 def expect_error(call, status: int, code: str | None = None) -> ApiError:  # type: ignore[no-untyped-def]
@@ -29,7 +30,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'strata.sqlite'}"
 
 
-def test_api_refuses_bad_requests(stack: Stack) -> None:
+def test_api_refuses_bad_requests(stack: Stack, tmp_path: Path) -> None:
     api, ps, bs = stack.api, stack.primary_id, stack.backup_id
     err = expect_error(lambda: api.post("/v1/primary-storages",
                                         {"name": "x", "type": "ceph", "config": {}}),
@@ -65,10 +66,12 @@ def test_api_refuses_bad_requests(stack: Stack) -> None:
     expect_error(lambda: api.post(f"/v1/primary-storages/{ps}/attach", {"host_id": "ghost"}),
                  404)
     # A local storage belongs to one host.
-    other = stack.wait(api.post("/v1/hosts", {"name": "host-b", "address": stack.agent.url}))
+    agent_b, _ = start_agent(tmp_path / "agent-b", stack.token_file)
+    other = stack.wait(api.post("/v1/hosts", {"name": "host-b", "address": agent_b.url}))
     expect_error(lambda: api.post(f"/v1/primary-storages/{ps}/attach",
                                   {"host_id": other["resource_id"]}), 409, "already_attached")
     expect_error(lambda: api.delete(f"/v1/hosts/{stack.host_id}"), 409, "in_use")
+    agent_b.stop()
 
 
 def test_failed_registrations_leave_nothing_behind(stack: Stack, file_server: FileServer,

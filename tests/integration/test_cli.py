@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import Stack, make_image
 from tests.support.fileserver import FileServer
-from tests.support.procs import ROOT
+from tests.support.procs import ROOT, run_cli
 
 
 @pytest.fixture(params=["sqlite"])
@@ -21,9 +21,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def strata(stack: Stack, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STRATA_URL": stack.controller.url}
-    proc = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+    proc = run_cli(stack.controller.url, stack.controller.token, *args)
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cli.client import Client
-from tests.support.procs import ROOT, free_port, spawn
+from tests.support.procs import ROOT, admin_token, free_port, spawn
 
 
 def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,7 +27,7 @@ def test_daemons_read_toml_config(tmp_path: Path) -> None:
                  f"http://127.0.0.1:{port}")
     try:
         # Embedded defaults: the local agent is started and the storages seeded.
-        api = Client(proc.url)
+        api = Client(proc.url, admin_token(tmp_path / "state"))
         for _ in range(100):
             stores = api.get("/v1/backup-storages?state=ready")["items"]
             if stores:

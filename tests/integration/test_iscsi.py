@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from cli.client import ApiError, Client
 from tests.conftest import make_image
 from tests.integration.test_iscsi_agent import IQN_A, IQN_B, qemu_io, server_config
 from tests.support.fileserver import FileServer
-from tests.support.procs import ROOT, Proc, start_agent, start_controller
+from tests.support.procs import Proc, run_cli, start_agent, start_controller
 from tests.support.tgtd import Tgtd
 
 
@@ -65,8 +63,8 @@ def cloud(tmp_path: Path, db_url: str) -> Iterator[Cloud]:
     ]
     controller = start_controller(tmp_path / "controller", token, db_url)
     try:
-        c = Cloud(Client(controller.url), "", "", "", "", "", "", tmp_path / "iscsi" / "luns",
-                  tmp_path)
+        c = Cloud(Client(controller.url, controller.token), "", "", "", "", "", "",
+                  tmp_path / "iscsi" / "luns", tmp_path)
         c.server = c.add_host("storage-1", procs[0])
         c.host_a = c.add_host("kvm-a", procs[1])
         # B's agent knows no initiator name: the operator gives it.
@@ -208,11 +206,8 @@ def test_bad_access_requests(cloud: Cloud, tmp_path: Path) -> None:
 def test_cli_grants_and_revokes(cloud: Cloud) -> None:
     vol = cloud.wait(cloud.api.post("/v1/volumes", {"name": "cli-vol", "size": 1 << 20,
                                                     "primary_storage_id": cloud.primary}))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STRATA_URL": cloud.api.base_url}
-
     def strata(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
-                              text=True, env=env, timeout=60)
+        return run_cli(cloud.api.base_url, cloud.api.token, *args, timeout=60)
 
     assert strata("volumes", "grant", str(vol["resource_id"]), cloud.host_a,
                   "--wait").returncode == 0

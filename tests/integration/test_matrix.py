@@ -25,7 +25,7 @@ from controller.plugins.interfaces.stores import Backup
 from controller.plugins.matrix import default_registry
 from shared.protocol.files import ImageFacts
 from shared.protocol.types import FsCapacity
-from tests.support.procs import start_agent
+from tests.support.procs import admin_token, start_agent
 
 SHA = "a" * 64
 
@@ -61,9 +61,10 @@ async def inprocess(tmp_path: Path) -> AsyncIterator[tuple[TestClient, str]]:
         type="tape", description="a fake backup type with no mediator",
         config_model=DirectoryConfig, lifecycle=FakeLifeCycle(), driver=FakeDriver()))
     config = ControllerConfig(state_dir=str(tmp_path / "controller"), local_agent=False,
-                              agent_token_file=str(token))
+                              agent_token_file=str(token), storage_roots=[str(tmp_path)])
     client = TestClient(TestServer(create_app(config, registry)))
     await client.start_server()
+    client.session.headers["Authorization"] = f"Bearer {admin_token(Path(config.state_dir))}"
     try:
         yield client, agent.url
     finally:
@@ -91,7 +92,7 @@ async def test_missing_cell_is_a_409_naming_it(inprocess: tuple[TestClient, str]
         "name": "p", "type": "local", "config": {"path": str(tmp_path / "p")},
         "hosts": [host["resource_id"]], "overprovision_factor": 4}))
     tape = await wait(api, await api.post("/v1/backup-storages", json={
-        "name": "t", "type": "tape", "config": {"path": "/tape"}}))
+        "name": "t", "type": "tape", "config": {"path": str(tmp_path / "tape")}}))
     image = await wait(api, await api.post("/v1/images", json={
         "name": "i", "url": "http://example.invalid/i", "backup_storage_id":
         tape["resource_id"]}))

@@ -30,7 +30,7 @@ def test_lost_agent_is_marked_then_reconnected(tmp_path: Path) -> None:
                                   f"sqlite:///{tmp_path / 'strata.sqlite'}",
                                   config={"host_check_interval": 0.5})
     try:
-        api = Client(controller.url)
+        api = Client(controller.url, controller.token)
         host = api.wait_job(api.post("/v1/hosts", {"name": "kvm-1", "address": agent.url})
                             ["job_id"])["resource_id"]
         store = api.wait_job(api.post("/v1/primary-storages", {

@@ -4,16 +4,14 @@ server; an image registered into it becomes the base of root volumes on local st
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Stack, make_image
 from tests.support.fileserver import FileServer
-from tests.support.procs import ROOT
+from tests.support.procs import run_cli
 from tests.support.sshd import SshServer, keypair
 
 
@@ -79,11 +77,8 @@ def test_changed_host_key_is_refused(stack: Stack, sshd: SshServer, tmp_path: Pa
 
 def test_cli_sftp_store_and_image_from_volume(stack: Stack, sshd: SshServer,
                                               tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STRATA_URL": stack.controller.url}
-
     def strata(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
-                              text=True, env=env, timeout=120)
+        return run_cli(stack.controller.url, stack.controller.token, *args)
 
     made = strata("--json", "bs", "create", "sftp-cli", "--type", "sftp",
                   "--path", str(tmp_path / "cli-store"), "--set", "host=127.0.0.1",

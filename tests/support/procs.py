@@ -13,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.config import ADMIN_TOKEN_FILE
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,9 +40,12 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
 
 @dataclass
 class Proc:
+    """`token`: for a controller, the admin API token its first start made."""
+
     popen: subprocess.Popen[bytes]
     url: str
     log: Path
+    token: str | None = None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.popen.poll() is None:
@@ -91,10 +96,30 @@ def start_controller(state: Path, token_file: Path, db_url: str, port: int | Non
                      config: dict[str, object] | None = None) -> Proc:
     port = port or free_port()
     state.mkdir(parents=True, exist_ok=True)
-    return spawn("controller", ["--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
+    # Tests keep storages in their temporary directory, beside the controller's state.
+    config = {"storage_roots": [str(state.parent)], **(config or {})}
+    proc = spawn("controller", ["--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
                                 "--database-url", db_url, "--agent-token-file", str(token_file),
                                 "--no-local-agent", *toml_args(state, "controller.toml", config)],
                  state / "controller.log", f"http://127.0.0.1:{port}")
+    proc.token = admin_token(state)
+    return proc
+
+
+def admin_token(state: Path) -> str | None:
+    """The bootstrap admin token a controller leaves in its state directory (None when its
+    database already had tokens, as a second controller on one database finds)."""
+    path = state / ADMIN_TOKEN_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
+def run_cli(url: str, token: str | None, *args: str,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The `strata` CLI as an operator runs it: the URL and token from the environment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STRATA_URL": url,
+           "STRATA_TOKEN": token or ""}
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
 
 
 def debug_tasks(debug_url: str) -> dict[str, list[dict[str, object]]]:

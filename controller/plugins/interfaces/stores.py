@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
-from typing import Any, Generic, Self, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     ValidationInfo,
@@ -18,6 +19,7 @@ from pydantic import (
 
 from controller.db.models import BackupStorage, PrimaryStorage
 from controller.secrets import SecretBox
+from shared.names import validate_plain_path
 
 # The validation context of settings read back from a row.
 _STORED: dict[str, Any] = {"stored": True}
@@ -36,6 +38,11 @@ def _unchecked_when_sealed(value: Any, handler: ValidatorFunctionWrapHandler,
 # in the database, never shown by the API.
 SECRET = WrapValidator(_unchecked_when_sealed)
 
+# Marks a settings field as a directory Strata creates things in on a host: a plain path,
+# which the storage path policy confines (`controller/services/paths.py`).
+HOST_DIR = AfterValidator(validate_plain_path)
+HostDir = Annotated[str, HOST_DIR]
+
 
 class StoreConfig(BaseModel):
     """The settings of a storage type: checked once when the store is made, parsed from
@@ -47,6 +54,11 @@ class StoreConfig(BaseModel):
     def secret_fields(cls) -> frozenset[str]:
         return frozenset(name for name, field in cls.model_fields.items()
                          if any(m is SECRET for m in field.metadata))
+
+    def host_dirs(self) -> list[str]:
+        return [value for name, field in type(self).model_fields.items()
+                if any(m is HOST_DIR for m in field.metadata)
+                and isinstance(value := getattr(self, name), str)]
 
     @classmethod
     def from_row(cls, stored: dict[str, Any]) -> Self:

@@ -15,11 +15,11 @@ from controller.plugins.interfaces.primary import (
     PrimaryLifeCycle,
     PrimaryStorageProvider,
 )
-from controller.plugins.interfaces.stores import Primary, StoreConfig
+from controller.plugins.interfaces.stores import HostDir, Primary, StoreConfig
 from shared.errors import Conflict, OperationFailed
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
 from shared.protocol.iscsi import GRANT_LUN, REVOKE_LUN, IscsiTarget, LunAccessPayload
-from shared.protocol.types import AbsPath, FsCapacity, Iqn, IscsiPortal, VolumeGroup
+from shared.protocol.types import FsCapacity, Iqn, IscsiPortal, VolumeGroup
 
 LUNS = "luns"
 IMAGE_CACHE = "imagecache"
@@ -27,7 +27,7 @@ IMAGE_CACHE = "imagecache"
 
 class IscsiConfig(StoreConfig):
     server_host_id: str = Field(description="The host whose agent runs the iSCSI target.")
-    path: AbsPath = Field(description="Directory on the server for LUN files and the cache.")
+    path: HostDir = Field(description="Directory on the server for LUN files and the cache.")
     portal: IscsiPortal
     target_prefix: Iqn = Field(default="iqn.2026-11.org.strata",
                                description="Targets are named PREFIX:VOLUME-ID.")

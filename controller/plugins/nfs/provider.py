@@ -21,7 +21,7 @@ from controller.plugins.interfaces.primary import (
     PrimaryLifeCycle,
     PrimaryStorageProvider,
 )
-from controller.plugins.interfaces.stores import Primary, StoreConfig
+from controller.plugins.interfaces.stores import HostDir, Primary, StoreConfig
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
 from shared.protocol.nfs import (
     NFS_MOUNT,
@@ -45,7 +45,7 @@ class NfsConfig(StoreConfig):
         description="mount: kernel NFS client; libnfs: QEMU's userspace client, no mount.")
     mount_options: list[MountOption] = Field(default_factory=list,
                                      description="Extra kernel mount options (mount mode).")
-    mount_point: AbsPath | None = Field(
+    mount_point: HostDir | None = Field(
         default=None, description=f"Where hosts mount it; default {MOUNT_ROOT}/<storage id>.")
 
     @field_validator("mount_options", mode="before")

@@ -27,7 +27,7 @@ from controller.plugins.interfaces.backup import BackupStorageProvider
 from controller.plugins.interfaces.stores import Primary
 from controller.plugins.matrix import default_registry
 from controller.plugins.registry import PluginRegistry
-from shared.errors import Unsupported
+from shared.errors import Interrupted, Unsupported
 from shared.protocol.files import COPY_IMAGE, DELETE_FILE, CopyImagePayload, DeleteFilePayload
 from tests.unit.controller.fakes import SHA, Call, RecordingAgent, backup, host, image, store_ref
 
@@ -119,3 +119,23 @@ def test_checks_up_front(motion: DataMotionService) -> None:
         motion.check_download(local, [])
     with pytest.raises(Unsupported, match=r"local <- tape, kvm"):
         motion.check_upload(local, backup(TAPE, {"path": "/t"}).row)
+
+
+async def test_a_copy_cut_short_by_an_agent_restart_is_tried_again_as_a_new_task(
+        ctx: JobContext, agent: RecordingAgent, db: async_sessionmaker[AsyncSession],
+        registry: PluginRegistry, motion: DataMotionService) -> None:
+    store = await seed(db, registry, "dir")
+    copy = agent.answers["copy_image"]
+    interrupted = []
+
+    def restart_once(payload: Any) -> Any:
+        if not interrupted:
+            interrupted.append(payload)
+            raise Interrupted("the agent restarted while the task was running")
+        return copy(payload)
+
+    agent.answers["copy_image"] = restart_once
+    install = CacheThenCloneInstall(motion, registry, ConnectedHostSelector(registry))
+    cache = await install.install(ctx, image(), store)
+    assert cache.state == ObjectState.READY and cache.attempt == 2
+    assert [c.task_id for c in agent.calls] == [f"cache-{cache.id}-1", f"cache-{cache.id}-2"]

@@ -1,0 +1,174 @@
+"""Regressions of the adversarial probe (issue: no 500s, no stuck states): bodies and
+request lines that used to give a 500 or a plain-text 400, URLs both sides now refuse
+with one rule, hosts that aren't agents or are registered twice, jobs bounded when an
+agent stops answering, the embedded agent restarted, and caches left filling by a
+controller that died. Real controller and agent processes on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import re
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.client import ApiError, Client
+from tests.conftest import Stack
+from tests.support.procs import admin_token, free_port, spawn, start_controller
+
+
+@pytest.fixture(params=["sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'strata.sqlite'}"
+
+
+def raw(url: str, method: str, path: str, body: bytes | None = None,
+        token: str | None = None) -> tuple[int, str, dict[str, str]]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read().decode(errors="replace")
+    conn.close()
+    return resp.status, resp.getheader("Content-Type") or "", json.loads(data)
+
+
+def test_bodies_and_request_lines_that_used_to_break_the_api(stack: Stack) -> None:
+    url, token = stack.controller.url, stack.controller.token
+    status, _, body = raw(url, "POST", "/v1/volumes", json.dumps(
+        {"name": "big", "primary_storage_id": stack.primary_id, "size": 1 << 63}).encode(),
+        token)
+    assert (status, body["code"]) == (400, "invalid_input")
+    for endpoint in ("/v1/volumes", "/v1/hosts", "/v1/images", "/v1/primary-storages"):
+        status, ctype, body = raw(url, "POST", endpoint, b"[" * 1000 + b"]" * 1000, token)
+        assert (status, body["code"]) == (400, "invalid_input"), endpoint
+        assert "deeper" in body["message"] and ctype.startswith("application/json")
+    status, ctype, body = raw(url, "GET", "/v1/" + "a" * 9000, None, token)
+    assert status == 400 and ctype.startswith("application/json") and body["message"]
+    for bad in ("http://", "http:///etc/passwd", "http://h/a b"):
+        with pytest.raises(ApiError) as info:
+            stack.api.post("/v1/images", {"name": "i", "url": bad,
+                                          "backup_storage_id": stack.backup_id})
+        assert info.value.status == 400, bad
+
+
+@pytest.fixture
+def not_an_agent() -> Iterator[str]:
+    """A web server that answers every request with a page, as a mistyped URL would."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>hello</html>")
+
+        do_GET = do_POST
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_hosts_that_are_not_agents_or_are_known_settle_or_are_refused(
+        stack: Stack, not_an_agent: str) -> None:
+    job = stack.wait(stack.api.post("/v1/hosts", {"name": "web", "address": not_an_agent}),
+                     ok=False)
+    assert job["state"] == "failed" and job["error"]["code"] == "not_an_agent"
+    host = stack.api.get(f"/v1/hosts/{job['resource_id']}")
+    assert host["state"] == "disconnected" and "Strata agent" in host["reason"]
+    for same in (stack.agent.url, stack.agent.url + "/"):
+        with pytest.raises(ApiError) as info:
+            stack.api.post("/v1/hosts", {"name": "again", "address": same})
+        assert (info.value.status, info.value.code) == (409, "address_taken"), same
+
+
+def test_jobs_on_an_agent_that_stopped_answering_fail_in_bounded_time(
+        stack: Stack, tmp_path: Path) -> None:
+    stack.controller.stop()
+    stack.controller = start_controller(
+        tmp_path / "controller", stack.token_file, stack.db_url,
+        config={"agent_unreachable_timeout": 3, "host_check_interval": 0})
+    api = Client(stack.controller.url, stack.controller.token)
+    stack.agent.stop(signal.SIGKILL)
+    started = time.monotonic()
+    job = api.wait_job(str(api.post("/v1/volumes", {
+        "name": "v", "primary_storage_id": stack.primary_id, "size": 1 << 20})["job_id"]),
+        timeout=60)
+    assert job["state"] == "failed" and job["error"]["code"] == "agent_unreachable"
+    assert time.monotonic() - started < 30
+    volume = api.get(f"/v1/volumes/{job['resource_id']}")
+    assert volume["state"] == "error"
+    assert api.get(f"/v1/primary-storages/{stack.primary_id}")["capacity"]["allocated"] == 0
+
+
+def test_an_image_cache_left_filling_is_released_at_start(stack: Stack) -> None:
+    """The controller died while a cache was filling, and no job will go on with it."""
+    stack.controller.stop()
+    db = sqlite3.connect(stack.db_url.removeprefix("sqlite:///"))
+    with db:
+        now = time.time()
+        db.execute("INSERT INTO images (id, name, url, state, created_at, updated_at) "
+                   "VALUES ('img-x', 'x', 'http://h/x', 'ready', ?, ?)", (now, now))
+        db.execute("INSERT INTO image_caches (id, image_id, primary_storage_id, size, attempt, "
+                   "state, created_at, updated_at) VALUES ('c-x', 'img-x', ?, 4096, 1, "
+                   "'creating', ?, ?)", (stack.primary_id, now, now))
+        db.execute("UPDATE primary_storages SET capacity_allocated = capacity_allocated + 4096 "
+                   "WHERE id = ?", (stack.primary_id,))
+    db.close()
+    stack.restart_controller()
+    db = sqlite3.connect(stack.db_url.removeprefix("sqlite:///"))
+    state, size = db.execute("SELECT state, size FROM image_caches WHERE id = 'c-x'").fetchone()
+    allocated = db.execute("SELECT capacity_allocated FROM primary_storages WHERE id = ?",
+                           (stack.primary_id,)).fetchone()[0]
+    db.close()
+    assert (state, size, allocated) == ("error", 0, 0)
+
+
+def test_the_embedded_agent_is_restarted(tmp_path: Path) -> None:
+    port, agent_port = free_port(), free_port()
+    config = tmp_path / "controller.toml"
+    config.write_text(f'listen = "127.0.0.1:{port}"\nstate_dir = "{tmp_path / "state"}"\n'
+                      f'local_agent_listen = "127.0.0.1:{agent_port}"\n'
+                      f'local_agent_debug_listen = "127.0.0.1:{free_port()}"\n'
+                      "host_check_interval = 1\n")
+    log = tmp_path / "c.log"
+    proc = spawn("controller", ["--config", str(config)], log, f"http://127.0.0.1:{port}")
+    try:
+        api = Client(proc.url, admin_token(tmp_path / "state"))
+        ps = wait_for(lambda: [p for p in api.get("/v1/primary-storages")["items"]
+                               if [h["state"] for h in p["hosts"]] == ["connected"]])[0]
+        pids = re.findall(r"started local agent \(pid (\d+)\)", log.read_text())
+        os.kill(int(pids[-1]), signal.SIGKILL)
+        wait_for(lambda: len(re.findall(r"started local agent", log.read_text())) == 2)
+        wait_for(lambda: api.get("/v1/hosts")["items"][0]["state"] == "connected")
+        job = api.wait_job(str(api.post("/v1/volumes", {
+            "name": "after", "primary_storage_id": ps["id"], "size": 1 << 20})["job_id"]),
+            timeout=60)
+        assert job["state"] == "succeeded", job
+    finally:
+        proc.stop()
+
+
+def wait_for(check, timeout: float = 60):  # type: ignore[no-untyped-def]  # any predicate
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
