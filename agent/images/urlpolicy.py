@@ -105,7 +105,7 @@ async def get(session: aiohttp.ClientSession, policy: UrlPolicy, url: str,
               timeout: aiohttp.ClientTimeout) -> AsyncIterator[aiohttp.ClientResponse]:
     """GET `url` through a session whose connector resolves with PolicyResolver (it sees
     the address of every connection), following at most `max_redirects` redirects."""
-    target = URL(url)
+    target = _parse(url)
     for _ in range(policy.max_redirects + 1):
         policy.check_url(target)
         assert target.host is not None and target.port is not None
@@ -117,11 +117,15 @@ async def get(session: aiohttp.ClientSession, policy: UrlPolicy, url: str,
             if resp.status not in REDIRECTS or location is None:
                 yield resp
                 return
-        try:
-            target = target.join(URL(location))
-        except ValueError:
-            raise UrlRefused("a redirect names an invalid URL") from None
+        target = target.join(_parse(location))
     raise UrlRefused(f"more than {policy.max_redirects} redirects")
+
+
+def _parse(url: str) -> URL:
+    try:
+        return URL(url)
+    except ValueError:
+        raise UrlRefused("an image URL, or a redirect, is not a valid URL") from None
 
 
 def redacted(url: str) -> str:
