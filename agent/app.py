@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -13,6 +14,8 @@ from agent import views
 from agent.config import AgentConfig
 from agent.executor import Executor
 from agent.files import FileStores
+from agent.images.check import Inspector
+from agent.images.urlpolicy import PolicyResolver, UrlPolicy
 from agent.iscsi import build_initiator, build_target_driver
 from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TOKEN
 from agent.nfs.mounts import MountTable
@@ -20,6 +23,7 @@ from agent.services import AgentServices
 from agent.sftp.keyfiles import clear_leftover_keys
 from agent.tasks import TaskManager, TaskStore
 from agent.tools.qemuimg import QemuImg
+from shared.config import parse_listen
 from shared.http import Handler, error_middleware, error_response
 
 PUBLIC_PATHS = frozenset({"/healthz"})
@@ -54,9 +58,14 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
             await target_driver.restore()
         files = FileStores(config.nfs_timeout)
         mounts = MountTable(executor, files, os.path.join(config.state_dir, "mounts.json"))
-        async with aiohttp.ClientSession() as http:
+        policy = url_policy(config)
+        connector = aiohttp.TCPConnector(resolver=PolicyResolver(policy))
+        async with aiohttp.ClientSession(connector=connector) as http:
             app[SERVICES] = AgentServices(
                 config=config, executor=executor, qemu_img=qemu_img, http=http,
+                url_policy=policy,
+                inspector=Inspector(qemu_img, files, config.max_virtual_size,
+                                    config.max_image_size),
                 files=files, mounts=mounts,
                 target_driver=target_driver,
                 initiator=build_initiator(config, executor, qemu_img),
@@ -72,6 +81,17 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
     app.router.add_get("/v1/tasks/{task_id}", views.get_task)
     app.router.add_delete("/v1/tasks/{task_id}", views.cancel_task)
     return app
+
+
+def url_policy(config: AgentConfig) -> UrlPolicy:
+    """The download policy from the settings; this agent's own listeners are refused."""
+    listeners = []
+    for value in (config.listen, config.debug_listen):
+        host, port = parse_listen(value)
+        for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP):
+            listeners.append((str(info[4][0]).split("%", 1)[0], port))
+    return UrlPolicy.build(config.download_allow, config.download_deny, listeners,
+                           config.allow_url_credentials)
 
 
 def create_debug_app(main: web.Application) -> web.Application:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from typing import Literal
@@ -31,7 +32,19 @@ class AgentConfig(BaseModel):
         default=2.0, ge=0,
         description="How long POST /v1/commands waits for the task before answering 202.",
     )
-    max_image_size: int = 1 << 40
+    max_image_size: int = Field(default=1 << 40, gt=0,
+                                description="Largest image file accepted, in bytes.")
+    max_virtual_size: int = Field(default=16 << 40, gt=0,
+                                  description="Largest virtual disk size accepted, in bytes.")
+    download_allow: list[str] = Field(
+        default_factory=list,
+        description="If set, the only networks (CIDRs) images may be downloaded from.")
+    download_deny: list[str] = Field(
+        default_factory=list,
+        description="Networks refused for downloads, besides loopback, link-local, "
+                    "unspecified addresses and this agent's own listeners.")
+    allow_url_credentials: bool = Field(
+        default=False, description="Whether image URLs may carry user:password@.")
     qemu_img: str = "qemu-img"
     nfs_timeout: float = Field(
         default=30, gt=0,
@@ -60,6 +73,16 @@ class AgentConfig(BaseModel):
         host, _ = parse_listen(v)
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError("debug_listen must be a loopback address")
+        return v
+
+    @field_validator("download_allow", "download_deny")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for network in v:
+            try:
+                ipaddress.ip_network(network)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network (CIDR)") from None
         return v
 
     def resolve_token(self) -> str:

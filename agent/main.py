@@ -22,6 +22,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--debug-listen", help="loopback HOST:PORT for /debug (default :8642)")
     p.add_argument("--state-dir", help=f"task log and token (default {DEFAULT_STATE_DIR})")
     p.add_argument("--token-file", help="file holding the controller's shared token")
+    p.add_argument("--download-allow", action="append", metavar="CIDR",
+                   help="a network images may be downloaded from (repeatable); if given, "
+                        "the only ones")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(AgentConfig, args.config, {
             "listen": args.listen, "debug_listen": args.debug_listen,
             "state_dir": args.state_dir, "token_file": args.token_file,
+            "download_allow": args.download_allow,
         })
         asyncio.run(serve(config))
     except StrataError as exc:

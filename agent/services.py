@@ -1,4 +1,5 @@
-"""What command handlers work with: the tools, the HTTP client and the settings."""
+"""What command handlers work with: the tools, the HTTP client and its URL policy, the
+image inspector and the settings."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import aiohttp
 from agent.config import AgentConfig
 from agent.executor import Executor
 from agent.files import FileStores
+from agent.images.check import Inspector
+from agent.images.urlpolicy import UrlPolicy
 from agent.iscsi.initiator import Initiator
 from agent.iscsi.target import TargetDriver
 from agent.nfs.mounts import MountTable
@@ -21,6 +24,8 @@ class AgentServices:
     executor: Executor
     qemu_img: QemuImg
     http: aiohttp.ClientSession
+    url_policy: UrlPolicy
+    inspector: Inspector
     files: FileStores
     mounts: MountTable
     target_driver: TargetDriver | None = None

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 
 from agent.commands.registry import handles
+from agent.images import urlpolicy
 from agent.images.writer import VerifiedImageWriter
 from agent.services import AgentServices
 from shared.errors import InvalidInput, OperationFailed
@@ -28,12 +29,14 @@ CHUNK = 4 << 20
 async def download_image(
     svc: AgentServices, payload: DownloadImagePayload, progress: Callable[[float], None]
 ) -> ImageFacts:
+    """Only from where the agent's URL policy allows, checked on every redirect hop."""
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=120)
+    shown = urlpolicy.redacted(payload.url)
     try:
-        async with svc.http.get(payload.url, timeout=timeout) as resp:
+        async with urlpolicy.get(svc.http, svc.url_policy, payload.url, timeout) as resp:
             if resp.status != 200:
                 raise OperationFailed(
-                    f"download of {payload.url} failed: HTTP {resp.status} {resp.reason}",
+                    f"download of {shown} failed: HTTP {resp.status} {resp.reason}",
                     code="download_failed",
                 )
             if resp.content_length and resp.content_length > svc.config.max_image_size:
@@ -42,7 +45,7 @@ async def download_image(
                     f"{svc.config.max_image_size}"
                 )
             writer = VerifiedImageWriter(
-                svc.qemu_img, svc.files, payload.dest_dir,
+                svc.inspector, svc.files, payload.dest_dir,
                 payload.file_name,
                 expected_sha256=payload.expected_sha256,
                 expected_format=payload.expected_format,
@@ -52,7 +55,7 @@ async def download_image(
                                                    svc.config.max_image_size))
     except aiohttp.ClientError as exc:
         raise OperationFailed(
-            f"download of {payload.url} failed: {exc}", code="download_failed"
+            f"download of {shown} failed: {exc}", code="download_failed"
         ) from exc
 
 
@@ -72,7 +75,7 @@ async def copy_image(
     src = await svc.files.open_read(payload.src_path)
     try:
         writer = VerifiedImageWriter(
-            svc.qemu_img, svc.files, payload.dest_dir,
+            svc.inspector, svc.files, payload.dest_dir,
             payload.file_name, expected_sha256=payload.expected_sha256,
             expected_format=payload.expected_format, expected_size=src.size, progress=progress,
         )

@@ -62,7 +62,7 @@ async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
         raise ChecksumMismatch(f"object {payload.key} says sha256 {stored_sha}, "
                                f"expected {payload.expected_sha256}")
     writer = VerifiedImageWriter(
-        svc.qemu_img, svc.files, payload.dest_dir, payload.file_name,
+        svc.inspector, svc.files, payload.dest_dir, payload.file_name,
         expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
         expected_size=size, progress=progress)
     return await writer.write_all(chunks)

@@ -70,7 +70,7 @@ async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
     """asyncssh checks the server and the file; OpenSSH's client carries the bytes."""
     async with connect(payload.endpoint) as session:
         writer = VerifiedImageWriter(
-            svc.qemu_img, svc.files, payload.dest_dir,
+            svc.inspector, svc.files, payload.dest_dir,
             payload.file_name,
             expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
             expected_size=await session.size(payload.remote_path), progress=progress,

@@ -5,16 +5,19 @@ cloud metadata service, a host on a private network.
 The policy is applied to the address actually connected to, after name resolution
 (`PolicyResolver`), so a name that resolves, or later re-resolves, to a denied address
 gets nowhere; IP literals in any spelling (`127.1`, `0x7f000001`, `2130706433`) are
-resolved the same way. Every redirect hop is checked again by the caller.
+checked before connecting, since aiohttp does not resolve what looks like an address.
+`get` follows redirects itself, checking every hop the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
@@ -92,6 +95,45 @@ def _local_addresses() -> set[Address]:
     except OSError:
         return set()
     return {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@contextlib.asynccontextmanager
+async def get(session: aiohttp.ClientSession, policy: UrlPolicy, url: str,
+              timeout: aiohttp.ClientTimeout) -> AsyncIterator[aiohttp.ClientResponse]:
+    """GET `url` through a session whose connector resolves with PolicyResolver (it sees
+    the address of every connection), following at most `max_redirects` redirects."""
+    target = _parse(url)
+    for _ in range(policy.max_redirects + 1):
+        policy.check_url(target)
+        assert target.host is not None and target.port is not None
+        numeric = numeric_host(target.host)
+        if numeric is not None:
+            policy.check_address(numeric, target.port)
+        async with session.get(target, allow_redirects=False, timeout=timeout) as resp:
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECTS or location is None:
+                yield resp
+                return
+        target = target.join(_parse(location))
+    raise UrlRefused(f"more than {policy.max_redirects} redirects")
+
+
+def _parse(url: str) -> URL:
+    try:
+        return URL(url)
+    except ValueError:
+        raise UrlRefused("an image URL, or a redirect, is not a valid URL") from None
+
+
+def redacted(url: str) -> str:
+    """`url` without its credentials, for messages."""
+    try:
+        return str(URL(url).with_user(None))
+    except ValueError:
+        return "the image URL"
 
 
 class PolicyResolver(AbstractResolver):

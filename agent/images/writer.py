@@ -1,5 +1,5 @@
 """Writes an incoming image under a temporary name, hashing as it goes, and publishes it
-only once size, sha256 and `qemu-img info` have been verified. One piece for every
+only once size, sha256 and the image itself (`check`) have been verified. One piece for every
 source (HTTP, a directory store, SFTP, S3) and every destination (a local or mounted
 directory, an NFS export through libnfs)."""
 
@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 from agent import fsops
 from agent.files import FileStores, FileWriter
-from agent.images import check
-from agent.tools.qemuimg import QemuImg
+from agent.images.check import Inspector
 from shared.errors import ChecksumMismatch
 from shared.protocol.files import ImageFacts
 
@@ -23,11 +22,11 @@ ProgressCallback = Callable[[float], None]
 
 class VerifiedImageWriter:
     def __init__(
-        self, qemu_img: QemuImg, files: FileStores, dest_dir: str, file_name: str, *,
+        self, inspector: Inspector, files: FileStores, dest_dir: str, file_name: str, *,
         expected_sha256: str | None, expected_format: str | None,
         expected_size: int | None = None, progress: ProgressCallback | None = None,
     ) -> None:
-        self._qemu_img = qemu_img
+        self._inspector = inspector
         self._files = files.for_path(dest_dir)
         self.dest_dir = dest_dir
         self.final = posixpath.join(dest_dir, file_name)
@@ -89,7 +88,7 @@ class VerifiedImageWriter:
             raise ChecksumMismatch(
                 f"sha256 mismatch: expected {self._expected_sha256}, got {digest}"
             )
-        image = await check.inspect(self._qemu_img, self.tmp, self._expected_format)
+        image = await self._inspector.inspect(self.tmp, self._expected_format)
         await self._files.publish(self.tmp, self.final)
         capacity = await self._files.capacity(self.dest_dir)
         return ImageFacts(

@@ -8,7 +8,8 @@ lock error.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -72,9 +73,29 @@ class Measure(_QemuJson):
     fully_allocated: int
 
 
+class _CheckOutput(_QemuJson):
+    corruptions: int = 0
+    leaks: int = 0
+    check_errors: int = 0
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """`qemu-img check` of a qcow2 image. Leaked clusters only waste space; corruption
+    (exit code 2) means the metadata cannot be trusted."""
+
+    corrupt: bool
+    corruptions: int
+    leaks: int
+
+
+# qemu-img check's exit codes: 0 clean, 2 corruptions found, 3 leaked clusters only.
+CHECK_CORRUPT, CHECK_LEAKS = 2, 3
+
 _INFO = TypeAdapter(ImageInfo)
 _CHAIN = TypeAdapter(list[ImageInfo])
 _MEASURE = TypeAdapter(Measure)
+_CHECK = TypeAdapter(_CheckOutput)
 
 
 class QemuImg:
@@ -84,12 +105,15 @@ class QemuImg:
         self.timeout = timeout
 
     async def _run(self, *args: str, timeout: float | None = None, limits: Limits | None = None,
-                   progress: ProgressCallback | None = None) -> Result:
+                   progress: ProgressCallback | None = None,
+                   ok_codes: Collection[int] = (0,)) -> Result:
         result = await self._exec.run([self._bin, *args],
                                       timeout=self.timeout if timeout is None else timeout,
                                       limits=limits, on_output=_progress_sink(progress),
                                       check=False)
-        return result.check(QemuImgFailed)
+        if result.returncode not in ok_codes:
+            raise QemuImgFailed(result)
+        return result
 
     async def version(self) -> str:
         res = await self._run("--version")
@@ -100,6 +124,16 @@ class QemuImg:
         """`objects` are `--object` definitions (e.g. a secret an image spec refers to)."""
         res = await self._run(*_info_options(fmt, objects), path, limits=limits)
         return _parse(_INFO, res, path)
+
+    async def check(self, path: str, *, fmt: str, limits: Limits | None = None) -> ImageCheck:
+        """Corruption is a result, not an error; a check that could not run (exit 1, or 63:
+        the format has no checks) raises QemuImgFailed."""
+        res = await self._run("check", "--output=json", "-f", fmt, path, limits=limits,
+                              ok_codes=(0, CHECK_CORRUPT, CHECK_LEAKS))
+        found = _parse(_CHECK, res, path)
+        return ImageCheck(corrupt=res.returncode == CHECK_CORRUPT or found.corruptions > 0
+                          or found.check_errors > 0,
+                          corruptions=found.corruptions, leaks=found.leaks)
 
     async def chain(self, path: str, *, fmt: str | None = None) -> list[ImageInfo]:
         """The image and its backing files, top first (`--backing-chain`)."""

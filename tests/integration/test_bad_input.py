@@ -81,7 +81,8 @@ def test_failed_registrations_leave_nothing_behind(stack: Stack, file_server: Fi
     evil, _ = make_image(image_dir, "evil.qcow2", backing=backing_base)
     raw_claim, _ = make_image(image_dir, "claims-raw.qcow2")
     cases = [
-        ({"url": "http://127.0.0.1:1/unreachable.qcow2"}, "download_failed"),
+        ({"url": "http://127.0.0.2:1/unreachable.qcow2"}, "download_failed"),
+        ({"url": "http://127.0.0.1:1/loopback.qcow2"}, "url_refused"),
         ({"url": file_server.url("missing.qcow2")}, "download_failed"),
         ({"url": file_server.url(path.name), "sha256": "0" * 64}, "checksum_mismatch"),
         ({"url": file_server.url(evil.name)}, "unsafe_image"),

@@ -57,7 +57,7 @@ def test_errors_are_one_line_and_exit_non_zero(stack: Stack) -> None:
                  "--size", "1M", ok=False)
     assert bad.returncode == 2
     assert bad.stderr.startswith("strata: invalid_input:") and "Traceback" not in bad.stderr
-    failed = strata(stack, "images", "register", "x", "http://127.0.0.1:1/x.qcow2",
+    failed = strata(stack, "images", "register", "x", "http://127.0.0.2:1/x.qcow2",
                     "--backup-storage", stack.backup_id, "--wait", ok=False)
     assert failed.returncode == 1 and "download_failed" in failed.stderr
     as_json = strata(stack, "--json", "volumes", "show", "nope", ok=False)

@@ -19,13 +19,14 @@ def start_test_agent(state: Path, config: dict[str, object] | None = None) -> Ag
     """An agent whose token is TOKEN (written beside its state directory)."""
     token = state.parent / f"{state.name}.token"
     token.write_text(TOKEN)
-    proc, _ = start_agent(state, token, config)
-    return Agent(proc)
+    proc, debug = start_agent(state, token, config)
+    return Agent(proc, debug)
 
 
 @dataclass
 class Agent:
     proc: Proc
+    debug_url: str
 
     def call(self, command: str, payload: dict[str, object]) -> tuple[str, dict[str, object]]:
         """Runs a command to the end: ("succeeded", result) or ("failed", error)."""

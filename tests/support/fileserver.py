@@ -1,4 +1,7 @@
-"""A local HTTP server for test images; `?slow=SECONDS` spreads a file over that long."""
+"""A local HTTP server for test images, on 127.0.0.2 (Linux routes all of 127/8 to lo): the
+agents under test allow that address only, so 127.0.0.1 stays refused as in production.
+`?slow=SECONDS` spreads a file over that long; `?to=URL` redirects there; `?hops=N`
+redirects to the same path N times (relative redirects) before serving it."""
 
 from __future__ import annotations
 
@@ -8,10 +11,16 @@ import urllib.parse
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+HOST = "127.0.0.2"
+
 
 class FileServer:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = HOST) -> None:
         self.root = root
+        self.host = host
+        # The Authorization header of every request, if any: credentials must not leak.
+        self.authorizations: list[str | None] = []
+        authorizations = self.authorizations
         server_root = str(root)
 
         class Handler(SimpleHTTPRequestHandler):
@@ -22,8 +31,18 @@ class FileServer:
                 pass
 
             def do_GET(self):
+                authorizations.append(self.headers.get("Authorization"))
                 parsed = urllib.parse.urlparse(self.path)
-                slow = urllib.parse.parse_qs(parsed.query).get("slow")
+                query = urllib.parse.parse_qs(parsed.query)
+                hops = int(query.get("hops", ["0"])[0])
+                if "to" in query or hops:
+                    self.send_response(302)
+                    self.send_header("Location", query["to"][0] if "to" in query
+                                     else f"{parsed.path}?hops={hops - 1}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                slow = query.get("slow")
                 if not slow:
                     return super().do_GET()
                 path = Path(server_root) / parsed.path.lstrip("/")
@@ -38,13 +57,13 @@ class FileServer:
                     self.wfile.flush()
                     time.sleep(float(slow[0]) / pieces)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"http://{self.host}:{self.port}/{name}"
 
     def close(self) -> None:
         self.httpd.shutdown()

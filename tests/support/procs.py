@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import ADMIN_TOKEN_FILE
+from tests.support import fileserver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,9 +83,11 @@ def toml_args(state: Path, name: str, config: dict[str, object] | None) -> list[
 
 def start_agent(state: Path, token_file: Path, config: dict[str, object] | None = None,
                 port: int | None = None) -> tuple[Proc, str]:
-    """Returns the agent process and its loopback debug URL."""
+    """Returns the agent process and its loopback debug URL. Unless `config` says
+    otherwise, the agent may download from the test file server's address only."""
     port, debug_port = port or free_port(), free_port()
     state.mkdir(parents=True, exist_ok=True)
+    config = {"download_allow": [f"{fileserver.HOST}/32"], **(config or {})}
     args = ["--listen", f"127.0.0.1:{port}", "--debug-listen", f"127.0.0.1:{debug_port}",
             "--state-dir", str(state), "--token-file", str(token_file),
             *toml_args(state, "agent.toml", config)]

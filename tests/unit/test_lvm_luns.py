@@ -13,6 +13,8 @@ from agent.commands.iscsi import export_lun, unexport_lun
 from agent.config import AgentConfig
 from agent.executor import Result
 from agent.files import FileStores
+from agent.images.check import Inspector
+from agent.images.urlpolicy import UrlPolicy
 from agent.iscsi.target import TargetDriver
 from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
@@ -81,8 +83,12 @@ def services(tmp_path: Path, tools: LvmTools, target: TargetDriver) -> AgentServ
     config = AgentConfig(state_dir=str(tmp_path), iscsi_target="tgt")
     files = FileStores(nfs_timeout=5)
     mounts = MountTable(tools.exec, files, str(tmp_path / "mounts.json"))
-    return AgentServices(config=config, executor=tools.exec, qemu_img=QemuImg(tools.exec),
+    qemu_img = QemuImg(tools.exec)
+    return AgentServices(config=config, executor=tools.exec, qemu_img=qemu_img,
                          files=files, mounts=mounts, target_driver=target,
+                         url_policy=UrlPolicy(),
+                         inspector=Inspector(qemu_img, files, config.max_virtual_size,
+                                             config.max_image_size),
                          http=None)  # type: ignore[arg-type]  # these tests make no HTTP calls
 
 

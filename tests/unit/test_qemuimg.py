@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent.executor import Executor
+from agent.files import FileStores
 from agent.images import check
 from agent.tools.qemuimg import QemuImg, QemuImgFailed, parse_progress
 from shared.errors import OperationFailed, Timeout, UnsafeImage
+from tests.support import badimages
 from tests.support.fakeexec import FakeExecutor, contains
 
 MiB = 1 << 20
@@ -114,26 +117,82 @@ async def test_executor_cancel_kills_the_child() -> None:
     assert not _running("32.7182")
 
 
+def inspector(qemu: QemuImg, max_virtual_size: int = 1 << 40,
+              max_file_size: int = 1 << 30) -> check.Inspector:
+    return check.Inspector(qemu, FileStores(nfs_timeout=5), max_virtual_size, max_file_size)
+
+
 async def test_inspect_refuses_unsafe_images(qemu: QemuImg, tmp_path: Path) -> None:
+    inspect = inspector(qemu).inspect
     base = str(tmp_path / "base.qcow2")
     await qemu.create(base, size=4 * MiB)
-    info = await check.inspect(qemu, base, "qcow2")
+    info = await inspect(base, "qcow2")
     assert info.virtual_size == 4 * MiB and info.format == "qcow2"
     with pytest.raises(UnsafeImage, match="not raw"):
-        await check.inspect(qemu, base, "raw")
+        await inspect(base, "raw")
     child = str(tmp_path / "child.qcow2")
     await qemu.create(child, backing=base, backing_fmt="qcow2")
     with pytest.raises(UnsafeImage, match="backing file"):
-        await check.inspect(qemu, child, None)
+        await inspect(child, None)
     data_file = str(tmp_path / "ext.qcow2")
     await Executor().run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
                           f"data_file={tmp_path / 'ext.data'}", data_file, "4M"], timeout=30)
     with pytest.raises(UnsafeImage, match="data file"):
-        await check.inspect(qemu, data_file, None)
+        await inspect(data_file, None)
     vmdk = str(tmp_path / "x.vmdk")
     await Executor().run(["qemu-img", "create", "-q", "-f", "vmdk", vmdk, "4M"], timeout=30)
-    with pytest.raises(UnsafeImage, match="not accepted"):
-        await check.inspect(qemu, vmdk, None)
+    with pytest.raises(UnsafeImage, match="only qcow2 and raw"):
+        await inspect(vmdk, None)
+
+
+@pytest.mark.parametrize(("build", "reason"), [
+    (badimages.huge, "virtual size"),
+    (badimages.truncated, "corrupt"),
+    (badimages.corrupt, "corrupt"),
+    (badimages.polyglot, "more than one format"),
+])
+async def test_inspect_refuses_hostile_images(qemu: QemuImg, tmp_path: Path,
+                                              build: Callable[[Path], Path],
+                                              reason: str) -> None:
+    path = str(build(tmp_path))
+    with pytest.raises(UnsafeImage, match=reason) as refused:
+        await inspector(qemu).inspect(path, None)
+    assert str(tmp_path) not in refused.value.message
+
+
+async def test_inspect_caps_sizes(qemu: QemuImg, tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(b"\0" * MiB)
+    with pytest.raises(UnsafeImage, match="image file is"):
+        await inspector(qemu, max_file_size=MiB - 1).inspect(str(raw), None)
+    with pytest.raises(UnsafeImage, match="virtual size"):
+        await inspector(qemu, max_virtual_size=MiB - 1).inspect(str(raw), None)
+    assert (await inspector(qemu).inspect(str(raw), "raw")).virtual_size == MiB
+
+
+async def test_qemu_img_failures_are_refusals_that_name_no_path(tmp_path: Path) -> None:
+    raw = tmp_path / ".strata-tmp-disk"
+    raw.write_bytes(b"\0" * MiB)
+    fake = FakeExecutor()
+    fake.on(["qemu-img", "info"], rc=1,
+            stderr=f"qemu-img: Could not open '{raw}': Permission denied")
+    with pytest.raises(UnsafeImage, match="cannot read the image: qemu-img: Could not open "
+                                          "'the image': Permission denied") as refused:
+        await inspector(QemuImg(fake)).inspect(str(raw), None)
+    assert refused.value.code == "unsafe_image" and "strata-tmp" not in refused.value.message
+
+
+async def test_check_is_typed_by_exit_code() -> None:
+    fake = FakeExecutor()
+    fake.on(["qemu-img", "check"], rc=3, stdout='{"leaks": 2, "check-errors": 0}')
+    leaky = await QemuImg(fake).check("/img", fmt="qcow2")
+    assert not leaky.corrupt and leaky.leaks == 2
+    fake.on(["qemu-img", "check"], rc=2, stdout='{"corruptions": 3}')
+    assert (await QemuImg(fake).check("/img", fmt="qcow2")).corrupt
+    for rc in (1, 63):
+        fake.on(["qemu-img", "check"], rc=rc, stderr="cannot check")
+        with pytest.raises(QemuImgFailed, match="cannot check"):
+            await QemuImg(fake).check("/img", fmt="qcow2")
 
 
 async def test_info_is_typed_and_unreadable_output_is_named() -> None:

@@ -5,9 +5,13 @@ here opens a connection."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from yarl import URL
 
+from agent.app import url_policy
+from agent.config import AgentConfig
 from agent.images.urlpolicy import PolicyResolver, UrlPolicy, UrlRefused, numeric_host
+from agent.main import parse_args
 
 
 def test_builtin_deny_list_and_extra_networks() -> None:
@@ -63,3 +67,15 @@ async def test_the_resolver_drops_denied_addresses() -> None:
         await allowed.close()
     finally:
         await resolver.close()
+
+
+def test_the_agent_builds_its_policy_from_settings_and_flags() -> None:
+    args = parse_args(["--download-allow", "127.0.0.2/32", "--download-allow", "10.0.0.0/8"])
+    config = AgentConfig(debug_listen="localhost:8642", download_allow=args.download_allow)
+    policy = url_policy(config)
+    policy.check_address("10.1.2.3", 80)
+    for address, port in (("127.0.0.1", 8641), ("127.0.0.1", 8642)):
+        with pytest.raises(UrlRefused, match="this agent"):
+            policy.check_address(address, port)
+    with pytest.raises(ValidationError, match="not a network"):
+        AgentConfig(download_deny=["10.0.0.0/33"])
