@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cli.client import Client  # noqa: E402
+from tests.support import fileserver  # noqa: E402
 from tests.support.fileserver import FileServer  # noqa: E402
 from tests.support.procs import Proc, admin_token, free_port, spawn  # noqa: E402
 
@@ -35,6 +36,7 @@ def start_embedded(work: Path) -> Proc:
     proc = spawn("controller", [
         "--listen", f"127.0.0.1:{port}", "--state-dir", str(work / "state"),
         "--local-agent-listen", f"127.0.0.1:{free_port()}", "--log-level", "WARNING",
+        "--local-agent-download-allow", f"{fileserver.HOST}/32",
     ], work / "controller.log", f"http://127.0.0.1:{port}")
     proc.token = admin_token(work / "state")
     return proc

@@ -28,7 +28,7 @@ from cli.client import Client
 from tests.support.procs import admin_token, spawn
 
 API = "http://127.0.0.1:8640"
-FILES = ("127.0.0.1", 8000)
+FILES = ("127.0.0.2", 8000)
 TRANSITIONAL = {
     "hosts": {"connecting"},
     "primary-storages": {"creating", "deleting"},
@@ -140,7 +140,8 @@ def main() -> None:
     work: Path = args.work
     state = work / "state"
     state.mkdir(parents=True)
-    controller = spawn("controller", ["--state-dir", str(state)], work / "controller.log", API)
+    controller = spawn("controller", ["--state-dir", str(state), "--local-agent-download-allow",
+                                      f"{FILES[0]}/32"], work / "controller.log", API)
     try:
         token = admin_token(state)
         assert token is not None
