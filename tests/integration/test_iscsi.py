@@ -147,7 +147,8 @@ def test_empty_volume_with_chap(cloud: Cloud) -> None:
     api = cloud.api
     chap_ps = cloud.wait(api.post("/v1/primary-storages", {
         "name": "san-chap", "type": "iscsi",
-        "config": {"server_host_id": cloud.server, "path": str(cloud.luns.parent / "chap"),
+        "config": {"server_host_id": cloud.server,
+                   "path": str(cloud.luns.parent.parent / "iscsi-chap"),
                    "portal": api.get(f"/v1/primary-storages/{cloud.primary}")["config"]["portal"],
                    "chap": True},
         "hosts": [cloud.host_a]}))
