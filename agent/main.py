@@ -13,6 +13,7 @@ from agent.app import create_app, create_debug_app
 from agent.config import DEFAULT_STATE_DIR, AgentConfig
 from shared.config import load_config, parse_listen
 from shared.errors import StrataError
+from shared.http import JsonErrorRunner
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,9 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def serve(config: AgentConfig) -> None:
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
+    runner = JsonErrorRunner(app, access_log=None)
     await runner.setup()
-    debug_runner = web.AppRunner(create_debug_app(app), access_log=None)
+    debug_runner = JsonErrorRunner(create_debug_app(app), access_log=None)
     await debug_runner.setup()
     host, port = parse_listen(config.listen)
     dhost, dport = parse_listen(config.debug_listen)

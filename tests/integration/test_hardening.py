@@ -172,3 +172,8 @@ def wait_for(check, timeout: float = 60):  # type: ignore[no-untyped-def]  # any
             return value
         time.sleep(0.2)
     raise AssertionError("condition not met in time")
+
+
+def test_the_agent_answers_protocol_errors_in_json_too(stack: Stack) -> None:
+    status, ctype, body = raw(stack.agent.url, "GET", "/v1/" + "a" * 9000)
+    assert status == 400 and ctype.startswith("application/json") and body["code"]
