@@ -81,8 +81,9 @@ def services(tmp_path: Path, tools: LvmTools, target: TargetDriver) -> AgentServ
     config = AgentConfig(state_dir=str(tmp_path), iscsi_target="tgt")
     files = FileStores(nfs_timeout=5)
     mounts = MountTable(tools.exec, files, str(tmp_path / "mounts.json"))
-    return AgentServices(config=config, executor=tools.exec, qemu_img=QemuImg(tools.exec),
-                         files=files, mounts=mounts, target_driver=target,
+    return AgentServices(config=config, agent_id="agent-1", executor=tools.exec,
+                         qemu_img=QemuImg(tools.exec), files=files, mounts=mounts,
+                         running_tasks=set, target_driver=target,
                          http=None)  # type: ignore[arg-type]  # these tests make no HTTP calls
 
 
