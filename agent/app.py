@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from agent import views
+from agent import fsops, views
 from agent.config import AgentConfig
 from agent.executor import Executor
 from agent.files import FileStores
@@ -23,7 +25,7 @@ from agent.services import AgentServices
 from agent.sftp.keyfiles import clear_leftover_keys
 from agent.tasks import TaskManager, TaskStore
 from agent.tools.qemuimg import QemuImg
-from shared.config import parse_listen
+from shared.config import parse_listen, secret_file
 from shared.http import Handler, error_middleware, error_response
 
 PUBLIC_PATHS = frozenset({"/healthz"})
@@ -46,12 +48,16 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
                           client_max_size=1 << 20)
     app[CONFIG] = config
     app[TOKEN] = config.resolve_token()
+    # Who this agent is, whatever address it answers at: made on first start, then kept.
+    agent_id = secret_file(os.path.join(config.state_dir, "agent-id"),
+                           lambda: str(uuid.uuid4()))
     executor = executor or Executor()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         clear_leftover_keys(config.state_dir)
         store = TaskStore(os.path.join(config.state_dir, "tasks.sqlite"))
-        app[TASKS] = TaskManager(store)
+        tasks = app[TASKS] = TaskManager(
+            store, functools.partial(fsops.public_message, state_dir=config.state_dir))
         qemu_img = QemuImg(executor, config.qemu_img)
         target_driver = build_target_driver(config, executor)
         if target_driver is not None:
@@ -62,11 +68,12 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
         connector = aiohttp.TCPConnector(resolver=PolicyResolver(policy))
         async with aiohttp.ClientSession(connector=connector) as http:
             app[SERVICES] = AgentServices(
-                config=config, executor=executor, qemu_img=qemu_img, http=http,
-                url_policy=policy,
+                config=config, agent_id=agent_id, executor=executor, qemu_img=qemu_img,
+                http=http, url_policy=policy,
                 inspector=Inspector(qemu_img, files, config.max_virtual_size,
                                     config.max_image_size),
                 files=files, mounts=mounts,
+                running_tasks=lambda: {task.task_id for task in tasks.running()},
                 target_driver=target_driver,
                 initiator=build_initiator(config, executor, qemu_img),
             )

@@ -60,6 +60,9 @@ class AgentConfig(BaseModel):
     iscsi_access: Literal["kernel", "qemu"] = Field(
         default="kernel",
         description="How QEMU here opens iSCSI volumes: kernel sessions or libiscsi.")
+    s3_part_size: int = Field(
+        default=32 << 20, ge=5 << 20,
+        description="Bytes per S3 multipart part and ranged GET (S3's minimum part: 5 MiB).")
 
     @field_validator("listen")
     @classmethod

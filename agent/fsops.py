@@ -5,22 +5,56 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+from collections.abc import Collection
 from typing import TypeVar
 
 from pydantic import TypeAdapter
 
+from agent.tasks import current_task_id
 from shared.errors import Conflict
 from shared.protocol.types import FsCapacity
 
 T = TypeVar("T")
 
 TEMP_PREFIX = ".strata-tmp-"
+NAME_MAX = 255
+# What precedes the final file's name in a temporary name: the writing task's id and `~`
+# (task ids never hold a `~`), then a random part. Older names have no task id.
+_TEMP_HEAD = re.compile(re.escape(TEMP_PREFIX) + r"(?:([A-Za-z0-9._:-]+)~)?[0-9a-f]{12}-")
+
+
+def temp_name(file_name: str) -> str:
+    """`.strata-tmp-<task id>~<random>-<file name>`: named by the task that writes it, so
+    a sweep can tell a leftover from a file still being written. The final name's tail
+    is cut if the whole would pass NAME_MAX; it is there for people to read."""
+    task_id = current_task_id.get()
+    head = f"{TEMP_PREFIX}{task_id + '~' if task_id else ''}{secrets.token_hex(6)}-"
+    return head + file_name[:NAME_MAX - len(head)]
 
 
 def temp_path(dest_dir: str, file_name: str) -> str:
     """A hidden sibling of the final file: same filesystem, so publishing is a link."""
-    return os.path.join(dest_dir, f"{TEMP_PREFIX}{secrets.token_hex(6)}-{file_name}")
+    return os.path.join(dest_dir, temp_name(file_name))
+
+
+def is_leftover(name: str, running_tasks: Collection[str]) -> bool:
+    """A temporary file no running task of this agent writes: its task ended (or the
+    agent restarted), or its name is of the older kind, with no task id."""
+    if not name.startswith(TEMP_PREFIX):
+        return False
+    head = _TEMP_HEAD.match(name)
+    return head is None or head.group(1) not in running_tasks
+
+
+def public_message(text: str, state_dir: str | None = None) -> str:
+    """An error message fit for the controller: temporary names become the names of
+    the files they were to be, and the agent's state directory is not spelled out."""
+    text = _TEMP_HEAD.sub("", text)
+    if state_dir:
+        text = text.replace(state_dir.rstrip("/") + "/", "the agent's ")
+    return text
 
 
 def publish(tmp: str, final: str) -> None:

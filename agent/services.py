@@ -3,6 +3,7 @@ image inspector and the settings."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import aiohttp
@@ -21,6 +22,7 @@ from agent.tools.qemuimg import QemuImg
 @dataclass
 class AgentServices:
     config: AgentConfig
+    agent_id: str
     executor: Executor
     qemu_img: QemuImg
     http: aiohttp.ClientSession
@@ -28,5 +30,7 @@ class AgentServices:
     inspector: Inspector
     files: FileStores
     mounts: MountTable
+    # The ids of the tasks running now: their temporary files are not leftovers.
+    running_tasks: Callable[[], Collection[str]]
     target_driver: TargetDriver | None = None
     initiator: Initiator | None = None

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,9 @@ from shared.errors import Cancelled, Conflict, NotFound, StrataError, Timeout
 from shared.protocol.envelope import ErrorBody, TaskInfo, TaskState
 
 log = logging.getLogger(__name__)
+
+# The task whose body runs in this context: temporary files are named after it.
+current_task_id: ContextVar[str | None] = ContextVar("current_task_id", default=None)
 
 ProgressCallback = Callable[[float], None]
 TaskBody = Callable[[ProgressCallback], Awaitable[dict[str, object]]]
@@ -127,8 +131,12 @@ class TaskManager:
 
     RETENTION_SECONDS = 7 * 24 * 3600
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskStore,
+                 public_message: Callable[[str], str] = lambda text: text) -> None:
+        """`public_message` rewrites an error message before the controller sees it (the
+        agent keeps its internal paths to itself)."""
         self._store = store
+        self._public_message = public_message
         self._running: dict[str, _Running] = {}
         interrupted = store.fail_interrupted()
         if interrupted:
@@ -201,23 +209,28 @@ class TaskManager:
             info.progress = round(max(info.progress, min(pct, 100.0)), 2)
             info.updated_at = time.time()
 
+        def fail(state: TaskState, err: StrataError) -> None:
+            if state is TaskState.FAILED:
+                log.info("task %s (%s) failed: %s", info.task_id, info.command, err.message)
+            info.state = state
+            info.error = ErrorBody(code=err.code,
+                                   message=self._public_message(err.message))
+
+        current_task_id.set(info.task_id)
         try:
             budget = None if deadline is None else max(0.0, deadline - time.time())
             async with asyncio.timeout(budget):
                 info.result = await body(progress)
             info.state, info.progress = TaskState.SUCCEEDED, 100.0
         except TimeoutError:
-            err: StrataError = Timeout(f"task {info.task_id} passed its deadline")
-            info.state, info.error = TaskState.FAILED, ErrorBody(**err.to_body())
+            fail(TaskState.FAILED, Timeout(f"task {info.task_id} passed its deadline"))
         except asyncio.CancelledError:
-            err = Cancelled(f"task {info.task_id} was cancelled")
-            info.state, info.error = TaskState.CANCELLED, ErrorBody(**err.to_body())
+            fail(TaskState.CANCELLED, Cancelled(f"task {info.task_id} was cancelled"))
         except StrataError as exc:
-            info.state, info.error = TaskState.FAILED, ErrorBody(**exc.to_body())
+            fail(TaskState.FAILED, exc)
         except Exception as exc:
             log.exception("task %s (%s) crashed", info.task_id, info.command)
-            info.state = TaskState.FAILED
-            info.error = ErrorBody(code="internal_error", message=f"{type(exc).__name__}: {exc}")
+            fail(TaskState.FAILED, StrataError(f"{type(exc).__name__}: {exc}"))
         finally:
             info.updated_at = time.time()
             self._store.finish(info)

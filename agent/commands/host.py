@@ -18,7 +18,7 @@ async def host_info(
     svc: AgentServices, payload: EmptyPayload, progress: Callable[[float], None]
 ) -> HostInfoResult:
     return HostInfoResult(
-        hostname=socket.gethostname(), agent_version=__version__,
+        hostname=socket.gethostname(), agent_id=svc.agent_id, agent_version=__version__,
         qemu_img_version=await svc.qemu_img.version(),
         initiator_iqn=svc.initiator.iqn if svc.initiator else None,
     )

@@ -21,12 +21,18 @@ from shared.protocol.s3 import (
     S3_UPLOAD,
     S3DeletePayload,
     S3DownloadPayload,
+    S3Endpoint,
     S3PreparePayload,
     S3RegisterPayload,
     S3UploadPayload,
 )
 
 Progress = Callable[[float], None]
+
+
+def _store(svc: AgentServices, endpoint: S3Endpoint) -> S3Store:
+    """Large parts: fewer requests per object; a retried part still costs little."""
+    return S3Store(endpoint, part_size=svc.config.s3_part_size)
 
 
 def _uri(store: S3Store, key: str) -> str:
@@ -36,7 +42,7 @@ def _uri(store: S3Store, key: str) -> str:
 @handles(S3_PREPARE)
 async def s3_prepare(svc: AgentServices, payload: S3PreparePayload,
                      progress: Progress) -> PrepareStorageResult:
-    store = S3Store(payload.endpoint)
+    store = _store(svc, payload.endpoint)
     await store.check()
     return PrepareStorageResult(path=_uri(store, ""), capacity=UNMEASURED)
 
@@ -44,7 +50,7 @@ async def s3_prepare(svc: AgentServices, payload: S3PreparePayload,
 @handles(S3_REGISTER)
 async def s3_register(svc: AgentServices, payload: S3RegisterPayload,
                       progress: Progress) -> ImageFacts:
-    store = S3Store(payload.endpoint)
+    store = _store(svc, payload.endpoint)
     async with staged_download(svc, payload.url, payload.key.rsplit("/", 1)[-1],
                                payload.expected_sha256, payload.expected_format,
                                span(progress, 0, 50)) as (local, facts):
@@ -56,7 +62,7 @@ async def s3_register(svc: AgentServices, payload: S3RegisterPayload,
 @handles(S3_DOWNLOAD)
 async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
                       progress: Progress) -> ImageFacts:
-    store = S3Store(payload.endpoint)
+    store = _store(svc, payload.endpoint)
     size, stored_sha, chunks = await store.read_chunks(payload.key)
     if stored_sha is not None and stored_sha != payload.expected_sha256:
         raise ChecksumMismatch(f"object {payload.key} says sha256 {stored_sha}, "
@@ -71,7 +77,7 @@ async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
 @handles(S3_UPLOAD)
 async def s3_upload(svc: AgentServices, payload: S3UploadPayload,
                     progress: Progress) -> UploadResult:
-    size, digest = await S3Store(payload.endpoint).upload(
+    size, digest = await _store(svc, payload.endpoint).upload(
         svc.files, payload.local_path, payload.key, progress)
     return UploadResult(path=payload.key, size=size, sha256=digest, capacity=UNMEASURED)
 
@@ -79,5 +85,5 @@ async def s3_upload(svc: AgentServices, payload: S3UploadPayload,
 @handles(S3_DELETE)
 async def s3_delete(svc: AgentServices, payload: S3DeletePayload,
                     progress: Progress) -> DeleteFileResult:
-    existed = await S3Store(payload.endpoint).delete(payload.key)
+    existed = await _store(svc, payload.endpoint).delete(payload.key)
     return DeleteFileResult(existed=existed, capacity=UNMEASURED)

@@ -26,7 +26,7 @@ async def prepare_storage(
         await files.makedirs(directory)
     await files.write_probe(payload.path)
     for directory in directories:
-        removed = await files.sweep_temp_files(directory)
+        removed = await files.sweep_temp_files(directory, svc.running_tasks)
         if removed:
             log.warning("removed %d leftover temporary file(s) in %s", len(removed), directory)
     if payload.volume_group is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import errno
 import posixpath
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import TypeVar
 
 from agent import fsops
@@ -129,11 +129,16 @@ class FileStore(abc.ABC):
     async def capacity(self, path: str) -> FsCapacity:
         return await self._run(f"cannot measure {path}", self._capacity, path)
 
-    async def sweep_temp_files(self, directory: str) -> list[str]:
-        """Removes leftovers of interrupted work; called before a storage is (re)used."""
+    async def sweep_temp_files(self, directory: str,
+                               running_tasks: Callable[[], Collection[str]]) -> list[str]:
+        """Removes leftovers of interrupted work; called before a storage is (re)used.
+        The running tasks are asked after listing: a file listed was made before, so if
+        its task is not running then, it has ended and left the file behind."""
+        names = await self._run(f"cannot list {directory}", self._listdir, directory)
+        running = running_tasks()
         removed = []
-        for name in await self._run(f"cannot list {directory}", self._listdir, directory):
-            if name.startswith(fsops.TEMP_PREFIX):
+        for name in names:
+            if fsops.is_leftover(name, running):
                 path = posixpath.join(directory, name)
                 if await self.is_file(path):
                     await self.remove(path)

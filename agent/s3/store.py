@@ -1,10 +1,11 @@
 """S3 backup storage from the agent's side (boto3, run in threads).
 
 Downloads are ranged GETs, each part retried on its own, so a dropped connection costs
-one part, not the object. Uploads are one PUT for small objects and multipart beyond
-`part_size`, aborted on failure; an object appears only whole, and only if absent
-(`If-None-Match: *`). The object's sha256 travels as metadata and is checked on reading.
-S3 reports no capacity: prepare and deletes report zeros, meaning "not measured".
+one part, not the object. Uploads are one PUT for small objects and multipart beyond the
+part size (the agent's `s3_part_size`), aborted on failure; an object appears only whole,
+and only if absent (`If-None-Match: *`). The object's sha256 travels as metadata and is
+checked on reading. S3 reports no capacity: prepare and deletes report zeros, meaning
+"not measured".
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from shared.errors import Conflict, NotFound, OperationFailed, StrataError
 from shared.protocol.s3 import S3Endpoint
 from shared.protocol.types import FsCapacity
 
-# Large parts: fewer requests per object; a retried part still costs little.
-PART_SIZE = 32 << 20
 RETRIES = 4
 UNMEASURED = FsCapacity(total=0, available=0)
 SHA_KEY = "sha256"
@@ -56,7 +55,7 @@ def _error(exc: Exception, what: str) -> StrataError:
 
 
 class S3Store:
-    def __init__(self, endpoint: S3Endpoint, *, part_size: int = PART_SIZE,
+    def __init__(self, endpoint: S3Endpoint, *, part_size: int,
                  client_factory: ClientFactory = make_client, retry_delay: float = 0.5) -> None:
         self.endpoint = endpoint
         self.bucket = endpoint.bucket

@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import posixpath
-import secrets
 import shlex
 from collections.abc import AsyncIterator, Callable
 
 import asyncssh
 
 from agent.files import FileStores
-from agent.fsops import TEMP_PREFIX
+from agent.fsops import temp_name
 from agent.tools import ssh
 from shared.errors import ChecksumMismatch, Conflict, OperationFailed, Timeout
 from shared.protocol.sftp import SftpEndpoint
@@ -59,7 +58,7 @@ class SftpSession:
         if await self.exists(final):
             raise Conflict(f"{final} already exists on {self.endpoint.host}; "
                            "a ready object is never overwritten")
-        tmp = posixpath.join(remote_dir, f"{TEMP_PREFIX}{secrets.token_hex(6)}-{file_name}")
+        tmp = posixpath.join(remote_dir, temp_name(file_name))
         digest = hashlib.sha256()
         size = 0
         src = await files.open_read(src_path)

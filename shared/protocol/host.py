@@ -10,6 +10,8 @@ from shared.protocol.types import EmptyPayload, Iqn, Model
 
 class HostInfoResult(Model):
     hostname: str
+    agent_id: str = Field(description="The agent's own id, made on its first start and "
+                                      "kept: one agent, one host, whatever its address.")
     agent_version: str
     qemu_img_version: str
     initiator_iqn: Iqn | None = Field(

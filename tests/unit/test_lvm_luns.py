@@ -84,8 +84,9 @@ def services(tmp_path: Path, tools: LvmTools, target: TargetDriver) -> AgentServ
     files = FileStores(nfs_timeout=5)
     mounts = MountTable(tools.exec, files, str(tmp_path / "mounts.json"))
     qemu_img = QemuImg(tools.exec)
-    return AgentServices(config=config, executor=tools.exec, qemu_img=qemu_img,
-                         files=files, mounts=mounts, target_driver=target,
+    return AgentServices(config=config, agent_id="agent-1", executor=tools.exec,
+                         qemu_img=qemu_img, files=files, mounts=mounts,
+                         running_tasks=set, target_driver=target,
                          url_policy=UrlPolicy(),
                          inspector=Inspector(qemu_img, files, config.max_virtual_size,
                                              config.max_image_size),

@@ -84,8 +84,8 @@ def _facts(path: str) -> ImageFacts:
 # What the fake agent answers when a test does not say otherwise: plausible facts that
 # echo the payload where the controller reads them back.
 ANSWERS: dict[str, Callable[[Any], Model]] = {
-    "host_info": lambda p: HostInfoResult(hostname="kvm-1", agent_version="0.1.0",
-                                          qemu_img_version="9.0.0"),
+    "host_info": lambda p: HostInfoResult(hostname="kvm-1", agent_id="agent-kvm-1",
+                                          agent_version="0.1.0", qemu_img_version="9.0.0"),
     "prepare_storage": lambda p: PrepareStorageResult(path=p.path, capacity=CAPACITY),
     "sftp_prepare": lambda p: PrepareStorageResult(path=p.path, capacity=CAPACITY),
     "s3_prepare": lambda p: PrepareStorageResult(path=p.endpoint.bucket, capacity=CAPACITY),
