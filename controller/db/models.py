@@ -97,6 +97,8 @@ class Host(Timestamps, Base):
     state: Mapped[str] = mapped_column(String(16), default=HostState.CONNECTING)
     reason: Mapped[str | None] = mapped_column(Text)
     agent_version: Mapped[str | None] = mapped_column(String(64))
+    # What the agent says it is (a random id it keeps): one host per agent.
+    agent_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     initiator_iqn: Mapped[str | None] = mapped_column(String(223))
     # Set by the operator: the agent's report does not replace it.
     initiator_iqn_pinned: Mapped[bool] = mapped_column(default=False, server_default=false())

@@ -75,11 +75,18 @@ class HostService:
         async with ctx.db() as session:
             host = await get_or_404(session, Host, ctx.job.resource_id or "", "host")
         info = await ctx.call(host, HOST_INFO, EmptyPayload(), step="info", span=(0, 20))
+        async with ctx.db() as session:
+            twin = await session.scalar(select(Host.name).where(
+                Host.agent_id == info.agent_id, Host.id != host.id))
+        if twin is not None:
+            raise Conflict(f"the agent at {host.address} is already registered as host {twin}",
+                           code="agent_taken")
         reported: dict[str, Any] = (
             {} if host.initiator_iqn_pinned else {"initiator_iqn": info.initiator_iqn})
         async with ctx.db.begin() as session:
             await transition(session, Host, host.id, list(HostState), HostState.CONNECTED,
-                             reason=None, agent_version=info.agent_version, **reported)
+                             reason=None, agent_version=info.agent_version,
+                             agent_id=info.agent_id, **reported)
             refs = (await session.execute(
                 select(PrimaryStorageHostRef, PrimaryStorage)
                 .join(PrimaryStorage, PrimaryStorage.id == PrimaryStorageHostRef.primary_storage_id)

@@ -98,6 +98,17 @@ def test_hosts_that_are_not_agents_or_are_known_settle_or_are_refused(
         assert (info.value.status, info.value.code) == (409, "address_taken"), same
 
 
+def test_one_agent_is_one_host_however_its_address_is_spelled(stack: Stack) -> None:
+    port = stack.agent.url.rsplit(":", 1)[1]
+    job = stack.wait(stack.api.post("/v1/hosts", {"name": "alias",
+                                                  "address": f"http://localhost:{port}"}),
+                     ok=False)
+    assert job["state"] == "failed" and job["error"]["code"] == "agent_taken"
+    assert "host-a" in job["error"]["message"]
+    assert stack.api.get(f"/v1/hosts/{job['resource_id']}")["state"] == "disconnected"
+    assert stack.api.get(f"/v1/hosts/{stack.host_id}")["state"] == "connected"
+
+
 def test_jobs_on_an_agent_that_stopped_answering_fail_in_bounded_time(
         stack: Stack, tmp_path: Path) -> None:
     stack.controller.stop()
