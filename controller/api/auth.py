@@ -4,7 +4,6 @@ audit record of every mutating call, whatever its outcome."""
 from __future__ import annotations
 
 import json
-import logging
 
 from aiohttp import web
 
@@ -13,8 +12,6 @@ from controller.auth.tokens import Caller, Role
 from controller.db.models import AuditEvent
 from shared.errors import Forbidden, Unauthorized
 from shared.http import Handler, error_to_response
-
-log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz"})
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

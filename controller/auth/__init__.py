@@ -1,2 +1,3 @@
-"""Who may call the API: bearer tokens with roles, checked on every route but /healthz,
-and an audit record of every mutating call."""
+"""API tokens: their format, how their secrets are hashed and checked, and the roles.
+The API applies them (`controller/api/auth.py`); tokens are kept by
+`controller/services/tokens.py`."""
