@@ -35,6 +35,9 @@ def _ensure_rpcbind() -> None:
         subprocess.run(["rpcbind", "-w"], check=True)
 
 
+START_ATTEMPTS = 3
+
+
 class NfsServer:
     server = "127.0.0.1"
 
@@ -47,20 +50,29 @@ class NfsServer:
         conf = workdir / "ganesha.conf"
         conf.write_text(CONFIG.format(export=self.export))
         _ensure_rpcbind()
-        self.proc = subprocess.Popen(
-            ["ganesha.nfsd", "-F", "-f", str(conf), "-L", str(workdir / "ganesha.log"),
-             "-p", str(workdir / "ganesha.pid")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_ready()
+        # ganesha binds fixed ports, one of them (rquota, 875) in the range root clients
+        # take source ports from: a start that found it briefly taken is tried again.
+        for attempt in range(START_ATTEMPTS):
+            self.proc = subprocess.Popen(
+                ["ganesha.nfsd", "-F", "-f", str(conf), "-L", str(workdir / "ganesha.log"),
+                 "-p", str(workdir / "ganesha.pid")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._wait_ready(last=attempt == START_ATTEMPTS - 1):
+                return
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, last: bool) -> bool:
+        """True once the export answers; False if ganesha exited and may start again."""
         deadline = time.monotonic() + 30
         while True:
             try:
                 NfsContext(self.server, str(self.export), timeout=2).close()
-                return
+                return True
             except NfsError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
+                exited = self.proc.poll() is not None
+                if exited and not last:
+                    time.sleep(2)
+                    return False
+                if time.monotonic() > deadline or exited:
                     log = (self.dir / "ganesha.log").read_text(errors="replace")[-2000:]
                     self.stop()
                     raise RuntimeError(f"nfs-ganesha did not start:\n{log}") from None
