@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--type", default="local", help="local, nfs or iscsi (see capabilities)")
     c.add_argument("--path", help="local/iscsi: the directory")
     config_options(c, "e.g. server=10.0.0.8, export=/srv/nfs, mode=libnfs")
-    c.add_argument("--host", action="append", default=[], help="host id to attach")
+    c.add_argument("--host", action="append", default=[],
+                   help="host id to attach (at least one; repeat for more)")
     c.add_argument("--server-host", help="iscsi: the storage server's host id")
     c.add_argument("--portal", help="iscsi: HOST:PORT initiators log in at")
     c.add_argument("--chap", action="store_true", help="iscsi: protect targets with CHAP")
@@ -271,13 +272,9 @@ def run(args: argparse.Namespace) -> int:
             if args.type == "iscsi":
                 config |= {"server_host_id": args.server_host, "portal": args.portal,
                            "chap": args.chap}
-            data = c.post("/v1/primary-storages", {
+            return cli.submitted(c.post("/v1/primary-storages", {
                 "name": args.name, "type": args.type, "config": config,
-                "hosts": args.host, "overprovision_factor": args.overprovision})
-            if "job_id" in data:
-                return cli.submitted(data)
-            cli.out(data, res)
-            return 0
+                "hosts": args.host, "overprovision_factor": args.overprovision}))
         return cli.submitted(c.post(f"/v1/primary-storages/{args.id}/{action}",
                                     {"host_id": args.host_id}))
     if res == "backup-storages":

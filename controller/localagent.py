@@ -117,8 +117,7 @@ async def seed(config: ControllerConfig, services: Services) -> None:
     _, attach = await services.primary_storages.create(CreatePrimaryStorage(
         name=SEED_PRIMARY, type="local", overprovision_factor=4.0,
         config={"path": os.path.join(config.state_dir, "primary")}, hosts=(host_id,)))
-    if attach is not None:
-        await _settle(services, attach.id)
+    await _settle(services, attach.id)
     _, connect = await services.backup_storages.create(CreateBackupStorage(
         name=SEED_BACKUP, type="dir", config={"path": os.path.join(config.state_dir, "images")}))
     await _settle(services, connect.id)

@@ -61,7 +61,10 @@ class PrimaryStorageCreate(Request):
     config: dict[str, Any] = Field(default_factory=dict,
                                    description="Type-specific settings, e.g. {path} for local.")
     overprovision_factor: float = Field(default=1.0, gt=0, le=100)
-    hosts: list[str] = Field(default_factory=list, description="Host ids to attach at once.")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Host ids to attach at once (at least one): the storage is ready once "
+        "one of them has attached it, and in error if none could.")
 
 
 class HostRef(Request):

@@ -24,8 +24,8 @@ class CreatePrimaryStorage:
     name: str
     type: str
     config: dict[str, Any]
+    hosts: tuple[str, ...]
     overprovision_factor: float = 1.0
-    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,12 @@ from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.stores import Primary
 from controller.services.base import ServiceDeps, check_store_paths, ensure_unique_name
 from controller.services.commands import CreatePrimaryStorage
-from shared.errors import Conflict, InUse, StrataError
+from shared.errors import Conflict, InUse, InvalidInput, StrataError
 
 ATTACHED = (AttachState.CONNECTING, AttachState.CONNECTED, AttachState.DISCONNECTED)
+# A storage that never came up (or whose delete failed) may be attached again; one that
+# is in maintenance or going away may not.
+ATTACHABLE = (StoreState.CREATING, StoreState.READY, StoreState.ERROR)
 
 
 class PrimaryStorageService:
@@ -41,7 +44,9 @@ class PrimaryStorageService:
         deps.jobs.register("primary_storage.delete", self.run_delete,
                            on_failure=self._fail_delete)
 
-    async def create(self, req: CreatePrimaryStorage) -> tuple[PrimaryStorage, Job | None]:
+    async def create(self, req: CreatePrimaryStorage) -> tuple[PrimaryStorage, Job]:
+        """The storage starts `creating` and is ready once one of `req.hosts` attached it:
+        a path no host can use never shows as ready."""
         provider = self._d.registry.primary_provider(req.type)
         config = provider.config_model.model_validate(req.config)
         jobs: list[Job] = []
@@ -49,17 +54,20 @@ class PrimaryStorageService:
             await provider.lifecycle.check_config(session, config)
             await ensure_unique_name(session, PrimaryStorage.name, req.name, "primary storage")
             await check_store_paths(session, self._d, config)
+            if not req.hosts:
+                raise InvalidInput(f"primary storage {req.name} needs at least one host to "
+                                   "attach it to")
             store = PrimaryStorage(name=req.name, type=req.type,
                                    config=config.sealed(self._d.secrets),
                                    overprovision_factor=req.overprovision_factor,
-                                   state=StoreState.READY)
+                                   state=StoreState.CREATING)
             session.add(store)
             await session.flush()
             for host_id in req.hosts:
                 jobs.append(await self._new_attach(session, store, host_id))
         for job in jobs:
             self._d.jobs.start(job)
-        return store, (jobs[0] if jobs else None)
+        return store, jobs[0]
 
     async def attach(self, store_id: str, host_id: str) -> Job:
         async with self._d.db.begin() as session:
@@ -71,7 +79,7 @@ class PrimaryStorageService:
     async def _new_attach(self, session: AsyncSession, store: PrimaryStorage,
                           host_id: str) -> Job:
         host = await get_or_404(session, Host, host_id, "host")
-        if store.state != StoreState.READY:
+        if store.state not in ATTACHABLE:
             raise Conflict(f"primary storage {store.name} is {store.state}")
         lifecycle = self._d.registry.primary_provider(store.type).lifecycle
         await lifecycle.can_attach(session, self._d.registry.primary(store), host)
@@ -114,12 +122,15 @@ class PrimaryStorageService:
             async with ctx.db.begin() as session:
                 await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
                                  AttachState.DISCONNECTED, reason=exc.message)
+                await _settle_unproven(session, store.id)
             raise
         async with ctx.db.begin() as session:
             # An attachment that is being detached meanwhile stays so.
             if await transition(session, PrimaryStorageHostRef, ref.id, ATTACHED,
                                 AttachState.CONNECTED, reason=None):
                 await record_fs_capacity(session, store.id, capacity.total, capacity.available)
+                await transition(session, PrimaryStorage, store.id,
+                                 (StoreState.CREATING, StoreState.ERROR), StoreState.READY)
 
     async def detach(self, store_id: str, host_id: str) -> Job:
         async with self._d.db.begin() as session:
@@ -161,6 +172,7 @@ class PrimaryStorageService:
             await transition(session, PrimaryStorageHostRef, ctx.params["ref_id"],
                              (AttachState.CONNECTING, AttachState.DETACHING),
                              AttachState.DISCONNECTED, reason=reason)
+            await _settle_unproven(session, ctx.job.resource_id or "")
 
     async def _fail_delete(self, ctx: JobContext, reason: str) -> None:
         async with ctx.db.begin() as session:
@@ -218,3 +230,15 @@ async def _refuse_if_volumes(session: AsyncSession, store: PrimaryStorage) -> No
         Volume.primary_storage_id == store.id, Volume.state.in_(LIVE)).limit(20))).all()
     if names:
         raise InUse(f"primary storage {store.name} still holds volumes: {', '.join(names)}")
+
+
+async def _settle_unproven(session: AsyncSession, store_id: str) -> None:
+    """A storage is ready only once one host has attached it: while it is still being
+    created and no attachment is connected or on its way, it is in error (the attachments
+    carry the reasons)."""
+    pending = await session.scalar(select(PrimaryStorageHostRef.id).where(
+        PrimaryStorageHostRef.primary_storage_id == store_id,
+        PrimaryStorageHostRef.state.in_((AttachState.CONNECTING, AttachState.CONNECTED))))
+    if pending is None:
+        await transition(session, PrimaryStorage, store_id, StoreState.CREATING,
+                         StoreState.ERROR)

@@ -20,6 +20,7 @@ from controller.db.models import (
     JobState,
     ObjectState,
     PrimaryStorage,
+    StoreState,
     Volume,
     VolumeAccess,
 )
@@ -52,6 +53,9 @@ class VolumeService:
             store = await get_fresh(session, PrimaryStorage, req.primary_storage_id,
                                     "primary storage")
             self._d.registry.backend(store.type, store.hypervisor)
+            if store.state != StoreState.READY:
+                raise Conflict(f"primary storage {store.name} is {store.state}, not ready",
+                               code="storage_not_ready")
             await self._d.selector.for_primary(session, self._d.registry.primary(store))
             size = req.size
             if req.image_id is not None:

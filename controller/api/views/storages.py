@@ -19,7 +19,7 @@ from controller.api.schemas import (
     PrimaryStorageCreate,
     PrimaryStorageOut,
 )
-from controller.api.views.common import accepted, listing, ok, showing
+from controller.api.views.common import accepted, listing, showing
 from controller.db.models import BackupStorage, PrimaryStorage, PrimaryStorageHostRef
 from controller.services.commands import CreateBackupStorage, CreatePrimaryStorage
 from controller.services.container import Services
@@ -66,14 +66,10 @@ async def get_primary(request: web.Request) -> web.Response:
 async def create_primary(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     req = await body(request, PrimaryStorageCreate)
-    store, job = await services.primary_storages.create(CreatePrimaryStorage(
+    _, job = await services.primary_storages.create(CreatePrimaryStorage(
         name=req.name, type=req.type, config=req.config,
         overprovision_factor=req.overprovision_factor, hosts=tuple(req.hosts)))
-    if job is not None:
-        return accepted(job)
-    async with services.db() as session:
-        (out,) = await _primary_out(services, session, [store])
-    return ok(out, status=201)
+    return accepted(job)
 
 
 async def attach_primary(request: web.Request) -> web.Response:
