@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,14 +192,15 @@ def test_bad_snapshot_requests(stack: Stack) -> None:
     with pytest.raises(ApiError) as refused:
         api.post(f"/v1/volumes/{a['id']}/revert", {"snapshot_id": of_b["id"]})
     assert refused.value.status == 400 and refused.value.code == "snapshot_of_another_volume"
-    for call, status in (
+    calls: list[tuple[Callable[[], object], int]] = [
         (lambda: api.post("/v1/volumes/nope/snapshots", {"name": "x"}), 404),
         (lambda: api.post(f"/v1/volumes/{a['id']}/snapshots", {"name": "../x"}), 400),
         (lambda: api.post(f"/v1/volumes/{a['id']}/revert", {"snapshot_id": "nope"}), 404),
         (lambda: api.delete("/v1/snapshots/nope"), 404),
         (lambda: api.get("/v1/volumes/nope/snapshots"), 404),
         (lambda: api.delete(f"/v1/volumes/{b['id']}?cascade=maybe"), 400),
-    ):
+    ]
+    for call, status in calls:
         with pytest.raises(ApiError) as refused:
             call()
         assert refused.value.status == status, refused.value
@@ -234,13 +236,14 @@ def test_busy_volume_is_refused_and_a_failed_take_changes_nothing(
         with nfs.hung():
             accepted = stack.api.post(f"/v1/volumes/{vol['id']}/snapshots", {"name": "stuck"})
             assert stack.api.get(f"/v1/volumes/{vol['id']}")["state"] == "snapshotting"
-            for call in (
+            busy: list[Callable[[], object]] = [
                 lambda: stack.api.post(f"/v1/volumes/{vol['id']}/snapshots", {"name": "x"}),
                 lambda: stack.api.post(f"/v1/volumes/{vol['id']}/revert",
                                        {"snapshot_id": first["id"]}),
                 lambda: stack.api.delete(f"/v1/snapshots/{first['id']}"),
                 lambda: stack.api.delete(f"/v1/volumes/{vol['id']}?cascade=true"),
-            ):
+            ]
+            for call in busy:
                 with pytest.raises(ApiError) as refused:
                     call()
                 assert refused.value.status == 409, refused.value
