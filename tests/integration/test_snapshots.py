@@ -205,6 +205,10 @@ def test_bad_snapshot_requests(stack: Stack) -> None:
             call()
         assert refused.value.status == status, refused.value
     assert api.get(f"/v1/volumes/{b['id']}")["state"] == "ready"
+    with pytest.raises(ApiError) as refused:
+        api.post("/v1/images", {"name": "of-b", "volume_id": b["id"],
+                                "backup_storage_id": stack.backup_id})
+    assert refused.value.status == 409 and refused.value.code == "has_snapshots"
 
     # The CLI: take, list, revert, delete with cascade.
     out = strata(stack, "--json", "snapshots", "take", a["id"], "cli-snap", "--wait")
@@ -219,10 +223,11 @@ def test_bad_snapshot_requests(stack: Stack) -> None:
     assert api.get(f"/v1/snapshots/{snap}")["state"] == "destroyed"
 
 
-def test_busy_volume_is_refused_and_a_failed_take_changes_nothing(
+def test_busy_volume_is_refused_and_failed_steps_change_nothing(
         stack: Stack, nfs: NfsServer, tmp_path: Path) -> None:
     """A take stalled on a hung NFS server holds its volume: every other request on it is
-    a 409 until the take fails, which leaves the volume as it was."""
+    a 409 until the take fails, which leaves the volume as it was; so do a failed revert
+    and a failed delete, which is then finished by deleting again."""
     agent, _ = start_agent(tmp_path / "agent-n", stack.token_file, {"nfs_timeout": 3})
     try:
         host = str(stack.wait(stack.api.post("/v1/hosts", {
@@ -249,6 +254,14 @@ def test_busy_volume_is_refused_and_a_failed_take_changes_nothing(
                 assert refused.value.status == 409, refused.value
             job = stack.wait(accepted, ok=False)
             assert job["state"] == "failed"
+            assert job["error"]["code"] == "storage_unresponsive", job["error"]
+            failed = stack.wait(stack.api.post(f"/v1/volumes/{vol['id']}/revert",
+                                               {"snapshot_id": first["id"]}), ok=False)
+            assert failed["state"] == "failed"
+            failed = stack.wait(stack.api.delete(f"/v1/snapshots/{first['id']}"), ok=False)
+            assert failed["state"] == "failed"
+        half = stack.api.get(f"/v1/snapshots/{first['id']}")
+        assert half["state"] == "error" and half["size"] == MIB and half["path"]
         stuck = stack.api.get(f"/v1/snapshots/{job['resource_id']}")
         assert stuck["state"] == "error" and stuck["path"] is None and stuck["size"] == 0
         after = stack.api.get(f"/v1/volumes/{vol['id']}")
@@ -256,6 +269,11 @@ def test_busy_volume_is_refused_and_a_failed_take_changes_nothing(
         assert after["path"] == before["path"]
         qemu_io(after["path"], "write -P 7 0 4k", "read -P 7 0 4k")
         assert allocated(stack, primary) == start
+        stack.wait(stack.api.delete(f"/v1/snapshots/{first['id']}"))
+        merged = stack.api.get(f"/v1/volumes/{vol['id']}")
+        assert merged["snapshot_id"] is None and chain(merged["path"]) == [merged["path"]]
+        qemu_io(merged["path"], "read -P 7 0 4k")
+        assert allocated(stack, primary) == start - MIB
         stack.wait(stack.api.delete(f"/v1/snapshots/{stuck['id']}"))
         stack.wait(stack.api.delete(f"/v1/volumes/{vol['id']}?cascade=true"))
         assert allocated(stack, primary) == 0
