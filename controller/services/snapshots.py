@@ -42,7 +42,7 @@ from shared.errors import Conflict, InUse, InvalidInput
 # file QEMU opens and one more lookup for clusters the top layers lack; past this, a take
 # is refused (409 `chain_too_deep`) until a snapshot of the chain is deleted (merged).
 MAX_CHAIN_DEPTH = 16
-# Snapshots held as one tree, states in which a snapshot still holds a file.
+# The states in which a snapshot is (or may still be) a file of its volume's tree.
 HELD = (ObjectState.CREATING, ObjectState.READY, ObjectState.DESTROYING, ObjectState.ERROR)
 
 
