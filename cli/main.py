@@ -18,6 +18,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "backup-storages": ("id", "name", "type", "state", "capacity_available"),
     "images": ("id", "name", "state", "format", "size", "virtual_size"),
     "volumes": ("id", "name", "state", "size", "image_id", "primary_storage_id", "access"),
+    "snapshots": ("id", "name", "state", "volume_id", "parent_id", "actual_size"),
     "jobs": ("id", "kind", "state", "progress", "resource_id", "error"),
     "tokens": ("id", "name", "role", "revoked_at"),
     "audit": ("at", "token_name", "method", "route", "resource_id", "status", "code"),
@@ -171,11 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--primary-storage", required=True, help="primary storage id")
     c.add_argument("--image", help="image id: make a linked-clone root volume")
     c.add_argument("--size", help="bytes, or with a K/M/G/T suffix")
-    waitable(volumes.add_parser("delete")).add_argument("id")
+    d = waitable(volumes.add_parser("delete"))
+    d.add_argument("id")
+    d.add_argument("--cascade", action="store_true", help="delete its snapshots too")
+    r = waitable(volumes.add_parser("revert", help="go back to one of its snapshots"))
+    r.add_argument("id")
+    r.add_argument("snapshot_id")
     for verb in ("grant", "revoke"):
         a = waitable(volumes.add_parser(verb, help=f"{verb} a host's access (iSCSI)"))
         a.add_argument("id")
         a.add_argument("host_id")
+
+    snapshots = resource("snapshots", ["snapshot"])
+    t = waitable(snapshots.add_parser("take", help="take a snapshot of a volume"))
+    t.add_argument("volume_id")
+    t.add_argument("name")
+    waitable(snapshots.add_parser("delete", help="delete one, merging its data")
+             ).add_argument("id")
 
     jobs = resource("jobs", ["job"])
     w = jobs.add_parser("wait")
@@ -235,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
     c = cli.client
     res = {"host": "hosts", "ps": "primary-storages", "primary-storage": "primary-storages",
            "bs": "backup-storages", "backup-storage": "backup-storages", "image": "images",
-           "volume": "volumes", "job": "jobs", "token": "tokens"}.get(args.resource,
+           "volume": "volumes", "job": "jobs", "token": "tokens",
+           "snapshot": "snapshots"}.get(args.resource,
                                                                         args.resource)
     action = {"ls": "list"}.get(getattr(args, "action", ""), getattr(args, "action", ""))
     if res == "capabilities":
@@ -254,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
             cli.out(c.delete(f"/v1/tokens/{args.id}"), res)
         return 0
     if action == "delete":
-        return cli.submitted(c.delete(f"/v1/{res}/{args.id}"))
+        cascade = "?cascade=true" if getattr(args, "cascade", False) else ""
+        return cli.submitted(c.delete(f"/v1/{res}/{args.id}{cascade}"))
     if res == "jobs" and action == "wait":
         job = c.wait_job(args.id, on_progress=None if args.json else progress_bar)
         cli.out(job, None if args.json else "jobs")
@@ -286,6 +301,12 @@ def run(args: argparse.Namespace) -> int:
                  else {"url": args.source_url})
         body |= {k: v for k, v in (("format", args.format), ("sha256", args.sha256)) if v}
         return cli.submitted(c.post("/v1/images", body))
+    if res == "snapshots":
+        return cli.submitted(c.post(f"/v1/volumes/{args.volume_id}/snapshots",
+                                    {"name": args.name}))
+    if res == "volumes" and action == "revert":
+        return cli.submitted(c.post(f"/v1/volumes/{args.id}/revert",
+                                    {"snapshot_id": args.snapshot_id}))
     if res == "volumes" and action == "grant":
         return cli.submitted(c.post(f"/v1/volumes/{args.id}/access", {"host_id": args.host_id}))
     if res == "volumes" and action == "revoke":

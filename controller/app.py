@@ -35,6 +35,7 @@ from controller.services.images import ImageService
 from controller.services.monitor import HostMonitor
 from controller.services.paths import path_policy
 from controller.services.primary_storages import PrimaryStorageService
+from controller.services.snapshots import SnapshotService
 from controller.services.tokens import TokenService
 from controller.services.volumes import VolumeService
 from shared.http import error_middleware
@@ -78,6 +79,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             db=db, jobs=jobs, registry=registry, hosts=HostService(deps, primary_storages),
             primary_storages=primary_storages, backup_storages=BackupStorageService(deps),
             images=ImageService(deps), volumes=VolumeService(deps), tokens=TokenService(db),
+            snapshots=SnapshotService(deps),
         )
         app[SERVICES] = services
         await services.tokens.bootstrap(config.admin_token_path)

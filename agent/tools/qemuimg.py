@@ -168,10 +168,15 @@ class QemuImg:
         await self._run(*args, src, dest, timeout=timeout, progress=progress)
 
     async def rebase(
-        self, path: str, *, backing: str, backing_fmt: str, unsafe: bool = False,
-        progress: ProgressCallback | None = None, timeout: float = 3600,
+        self, path: str, *, backing: str | None, backing_fmt: str | None = None,
+        unsafe: bool = False, progress: ProgressCallback | None = None, timeout: float = 3600,
     ) -> None:
-        args = ["rebase", "-p", "-f", "qcow2", "-b", backing, "-F", backing_fmt]
+        """Onto `backing`, or with None onto nothing: the image then holds all its data."""
+        args = ["rebase", "-p", "-f", "qcow2", "-b", backing or ""]
+        if backing:
+            if not backing_fmt:
+                raise ValueError("backing_fmt is required with a backing file")
+            args += ["-F", backing_fmt]
         if unsafe:
             args.append("-u")
         await self._run(*args, path, timeout=timeout, progress=progress)

@@ -43,6 +43,14 @@ def number_param(request: web.Request, name: str, default: N, lo: N, hi: N) -> N
     return value
 
 
+def flag_param(request: web.Request, name: str) -> bool:
+    """A yes/no query parameter: `true`/`false` (or `1`/`0`); absent is false."""
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"{name} must be true or false, not {raw!r}")
+    return raw in ("true", "1")
+
+
 @dataclass
 class PageResult:
     rows: list[Any]

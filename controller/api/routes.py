@@ -11,7 +11,17 @@ from pydantic import BaseModel
 
 from controller.api import schemas as s
 from controller.api.auth import requires
-from controller.api.views import audit, hosts, images, jobs, meta, storages, tokens, volumes
+from controller.api.views import (
+    audit,
+    hosts,
+    images,
+    jobs,
+    meta,
+    snapshots,
+    storages,
+    tokens,
+    volumes,
+)
 from controller.auth.tokens import Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -85,14 +95,31 @@ ROUTES: tuple[Route, ...] = (
           body=s.VolumeCreate, response=s.JobAccepted, status=202, role=Role.OPERATOR),
     Route("GET", "/v1/volumes/{id}", volumes.get_volume, "Show a volume", response=s.VolumeOut),
     Route("DELETE", "/v1/volumes/{id}", volumes.delete_volume,
-          "Delete a volume (revoking every grant first)", response=s.JobAccepted, status=202,
-          role=Role.OPERATOR),
+          "Delete a volume (revoking every grant first); 409 while it has snapshots unless "
+          "cascade=true, which deletes them too", response=s.JobAccepted, status=202,
+          query=("cascade",), role=Role.OPERATOR),
     Route("POST", "/v1/volumes/{id}/access", volumes.grant_access,
           "Grant a host access to a volume (iSCSI: an ACL for the host's initiator)",
           body=s.HostRef, response=s.JobAccepted, status=202, role=Role.OPERATOR),
     Route("DELETE", "/v1/volumes/{id}/access/{host_id}", volumes.revoke_access,
           "Revoke a host's access to a volume", response=s.JobAccepted, status=202,
           role=Role.OPERATOR),
+    Route("GET", "/v1/volumes/{id}/snapshots", snapshots.list_volume_snapshots,
+          "List a volume's snapshots", response=s.Page[s.SnapshotOut],
+          query=(*LIST_QUERY, "name", "state", "parent_id")),
+    Route("POST", "/v1/volumes/{id}/snapshots", snapshots.take_snapshot,
+          "Take a snapshot of a volume", body=s.SnapshotCreate, response=s.JobAccepted,
+          status=202, role=Role.OPERATOR),
+    Route("POST", "/v1/volumes/{id}/revert", snapshots.revert_volume,
+          "Revert a volume to one of its snapshots (the others are kept)",
+          body=s.VolumeRevert, response=s.JobAccepted, status=202, role=Role.OPERATOR),
+    Route("GET", "/v1/snapshots", snapshots.list_snapshots, "List snapshots",
+          response=s.Page[s.SnapshotOut], query=(*LIST_QUERY, *snapshots.FILTERS)),
+    Route("GET", "/v1/snapshots/{id}", snapshots.get_snapshot, "Show a snapshot",
+          response=s.SnapshotOut),
+    Route("DELETE", "/v1/snapshots/{id}", snapshots.delete_snapshot,
+          "Delete a snapshot, merging its data into the layers that sit on it",
+          response=s.JobAccepted, status=202, role=Role.OPERATOR),
     Route("GET", "/v1/jobs", jobs.list_jobs, "List jobs", response=s.Page[s.JobOut],
           query=(*LIST_QUERY, "kind", "state", "resource_type", "resource_id")),
     Route("GET", "/v1/jobs/{id}", jobs.get_job, "Show a job; ?wait=N long-polls",

@@ -105,6 +105,14 @@ class VolumeCreate(Request):
                              description="Bytes; required without image.")
 
 
+class SnapshotCreate(Request):
+    name: Name
+
+
+class VolumeRevert(Request):
+    snapshot_id: str = Field(description="A snapshot of this volume to go back to.")
+
+
 class TokenCreate(Request):
     name: Name
     role: Role = Field(description="admin: hosts, storages, tokens; operator: images, "
@@ -230,6 +238,22 @@ class VolumeOut(Out):
     reason: str | None
     export: ExportOut | None
     access: list[AccessOut]
+    snapshot_id: str | None = Field(description="The snapshot the active layer sits on.")
+    created_at: float
+
+
+class SnapshotOut(Out):
+    id: str
+    name: str
+    volume_id: str
+    parent_id: str | None
+    primary_storage_id: str
+    path: str | None = Field(description="The frozen file on the primary storage.")
+    size: int = Field(description="Bytes it holds in the capacity ledger.")
+    virtual_size: int
+    actual_size: int | None
+    state: str
+    reason: str | None
     created_at: float
 
 

@@ -34,7 +34,8 @@ class Base(DeclarativeBase):
 
 class ObjectState(enum.StrEnum):
     """allocated -> creating -> ready; ready -> copying -> ready;
-    ready -> destroying -> destroyed; error from every transitional state."""
+    ready -> destroying -> destroyed; error from every transitional state. A volume is
+    `snapshotting` while a job takes, reverts to or deletes one of its snapshots."""
 
     ALLOCATED = "allocated"
     CREATING = "creating"
@@ -43,13 +44,14 @@ class ObjectState(enum.StrEnum):
     DESTROYING = "destroying"
     DESTROYED = "destroyed"
     ERROR = "error"
+    SNAPSHOTTING = "snapshotting"
 
 
 TRANSITIONAL = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.COPYING,
-                ObjectState.DESTROYING)
+                ObjectState.DESTROYING, ObjectState.SNAPSHOTTING)
 # Objects that still hold (or will hold) bytes somewhere.
 LIVE = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY, ObjectState.COPYING,
-        ObjectState.DESTROYING, ObjectState.ERROR)
+        ObjectState.DESTROYING, ObjectState.ERROR, ObjectState.SNAPSHOTTING)
 
 
 class StoreState(enum.StrEnum):
@@ -195,6 +197,31 @@ class Volume(Timestamps, Base):
     state: Mapped[str] = mapped_column(String(16), default=ObjectState.ALLOCATED)
     reason: Mapped[str | None] = mapped_column(Text)
     export: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The snapshot the active layer (`path`, the file a VM opens) sits on; None before the
+    # first snapshot. No foreign key: snapshots refer to volumes, not both ways.
+    snapshot_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Snapshot(Timestamps, Base):
+    """A point in time of a volume, a node of its tree (`parent_id`). On a primary storage
+    it is held as the frozen file `path` there, of `primary_storage_id`; a copy backed up
+    on a backup storage will be a row of its own per store, as an image's are
+    (`ImageStoreRef`). `size` is what it holds in the capacity ledger (0 once given back),
+    `virtual_size` the disk size at that point, `actual_size` the file's bytes when
+    taken."""
+
+    __tablename__ = "snapshots"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id"), index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("snapshots.id"))
+    primary_storage_id: Mapped[str] = mapped_column(ForeignKey("primary_storages.id"))
+    path: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(default=0)
+    virtual_size: Mapped[int] = mapped_column()
+    actual_size: Mapped[int | None] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16), default=ObjectState.CREATING)
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 class AccessState(enum.StrEnum):

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.models import Base, ImageCache, PrimaryStorage, StoreState
+from controller.db.models import Base, ImageCache, PrimaryStorage, Snapshot, StoreState
 from shared.errors import InsufficientCapacity
 
 
@@ -93,4 +93,20 @@ async def release_cache(session: AsyncSession, cache_id: str, expected: str, new
                             where={"size": held, **(where or {})}, size=0, **values):
         return False
     await release_capacity(session, cache.primary_storage_id, held)
+    return True
+
+
+async def release_snapshot(session: AsyncSession, snapshot_id: str,
+                           expected: str | Iterable[str], new: str, **values: Any) -> bool:
+    """Moves a snapshot to `new` and gives back what it held in the ledger, once: as with
+    image caches, `size` is zeroed in the same compare-and-swap."""
+    snapshot = await session.get(Snapshot, snapshot_id, populate_existing=True)
+    states = [expected] if isinstance(expected, str) else list(expected)
+    if snapshot is None or snapshot.state not in states:
+        return False
+    held = snapshot.size
+    if not await transition(session, Snapshot, snapshot_id, states, new,
+                            where={"size": held}, size=0, **values):
+        return False
+    await release_capacity(session, snapshot.primary_storage_id, held)
     return True

@@ -12,6 +12,7 @@ from controller.services.backup_storages import BackupStorageService
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
 from controller.services.primary_storages import PrimaryStorageService
+from controller.services.snapshots import SnapshotService
 from controller.services.tokens import TokenService
 from controller.services.volumes import VolumeService
 
@@ -27,3 +28,4 @@ class Services:
     images: ImageService
     volumes: VolumeService
     tokens: TokenService
+    snapshots: SnapshotService

@@ -76,6 +76,9 @@ class ImageService:
             raise Conflict(f"volume {volume.name} is a linked clone of an image; making an "
                            "image of it needs flattening, which comes with snapshots",
                            code="linked_clone")
+        if volume.snapshot_id is not None:
+            raise Conflict(f"volume {volume.name} sits on snapshots; making an image of it "
+                           "needs flattening its chain", code="has_snapshots")
         if not await transition(session, Volume, volume.id, ObjectState.READY,
                                 ObjectState.COPYING):
             raise Conflict(f"volume {volume.name} is {volume.state}, not ready")

@@ -36,6 +36,12 @@ from controller.plugins.interfaces.primary import PrimaryDataStoreDriver
 from controller.plugins.interfaces.stores import Primary
 from controller.services.base import ServiceDeps
 from controller.services.commands import CreateVolume
+from controller.services.snapshots import (
+    doom_snapshots,
+    drop_snapshots,
+    release_snapshots,
+    settle_snapshots,
+)
 from shared.errors import Conflict, InvalidInput, NotFound, StrataError
 from shared.protocol.files import BackingFile
 
@@ -156,9 +162,11 @@ class VolumeService:
                     ObjectState.ERROR, reason=reason):
                 await release_capacity(session, volume.primary_storage_id, volume.size)
 
-    async def delete(self, volume_id: str) -> Job:
+    async def delete(self, volume_id: str, cascade: bool = False) -> Job:
+        """`cascade`: its snapshots go too; without it, a volume with any is a 409."""
         async with self._d.db.begin() as session:
             volume = await get_or_404(session, Volume, volume_id, "volume")
+            await doom_snapshots(session, volume, cascade)
             # A volume in error gave its capacity back when it failed.
             release = volume.state == ObjectState.READY
             if not await transition(session, Volume, volume.id,
@@ -184,10 +192,12 @@ class VolumeService:
         for access, grantee in grants:
             await self._revoke(ctx, store, volume, access, grantee)
         capacity = await backend.delete_volume(ctx, store, volume, host)
+        await drop_snapshots(ctx, backend, store, host, volume.id)
         async with ctx.db.begin() as session:
             if await transition(session, Volume, volume.id, ObjectState.DESTROYING,
                                 ObjectState.DESTROYED, export=None) and ctx.params["release"]:
                 await release_capacity(session, store.id, volume.size)
+            await release_snapshots(session, volume.id)
             await record_fs_capacity(session, store.id, capacity.total, capacity.available)
             await ctx.succeed(session, None)
 
@@ -199,6 +209,7 @@ class VolumeService:
                     session, Volume, volume.id, ObjectState.DESTROYING, ObjectState.ERROR,
                     reason=f"delete failed: {reason}") and ctx.params["release"]:
                 await release_capacity(session, volume.primary_storage_id, volume.size)
+            await settle_snapshots(session, ctx.job.resource_id or "", reason)
 
     async def grant(self, volume_id: str, host_id: str) -> Job:
         """Checks everything a grant needs up front, so bad requests are a 4xx."""

@@ -25,3 +25,57 @@ class VolumeFacts(Model):
 
 
 CREATE_VOLUME = Command("create_volume", CreateVolumePayload, VolumeFacts, timeout=600)
+
+
+# Snapshots of qcow2 volumes: external overlays in the volume directory `dir`, the chain
+# shape libvirt makes live. Files are named by the controller; the agent joins each name
+# to `dir`, so nothing outside it is ever written or removed.
+
+
+class TakeSnapshotPayload(Model):
+    """`active`, the volume's active layer, becomes the snapshot's frozen file; a new
+    empty overlay `overlay` on top of it becomes the active layer."""
+
+    dir: StorePath
+    active: FileName
+    overlay: FileName
+
+
+class SnapshotFacts(Model):
+    """`path`: the new active layer; `snapshot_path`: the frozen file."""
+
+    path: str
+    snapshot_path: str
+    actual_size: int
+    virtual_size: int
+    capacity: FsCapacity
+
+
+class RevertSnapshotPayload(Model):
+    """A new empty overlay `overlay` on the frozen file `snapshot`: the volume's next
+    active layer. The old one is dropped by the controller once the row points here."""
+
+    dir: StorePath
+    snapshot: FileName
+    overlay: FileName
+
+
+class DeleteSnapshotPayload(Model):
+    """Each of `children` (files in `dir` sitting on `snapshot`) is rebased onto the
+    snapshot's own backing file, which must lie in `dir` or `cache_dir`; then the
+    snapshot's file goes."""
+
+    dir: StorePath
+    cache_dir: StorePath
+    snapshot: FileName
+    children: list[FileName] = Field(default_factory=list, max_length=64)
+
+
+class SnapshotDeleted(Model):
+    existed: bool
+    capacity: FsCapacity
+
+
+TAKE_SNAPSHOT = Command("take_snapshot", TakeSnapshotPayload, SnapshotFacts, timeout=600)
+REVERT_SNAPSHOT = Command("revert_snapshot", RevertSnapshotPayload, VolumeFacts, timeout=600)
+DELETE_SNAPSHOT = Command("delete_snapshot", DeleteSnapshotPayload, SnapshotDeleted)

@@ -15,10 +15,16 @@ from controller.db.models import (
     ImageCache,
     ObjectState,
     PrimaryStorage,
+    Snapshot,
     StoreState,
     Volume,
 )
-from controller.db.transitions import release_cache, reserve_capacity, transition
+from controller.db.transitions import (
+    release_cache,
+    release_snapshot,
+    reserve_capacity,
+    transition,
+)
 from shared.errors import InsufficientCapacity
 from tests.support.postgres import PostgresServer
 
@@ -110,3 +116,28 @@ async def test_cache_bytes_are_released_exactly_once(
         cached = await session.get(ImageCache, cache.id)
         assert row is not None and row.capacity_allocated == 0
         assert cached is not None and cached.state == ObjectState.ERROR and cached.size == 0
+
+
+async def test_snapshot_bytes_are_released_exactly_once(
+        db: async_sessionmaker[AsyncSession]) -> None:
+    store = await _storage(db)
+    async with db.begin() as session:
+        vol = Volume(name="v", primary_storage_id=store.id, size=200, state=ObjectState.READY)
+        session.add(vol)
+        await session.flush()
+        await reserve_capacity(session, store, 400)
+        snap = Snapshot(name="s", volume_id=vol.id, primary_storage_id=store.id, path="/x/s",
+                        size=200, virtual_size=200, state=ObjectState.DESTROYING)
+        session.add(snap)
+
+    async def destroy() -> bool:
+        async with db.begin() as session:
+            return await release_snapshot(session, snap.id, ObjectState.DESTROYING,
+                                          ObjectState.DESTROYED, path=None)
+
+    assert sorted(await asyncio.gather(destroy(), destroy(), destroy())) == [False, False, True]
+    async with db() as session:
+        row = await session.get(PrimaryStorage, store.id)
+        gone = await session.get(Snapshot, snap.id)
+        assert row is not None and row.capacity_allocated == 200
+        assert gone is not None and gone.state == ObjectState.DESTROYED and gone.size == 0

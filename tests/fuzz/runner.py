@@ -34,7 +34,8 @@ TRANSITIONAL = {
     "primary-storages": {"creating", "deleting"},
     "backup-storages": {"creating", "deleting"},
     "images": {"allocated", "creating", "copying", "destroying"},
-    "volumes": {"allocated", "creating", "copying", "destroying"},
+    "volumes": {"allocated", "creating", "copying", "destroying", "snapshotting"},
+    "snapshots": {"creating", "destroying"},
 }
 ATTACHMENT_TRANSITIONAL = {"connecting", "detaching"}
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -89,6 +90,8 @@ def seed(api: Client, work: Path) -> dict[str, str]:
         "name": "root", "primary_storage_id": ids["primary-storages"],
         "image_id": ids["images"]}))
     ids["volumes"], ids["jobs"] = str(job["resource_id"]), str(job["id"])
+    ids["snapshots"] = str(settle(api, api.post(f"/v1/volumes/{ids['volumes']}/snapshots",
+                                                {"name": "snap"}))["resource_id"])
     return ids
 
 

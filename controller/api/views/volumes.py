@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.keys import SERVICES
-from controller.api.request import body
+from controller.api.request import body, flag_param
 from controller.api.schemas import AccessOut, ExportOut, HostRef, VolumeCreate, VolumeOut
 from controller.api.views.common import accepted, listing, showing
 from controller.db.models import Volume, VolumeAccess
@@ -27,7 +27,7 @@ async def _volumes_out(_: Services, session: AsyncSession,
         out.append(VolumeOut(
             id=v.id, name=v.name, primary_storage_id=v.primary_storage_id, image_id=v.image_id,
             size=v.size, format=v.format, path=v.path, state=v.state, reason=v.reason,
-            created_at=v.created_at,
+            created_at=v.created_at, snapshot_id=v.snapshot_id,
             export=ExportOut(portal=export["portal"], target=export["target"],
                              lun=export["lun"], chap=bool(export.get("chap")))
             if export else None,
@@ -54,7 +54,8 @@ async def create_volume(request: web.Request) -> web.Response:
 
 
 async def delete_volume(request: web.Request) -> web.Response:
-    return accepted(await request.app[SERVICES].volumes.delete(request.match_info["id"]))
+    return accepted(await request.app[SERVICES].volumes.delete(
+        request.match_info["id"], cascade=flag_param(request, "cascade")))
 
 
 async def grant_access(request: web.Request) -> web.Response:

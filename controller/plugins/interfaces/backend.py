@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from controller.db.models import Host, ImageCache, Volume
+from controller.db.models import Host, ImageCache, Snapshot, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.stores import Primary, StoreConfig
+from shared.errors import Unsupported
 from shared.protocol.files import BackingFile
 from shared.protocol.iscsi import IscsiTarget
 from shared.protocol.types import FsCapacity, ImageFormat
@@ -23,6 +25,20 @@ class VolumeCreated:
     capacity: FsCapacity
     format: ImageFormat = "qcow2"
     export: IscsiTarget | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotTaken:
+    """`path`: the volume's new active layer; `snapshot_path`: the snapshot's frozen file."""
+
+    path: str
+    snapshot_path: str
+    actual_size: int
+    capacity: FsCapacity
+
+
+# Records a reverted volume's new active layer; called before the old one is dropped.
+Switch = Callable[[VolumeCreated], Awaitable[None]]
 
 
 class PrimaryStorageBackend(abc.ABC, Generic[C]):
@@ -43,3 +59,34 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
     @abc.abstractmethod
     async def delete_cache(self, ctx: JobContext, store: Primary[C], cache: ImageCache,
                            host: Host) -> FsCapacity: ...
+
+    # Snapshots (CloudStack's takeSnapshot / revertSnapshot / deleteSnapshot). A backend
+    # without them refuses up front, through `check_snapshots`.
+    def check_snapshots(self, store: Primary[C]) -> None:
+        """Raises a 409 when this storage's volumes can't be snapshotted; the API calls it
+        before accepting a snapshot request."""
+        raise snapshots_not_supported(store)
+
+    async def take_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                            snapshot: Snapshot, overlay: str, host: Host) -> SnapshotTaken:
+        """Freezes the volume's active layer as `snapshot`; a new active layer named
+        `overlay` goes on top of it."""
+        raise snapshots_not_supported(store)
+
+    async def revert_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                              snapshot: Snapshot, overlay: str, host: Host,
+                              switch: Switch) -> FsCapacity:
+        """Makes a new active layer `overlay` on `snapshot`, has `switch` record it, then
+        drops the volume's old active layer; no snapshot is touched."""
+        raise snapshots_not_supported(store)
+
+    async def delete_snapshot(self, ctx: JobContext, store: Primary[C], snapshot: Snapshot,
+                              children: Sequence[str], host: Host) -> FsCapacity:
+        """Merges `snapshot` into `children` (the paths of the files that sit on it: child
+        snapshots' and the active layer), then removes it."""
+        raise snapshots_not_supported(store)
+
+
+def snapshots_not_supported(store: Primary[Any]) -> Unsupported:
+    return Unsupported(f"primary storage {store.name} is {store.row.type}: its volumes "
+                       "can't be snapshotted yet", code="snapshots_not_supported")

@@ -1,27 +1,61 @@
 """KVM backend for storages whose volumes are qcow2 files that the hosts open by path:
 `local` (this package) and `nfs` (which reuses it). Root volumes are linked clones of the
-image cache (`qemu-img create -b <cache> -F <fmt>`)."""
+image cache (`qemu-img create -b <cache> -F <fmt>`).
+
+Snapshots are external qcow2 overlays, the chain libvirt makes live: taking one freezes
+the active layer where it is and puts a new overlay, under a new name, on top of it. The
+volume's path therefore moves (the row records it) rather than staying fixed by renames:
+a renamed file would break the backing reference of every file above it, and a running
+VM's file can't be renamed under it, while a new overlay with a new name is exactly
+what a live snapshot by libvirt makes, so both kinds fit the same rows."""
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Sequence
 from typing import TypeVar
 
-from controller.db.models import Host, ImageCache, Volume
+from controller.db.models import Host, ImageCache, Snapshot, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.files import delete_cache_file, delete_file
-from controller.plugins.interfaces.backend import PrimaryStorageBackend, VolumeCreated
+from controller.plugins.interfaces.backend import (
+    PrimaryStorageBackend,
+    SnapshotTaken,
+    Switch,
+    VolumeCreated,
+)
 from controller.plugins.interfaces.primary import PrimaryStorageProvider
 from controller.plugins.interfaces.stores import Primary, StoreConfig
 from controller.plugins.local.provider import LOCAL
+from shared.errors import Conflict
+from shared.names import validate_file_name
 from shared.protocol.files import BackingFile
 from shared.protocol.types import FsCapacity
-from shared.protocol.volumes import CREATE_VOLUME, CreateVolumePayload
+from shared.protocol.volumes import (
+    CREATE_VOLUME,
+    DELETE_SNAPSHOT,
+    REVERT_SNAPSHOT,
+    TAKE_SNAPSHOT,
+    CreateVolumePayload,
+    DeleteSnapshotPayload,
+    RevertSnapshotPayload,
+    TakeSnapshotPayload,
+)
 
 C = TypeVar("C", bound=StoreConfig)
 
 
 def volume_file_name(volume: Volume) -> str:
     return f"{volume.id}.qcow2"
+
+
+def layer_name(directory: str, path: str | None) -> str:
+    """The name of a volume's layer (active or frozen) in the volume directory; a path
+    elsewhere is refused, so no command ever names a file outside the storage."""
+    if path is None or posixpath.dirname(path) != directory:
+        raise Conflict(f"{path} is not a file of the volume directory {directory}",
+                       code="path_outside_storage")
+    return validate_file_name(posixpath.basename(path))
 
 
 class Qcow2FileBackend(PrimaryStorageBackend[C]):
@@ -42,12 +76,52 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
 
     async def delete_volume(self, ctx: JobContext, store: Primary[C], volume: Volume,
                             host: Host) -> FsCapacity:
-        return await delete_file(ctx, host, self._driver.volume_dir(store),
-                                 volume_file_name(volume), f"delete-{volume.id}")
+        """Removes the active layer: where the row says once snapshots moved it, else
+        the name it was created under (a create that failed has no path)."""
+        directory = self._driver.volume_dir(store)
+        name = (layer_name(directory, volume.path) if volume.path
+                else volume_file_name(volume))
+        return await delete_file(ctx, host, directory, name, f"delete-{volume.id}")
 
     async def delete_cache(self, ctx: JobContext, store: Primary[C], cache: ImageCache,
                            host: Host) -> FsCapacity:
         return await delete_cache_file(ctx, self._driver, store, cache, host)
+
+    def check_snapshots(self, store: Primary[C]) -> None:
+        return None
+
+    async def take_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                            snapshot: Snapshot, overlay: str, host: Host) -> SnapshotTaken:
+        directory = self._driver.volume_dir(store)
+        payload = TakeSnapshotPayload(dir=directory, active=layer_name(directory, volume.path),
+                                      overlay=overlay)
+        facts = await ctx.call(host, TAKE_SNAPSHOT, payload, step=f"take-{snapshot.id}")
+        return SnapshotTaken(facts.path, facts.snapshot_path, facts.actual_size,
+                             facts.capacity)
+
+    async def revert_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                              snapshot: Snapshot, overlay: str, host: Host,
+                              switch: Switch) -> FsCapacity:
+        """The old active layer is dropped only once the row points at the new one: a
+        failure in between leaks at most an unused file, never the volume's data."""
+        directory = self._driver.volume_dir(store)
+        old = layer_name(directory, volume.path)
+        payload = RevertSnapshotPayload(dir=directory, overlay=overlay,
+                                        snapshot=layer_name(directory, snapshot.path))
+        facts = await ctx.call(host, REVERT_SNAPSHOT, payload, step=f"revert-{overlay}",
+                               span=(0, 50))
+        await switch(VolumeCreated(facts.path, facts.virtual_size, facts.capacity))
+        return await delete_file(ctx, host, directory, old, f"drop-{old}")
+
+    async def delete_snapshot(self, ctx: JobContext, store: Primary[C], snapshot: Snapshot,
+                              children: Sequence[str], host: Host) -> FsCapacity:
+        directory = self._driver.volume_dir(store)
+        payload = DeleteSnapshotPayload(
+            dir=directory, cache_dir=self._driver.cache_dir(store),
+            snapshot=layer_name(directory, snapshot.path),
+            children=[layer_name(directory, child) for child in children])
+        result = await ctx.call(host, DELETE_SNAPSHOT, payload, step=f"merge-{snapshot.id}")
+        return result.capacity
 
 
 LOCAL_KVM = Qcow2FileBackend(LOCAL)

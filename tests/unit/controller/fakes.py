@@ -43,7 +43,7 @@ from shared.protocol.nfs import NfsMountResult
 from shared.protocol.s3 import S3Endpoint
 from shared.protocol.sftp import SftpEndpoint
 from shared.protocol.types import EmptyPayload, FsCapacity, Model
-from shared.protocol.volumes import VolumeFacts
+from shared.protocol.volumes import SnapshotDeleted, SnapshotFacts, VolumeFacts
 
 P = TypeVar("P", bound=Model)
 R = TypeVar("R", bound=Model)
@@ -94,6 +94,12 @@ ANSWERS: dict[str, Callable[[Any], Model]] = {
     "create_volume": lambda p: VolumeFacts(path=f"{p.dest_dir}/{p.file_name}",
                                            virtual_size=p.size, capacity=CAPACITY),
     "delete_file": lambda p: DeleteFileResult(existed=True, capacity=CAPACITY),
+    "take_snapshot": lambda p: SnapshotFacts(
+        path=f"{p.dir}/{p.overlay}", snapshot_path=f"{p.dir}/{p.active}", actual_size=4 << 20,
+        virtual_size=1 << 30, capacity=CAPACITY),
+    "revert_snapshot": lambda p: VolumeFacts(path=f"{p.dir}/{p.overlay}",
+                                             virtual_size=1 << 30, capacity=CAPACITY),
+    "delete_snapshot": lambda p: SnapshotDeleted(existed=True, capacity=CAPACITY),
     "export_lun": lambda p: ExportLunResult(
         path=f"{p.dir}/{p.file_name}", capacity=CAPACITY,
         target=IscsiTarget(portal="10.0.0.9:3260", target=p.target, lun=1)),
