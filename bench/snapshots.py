@@ -1,0 +1,137 @@
+"""Benchmark: qcow2 snapshots through the API against the bare qemu-img steps they stand
+for, on the same chain shape in the same run. Prints each latency and the ratio.
+
+- take: POST /v1/volumes/{id}/snapshots + job wait, against `qemu-img create -b` of
+  the next overlay;
+- delete: DELETE /v1/snapshots/{id} of the oldest snapshot but the first + job wait
+  (Strata rebases its child onto the first), against `qemu-img commit` of the same
+  layer into the first plus the unsafe rebase of its child that a bare-tools operator
+  would do.
+
+Each snapshot layer holds `--layer-mib` of its own data, written with qemu-io between
+takes on both sides. Starts `strata-controller` on embedded defaults in a temporary
+state directory; leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.volumes import start_embedded, wait_seeded  # noqa: E402
+from cli.client import Client  # noqa: E402
+
+MIB = 1 << 20
+
+
+def write_layer(path: str, index: int, layer_mib: int) -> None:
+    """Writes this layer's own data: `layer_mib` MiB of byte `index` at its own offset."""
+    offset = index * layer_mib * MIB
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c",
+                    f"write -P {index % 256} {offset} {layer_mib * MIB}", path],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def timed(step: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def api_chain(api: Client, primary: str, layers: int, layer_mib: int) -> tuple[
+        list[float], list[float]]:
+    """(take latencies, delete latencies) through the API, in seconds."""
+    size = (layers + 1) * layer_mib * MIB
+    job = api.wait_job(api.post("/v1/volumes", {"name": "bench-snap", "size": size,
+                                                "primary_storage_id": primary})["job_id"])
+    volume = job["resource_id"]
+    takes, snapshots = [], []
+    for i in range(layers):
+        write_layer(api.get(f"/v1/volumes/{volume}")["path"], i, layer_mib)
+
+        def take(i: int = i) -> None:
+            done = api.wait_job(api.post(f"/v1/volumes/{volume}/snapshots",
+                                         {"name": f"s{i}"})["job_id"])
+            if done["state"] != "succeeded":
+                raise RuntimeError(f"take s{i} failed: {done['error']}")
+            snapshots.append(done["resource_id"])
+        takes.append(timed(take))
+    deletes = []
+    for snapshot in snapshots[1:]:
+        def delete(snapshot: str = snapshot) -> None:
+            done = api.wait_job(api.delete(f"/v1/snapshots/{snapshot}")["job_id"])
+            if done["state"] != "succeeded":
+                raise RuntimeError(f"delete {snapshot} failed: {done['error']}")
+        deletes.append(timed(delete))
+    return takes, deletes
+
+
+def raw_chain(work: Path, layers: int, layer_mib: int) -> tuple[list[float], list[float]]:
+    """The same chain with bare qemu-img: each take a new overlay, each delete a commit of
+    the oldest layer into the base and an unsafe rebase of its child onto the base."""
+    work.mkdir()
+    size = (layers + 1) * layer_mib * MIB
+    files = [str(work / "l0.qcow2")]
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", files[0], str(size)],
+                   check=True)
+    takes = []
+    for i in range(layers):
+        write_layer(files[-1], i, layer_mib)
+        new = str(work / f"l{i + 1}.qcow2")
+        argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", files[-1], "-F", "qcow2", new]
+        takes.append(timed(functools.partial(subprocess.run, argv, check=True)))
+        files.append(new)
+    deletes = []
+    base = files[0]
+    for layer, child in itertools.pairwise(files[1:]):
+        def merge(layer: str = layer, child: str = child) -> None:
+            subprocess.run(["qemu-img", "commit", "-q", "-d", layer], check=True)
+            subprocess.run(["qemu-img", "rebase", "-q", "-u", "-b", base, "-F", "qcow2",
+                            child], check=True)
+            Path(layer).unlink()
+        deletes.append(timed(merge))
+    return takes, deletes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--layers", type=int, default=12,
+                   help="snapshots taken in a row (at most the chain depth bound, 16)")
+    p.add_argument("--layer-mib", type=int, default=16)
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="strata-bench-"))
+    controller = start_embedded(work)
+    try:
+        api = Client(controller.url, controller.token)
+        primary, _ = wait_seeded(api)
+        api_take, api_delete = api_chain(api, primary, args.layers, args.layer_mib)
+        raw_take, raw_delete = raw_chain(work / "raw", args.layers, args.layer_mib)
+
+        def line(what: str, ours: list[float], raw: list[float]) -> None:
+            a, r = statistics.median(ours), statistics.median(raw)
+            print(f"  {what:7} API {1000 * a:8.1f} ms   qemu-img {1000 * r:8.1f} ms   "
+                  f"ratio API/raw {a / r:6.2f}")
+
+        print(f"qcow2 snapshots, a chain of {args.layers} layers of {args.layer_mib} MiB "
+              "each; median latency")
+        line("take", api_take, raw_take)
+        line("delete", api_delete, raw_delete)
+    finally:
+        controller.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
