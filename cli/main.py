@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--image", help="image id: make a linked-clone root volume")
     c.add_argument("--size", help="bytes, or with a K/M/G/T suffix")
     waitable(volumes.add_parser("delete")).add_argument("id")
+    g = waitable(volumes.add_parser("resize", help="grow a volume (never shrinks)"))
+    g.add_argument("id")
+    g.add_argument("size", help="the new size: bytes, or with a K/M/G/T suffix")
     for verb in ("grant", "revoke"):
         a = waitable(volumes.add_parser(verb, help=f"{verb} a host's access (iSCSI)"))
         a.add_argument("id")
@@ -291,6 +294,9 @@ def run(args: argparse.Namespace) -> int:
         return cli.submitted(c.post("/v1/images", body))
     if res == "volumes" and action == "grant":
         return cli.submitted(c.post(f"/v1/volumes/{args.id}/access", {"host_id": args.host_id}))
+    if res == "volumes" and action == "resize":
+        return cli.submitted(c.post(f"/v1/volumes/{args.id}/resize",
+                                    {"size": parse_size(args.size)}))
     if res == "volumes" and action == "revoke":
         return cli.submitted(c.delete(f"/v1/volumes/{args.id}/access/{args.host_id}"))
     if res == "volumes":

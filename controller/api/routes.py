@@ -87,6 +87,10 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/volumes/{id}", volumes.delete_volume,
           "Delete a volume (revoking every grant first)", response=s.JobAccepted, status=202,
           role=Role.OPERATOR),
+    Route("POST", "/v1/volumes/{id}/resize", volumes.resize_volume,
+          "Grow a volume (a smaller size is refused: volume_shrink; 409 while the volume is "
+          "not ready)", body=s.VolumeResize, response=s.JobAccepted, status=202,
+          role=Role.OPERATOR),
     Route("POST", "/v1/volumes/{id}/access", volumes.grant_access,
           "Grant a host access to a volume (iSCSI: an ACL for the host's initiator)",
           body=s.HostRef, response=s.JobAccepted, status=202, role=Role.OPERATOR),

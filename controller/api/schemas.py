@@ -102,6 +102,12 @@ class VolumeCreate(Request):
                              description="Bytes; required without image.")
 
 
+class VolumeResize(Request):
+    size: int = Field(gt=0, le=MAX_VOLUME_SIZE, multiple_of=512,
+                      description="The new size in bytes (a multiple of 512): larger than "
+                                  "the volume's, or equal (nothing to do); never smaller.")
+
+
 class TokenCreate(Request):
     name: Name
     role: Role = Field(description="admin: hosts, storages, tokens; operator: images, "

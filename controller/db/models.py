@@ -34,22 +34,24 @@ class Base(DeclarativeBase):
 
 class ObjectState(enum.StrEnum):
     """allocated -> creating -> ready; ready -> copying -> ready;
+    ready -> resizing -> ready (a volume being grown);
     ready -> destroying -> destroyed; error from every transitional state."""
 
     ALLOCATED = "allocated"
     CREATING = "creating"
     READY = "ready"
     COPYING = "copying"
+    RESIZING = "resizing"
     DESTROYING = "destroying"
     DESTROYED = "destroyed"
     ERROR = "error"
 
 
 TRANSITIONAL = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.COPYING,
-                ObjectState.DESTROYING)
+                ObjectState.RESIZING, ObjectState.DESTROYING)
 # Objects that still hold (or will hold) bytes somewhere.
 LIVE = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY, ObjectState.COPYING,
-        ObjectState.DESTROYING, ObjectState.ERROR)
+        ObjectState.RESIZING, ObjectState.DESTROYING, ObjectState.ERROR)
 
 
 class StoreState(enum.StrEnum):

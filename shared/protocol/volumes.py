@@ -25,3 +25,22 @@ class VolumeFacts(Model):
 
 
 CREATE_VOLUME = Command("create_volume", CreateVolumePayload, VolumeFacts, timeout=600)
+
+
+class ResizeVolumePayload(Model):
+    """Grow the qcow2 volume `dir/file_name` to `size` bytes; never shrink it."""
+
+    dir: StorePath
+    file_name: FileName
+    size: int = Field(gt=0)
+
+
+class VolumeResized(Model):
+    """`virtual_size`: what the guest sees now; equal to the request after a growth."""
+
+    path: str
+    virtual_size: int
+    capacity: FsCapacity
+
+
+RESIZE_VOLUME = Command("resize_volume", ResizeVolumePayload, VolumeResized, timeout=300)

@@ -34,7 +34,7 @@ TRANSITIONAL = {
     "primary-storages": {"creating", "deleting"},
     "backup-storages": {"creating", "deleting"},
     "images": {"allocated", "creating", "copying", "destroying"},
-    "volumes": {"allocated", "creating", "copying", "destroying"},
+    "volumes": {"allocated", "creating", "copying", "resizing", "destroying"},
 }
 ATTACHMENT_TRANSITIONAL = {"connecting", "detaching"}
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"

@@ -19,10 +19,13 @@ from controller.plugins.interfaces.stores import HostDir, Primary, StoreConfig
 from shared.errors import Conflict, OperationFailed
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
 from shared.protocol.iscsi import GRANT_LUN, REVOKE_LUN, IscsiTarget, LunAccessPayload
+from shared.protocol.objects import LIST_OBJECTS, ListObjectsPayload, ObjectDir, ObjectList
 from shared.protocol.types import FsCapacity, Iqn, IscsiPortal, VolumeGroup
 
 LUNS = "luns"
 IMAGE_CACHE = "imagecache"
+# Snapshots of file-backed LUNs: a sibling of LUNS, on the same filesystem.
+SNAPSHOTS = "snapshots"
 
 
 class IscsiConfig(StoreConfig):
@@ -98,6 +101,19 @@ class IscsiDriver(PrimaryDataStoreDriver[IscsiConfig]):
 
     def server_host_id(self, store: Primary[IscsiConfig]) -> str:
         return store.config.server_host_id
+
+    async def list_objects(self, ctx: JobContext, store: Primary[IscsiConfig],
+                           host: Host) -> ObjectList:
+        """On the storage server, whichever host is given: LUN files (or, with a volume
+        group, its `strata-` logical volumes, snapshots among them), the image cache,
+        and the snapshots of file-backed LUNs."""
+        payload = ListObjectsPayload(
+            root=store.config.path, volume_group=store.config.volume_group,
+            dirs=[ObjectDir(subdir=LUNS, kind="volume"),
+                  ObjectDir(subdir=IMAGE_CACHE, kind="cache"),
+                  ObjectDir(subdir=SNAPSHOTS, kind="snapshot")])
+        return await ctx.call(await server(ctx, store), LIST_OBJECTS, payload,
+                              step=f"list-{store.id}")
 
     async def grant_access(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
                            host: Host) -> str:

@@ -9,13 +9,22 @@ from typing import TypeVar
 from controller.db.models import Host, ImageCache, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.files import delete_cache_file, delete_file
-from controller.plugins.interfaces.backend import PrimaryStorageBackend, VolumeCreated
+from controller.plugins.interfaces.backend import (
+    PrimaryStorageBackend,
+    VolumeCreated,
+    VolumeGrown,
+)
 from controller.plugins.interfaces.primary import PrimaryStorageProvider
 from controller.plugins.interfaces.stores import Primary, StoreConfig
 from controller.plugins.local.provider import LOCAL
 from shared.protocol.files import BackingFile
 from shared.protocol.types import FsCapacity
-from shared.protocol.volumes import CREATE_VOLUME, CreateVolumePayload
+from shared.protocol.volumes import (
+    CREATE_VOLUME,
+    RESIZE_VOLUME,
+    CreateVolumePayload,
+    ResizeVolumePayload,
+)
 
 C = TypeVar("C", bound=StoreConfig)
 
@@ -48,6 +57,15 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
     async def delete_cache(self, ctx: JobContext, store: Primary[C], cache: ImageCache,
                            host: Host) -> FsCapacity:
         return await delete_cache_file(ctx, self._driver, store, cache, host)
+
+    async def resize_volume(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                            host: Host, size: int) -> VolumeGrown:
+        """`qemu-img resize` on any host that reaches the file (a linked clone too: the
+        part past its backing file's end reads as zeroes)."""
+        payload = ResizeVolumePayload(dir=self._driver.volume_dir(store),
+                                      file_name=volume_file_name(volume), size=size)
+        result = await ctx.call(host, RESIZE_VOLUME, payload, step="resize-volume")
+        return VolumeGrown(result.virtual_size, result.capacity)
 
 
 LOCAL_KVM = Qcow2FileBackend(LOCAL)
