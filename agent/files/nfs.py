@@ -171,8 +171,9 @@ class NfsFileStore(FileStore):
         says the file's blocks take."""
         try:
             ctx = self._mount_dir(path)
-        except NfsError as exc:
-            if exc.errno == errno.ENOENT:
+        except NfsError:
+            # Servers refuse to mount a missing directory (ganesha: MNT3ERR_ACCES).
+            if not self._lexists(path):
                 return []
             raise
         found = []
