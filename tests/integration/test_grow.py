@@ -17,7 +17,9 @@ from tests.conftest import Stack
 from tests.integration.test_end_to_end import qemu_info, register
 from tests.integration.test_iscsi import Cloud, cloud, spec  # noqa: F401
 from tests.integration.test_iscsi_agent import IQN_A, Site, export, qemu_io, site  # noqa: F401
+from tests.integration.test_nfs import nfs_storage
 from tests.support.fileserver import FileServer
+from tests.support.nfsserver import NfsServer
 from tests.support.procs import run_cli
 
 MiB = 1 << 20
@@ -191,3 +193,15 @@ def test_resize_lun_on_a_running_target(site: Site) -> None:  # noqa: F811
         "dir": str(site.luns), "file_name": "grow1.raw", "target": target["target"],
         "size": 64 * MiB})
     assert state == "failed" and err["code"] == "volume_shrink"
+
+
+def test_grow_an_nfs_volume_through_libnfs(stack: Stack, nfs: NfsServer) -> None:
+    primary = nfs_storage(stack, nfs, nfs.share("grow"), [stack.host_id])
+    vid = str(stack.wait(stack.api.post("/v1/volumes", {
+        "name": "nfs-data", "primary_storage_id": primary, "size": 8 * MiB}))["resource_id"])
+    url = str(stack.api.get(f"/v1/volumes/{vid}")["path"])
+    assert url.startswith("nfs://")
+    io(url, "write -P 0x7e 0 1M")
+    stack.wait(stack.api.post(f"/v1/volumes/{vid}/resize", {"size": 40 * MiB}))
+    assert qemu_info(url)[0]["virtual-size"] == 40 * MiB
+    io(url, "read -P 0x7e 0 1M", "write -P 0x1f 39M 1M", "read -P 0x1f 39M 1M")
