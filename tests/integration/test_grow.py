@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.client import ApiError
+from cli.client import ApiError, Client
 from tests.conftest import Stack
 from tests.integration.test_end_to_end import qemu_info, register
 from tests.integration.test_iscsi import Cloud, cloud, spec  # noqa: F401
@@ -134,6 +134,20 @@ def test_a_failed_growth_leaves_the_volume_ready(stack: Stack) -> None:
     assert vol["state"] == "ready" and vol["size"] == 8 * MiB
     assert "resize to" in vol["reason"] and "does not exist" in vol["reason"]
     assert allocated(stack) == before, "the reserved growth went back"
+
+
+def test_resize_is_for_operators_and_documented(stack: Stack) -> None:
+    vid = str(stack.wait(stack.api.post("/v1/volumes", {
+        "name": "doc", "primary_storage_id": stack.primary_id, "size": 8 * MiB}))
+        ["resource_id"])
+    reader = Client(stack.controller.url, str(stack.api.post(
+        "/v1/tokens", {"name": "r", "role": "reader"})["token"]))
+    refused(lambda: reader.post(f"/v1/volumes/{vid}/resize", {"size": 16 * MiB}),
+            403, "forbidden")
+    op = stack.api.get("/v1/openapi.json")["paths"]["/v1/volumes/{id}/resize"]["post"]
+    assert "operator" in op["description"] and "202" in op["responses"]
+    body = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert body.endswith("/VolumeResize")
 
 
 def test_cli_resize(stack: Stack) -> None:
