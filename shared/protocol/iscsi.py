@@ -168,7 +168,8 @@ class DeleteLunSnapshotPayload(_SnapshotPlace):
 
 class LunSnapshotFacts(Model):
     """`method`: reflink (shares blocks with the LUN until either is written), copy (a
-    sparse copy), lvm (a thick snapshot), lvm-thin (a thin snapshot)."""
+    sparse copy), lvm (a thick snapshot), lvm-thin (a thin snapshot). A file snapshot
+    found made already (a repeated command) says copy: how it was made is not kept."""
 
     path: str
     size: int

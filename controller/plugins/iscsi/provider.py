@@ -24,7 +24,8 @@ from shared.protocol.types import FsCapacity, Iqn, IscsiPortal, VolumeGroup
 
 LUNS = "luns"
 IMAGE_CACHE = "imagecache"
-# Snapshots of file-backed LUNs: a sibling of LUNS, on the same filesystem.
+# Snapshots of file-backed LUNs: a sibling of LUNS, on the same filesystem; made, and
+# swept of leftovers, when the storage is attached.
 SNAPSHOTS = "snapshots"
 
 
@@ -82,7 +83,8 @@ class IscsiLifeCycle(PrimaryLifeCycle[IscsiConfig]):
         """The storage server prepares the directory and reports capacity; the
         hypervisor only needs an initiator name (sessions come with grants)."""
         require_iqn(host)
-        payload = PrepareStoragePayload(path=store.config.path, subdirs=[LUNS, IMAGE_CACHE],
+        payload = PrepareStoragePayload(path=store.config.path,
+                                        subdirs=[LUNS, IMAGE_CACHE, SNAPSHOTS],
                                         volume_group=store.config.volume_group)
         result = await ctx.call(await server(ctx, store), PREPARE_STORAGE, payload,
                                 step=f"prepare-{store.id}-{host.id}")
