@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = waitable(volumes.add_parser("revert", help="go back to one of its snapshots"))
     r.add_argument("id")
     r.add_argument("snapshot_id")
+    g = waitable(volumes.add_parser("resize", help="grow a volume (never shrinks)"))
+    g.add_argument("id")
+    g.add_argument("size", help="the new size: bytes, or with a K/M/G/T suffix")
     for verb in ("grant", "revoke"):
         a = waitable(volumes.add_parser(verb, help=f"{verb} a host's access (iSCSI)"))
         a.add_argument("id")
@@ -309,6 +312,9 @@ def run(args: argparse.Namespace) -> int:
                                     {"snapshot_id": args.snapshot_id}))
     if res == "volumes" and action == "grant":
         return cli.submitted(c.post(f"/v1/volumes/{args.id}/access", {"host_id": args.host_id}))
+    if res == "volumes" and action == "resize":
+        return cli.submitted(c.post(f"/v1/volumes/{args.id}/resize",
+                                    {"size": parse_size(args.size)}))
     if res == "volumes" and action == "revoke":
         return cli.submitted(c.delete(f"/v1/volumes/{args.id}/access/{args.host_id}"))
     if res == "volumes":

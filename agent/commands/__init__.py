@@ -6,6 +6,7 @@ from agent.commands import (  # noqa: F401
     images,
     iscsi,
     nfs,
+    objects,
     s3,
     sftp,
     snapshots,

@@ -15,18 +15,29 @@ from shared.errors import Unsupported
 from shared.protocol.files import DeleteFileResult
 from shared.protocol.iscsi import (
     CONNECT_VOLUME,
+    DELETE_LUN_SNAPSHOT,
     DISCONNECT_VOLUME,
     EXPORT_LUN,
     GRANT_LUN,
+    RESIZE_LUN,
+    REVERT_LUN,
     REVOKE_LUN,
+    SNAPSHOT_LUN,
     UNEXPORT_LUN,
     ConnectVolumePayload,
     ConnectVolumeResult,
+    DeleteLunSnapshotPayload,
     ExportLunPayload,
     ExportLunResult,
     IscsiTarget,
     LunAccessPayload,
     LunAccessResult,
+    LunResized,
+    LunReverted,
+    LunSnapshotFacts,
+    LunSnapshotPayload,
+    ResizeLunPayload,
+    RevertLunPayload,
     UnexportLunPayload,
 )
 from shared.protocol.types import EmptyPayload
@@ -74,6 +85,15 @@ async def unexport_lun(svc: AgentServices, payload: UnexportLunPayload,
     return DeleteFileResult(existed=existed, capacity=capacity)
 
 
+@handles(RESIZE_LUN)
+async def resize_lun(svc: AgentServices, payload: ResizeLunPayload,
+                     progress: Progress) -> LunResized:
+    path, size, capacity = await luns.resize(
+        _target_driver(svc), _backing(svc, payload.dir, payload.volume_group),
+        payload.target, payload.file_name, payload.size)
+    return LunResized(path=path, size=size, capacity=capacity)
+
+
 @handles(GRANT_LUN)
 async def grant_lun(svc: AgentServices, payload: LunAccessPayload,
                     progress: Progress) -> LunAccessResult:
@@ -99,3 +119,37 @@ async def disconnect_volume(svc: AgentServices, payload: ConnectVolumePayload,
                             progress: Progress) -> EmptyPayload:
     await _initiator(svc).disconnect(payload.target)
     return EmptyPayload()
+
+
+# ---- snapshots of a LUN's backing store: reflink or sparse copies of a file, LVM
+# snapshots of a logical volume. The controller names them (one name per snapshot),
+# which makes every command safe to repeat.
+
+
+@handles(SNAPSHOT_LUN)
+async def snapshot_lun(svc: AgentServices, payload: LunSnapshotPayload,
+                       progress: Progress) -> LunSnapshotFacts:
+    """The LUN stays served; the snapshot is a point in time of a LUN no VM writes to
+    meanwhile (a reflink is one even under writes, a plain copy is not)."""
+    backing = _backing(svc, payload.dir, payload.volume_group)
+    snap = await backing.snapshot(payload.file_name, payload.snapshot_dir,
+                                  payload.snapshot_name)
+    return LunSnapshotFacts(path=snap.path, size=snap.size, method=snap.method,
+                            capacity=await backing.capacity())
+
+
+@handles(REVERT_LUN)
+async def revert_lun(svc: AgentServices, payload: RevertLunPayload,
+                     progress: Progress) -> LunReverted:
+    path, size, capacity = await luns.revert(
+        _target_driver(svc), _backing(svc, payload.dir, payload.volume_group),
+        payload.target, payload.file_name, payload.snapshot_dir, payload.snapshot_name)
+    return LunReverted(path=path, size=size, capacity=capacity)
+
+
+@handles(DELETE_LUN_SNAPSHOT)
+async def delete_lun_snapshot(svc: AgentServices, payload: DeleteLunSnapshotPayload,
+                              progress: Progress) -> DeleteFileResult:
+    backing = _backing(svc, payload.dir, payload.volume_group)
+    existed = await backing.delete_snapshot(payload.snapshot_dir, payload.snapshot_name)
+    return DeleteFileResult(existed=existed, capacity=await backing.capacity())

@@ -13,15 +13,18 @@ from agent.s3.store import UNMEASURED, S3Store
 from agent.services import AgentServices
 from shared.errors import ChecksumMismatch
 from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult
+from shared.protocol.objects import ObjectList, StoreObject
 from shared.protocol.s3 import (
     S3_DELETE,
     S3_DOWNLOAD,
+    S3_LIST,
     S3_PREPARE,
     S3_REGISTER,
     S3_UPLOAD,
     S3DeletePayload,
     S3DownloadPayload,
     S3Endpoint,
+    S3ListPayload,
     S3PreparePayload,
     S3RegisterPayload,
     S3UploadPayload,
@@ -87,3 +90,23 @@ async def s3_delete(svc: AgentServices, payload: S3DeletePayload,
                     progress: Progress) -> DeleteFileResult:
     existed = await _store(svc, payload.endpoint).delete(payload.key)
     return DeleteFileResult(existed=existed, capacity=UNMEASURED)
+
+
+@handles(S3_LIST)
+async def s3_list(svc: AgentServices, payload: S3ListPayload,
+                  progress: Progress) -> ObjectList:
+    """Objects directly under each directory's prefix; paths relative to `prefix`. An
+    object's size is its length; its virtual size would cost a read each, so is None."""
+    store = _store(svc, payload.endpoint)
+    objects = []
+    for directory in payload.dirs:
+        under = payload.prefix + (f"{directory.subdir}/" if directory.subdir else "")
+        for key, size in await store.list_keys(under):
+            if "/" not in key[len(under):]:
+                objects.append(StoreObject(path=key[len(payload.prefix):], place="object",
+                                           kind=directory.kind, size=size))
+        objects += [StoreObject(path=key[len(payload.prefix):], place="object",
+                                kind="temporary", size=0)
+                    for key in await store.unfinished_uploads(under)
+                    if "/" not in key[len(under):]]
+    return ObjectList(objects=objects, capacity=None)

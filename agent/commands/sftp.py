@@ -15,14 +15,17 @@ from agent.sftp.keyfiles import key_dir
 from agent.sftp.session import connect
 from agent.tools import ssh
 from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult
+from shared.protocol.objects import ObjectList, StoreObject
 from shared.protocol.sftp import (
     SFTP_DELETE,
     SFTP_DOWNLOAD,
+    SFTP_LIST,
     SFTP_PREPARE,
     SFTP_REGISTER,
     SFTP_UPLOAD,
     SftpDeletePayload,
     SftpDownloadPayload,
+    SftpListPayload,
     SftpPreparePayload,
     SftpRegisterPayload,
     SftpUploadPayload,
@@ -98,3 +101,20 @@ async def sftp_delete(svc: AgentServices, payload: SftpDeletePayload,
         existed = await session.remove(posixpath.join(payload.remote_dir, payload.file_name))
         return DeleteFileResult(existed=existed,
                                 capacity=await session.capacity(payload.remote_dir))
+
+
+@handles(SFTP_LIST)
+async def sftp_list(svc: AgentServices, payload: SftpListPayload,
+                    progress: Progress) -> ObjectList:
+    """Through the session's SFTP channel: names and lengths (SFTP tells no allocated
+    blocks, and a virtual size would cost a read per file, so it is None)."""
+    async with connect(payload.endpoint) as session:
+        objects = []
+        for directory in payload.dirs:
+            path = (posixpath.join(payload.root, directory.subdir) if directory.subdir
+                    else payload.root)
+            for name, size in sorted(await session.files(path)):
+                rel = posixpath.join(directory.subdir, name) if directory.subdir else name
+                kind = "temporary" if name.startswith(fsops.TEMP_PREFIX) else directory.kind
+                objects.append(StoreObject(path=rel, kind=kind, size=size))
+        return ObjectList(objects=objects, capacity=await session.capacity(payload.root))

@@ -12,7 +12,14 @@ from agent.commands.registry import handles
 from agent.services import AgentServices
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.protocol.files import DELETE_FILE, DeleteFilePayload, DeleteFileResult
-from shared.protocol.volumes import CREATE_VOLUME, CreateVolumePayload, VolumeFacts
+from shared.protocol.volumes import (
+    CREATE_VOLUME,
+    RESIZE_VOLUME,
+    CreateVolumePayload,
+    ResizeVolumePayload,
+    VolumeFacts,
+    VolumeResized,
+)
 
 
 @handles(CREATE_VOLUME)
@@ -54,3 +61,24 @@ async def delete_file(
     files = svc.files.for_path(payload.dir)
     existed = await files.remove(posixpath.join(payload.dir, payload.file_name))
     return DeleteFileResult(existed=existed, capacity=await files.capacity(payload.dir))
+
+
+@handles(RESIZE_VOLUME)
+async def resize_volume(
+    svc: AgentServices, payload: ResizeVolumePayload, progress: Callable[[float], None]
+) -> VolumeResized:
+    """`qemu-img resize`: the qcow2 file gets a larger virtual size and, being thin, no
+    blocks, so the storage needs no room for it now (the controller's capacity ledger
+    holds the promise). Growing to the size it has is done; shrinking is refused."""
+    files = svc.files.for_path(payload.dir)
+    path = posixpath.join(payload.dir, payload.file_name)
+    if not await files.is_file(path):
+        raise NotFound(f"volume {path} does not exist")
+    current = (await svc.qemu_img.info(path, fmt="qcow2")).virtual_size
+    if payload.size < current:
+        raise InvalidInput(f"volume {path} is {current} bytes; it is never shrunk to "
+                           f"{payload.size}", code="volume_shrink")
+    if payload.size > current:
+        await svc.qemu_img.resize(path, payload.size, fmt="qcow2")
+    return VolumeResized(path=path, virtual_size=payload.size,
+                         capacity=await files.capacity(payload.dir))

@@ -11,6 +11,7 @@ import abc
 import errno
 import posixpath
 from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass
 from typing import TypeVar
 
 from agent import fsops
@@ -55,6 +56,21 @@ def storage_error(exc: OSError, what: str) -> StrataError:
     return OperationFailed(detail, code="storage_error")
 
 
+# Enough of a file's head to read a qcow2 header's magic and virtual size.
+HEAD_SIZE = 32
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A regular file found in a directory: its length, the bytes its blocks take, and
+    its first HEAD_SIZE bytes."""
+
+    name: str
+    size: int
+    allocated: int
+    head: bytes
+
+
 class FileStore(abc.ABC):
     """A storage's files. Paths are what the controller sends: absolute paths, or
     `nfs://` URLs for a storage reached through libnfs."""
@@ -97,6 +113,10 @@ class FileStore(abc.ABC):
     @abc.abstractmethod
     def _capacity(self, path: str) -> FsCapacity: ...
 
+    @abc.abstractmethod
+    def _scan(self, path: str) -> list[FileStat]:
+        """The regular files directly in directory `path` (none if it is missing)."""
+
     # What commands call.
     async def makedirs(self, path: str) -> None:
         await self._run(f"cannot create directory {path}", self._makedirs, path)
@@ -128,6 +148,9 @@ class FileStore(abc.ABC):
 
     async def capacity(self, path: str) -> FsCapacity:
         return await self._run(f"cannot measure {path}", self._capacity, path)
+
+    async def scan(self, directory: str) -> list[FileStat]:
+        return await self._run(f"cannot list {directory}", self._scan, directory)
 
     async def sweep_temp_files(self, directory: str,
                                running_tasks: Callable[[], Collection[str]]) -> list[str]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from typing import IO
 
 from agent import fsops
-from agent.files.base import FileStore, SyncReader, SyncWriter
+from agent.files.base import HEAD_SIZE, FileStat, FileStore, SyncReader, SyncWriter
 from shared.protocol.types import FsCapacity
 
 
@@ -76,3 +77,21 @@ class LocalFileStore(FileStore):
 
     def _capacity(self, path: str) -> FsCapacity:
         return fsops.capacity(path)
+
+    def _scan(self, path: str) -> list[FileStat]:
+        found = []
+        try:
+            entries = list(os.scandir(path))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                with open(entry.path, "rb") as f:
+                    head = f.read(HEAD_SIZE)
+            except FileNotFoundError:
+                continue  # removed since it was listed
+            found.append(FileStat(entry.name, st.st_size, st.st_blocks * 512, head))
+        return found

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import posixpath
+import stat
 from collections.abc import Callable
 
-from agent.files.base import FileStore, SyncReader, SyncWriter
+from agent.files.base import HEAD_SIZE, FileStat, FileStore, SyncReader, SyncWriter
 from agent.files.lane import Lane
 from agent.nfs.libnfs import NfsContext, NfsError, NfsFileHandle
 from shared.names import split_nfs_url
@@ -164,3 +165,32 @@ class NfsFileStore(FileStore):
         with self._mount_dir(path) as ctx:
             st = ctx.statvfs("/")
         return FsCapacity(total=st.f_blocks * st.f_frsize, available=st.f_bavail * st.f_frsize)
+
+    def _scan(self, path: str) -> list[FileStat]:
+        """One mount of the directory for all its files; `nfs_used` is what the server
+        says the file's blocks take."""
+        try:
+            ctx = self._mount_dir(path)
+        except NfsError:
+            # Servers refuse to mount a missing directory (ganesha: MNT3ERR_ACCES).
+            if not self._lexists(path):
+                return []
+            raise
+        found = []
+        with ctx:
+            for name in ctx.listdir("/"):
+                try:
+                    st = ctx.stat("/" + name)
+                    if not stat.S_ISREG(st.nfs_mode):
+                        continue
+                    fh = ctx.open("/" + name)
+                    try:
+                        head = fh.pread(0, HEAD_SIZE)
+                    finally:
+                        fh.close()
+                except NfsError as exc:
+                    if exc.errno == errno.ENOENT:
+                        continue  # removed since it was listed
+                    raise
+                found.append(FileStat(name, int(st.nfs_size), int(st.nfs_used), head))
+        return found

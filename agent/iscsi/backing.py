@@ -1,23 +1,36 @@
 """Where a LUN's bytes live on the storage server: a sparse raw file in a directory, or a
-logical volume in a volume group. Neither ever overwrites, both remove idempotently."""
+logical volume in a volume group. Neither ever overwrites a store it makes, both remove
+idempotently; growing, snapshots and reverting to one are in the second half of each."""
 
 from __future__ import annotations
 
 import abc
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
 
 from agent import fsops
 from agent.executor import Executor
-from agent.tools import cp
-from agent.tools.lvm import Lvm
+from agent.tools import cp, reflink
+from agent.tools.lvm import LvInfo, Lvm
 from agent.tools.qemuimg import QemuImg
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, InsufficientCapacity, InvalidInput, NotFound
 from shared.protocol.files import BackingFile
 from shared.protocol.types import FsCapacity
 
 Progress = Callable[[float], None]
+# Called right before a backing store is replaced: takes the LUN down.
+Detach = Callable[[], Awaitable[None]]
+SnapshotMethod = Literal["reflink", "copy", "lvm", "lvm-thin"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: str
+    size: int
+    method: SnapshotMethod
 
 
 class Backing(abc.ABC):
@@ -32,6 +45,28 @@ class Backing(abc.ABC):
 
     @abc.abstractmethod
     async def capacity(self) -> FsCapacity: ...
+
+    @abc.abstractmethod
+    def path_of(self, name: str) -> str:
+        """Where the store `name` is (or would be)."""
+
+    @abc.abstractmethod
+    async def resize(self, name: str, size: int) -> int:
+        """Grows the store to at least `size` bytes, never shrinking it; its size now."""
+
+    @abc.abstractmethod
+    async def snapshot(self, name: str, snapshot_dir: str, snapshot_name: str) -> Snapshot:
+        """A point-in-time copy of the store; the existing one when it was made already."""
+
+    @abc.abstractmethod
+    async def revert(self, name: str, snapshot_dir: str, snapshot_name: str,
+                     detach: Detach) -> int:
+        """Replaces the store's data with the snapshot's, which is kept; calls `detach`
+        right before the store changes. The store's size now."""
+
+    @abc.abstractmethod
+    async def delete_snapshot(self, snapshot_dir: str, snapshot_name: str) -> bool:
+        """True when the snapshot existed."""
 
 
 def backing_for(directory: str, volume_group: str | None, executor: Executor,
@@ -87,6 +122,78 @@ class FileBacking(Backing):
     async def capacity(self) -> FsCapacity:
         return await asyncio.to_thread(fsops.capacity, self._dir)
 
+    def path_of(self, name: str) -> str:
+        return os.path.join(self._dir, name)
+
+    async def _size(self, path: str) -> int:
+        try:
+            return await asyncio.to_thread(os.path.getsize, path)
+        except FileNotFoundError:
+            raise NotFound(f"{path} does not exist") from None
+
+    async def resize(self, name: str, size: int) -> int:
+        """A sparse truncate: the new tail takes no blocks until written."""
+        path = self.path_of(name)
+        current = await self._size(path)
+        if size < current:
+            raise InvalidInput(f"{path} is {current} bytes; it is never shrunk to {size}",
+                               code="volume_shrink")
+        if size > current:
+            await asyncio.to_thread(os.truncate, path, size)
+        return size
+
+    async def _copy(self, src: str, dest_dir: str, name: str) -> tuple[str, SnapshotMethod]:
+        """A temporary copy of `src` in `dest_dir`: a reflink where the filesystem can,
+        else a sparse copy. The caller publishes or removes it."""
+        tmp = fsops.temp_path(dest_dir, name)
+        try:
+            if await asyncio.to_thread(reflink.clone, src, tmp):
+                return tmp, "reflink"
+            await cp.copy_sparse(self._exec, src, tmp)
+            return tmp, "copy"
+        except BaseException:
+            await asyncio.to_thread(fsops.remove_quietly, tmp)
+            raise
+
+    async def snapshot(self, name: str, snapshot_dir: str, snapshot_name: str) -> Snapshot:
+        """Published by link under its final name only once it is whole."""
+        final = os.path.join(snapshot_dir, snapshot_name)
+        if await asyncio.to_thread(os.path.lexists, final):
+            return Snapshot(final, await self._size(final), "copy")
+        source = self.path_of(name)
+        await self._size(source)
+        await asyncio.to_thread(os.makedirs, snapshot_dir, exist_ok=True)
+        tmp, method = await self._copy(source, snapshot_dir, snapshot_name)
+        try:
+            await asyncio.to_thread(fsops.publish, tmp, final)
+        finally:
+            await asyncio.to_thread(fsops.remove_quietly, tmp)
+        return Snapshot(final, await self._size(final), method)
+
+    async def revert(self, name: str, snapshot_dir: str, snapshot_name: str,
+                     detach: Detach) -> int:
+        """A copy of the snapshot is made beside the LUN's file, then renamed over it: the
+        file is the old data or the snapshot's, never a mix."""
+        snapshot = os.path.join(snapshot_dir, snapshot_name)
+        final = self.path_of(name)
+        await self._size(snapshot)
+        await self._size(final)
+        tmp, _ = await self._copy(snapshot, self._dir, name)
+        try:
+            await asyncio.to_thread(fsops.fsync_file, tmp)
+            await detach()
+            await asyncio.to_thread(os.replace, tmp, final)
+            await asyncio.to_thread(fsops.fsync_dir, self._dir)
+        finally:
+            await asyncio.to_thread(fsops.remove_quietly, tmp)
+        return await self._size(final)
+
+    async def delete_snapshot(self, snapshot_dir: str, snapshot_name: str) -> bool:
+        path = os.path.join(snapshot_dir, snapshot_name)
+        existed = await asyncio.to_thread(os.path.lexists, path)
+        await asyncio.to_thread(fsops.remove_quietly, path)
+        return existed
+
 
 def _create_empty(path: str, size: int) -> None:
     """A sparse raw file: no blocks are allocated until written."""
@@ -136,3 +243,80 @@ class LvBacking(Backing):
 
     async def capacity(self) -> FsCapacity:
         return await self._lvm.capacity(self._vg)
+
+    def path_of(self, name: str) -> str:
+        return self._lvm.path(self._vg, lv_name(name))
+
+    async def _info(self, lv: str) -> LvInfo:
+        info = await self._lvm.lv_info(self._vg, lv)
+        if info is None:
+            raise NotFound(f"logical volume {self._vg}/{lv} does not exist")
+        return info
+
+    async def _check_room(self, needed: int, what: str) -> None:
+        """Before LVM allocates extents: a clear refusal, not a failed lvcreate."""
+        free = (await self._lvm.capacity(self._vg)).available
+        if free < needed:
+            raise InsufficientCapacity(f"volume group {self._vg} has {free} bytes free; "
+                                       f"{what} needs {needed}")
+
+    async def resize(self, name: str, size: int) -> int:
+        """LVM rounds up to whole extents, so a volume at least `size` big is done. A thin
+        volume takes its pool's blocks only when written; a thick one takes them now."""
+        lv = lv_name(name)
+        info = await self._info(lv)
+        if info.lv_size >= size:
+            return info.lv_size
+        if not info.thin:
+            await self._check_room(size - info.lv_size, f"growing {lv}")
+        await self._lvm.lvextend(self._vg, lv, size)
+        return (await self._info(lv)).lv_size
+
+    async def _take(self, origin: LvInfo, snapshot: str) -> Snapshot:
+        """A thick snapshot gets as much room for changed blocks as its origin has, so it
+        is never invalidated by filling up."""
+        if origin.thin:
+            path = await self._lvm.snapshot(self._vg, origin.lv_name, snapshot, None)
+            return Snapshot(path, origin.lv_size, "lvm-thin")
+        await self._check_room(origin.lv_size, f"a snapshot of {origin.lv_name}")
+        path = await self._lvm.snapshot(self._vg, origin.lv_name, snapshot, origin.lv_size)
+        return Snapshot(path, origin.lv_size, "lvm")
+
+    async def _snapshot_of(self, lv: str, snapshot: str) -> LvInfo | None:
+        info = await self._lvm.lv_info(self._vg, snapshot)
+        if info is not None and info.origin != lv:
+            raise Conflict(f"logical volume {self._vg}/{snapshot} exists and is not a "
+                           f"snapshot of {lv}", code="not_a_snapshot")
+        return info
+
+    async def snapshot(self, name: str, snapshot_dir: str, snapshot_name: str) -> Snapshot:
+        """LVM makes a snapshot whole or not at all; one made already is the answer."""
+        lv, snap = lv_name(name), lv_name(snapshot_name)
+        origin = await self._info(lv)
+        existing = await self._snapshot_of(lv, snap)
+        if existing is not None:
+            return Snapshot(self._lvm.path(self._vg, snap), existing.lv_size,
+                            "lvm-thin" if existing.thin else "lvm")
+        return await self._take(origin, snap)
+
+    async def revert(self, name: str, snapshot_dir: str, snapshot_name: str,
+                     detach: Detach) -> int:
+        """`lvconvert --merge` rolls the volume back and consumes the snapshot, which is
+        then taken again of the rolled-back volume: the same data under the same name.
+        The merge needs the volume closed, so the LUN is taken down first."""
+        lv, snap = lv_name(name), lv_name(snapshot_name)
+        await self._info(lv)
+        if await self._snapshot_of(lv, snap) is None:
+            raise NotFound(f"snapshot {self._vg}/{snap} does not exist")
+        await detach()
+        await self._lvm.merge(self._vg, snap)
+        origin = await self._info(lv)
+        await self._take(origin, snap)
+        return origin.lv_size
+
+    async def delete_snapshot(self, snapshot_dir: str, snapshot_name: str) -> bool:
+        snap = lv_name(snapshot_name)
+        if await self._lvm.lv_info(self._vg, snap) is None:
+            return False
+        await self._lvm.lvremove(self._vg, snap)
+        return True

@@ -128,6 +128,49 @@ class LioDriver(TargetDriver):
 
         return await self._run(do)
 
+    def _existing_tpg(self, target: str) -> Any:
+        tgt = self._find_target(target)
+        if tgt is None:
+            raise OperationFailed(f"target {target} is not exported here", code="no_such_target")
+        return self._tpg(tgt)
+
+    async def detach_lun(self, target: str) -> None:
+        """Deleting the LUN deletes the mapped LUNs of every ACL with it."""
+        def do() -> None:
+            tpg = self._existing_tpg(target)
+            for lun in list(tpg.luns):
+                if lun.lun == VOLUME_LUN:
+                    so = lun.storage_object
+                    lun.delete()
+                    so.delete()
+            self._save()
+
+        await self._run(do)
+
+    async def attach_lun(self, target: str, path: str) -> None:
+        def do() -> None:
+            rts = self._rts
+            tpg = self._existing_tpg(target)
+            lun = next((lun for lun in tpg.luns if lun.lun == VOLUME_LUN), None)
+            if lun is None:
+                backstore = (rts.BlockStorageObject if path.startswith("/dev/")
+                             else rts.FileIOStorageObject)
+                lun = rts.LUN(tpg, VOLUME_LUN, backstore(storage_object_name(target), dev=path))
+            for acl in tpg.node_acls:
+                if not any(m.mapped_lun == VOLUME_LUN for m in acl.mapped_luns):
+                    rts.MappedLUN(acl, VOLUME_LUN, lun)
+            self._save()
+
+        await self._run(do)
+
+    async def refresh_lun(self, target: str, path: str) -> None:
+        """A block backstore reads its device's size on every request, so a grown logical
+        volume needs nothing; a fileio one fixed its size when made, and is made again."""
+        if path.startswith("/dev/"):
+            await self._run(lambda: self._existing_tpg(target))
+            return
+        await super().refresh_lun(target, path)
+
     async def restore(self) -> None:
         def do() -> None:
             try:

@@ -30,3 +30,33 @@ async def unexport(driver: TargetDriver, backing: Backing, target: str,
     store existed, and the capacity left."""
     await driver.unexport(target)
     return await backing.remove(file_name), await backing.capacity()
+
+
+async def resize(driver: TargetDriver, backing: Backing, target: str, name: str,
+                 size: int) -> tuple[str, int, FsCapacity]:
+    """Grows the backing store, then has the target serve the new size (a store that
+    had grown already is served again all the same, so a retry finishes the job)."""
+    new_size = await backing.resize(name, size)
+    path = backing.path_of(name)
+    await driver.refresh_lun(target, path)
+    return path, new_size, await backing.capacity()
+
+
+async def revert(driver: TargetDriver, backing: Backing, target: str, name: str,
+                 snapshot_dir: str, snapshot_name: str) -> tuple[str, int, FsCapacity]:
+    """The target (and its grants) stays; its LUN is down while the store is replaced,
+    and served again whatever happened, so a failure leaves the old data served."""
+    path = backing.path_of(name)
+    detached = False
+
+    async def detach() -> None:
+        nonlocal detached
+        detached = True
+        await driver.detach_lun(target)
+
+    try:
+        size = await backing.revert(name, snapshot_dir, snapshot_name, detach)
+    finally:
+        if detached:
+            await driver.attach_lun(target, path)
+    return path, size, await backing.capacity()

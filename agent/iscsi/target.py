@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 
+from shared.errors import Unsupported
 from shared.protocol.iscsi import ChapCredentials
 
 VOLUME_LUN = 1
@@ -32,3 +33,22 @@ class TargetDriver(abc.ABC):
     @abc.abstractmethod
     async def restore(self) -> None:
         """Brings back the saved configuration after an agent or server restart."""
+
+    # Changing a served LUN's backing store (growing it, reverting it to a snapshot). The
+    # target and its grants stay; only LUN 1 is taken down and served again.
+
+    async def detach_lun(self, target: str) -> None:
+        """Stops serving LUN 1 of `target` (initiators see no LUN), keeping the target."""
+        raise Unsupported(f"the {type(self).__name__} cannot take a LUN down",
+                          code="lun_refresh_unsupported")
+
+    async def attach_lun(self, target: str, path: str) -> None:
+        """Serves `path` as LUN 1 of `target` again, with its size now, to every initiator
+        granted before."""
+        raise Unsupported(f"the {type(self).__name__} cannot serve a LUN again",
+                          code="lun_refresh_unsupported")
+
+    async def refresh_lun(self, target: str, path: str) -> None:
+        """Makes the target serve the backing store's size now (after it grew)."""
+        await self.detach_lun(target)
+        await self.attach_lun(target, path)

@@ -99,6 +99,33 @@ class TgtDriver(TargetDriver):
             raise OperationFailed(f"target {target} is not exported here", code="no_such_target")
         return state
 
+    async def detach_lun(self, target: str) -> None:
+        async with self._lock:
+            await self._detach(await self._existing(target))
+
+    async def _detach(self, state: TargetState) -> None:
+        if VOLUME_LUN in state.luns:
+            await self._tgtadm.delete_lun(state.tid, VOLUME_LUN)
+
+    async def attach_lun(self, target: str, path: str) -> None:
+        """The saved export keeps the target: a restart in between serves the LUN again."""
+        async with self._lock:
+            await self._attach(target, path)
+
+    async def _attach(self, target: str, path: str) -> None:
+        export = self._exports.get(target)
+        if export is None:
+            raise OperationFailed(f"target {target} is not exported here", code="no_such_target")
+        export.path = path
+        await self._apply(target, export)
+        self._save()
+
+    async def refresh_lun(self, target: str, path: str) -> None:
+        """In one hold of the lock, so no grant or restore sees the LUN missing."""
+        async with self._lock:
+            await self._detach(await self._existing(target))
+            await self._attach(target, path)
+
     async def restore(self) -> None:
         async with self._lock:
             for target, export in self._exports.items():

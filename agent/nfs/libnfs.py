@@ -139,6 +139,12 @@ class NfsContext:
                     f"stat {path}")
         return stat.S_ISREG(st.nfs_mode)
 
+    def stat(self, path: str) -> Stat64:
+        st = Stat64()
+        self._check(self._lib.nfs_stat64(self._ctx, path.encode(), ctypes.byref(st)),
+                    f"stat {path}")
+        return st
+
     def statvfs(self, path: str) -> StatVfs64:
         st = StatVfs64()
         self._check(self._lib.nfs_statvfs64(self._ctx, path.encode(), ctypes.byref(st)),

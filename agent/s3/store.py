@@ -180,3 +180,30 @@ class S3Store:
         await self._call(key, self._client.delete_object, Key=key)
         return True
 
+
+    async def list_keys(self, prefix: str) -> list[tuple[str, int]]:
+        """(key, length) of every object under `prefix`, page by page."""
+        found: list[tuple[str, int]] = []
+        token: dict[str, str] = {}
+        while True:
+            page = await self._call(f"listing {prefix}", self._client.list_objects_v2,
+                                    Prefix=prefix, **token)
+            found += [(str(o["Key"]), int(o["Size"])) for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return found
+            token = {"ContinuationToken": str(page["NextContinuationToken"])}
+
+    async def unfinished_uploads(self, prefix: str) -> list[str]:
+        """The keys of multipart uploads begun under `prefix` and neither completed nor
+        aborted (an agent that died mid-upload): their parts take space."""
+        keys: list[str] = []
+        marker: dict[str, str] = {}
+        while True:
+            page = await self._call(f"listing uploads under {prefix}",
+                                    self._client.list_multipart_uploads, Prefix=prefix,
+                                    **marker)
+            keys += [str(u["Key"]) for u in page.get("Uploads", [])]
+            if not page.get("IsTruncated"):
+                return keys
+            marker = {"KeyMarker": str(page["NextKeyMarker"]),
+                      "UploadIdMarker": str(page["NextUploadIdMarker"])}

@@ -90,6 +90,16 @@ class SftpSession:
                                   f"{str(result.stderr or '').strip()}")
         return out.split()[0]
 
+    async def files(self, path: str) -> list[tuple[str, int]]:
+        """(name, length) of the regular files directly in directory `path`; none when it
+        does not exist. SFTP reports no allocated blocks."""
+        try:
+            entries = await self.sftp.readdir(path)
+        except asyncssh.SFTPNoSuchFile:
+            return []
+        return [(str(e.filename), int(e.attrs.size or 0)) for e in entries
+                if e.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR]
+
     async def remove(self, path: str) -> bool:
         try:
             await self.sftp.remove(path)

@@ -22,6 +22,19 @@ class _Lv(BaseModel):
     lv_name: str
 
 
+class LvInfo(BaseModel):
+    """One logical volume: `origin` is set for a snapshot, `pool_lv` for a thin volume."""
+
+    lv_name: str
+    lv_size: int
+    origin: str = ""
+    pool_lv: str = ""
+
+    @property
+    def thin(self) -> bool:
+        return bool(self.pool_lv)
+
+
 class _Vg(BaseModel):
     vg_size: int
     vg_free: int
@@ -34,6 +47,14 @@ class _Report(BaseModel):
 
 class _Reports(BaseModel):
     report: list[_Report]
+
+
+class _InfoReport(BaseModel):
+    lv: list[LvInfo] = []
+
+
+class _InfoReports(BaseModel):
+    report: list[_InfoReport]
 
 
 class Lvm:
@@ -79,3 +100,30 @@ class Lvm:
     async def zero_out(self, device: str) -> None:
         """Writes zeroes over the whole device (offloaded where the storage can)."""
         await self._run("blkdiscard", "--zeroout", device, timeout=3600)
+
+    async def lvs(self, vg: str) -> list[LvInfo]:
+        result = await self._run("lvs", "-o", "lv_name,lv_size,origin,pool_lv", vg,
+                                 "--reportformat", "json", "--units", "b", "--nosuffix")
+        try:
+            return _InfoReports.model_validate_json(result.stdout).report[0].lv
+        except (ValidationError, IndexError):
+            raise LvmFailed(result, "lvs gave an unreadable report") from None
+
+    async def lv_info(self, vg: str, lv: str) -> LvInfo | None:
+        return next((row for row in await self.lvs(vg) if row.lv_name == lv), None)
+
+    async def lvextend(self, vg: str, lv: str, size: int) -> None:
+        """LVM rounds `size` up to whole extents."""
+        await self._run("lvextend", "--yes", "-L", f"{size}b", f"{vg}/{lv}")
+
+    async def snapshot(self, vg: str, origin: str, name: str, cow_size: int | None) -> str:
+        """A thick snapshot with `cow_size` bytes for changed blocks, or (None) a thin one,
+        made activatable so that it can be read and merged like a thick one."""
+        size = ["-L", f"{cow_size}b"] if cow_size is not None else ["--setactivationskip", "n"]
+        await self._run("lvcreate", "--yes", "-s", "-n", name, *size, f"{vg}/{origin}")
+        return self.path(vg, name)
+
+    async def merge(self, vg: str, snapshot: str) -> None:
+        """Rolls the origin back to `snapshot`, which the merge consumes. With the origin
+        closed the merge runs now, and lvconvert waits for it."""
+        await self._run("lvconvert", "--yes", "--merge", f"{vg}/{snapshot}", timeout=3600)

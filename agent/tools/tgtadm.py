@@ -89,6 +89,12 @@ class Tgtadm:
         await self._run("--op", "new", "--mode", "logicalunit", "--tid", str(tid),
                         "--lun", str(lun), "-b", path)
 
+    async def delete_lun(self, tid: int, lun: int) -> None:
+        """tgtd reads a backing store's size when the LUN is made: deleting and making it
+        again is how a grown store is served at its new size."""
+        await self._run("--op", "delete", "--mode", "logicalunit", "--tid", str(tid),
+                        "--lun", str(lun))
+
     async def new_account(self, user: str, password: str) -> None:
         """tgtadm takes the CHAP secret only as an argument; it is kept out of the log."""
         await self._run("--op", "new", "--mode", "account", "--user", user,

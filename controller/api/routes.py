@@ -98,6 +98,10 @@ ROUTES: tuple[Route, ...] = (
           "Delete a volume (revoking every grant first); 409 while it has snapshots unless "
           "cascade=true, which deletes them too", response=s.JobAccepted, status=202,
           query=("cascade",), role=Role.OPERATOR),
+    Route("POST", "/v1/volumes/{id}/resize", volumes.resize_volume,
+          "Grow a volume (a smaller size is refused: volume_shrink; 409 while the volume is "
+          "not ready)", body=s.VolumeResize, response=s.JobAccepted, status=202,
+          role=Role.OPERATOR),
     Route("POST", "/v1/volumes/{id}/access", volumes.grant_access,
           "Grant a host access to a volume (iSCSI: an ACL for the host's initiator)",
           body=s.HostRef, response=s.JobAccepted, status=202, role=Role.OPERATOR),

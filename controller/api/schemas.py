@@ -113,6 +113,12 @@ class VolumeRevert(Request):
     snapshot_id: str = Field(description="A snapshot of this volume to go back to.")
 
 
+class VolumeResize(Request):
+    size: int = Field(gt=0, le=MAX_VOLUME_SIZE, multiple_of=512,
+                      description="The new size in bytes (a multiple of 512): larger than "
+                                  "the volume's, or equal (nothing to do); never smaller.")
+
+
 class TokenCreate(Request):
     name: Name
     role: Role = Field(description="admin: hosts, storages, tokens; operator: images, "

@@ -34,6 +34,7 @@ class Base(DeclarativeBase):
 
 class ObjectState(enum.StrEnum):
     """allocated -> creating -> ready; ready -> copying -> ready;
+    ready -> resizing -> ready (a volume being grown);
     ready -> destroying -> destroyed; error from every transitional state. A volume is
     `snapshotting` while a job takes, reverts to or deletes one of its snapshots."""
 
@@ -41,6 +42,7 @@ class ObjectState(enum.StrEnum):
     CREATING = "creating"
     READY = "ready"
     COPYING = "copying"
+    RESIZING = "resizing"
     DESTROYING = "destroying"
     DESTROYED = "destroyed"
     ERROR = "error"
@@ -48,10 +50,11 @@ class ObjectState(enum.StrEnum):
 
 
 TRANSITIONAL = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.COPYING,
-                ObjectState.DESTROYING, ObjectState.SNAPSHOTTING)
+                ObjectState.RESIZING, ObjectState.DESTROYING, ObjectState.SNAPSHOTTING)
 # Objects that still hold (or will hold) bytes somewhere.
 LIVE = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY, ObjectState.COPYING,
-        ObjectState.DESTROYING, ObjectState.ERROR, ObjectState.SNAPSHOTTING)
+        ObjectState.RESIZING, ObjectState.DESTROYING, ObjectState.ERROR,
+        ObjectState.SNAPSHOTTING)
 
 
 class StoreState(enum.StrEnum):

@@ -56,3 +56,11 @@ class CreateVolume:
     primary_storage_id: str
     image_id: str | None = None
     size: int | None = None
+
+
+@dataclass(frozen=True)
+class ResizeVolume:
+    """Grow `volume_id` to `size` bytes."""
+
+    volume_id: str
+    size: int

@@ -1,5 +1,6 @@
 """VolumeService: root volumes as linked clones of an image cache, empty data volumes,
-deletion. Capacity is reserved with the volume row and released with its end."""
+growing, deletion. Capacity is reserved with the volume row (and with each growth) and
+released with its end."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.primary import PrimaryDataStoreDriver
 from controller.plugins.interfaces.stores import Primary
 from controller.services.base import ServiceDeps
-from controller.services.commands import CreateVolume
+from controller.services.commands import CreateVolume, ResizeVolume
 from controller.services.snapshots import (
     doom_snapshots,
     drop_snapshots,
@@ -53,6 +54,7 @@ class VolumeService:
         deps.jobs.register("volume.delete", self.run_delete, on_failure=self._fail_delete)
         deps.jobs.register("volume.grant", self.run_grant, on_failure=self._fail_grant)
         deps.jobs.register("volume.revoke", self.run_revoke)
+        deps.jobs.register("volume.resize", self.run_resize, on_failure=self._fail_resize)
 
     async def create(self, req: CreateVolume) -> tuple[Volume, Job]:
         async with self._d.db.begin() as session:
@@ -309,3 +311,68 @@ class VolumeService:
             raise
         async with ctx.db.begin() as session:
             await session.execute(delete(VolumeAccess).where(VolumeAccess.id == access.id))
+
+
+    # ---- growing a volume ----------------------------------------------------------
+
+    async def resize(self, req: ResizeVolume) -> Job:
+        """A growth moves the volume to `resizing` (so no other job takes it meanwhile) and
+        reserves the added bytes in one transaction. Asking for the size it has is a job
+        that succeeds at once; asking for less is refused: shrinking loses data."""
+        async with self._d.db.begin() as session:
+            volume = await get_fresh(session, Volume, req.volume_id, "volume")
+            if volume.state != ObjectState.READY:
+                raise Conflict(f"volume {volume.name} is {volume.state}; it can be resized "
+                               "when ready", code="volume_busy")
+            if req.size < volume.size:
+                raise InvalidInput(f"volume {volume.name} is {volume.size} bytes; it cannot "
+                                   f"shrink to {req.size}", code="volume_shrink")
+            params = {"size": req.size, "from": volume.size}
+            if req.size > volume.size:
+                row = await get_fresh(session, PrimaryStorage, volume.primary_storage_id,
+                                      "primary storage")
+                store = self._d.registry.primary(row)
+                self._d.registry.backend(row.type, row.hypervisor)
+                await self._d.selector.for_primary(session, store)
+                if not await transition(session, Volume, volume.id, ObjectState.READY,
+                                        ObjectState.RESIZING, where={"size": volume.size}):
+                    raise Conflict(f"volume {volume.name} changed meanwhile; try again",
+                                   code="volume_busy")
+                await reserve_capacity(session, row, req.size - volume.size)
+            job = self._d.jobs.new_job(session, self.run_resize, resource_type="volume",
+                                       resource_id=volume.id, params=params)
+        self._d.jobs.start(job)
+        return job
+
+    async def run_resize(self, ctx: JobContext) -> dict[str, Any]:
+        """The backend grows the volume through the host that reaches it (an iSCSI
+        storage server's agent); the new size and the job's end commit together."""
+        size, before = ctx.params["size"], ctx.params["from"]
+        if size == before:
+            return {"size": size, "grown": False}
+        async with ctx.db() as session:
+            volume = await get_fresh(session, Volume, ctx.job.resource_id or "", "volume")
+            store = await self._store_of(session, volume)
+            host = await self._d.selector.for_primary(session, store)
+        backend = self._d.registry.backend(store.row.type, store.row.hypervisor)
+        grown = await backend.resize_volume(ctx, store, volume, host, size)
+        result = {"size": size, "grown": True, "virtual_size": grown.virtual_size}
+        async with ctx.db.begin() as session:
+            await transition(session, Volume, volume.id, ObjectState.RESIZING,
+                             ObjectState.READY, size=size, reason=None)
+            await record_fs_capacity(session, store.id, grown.capacity.total,
+                                     grown.capacity.available)
+            await ctx.succeed(session, result)
+        return result
+
+    async def _fail_resize(self, ctx: JobContext, reason: str) -> None:
+        """The volume is ready again at the size it had, and the added bytes go back. (A
+        failure after the agent grew it leaves it larger than recorded until a resize to
+        that size, which the agent finds done, is asked again.)"""
+        size, before = ctx.params["size"], ctx.params["from"]
+        async with ctx.db.begin() as session:
+            volume = await session.get(Volume, ctx.job.resource_id, populate_existing=True)
+            if volume is not None and await transition(
+                    session, Volume, volume.id, ObjectState.RESIZING, ObjectState.READY,
+                    reason=f"resize to {size} bytes failed: {reason}"):
+                await release_capacity(session, volume.primary_storage_id, size - before)

@@ -3,9 +3,10 @@ hypervisor connects to the LUNs it was granted."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import posixpath
+from typing import Any, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.protocol.command import Command
 from shared.protocol.files import BackingFile, DeleteFileResult
@@ -97,3 +98,94 @@ CONNECT_VOLUME = Command("connect_volume", ConnectVolumePayload, ConnectVolumeRe
                          timeout=300)
 DISCONNECT_VOLUME = Command("disconnect_volume", ConnectVolumePayload, EmptyPayload,
                             timeout=300)
+
+
+# ---- growing a LUN ----------------------------------------------------------------------
+
+
+class ResizeLunPayload(Model):
+    """Grow the LUN's backing store to `size` bytes (a sparse truncate of the file, or
+    `lvextend`), then make its target serve the new size."""
+
+    dir: AbsPath
+    file_name: FileName
+    target: Iqn
+    size: int = Field(gt=0)
+    volume_group: VolumeGroup | None = None
+
+
+class LunResized(Model):
+    """`size`: the backing store's size now (LVM rounds up to whole extents)."""
+
+    path: str
+    size: int
+    capacity: FsCapacity
+
+
+RESIZE_LUN = Command("resize_lun", ResizeLunPayload, LunResized, timeout=300)
+
+
+# ---- snapshots of a LUN's backing store ----------------------------------------------------
+
+
+class _SnapshotPlace(Model):
+    """`snapshot_dir` is a sibling of the LUNs' directory `dir` (both in the storage's
+    directory), so snapshots stay in the storage, on the LUNs' filesystem."""
+
+    dir: AbsPath
+    snapshot_dir: AbsPath
+
+    @model_validator(mode="after")
+    def _confined(self) -> Self:
+        if (self.snapshot_dir == self.dir
+                or posixpath.dirname(self.snapshot_dir) != posixpath.dirname(self.dir)):
+            raise ValueError("snapshot_dir must be a sibling of dir, in the same storage")
+        return self
+
+
+class LunSnapshotPayload(_SnapshotPlace):
+    """The LUN `dir/file_name` (or its logical volume) and its snapshot `snapshot_name`:
+    a file in `snapshot_dir`, or, with `volume_group`, a logical volume named after it."""
+
+    file_name: FileName
+    snapshot_name: FileName
+    volume_group: VolumeGroup | None = None
+
+
+class RevertLunPayload(LunSnapshotPayload):
+    """The LUN's target is kept (with every grant); its LUN is taken down while the
+    backing store is replaced, and served again after."""
+
+    target: Iqn
+
+
+class DeleteLunSnapshotPayload(_SnapshotPlace):
+    """`dir`: the LUNs' directory, whose filesystem's capacity is reported."""
+
+    snapshot_name: FileName
+    volume_group: VolumeGroup | None = None
+
+
+class LunSnapshotFacts(Model):
+    """`method`: reflink (shares blocks with the LUN until either is written), copy (a
+    sparse copy), lvm (a thick snapshot), lvm-thin (a thin snapshot). A file snapshot
+    found made already (a repeated command) says copy: how it was made is not kept."""
+
+    path: str
+    size: int
+    method: Literal["reflink", "copy", "lvm", "lvm-thin"]
+    capacity: FsCapacity
+
+
+class LunReverted(Model):
+    """`size`: the LUN's size now, the snapshot's (a LUN grown after it shrinks back)."""
+
+    path: str
+    size: int
+    capacity: FsCapacity
+
+
+SNAPSHOT_LUN = Command("snapshot_lun", LunSnapshotPayload, LunSnapshotFacts)
+REVERT_LUN = Command("revert_lun", RevertLunPayload, LunReverted)
+DELETE_LUN_SNAPSHOT = Command("delete_lun_snapshot", DeleteLunSnapshotPayload,
+                              DeleteFileResult, timeout=300)

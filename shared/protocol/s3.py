@@ -14,6 +14,7 @@ from shared.protocol.files import (
     PrepareStorageResult,
     UploadResult,
 )
+from shared.protocol.objects import ObjectDir, ObjectList
 from shared.protocol.types import (
     FileName,
     HttpUrl,
@@ -76,3 +77,20 @@ S3_REGISTER = Command("s3_register", S3RegisterPayload, ImageFacts)
 S3_DOWNLOAD = Command("s3_download", S3DownloadPayload, ImageFacts)
 S3_UPLOAD = Command("s3_upload", S3UploadPayload, UploadResult)
 S3_DELETE = Command("s3_delete", S3DeletePayload, DeleteFileResult, timeout=300)
+
+
+# ---- what a bucket holds ------------------------------------------------------------------
+
+S3Prefix = Annotated[str, Field(pattern=r"^([A-Za-z0-9._-]+/)*$", max_length=512)]
+
+
+class S3ListPayload(Model):
+    """The objects under `prefix` + each of `dirs` (`strata/` + `images`), and the
+    multipart uploads left unfinished there (kind temporary)."""
+
+    endpoint: S3Endpoint
+    prefix: S3Prefix = ""
+    dirs: list[ObjectDir] = Field(min_length=1, max_length=16)
+
+
+S3_LIST = Command("s3_list", S3ListPayload, ObjectList, timeout=300)

@@ -12,6 +12,7 @@ from shared.protocol.files import (
     PrepareStorageResult,
     UploadResult,
 )
+from shared.protocol.objects import ObjectDir, ObjectList
 from shared.protocol.types import (
     AbsPath,
     FileName,
@@ -85,3 +86,14 @@ SFTP_REGISTER = Command("sftp_register", SftpRegisterPayload, ImageFacts)
 SFTP_DOWNLOAD = Command("sftp_download", SftpDownloadPayload, ImageFacts)
 SFTP_UPLOAD = Command("sftp_upload", SftpUploadPayload, UploadResult)
 SFTP_DELETE = Command("sftp_delete", SftpDeletePayload, DeleteFileResult, timeout=300)
+
+
+class SftpListPayload(Model):
+    """The regular files directly in each of `dirs` under `root` on the server."""
+
+    endpoint: SftpEndpoint
+    root: AbsPath
+    dirs: list[ObjectDir] = Field(min_length=1, max_length=16)
+
+
+SFTP_LIST = Command("sftp_list", SftpListPayload, ObjectList, timeout=300)

@@ -51,6 +51,23 @@ class SnapshotFacts(Model):
     capacity: FsCapacity
 
 
+class ResizeVolumePayload(Model):
+    """Grow the qcow2 volume `dir/file_name` (its active layer) to `size` bytes; never
+    shrink it."""
+
+    dir: StorePath
+    file_name: FileName
+    size: int = Field(gt=0)
+
+
+class VolumeResized(Model):
+    """`virtual_size`: what the guest sees now; equal to the request after a growth."""
+
+    path: str
+    virtual_size: int
+    capacity: FsCapacity
+
+
 class RevertSnapshotPayload(Model):
     """A new empty overlay `overlay` on the frozen file `snapshot`: the volume's next
     active layer. The old one is dropped by the controller once the row points here."""
@@ -79,3 +96,4 @@ class SnapshotDeleted(Model):
 TAKE_SNAPSHOT = Command("take_snapshot", TakeSnapshotPayload, SnapshotFacts, timeout=600)
 REVERT_SNAPSHOT = Command("revert_snapshot", RevertSnapshotPayload, VolumeFacts, timeout=600)
 DELETE_SNAPSHOT = Command("delete_snapshot", DeleteSnapshotPayload, SnapshotDeleted)
+RESIZE_VOLUME = Command("resize_volume", ResizeVolumePayload, VolumeResized, timeout=300)

@@ -34,7 +34,7 @@ TRANSITIONAL = {
     "primary-storages": {"creating", "deleting"},
     "backup-storages": {"creating", "deleting"},
     "images": {"allocated", "creating", "copying", "destroying"},
-    "volumes": {"allocated", "creating", "copying", "destroying", "snapshotting"},
+    "volumes": {"allocated", "creating", "copying", "resizing", "destroying", "snapshotting"},
     "snapshots": {"creating", "destroying"},
 }
 ATTACHMENT_TRANSITIONAL = {"connecting", "detaching"}

@@ -123,8 +123,14 @@ class FakeRts:
 
         class LUN:
             def __init__(self, tpg: Any, lun: int, so: Any) -> None:
-                self.lun, self.storage_object = lun, so
+                self.lun, self.storage_object, self.tpg = lun, so, tpg
                 tpg.luns.append(self)
+
+            def delete(self) -> None:
+                """As the kernel does: the ACLs' mapped LUNs go with the LUN."""
+                self.tpg.luns.remove(self)
+                for acl in self.tpg.node_acls:
+                    acl.mapped = [(m, lun) for m, lun in acl.mapped if lun is not self]
 
         class NodeACL:
             def __init__(self, tpg: Any, wwn: str) -> None:
@@ -134,6 +140,10 @@ class FakeRts:
 
             def delete(self) -> None:
                 self.tpg.node_acls.remove(self)
+
+            @property
+            def mapped_luns(self) -> list[Any]:
+                return [SimpleNamespace(mapped_lun=m) for m, _ in self.mapped]
 
         class MappedLUN:
             def __init__(self, acl: Any, mapped: int, lun: Any) -> None:

@@ -1,4 +1,4 @@
-"""/v1/volumes and /v1/volumes/<id>/access"""
+"""/v1/volumes, /v1/volumes/<id>/access and /v1/volumes/<id>/resize"""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.keys import SERVICES
 from controller.api.request import body, flag_param
-from controller.api.schemas import AccessOut, ExportOut, HostRef, VolumeCreate, VolumeOut
+from controller.api.schemas import (
+    AccessOut,
+    ExportOut,
+    HostRef,
+    VolumeCreate,
+    VolumeOut,
+    VolumeResize,
+)
 from controller.api.views.common import accepted, listing, showing
 from controller.db.models import Volume, VolumeAccess
-from controller.services.commands import CreateVolume
+from controller.services.commands import CreateVolume, ResizeVolume
 from controller.services.container import Services
 
 
@@ -67,3 +74,9 @@ async def grant_access(request: web.Request) -> web.Response:
 async def revoke_access(request: web.Request) -> web.Response:
     return accepted(await request.app[SERVICES].volumes.revoke(request.match_info["id"],
                                                                request.match_info["host_id"]))
+
+
+async def resize_volume(request: web.Request) -> web.Response:
+    req = await body(request, VolumeResize)
+    return accepted(await request.app[SERVICES].volumes.resize(
+        ResizeVolume(volume_id=request.match_info["id"], size=req.size)))

@@ -22,6 +22,7 @@ from shared.protocol.files import (
     ImageFacts,
     PrepareStoragePayload,
 )
+from shared.protocol.objects import LIST_OBJECTS, ListObjectsPayload, ObjectDir, ObjectList
 from shared.protocol.types import FsCapacity
 
 IMAGES = "images"
@@ -55,6 +56,12 @@ class DirDriver(ImageStoreDriver[DirectoryConfig]):
                      host: Host) -> None:
         payload = DeleteFilePayload(dir=image_dir(store), file_name=ref.image_id)
         await ctx.call(host, DELETE_FILE, payload, step=f"delete-{ref.id}")
+
+    async def list_objects(self, ctx: JobContext, store: Backup[DirectoryConfig],
+                           host: Host) -> ObjectList:
+        return await ctx.call(host, LIST_OBJECTS, ListObjectsPayload(
+            root=store.config.path, dirs=[ObjectDir(subdir=IMAGES, kind="image")]),
+            step=f"list-{store.id}")
 
 
 DIR = BackupStorageProvider(

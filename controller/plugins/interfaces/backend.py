@@ -41,6 +41,15 @@ class SnapshotTaken:
 Switch = Callable[[VolumeCreated], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class VolumeGrown:
+    """`virtual_size`: what the guest sees now (at least the size asked for: LVM rounds up
+    to whole extents)."""
+
+    virtual_size: int
+    capacity: FsCapacity
+
+
 class PrimaryStorageBackend(abc.ABC, Generic[C]):
     """One per (primary storage type, hypervisor)."""
 
@@ -59,6 +68,12 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
     @abc.abstractmethod
     async def delete_cache(self, ctx: JobContext, store: Primary[C], cache: ImageCache,
                            host: Host) -> FsCapacity: ...
+
+    @abc.abstractmethod
+    async def resize_volume(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                            host: Host, size: int) -> VolumeGrown:
+        """Grows the volume to `size` bytes through `host`; never shrinks it, and growing
+        it to the size it has already succeeds (so a retried job does)."""
 
     # Snapshots (CloudStack's takeSnapshot / revertSnapshot / deleteSnapshot). A backend
     # without them refuses up front, through `check_snapshots`.

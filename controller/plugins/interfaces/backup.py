@@ -8,8 +8,10 @@ from typing import Generic, TypeVar
 
 from controller.db.models import BackupStorage, Host, Image, ImageStoreRef
 from controller.jobs.engine import JobContext
+from controller.plugins.interfaces.primary import list_not_supported
 from controller.plugins.interfaces.stores import Backup, StorageProvider, StoreConfig
 from shared.protocol.files import ImageFacts
+from shared.protocol.objects import ObjectList
 from shared.protocol.types import FsCapacity
 
 C = TypeVar("C", bound=StoreConfig)
@@ -34,6 +36,11 @@ class ImageStoreDriver(abc.ABC, Generic[C]):
     @abc.abstractmethod
     async def delete(self, ctx: JobContext, store: Backup[C], ref: ImageStoreRef,
                      host: Host) -> None: ...
+
+    async def list_objects(self, ctx: JobContext, store: Backup[C], host: Host) -> ObjectList:
+        """What the store holds (images, temporaries), through `host`, for the reconcile
+        work to compare with the database."""
+        raise list_not_supported(store.name, store.row.type)
 
 
 @dataclass(frozen=True)

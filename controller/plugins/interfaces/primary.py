@@ -12,6 +12,7 @@ from controller.db.models import Host, PrimaryStorage, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.stores import Primary, StorageProvider, StoreConfig
 from shared.errors import Unsupported
+from shared.protocol.objects import ObjectList
 from shared.protocol.types import FsCapacity
 
 C = TypeVar("C", bound=StoreConfig)
@@ -65,6 +66,17 @@ class PrimaryDataStoreDriver(abc.ABC, Generic[C]):
     async def revoke_access(self, ctx: JobContext, store: Primary[C], volume: Volume,
                             host: Host) -> None:
         raise access_not_supported(store)
+
+    async def list_objects(self, ctx: JobContext, store: Primary[C], host: Host) -> ObjectList:
+        """What the storage holds (volumes, image caches, snapshots, temporaries), as seen
+        through `host` (a storage server's own agent where there is one), for the
+        reconcile work to compare with the database."""
+        raise list_not_supported(store.name, store.row.type)
+
+
+def list_not_supported(name: str, store_type: str) -> Unsupported:
+    return Unsupported(f"storage {name} is {store_type}, which cannot list what it holds",
+                       code="list_unsupported")
 
 
 def access_not_supported(store: Primary[Any]) -> Unsupported:

@@ -10,15 +10,21 @@ import secrets
 from controller.db.models import Host, ImageCache, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.files import delete_cache_file
-from controller.plugins.interfaces.backend import PrimaryStorageBackend, VolumeCreated
+from controller.plugins.interfaces.backend import (
+    PrimaryStorageBackend,
+    VolumeCreated,
+    VolumeGrown,
+)
 from controller.plugins.interfaces.stores import Primary
 from controller.plugins.iscsi.provider import ISCSI, IscsiConfig, target_name
 from shared.protocol.files import BackingFile
 from shared.protocol.iscsi import (
     EXPORT_LUN,
+    RESIZE_LUN,
     UNEXPORT_LUN,
     ChapCredentials,
     ExportLunPayload,
+    ResizeLunPayload,
     UnexportLunPayload,
 )
 from shared.protocol.types import FsCapacity
@@ -62,6 +68,17 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
     async def delete_cache(self, ctx: JobContext, store: Primary[IscsiConfig],
                            cache: ImageCache, host: Host) -> FsCapacity:
         return await delete_cache_file(ctx, ISCSI.driver, store, cache, host)
+
+    async def resize_volume(self, ctx: JobContext, store: Primary[IscsiConfig],
+                            volume: Volume, host: Host, size: int) -> VolumeGrown:
+        """On the storage server (`host`): the backing store grows, and its target serves
+        the new size to initiators that connect, or rescan, after."""
+        payload = ResizeLunPayload(dir=ISCSI.driver.volume_dir(store),
+                                   file_name=lun_file_name(volume),
+                                   target=target_name(store, volume), size=size,
+                                   volume_group=store.config.volume_group)
+        result = await ctx.call(host, RESIZE_LUN, payload, step="resize-lun")
+        return VolumeGrown(result.size, result.capacity)
 
 
 ISCSI_KVM = IscsiKvmBackend()

@@ -19,10 +19,14 @@ from controller.plugins.interfaces.stores import HostDir, Primary, StoreConfig
 from shared.errors import Conflict, OperationFailed
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
 from shared.protocol.iscsi import GRANT_LUN, REVOKE_LUN, IscsiTarget, LunAccessPayload
+from shared.protocol.objects import LIST_OBJECTS, ListObjectsPayload, ObjectDir, ObjectList
 from shared.protocol.types import FsCapacity, Iqn, IscsiPortal, VolumeGroup
 
 LUNS = "luns"
 IMAGE_CACHE = "imagecache"
+# Snapshots of file-backed LUNs: a sibling of LUNS, on the same filesystem; made, and
+# swept of leftovers, when the storage is attached.
+SNAPSHOTS = "snapshots"
 
 
 class IscsiConfig(StoreConfig):
@@ -79,7 +83,8 @@ class IscsiLifeCycle(PrimaryLifeCycle[IscsiConfig]):
         """The storage server prepares the directory and reports capacity; the
         hypervisor only needs an initiator name (sessions come with grants)."""
         require_iqn(host)
-        payload = PrepareStoragePayload(path=store.config.path, subdirs=[LUNS, IMAGE_CACHE],
+        payload = PrepareStoragePayload(path=store.config.path,
+                                        subdirs=[LUNS, IMAGE_CACHE, SNAPSHOTS],
                                         volume_group=store.config.volume_group)
         result = await ctx.call(await server(ctx, store), PREPARE_STORAGE, payload,
                                 step=f"prepare-{store.id}-{host.id}")
@@ -98,6 +103,19 @@ class IscsiDriver(PrimaryDataStoreDriver[IscsiConfig]):
 
     def server_host_id(self, store: Primary[IscsiConfig]) -> str:
         return store.config.server_host_id
+
+    async def list_objects(self, ctx: JobContext, store: Primary[IscsiConfig],
+                           host: Host) -> ObjectList:
+        """On the storage server, whichever host is given: LUN files (or, with a volume
+        group, its `strata-` logical volumes, snapshots among them), the image cache,
+        and the snapshots of file-backed LUNs."""
+        payload = ListObjectsPayload(
+            root=store.config.path, volume_group=store.config.volume_group,
+            dirs=[ObjectDir(subdir=LUNS, kind="volume"),
+                  ObjectDir(subdir=IMAGE_CACHE, kind="cache"),
+                  ObjectDir(subdir=SNAPSHOTS, kind="snapshot")])
+        return await ctx.call(await server(ctx, store), LIST_OBJECTS, payload,
+                              step=f"list-{store.id}")
 
     async def grant_access(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
                            host: Host) -> str:

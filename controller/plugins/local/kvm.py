@@ -23,6 +23,7 @@ from controller.plugins.interfaces.backend import (
     SnapshotTaken,
     Switch,
     VolumeCreated,
+    VolumeGrown,
 )
 from controller.plugins.interfaces.primary import PrimaryStorageProvider
 from controller.plugins.interfaces.stores import Primary, StoreConfig
@@ -34,10 +35,12 @@ from shared.protocol.types import FsCapacity
 from shared.protocol.volumes import (
     CREATE_VOLUME,
     DELETE_SNAPSHOT,
+    RESIZE_VOLUME,
     REVERT_SNAPSHOT,
     TAKE_SNAPSHOT,
     CreateVolumePayload,
     DeleteSnapshotPayload,
+    ResizeVolumePayload,
     RevertSnapshotPayload,
     TakeSnapshotPayload,
 )
@@ -86,6 +89,17 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
     async def delete_cache(self, ctx: JobContext, store: Primary[C], cache: ImageCache,
                            host: Host) -> FsCapacity:
         return await delete_cache_file(ctx, self._driver, store, cache, host)
+
+    async def resize_volume(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                            host: Host, size: int) -> VolumeGrown:
+        """`qemu-img resize` of the active layer on any host that reaches the file (a
+        linked clone or a layer on snapshots too: the part past its backing file's end
+        reads as zeroes)."""
+        directory = self._driver.volume_dir(store)
+        payload = ResizeVolumePayload(dir=directory, file_name=layer_name(directory, volume.path),
+                                      size=size)
+        result = await ctx.call(host, RESIZE_VOLUME, payload, step="resize-volume")
+        return VolumeGrown(result.virtual_size, result.capacity)
 
     def check_snapshots(self, store: Primary[C]) -> None:
         return None

@@ -18,6 +18,7 @@ from controller.plugins.interfaces.primary import (
 from controller.plugins.interfaces.stores import Primary
 from shared.errors import Conflict
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
+from shared.protocol.objects import LIST_OBJECTS, ListObjectsPayload, ObjectDir, ObjectList
 from shared.protocol.types import FsCapacity
 
 VOLUMES = "volumes"
@@ -58,6 +59,16 @@ class LocalDriver(PrimaryDataStoreDriver[DirectoryConfig]):
 
     def cache_dir(self, store: Primary[DirectoryConfig]) -> str:
         return posixpath.join(store.config.path, IMAGE_CACHE)
+
+    async def list_objects(self, ctx: JobContext, store: Primary[DirectoryConfig],
+                           host: Host) -> ObjectList:
+        return await ctx.call(host, LIST_OBJECTS, ListObjectsPayload(
+            root=store.config.path, dirs=FILE_STORE_DIRS), step=f"list-{store.id}")
+
+
+# What a file primary storage's directories hold.
+FILE_STORE_DIRS = [ObjectDir(subdir=VOLUMES, kind="volume"),
+                   ObjectDir(subdir=IMAGE_CACHE, kind="cache")]
 
 
 LOCAL = PrimaryStorageProvider(

@@ -22,6 +22,7 @@ from controller.plugins.interfaces.primary import (
     PrimaryStorageProvider,
 )
 from controller.plugins.interfaces.stores import HostDir, Primary, StoreConfig
+from controller.plugins.local.provider import FILE_STORE_DIRS
 from shared.protocol.files import PREPARE_STORAGE, PrepareStoragePayload
 from shared.protocol.nfs import (
     NFS_MOUNT,
@@ -30,6 +31,7 @@ from shared.protocol.nfs import (
     NfsMountPayload,
     NfsUnmountPayload,
 )
+from shared.protocol.objects import LIST_OBJECTS, ListObjectsPayload, ObjectList
 from shared.protocol.types import AbsPath, FsCapacity, HostName
 
 VOLUMES = "volumes"
@@ -71,6 +73,13 @@ class NfsDriver(PrimaryDataStoreDriver[NfsConfig]):
 
     def cache_dir(self, store: Primary[NfsConfig]) -> str:
         return posixpath.join(self.root(store), IMAGE_CACHE)
+
+    async def list_objects(self, ctx: JobContext, store: Primary[NfsConfig],
+                           host: Host) -> ObjectList:
+        """Through a host that has the export mounted (mount mode) or reaches it with
+        libnfs: the same layout as local storage, under the export."""
+        return await ctx.call(host, LIST_OBJECTS, ListObjectsPayload(
+            root=self.root(store), dirs=FILE_STORE_DIRS), step=f"list-{store.id}")
 
 
 class NfsLifeCycle(PrimaryLifeCycle[NfsConfig]):

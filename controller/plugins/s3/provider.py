@@ -17,12 +17,15 @@ from controller.plugins.interfaces.backup import (
 )
 from controller.plugins.interfaces.stores import SECRET, Backup, StoreConfig
 from shared.protocol.files import ImageFacts
+from shared.protocol.objects import ObjectDir, ObjectList
 from shared.protocol.s3 import (
     S3_DELETE,
+    S3_LIST,
     S3_PREPARE,
     S3_REGISTER,
     S3DeletePayload,
     S3Endpoint,
+    S3ListPayload,
     S3PreparePayload,
     S3RegisterPayload,
 )
@@ -46,8 +49,11 @@ def endpoint(ctx: JobContext, store: Backup[S3Config]) -> S3Endpoint:
                       access_key=c.access_key, secret_key=ctx.secrets.open(c.secret_key))
 
 
+IMAGES = "images"
+
+
 def object_key(store: Backup[S3Config], name: str) -> str:
-    return f"{store.config.prefix}images/{name}"
+    return f"{store.config.prefix}{IMAGES}/{name}"
 
 
 class S3LifeCycle(BackupLifeCycle[S3Config]):
@@ -70,6 +76,13 @@ class S3Driver(ImageStoreDriver[S3Config]):
         payload = S3DeletePayload(endpoint=endpoint(ctx, store),
                                   key=object_key(store, ref.image_id))
         await ctx.call(host, S3_DELETE, payload, step=f"delete-{ref.id}")
+
+    async def list_objects(self, ctx: JobContext, store: Backup[S3Config],
+                           host: Host) -> ObjectList:
+        """Object stores report no capacity: the list's is None."""
+        payload = S3ListPayload(endpoint=endpoint(ctx, store), prefix=store.config.prefix,
+                                dirs=[ObjectDir(subdir=IMAGES, kind="image")])
+        return await ctx.call(host, S3_LIST, payload, step=f"list-{store.id}")
 
 
 S3 = BackupStorageProvider(

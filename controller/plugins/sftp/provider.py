@@ -18,12 +18,15 @@ from controller.plugins.interfaces.backup import (
 )
 from controller.plugins.interfaces.stores import SECRET, Backup, StoreConfig
 from shared.protocol.files import ImageFacts
+from shared.protocol.objects import ObjectDir, ObjectList
 from shared.protocol.sftp import (
     SFTP_DELETE,
+    SFTP_LIST,
     SFTP_PREPARE,
     SFTP_REGISTER,
     SftpDeletePayload,
     SftpEndpoint,
+    SftpListPayload,
     SftpPreparePayload,
     SftpRegisterPayload,
 )
@@ -75,6 +78,12 @@ class SftpDriver(ImageStoreDriver[SftpConfig]):
         payload = SftpDeletePayload(endpoint=endpoint(ctx, store), remote_dir=image_dir(store),
                                     file_name=ref.image_id)
         await ctx.call(host, SFTP_DELETE, payload, step=f"delete-{ref.id}")
+
+    async def list_objects(self, ctx: JobContext, store: Backup[SftpConfig],
+                           host: Host) -> ObjectList:
+        payload = SftpListPayload(endpoint=endpoint(ctx, store), root=store.config.path,
+                                  dirs=[ObjectDir(subdir=IMAGES, kind="image")])
+        return await ctx.call(host, SFTP_LIST, payload, step=f"list-{store.id}")
 
 
 SFTP = BackupStorageProvider(

@@ -99,7 +99,7 @@ async def test_iscsi_attach_prepares_on_the_server(ctx: JobContext, agent: Recor
     assert await ISCSI.lifecycle.attach(ctx, store, HOST) == CAPACITY
     assert agent.calls == [Call(server.address, PREPARE_STORAGE, "job-1.prepare-ps-1-host-kvm-1",
                                 PrepareStoragePayload(path="/srv/iscsi",
-                                                      subdirs=["luns", "imagecache"],
+                                                      subdirs=["luns", "imagecache", "snapshots"],
                                                       volume_group="strata-vg"))]
 
 
