@@ -51,7 +51,8 @@ async def revert_snapshot(svc: AgentServices, payload: RevertSnapshotPayload,
     files = svc.files.for_path(payload.dir)
     snapshot = posixpath.join(payload.dir, payload.snapshot)
     await _qcow2_layer(svc, files, snapshot)
-    overlay = await _overlay(svc, files, payload.dir, payload.overlay, snapshot)
+    overlay = await _overlay(svc, files, payload.dir, payload.overlay, snapshot,
+                             size=payload.size)
     return VolumeFacts(path=posixpath.join(payload.dir, payload.overlay),
                        virtual_size=overlay.virtual_size,
                        capacity=await files.capacity(payload.dir))
@@ -99,9 +100,10 @@ async def _qcow2_layer(svc: AgentServices, files: FileStore, path: str) -> Image
 
 
 async def _overlay(svc: AgentServices, files: FileStore, directory: str, name: str,
-                   backing: str) -> ImageInfo:
-    """A new empty qcow2 overlay `name` on `backing`, published by rename; one already
-    there on `backing` is the earlier run's and is kept."""
+                   backing: str, size: int | None = None) -> ImageInfo:
+    """A new empty qcow2 overlay `name` on `backing` (as large as it, or `size`),
+    published by rename; one already there on `backing` is the earlier run's and is
+    kept."""
     final = posixpath.join(directory, name)
     if final == backing:
         raise Conflict(f"{final} cannot sit on itself")
@@ -112,7 +114,8 @@ async def _overlay(svc: AgentServices, files: FileStore, directory: str, name: s
         return info
     tmp = fsops.temp_path(directory, name)
     try:
-        await svc.qemu_img.create(tmp, fmt="qcow2", backing=backing, backing_fmt="qcow2")
+        await svc.qemu_img.create(tmp, fmt="qcow2", size=size, backing=backing,
+                                  backing_fmt="qcow2")
         await files.publish(tmp, final)
     finally:
         await files.remove(tmp)

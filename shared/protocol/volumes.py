@@ -70,11 +70,14 @@ class VolumeResized(Model):
 
 class RevertSnapshotPayload(Model):
     """A new empty overlay `overlay` on the frozen file `snapshot`: the volume's next
-    active layer. The old one is dropped by the controller once the row points here."""
+    active layer. The old one is dropped by the controller once the row points here.
+    `size`: the volume's size now, so a volume grown since the snapshot stays as large
+    (past the snapshot's end it reads zeroes)."""
 
     dir: StorePath
     snapshot: FileName
     overlay: FileName
+    size: int | None = Field(default=None, gt=0)
 
 
 class DeleteSnapshotPayload(Model):

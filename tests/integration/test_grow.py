@@ -219,3 +219,27 @@ def test_grow_an_nfs_volume_through_libnfs(stack: Stack, nfs: NfsServer) -> None
     stack.wait(stack.api.post(f"/v1/volumes/{vid}/resize", {"size": 40 * MiB}))
     assert qemu_info(url)[0]["virtual-size"] == 40 * MiB
     io(url, "read -P 0x7e 0 1M", "write -P 0x1f 39M 1M", "read -P 0x1f 39M 1M")
+
+
+def test_grow_after_a_snapshot_then_revert(stack: Stack) -> None:
+    """Growing resizes the active layer on top of a snapshot; reverting to the snapshot
+    keeps the grown size (its data, zeroes past its end), so the row, the ledger and the
+    guest's disk agree."""
+    api = stack.api
+    vid = str(stack.wait(api.post("/v1/volumes", {
+        "name": "data", "primary_storage_id": stack.primary_id, "size": 16 * MiB}))
+        ["resource_id"])
+    io(str(api.get(f"/v1/volumes/{vid}")["path"]), "write -P 0x11 0 1M")
+    snap = stack.wait(api.post(f"/v1/volumes/{vid}/snapshots", {"name": "before"}))
+    stack.wait(api.post(f"/v1/volumes/{vid}/resize", {"size": 48 * MiB}))
+    grown = str(api.get(f"/v1/volumes/{vid}")["path"])
+    assert qemu_info(grown)[0]["virtual-size"] == 48 * MiB
+    io(grown, "write -P 0x22 0 1M", "write -P 0x33 40M 1M")
+    held = allocated(stack)
+
+    stack.wait(api.post(f"/v1/volumes/{vid}/revert", {"snapshot_id": snap["resource_id"]}))
+    vol = api.get(f"/v1/volumes/{vid}")
+    assert (vol["size"], vol["state"]) == (48 * MiB, "ready")
+    assert qemu_info(str(vol["path"]))[0]["virtual-size"] == 48 * MiB
+    io(str(vol["path"]), "read -P 0x11 0 1M", "read -P 0 16M 32M")
+    assert allocated(stack) == held

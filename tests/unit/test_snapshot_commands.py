@@ -116,6 +116,24 @@ async def test_revert_makes_a_new_layer_on_the_snapshot(tmp_path: Path,
     qemu_io(volumes / "vol.a.qcow2", "read -P 2 0 64k")
 
 
+async def test_revert_of_a_grown_volume_keeps_its_size(tmp_path: Path,
+                                                       store: tuple[Path, Path]) -> None:
+    """A volume grown since the snapshot stays as large: the guest's disk never shrinks
+    under it, and the ledger's figure stays true."""
+    volumes, _ = store
+    svc = services(tmp_path)
+    qemu_io(volumes / "vol.qcow2", "write -P 1 0 64k")
+    small = await take_snapshot(svc, TakeSnapshotPayload(
+        dir=str(volumes), active="vol.qcow2", overlay="vol.a.qcow2"), no_progress)
+    grown = 4 * small.virtual_size
+    facts = await revert_snapshot(svc, RevertSnapshotPayload(
+        dir=str(volumes), snapshot="vol.qcow2", overlay="vol.b.qcow2", size=grown),
+        no_progress)
+    assert facts.virtual_size == grown
+    qemu_io(volumes / "vol.b.qcow2", "read -P 1 0 64k",
+            f"read -P 0 {small.virtual_size} 64k")
+
+
 async def test_merge_cut_short_is_finished_by_a_second_run(tmp_path: Path,
                                                            store: tuple[Path, Path]) -> None:
     """s (vol.qcow2) with two children; one was rebased by a run that stopped there."""

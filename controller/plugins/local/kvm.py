@@ -121,7 +121,8 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
         directory = self._driver.volume_dir(store)
         old = layer_name(directory, volume.path)
         payload = RevertSnapshotPayload(dir=directory, overlay=overlay,
-                                        snapshot=layer_name(directory, snapshot.path))
+                                        snapshot=layer_name(directory, snapshot.path),
+                                        size=volume.size)
         facts = await ctx.call(host, REVERT_SNAPSHOT, payload, step=f"revert-{overlay}",
                                span=(0, 50))
         await switch(VolumeCreated(facts.path, facts.virtual_size, facts.capacity))

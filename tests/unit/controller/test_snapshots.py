@@ -71,7 +71,7 @@ async def test_revert_records_the_new_layer_before_dropping_the_old(
     assert agent.calls == [
         Call(HOST.address, REVERT_SNAPSHOT, "job-1.revert-vol-1.b.qcow2",
              RevertSnapshotPayload(dir=volumes, snapshot="vol-1.qcow2",
-                                   overlay="vol-1.b.qcow2")),
+                                   overlay="vol-1.b.qcow2", size=1 << 30)),
         Call(HOST.address, DELETE_FILE, "job-1.drop-vol-1.a.qcow2",
              DeleteFilePayload(dir=volumes, file_name="vol-1.a.qcow2")),
     ]
