@@ -31,6 +31,7 @@ async def round_trip(tmp_path: Path, name: str, chap: ChapCredentials | None) ->
     result = await kernel.connect(where)
     try:
         assert result.mode == "kernel" and result.size == LUN_SIZE
+        assert result.device is not None
         fd = os.open(result.device, os.O_RDWR)
         try:
             os.pwrite(fd, b"strata" * 512, 4096)
@@ -39,7 +40,7 @@ async def round_trip(tmp_path: Path, name: str, chap: ChapCredentials | None) ->
             os.close(fd)
     finally:
         await kernel.disconnect(where)
-    assert not os.path.exists(result.device)
+    assert result.device is not None and not os.path.exists(result.device)
     with open(tmp_path / f"{name}.raw", "rb") as f:
         f.seek(4096)
         assert f.read(6) == b"strata", "the write went through LIO into the LUN's file"
