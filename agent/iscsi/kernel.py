@@ -1,10 +1,12 @@
 """The `kernel` connector: open-iscsi. Discovery, CHAP, login, wait for the device under
 /dev/disk/by-path; sessions are reference-counted per portal and target and logged out
-with the last volume."""
+with the last volume. Every step goes through an iface record carrying the configured
+initiator name, the name the controller granted."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable
 
@@ -26,6 +28,7 @@ class KernelInitiator(Initiator):
         self._size = device_size or _block_device_size
         self._device_timeout = device_timeout
         self._poll = poll
+        self.iface = iface_name(initiator_iqn)
         self._sessions: dict[tuple[str, str], int] = {}
         self._lock = asyncio.Lock()
 
@@ -49,11 +52,12 @@ class KernelInitiator(Initiator):
         return ConnectVolumeResult(mode="kernel", device=device, size=self._size(device))
 
     async def _login(self, target: IscsiTarget) -> None:
-        await iscsiadm.discover(self._exec, target.portal)
+        await iscsiadm.ensure_iface(self._exec, self.iface, self.iqn)
+        await iscsiadm.discover(self._exec, target.portal, self.iface)
         if target.chap:
-            await iscsiadm.set_chap(self._exec, target.target, target.portal,
+            await iscsiadm.set_chap(self._exec, target.target, target.portal, self.iface,
                                     target.chap.user, target.chap.password)
-        await iscsiadm.login(self._exec, target.target, target.portal)
+        await iscsiadm.login(self._exec, target.target, target.portal, self.iface)
 
     async def _wait_for(self, device: str) -> None:
         loop = asyncio.get_running_loop()
@@ -71,10 +75,16 @@ class KernelInitiator(Initiator):
                 self._sessions[key] = count - 1
                 return
             self._sessions.pop(key, None)
-            await iscsiadm.logout(self._exec, target.target, target.portal)
+            await iscsiadm.logout(self._exec, target.target, target.portal, self.iface)
 
     def session_count(self, target: IscsiTarget) -> int:
         return self._sessions.get((target.portal, target.target), 0)
+
+
+def iface_name(initiator_iqn: str) -> str:
+    """One iface record per initiator name, so agents with different names never share
+    one."""
+    return "strata-" + hashlib.sha256(initiator_iqn.encode()).hexdigest()[:12]
 
 
 def _block_device_size(device: str) -> int:

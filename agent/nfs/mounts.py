@@ -3,7 +3,8 @@ agent restart keeps the count; the tools themselves are in `tools/mount`.
 
 A mount is trusted only after `findmnt` shows the expected source there and a heartbeat
 file was written through it. A stale handle is unmounted (lazily: a hung mount cannot be
-unmounted cleanly) and mounted again.
+unmounted cleanly) and mounted again. Unmounting repeats until `findmnt` shows nothing:
+a mount helper that finished late may have stacked a second mount on the first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from shared.errors import Conflict, OperationFailed, Timeout
 # Soft mounts with bounded retries: I/O on a dead server fails instead of hanging for
 # ever (VDSM's defaults).
 DEFAULT_OPTIONS = ("soft", "nosharecache", "timeo=100", "retrans=3")
+# Mounts stacked on one mount point that an unmount takes off before giving up.
+MAX_STACKED = 8
 
 
 @dataclass
@@ -86,7 +89,7 @@ class MountTable:
             raise Conflict(f"{mount_point} already has {current.source} mounted, not "
                            f"{source}", code="mount_point_busy")
         if current is not None and await self._is_stale(mount_point):
-            await self._umount(mount_point, lazy=True)
+            await self._umount_all(mount_point, lazy=True)
             current = None
         if current is None:
             await self._mount(source, mount_point, [*DEFAULT_OPTIONS, *options])
@@ -100,7 +103,8 @@ class MountTable:
                 users.remove(user)
             if not users:
                 if await self.find(mount_point) is not None:
-                    await self._umount(mount_point, lazy=await self._is_stale(mount_point))
+                    await self._umount_all(mount_point,
+                                           lazy=await self._is_stale(mount_point))
                 self._stores.remove_mount(mount_point)
                 self.users.pop(mount_point, None)
                 self._sources.pop(mount_point, None)
@@ -118,6 +122,15 @@ class MountTable:
         if found is None or found.source != source:
             raise OperationFailed(f"mount of {source} on {mount_point} reported success but "
                                   "findmnt does not show it", code="mount_failed")
+
+    async def _umount_all(self, mount_point: str, lazy: bool) -> None:
+        for _ in range(MAX_STACKED):
+            if await self.find(mount_point) is None:
+                return
+            await self._umount(mount_point, lazy)
+        if await self.find(mount_point) is not None:
+            raise OperationFailed(f"{mount_point} is still mounted after {MAX_STACKED} "
+                                  "unmounts", code="unmount_failed")
 
     async def _umount(self, mount_point: str, lazy: bool) -> None:
         try:

@@ -1,4 +1,4 @@
-"""open-iscsi's `iscsiadm`: discovery, node settings, login and logout.
+"""open-iscsi's `iscsiadm`: interfaces, discovery, node settings, login and logout.
 
 Its exit codes (`include/iscsi_err.h`) name the failure: a refused CHAP login is not an
 unreachable portal. Every failure keeps the code `iscsi_login_failed` on the wire; the
@@ -48,30 +48,41 @@ async def _run(executor: Executor, *args: str, ok: tuple[int, ...] = (),
             result, f"iscsiadm {' '.join(args[:4])} failed: {detail}")
 
 
-def _node(target: str, portal: str) -> list[str]:
-    return ["-m", "node", "-T", target, "-p", portal]
+def _node(target: str, portal: str, iface: str) -> list[str]:
+    return ["-m", "node", "-T", target, "-p", portal, "-I", iface]
 
 
-async def discover(executor: Executor, portal: str) -> None:
-    """SendTargets discovery: records the portal's targets as nodes."""
-    await _run(executor, "-m", "discovery", "-t", "sendtargets", "-p", portal)
+async def ensure_iface(executor: Executor, iface: str, initiator: str) -> None:
+    """An iface record whose sessions log in as `initiator`: open-iscsi otherwise uses
+    the name in /etc/iscsi/initiatorname.iscsi, whatever the target granted."""
+    shown = await executor.run(["iscsiadm", "-m", "iface", "-I", iface], timeout=TIMEOUT,
+                               check=False)
+    if shown.returncode != 0:
+        await _run(executor, "-m", "iface", "-I", iface, "-o", "new")
+    await _run(executor, "-m", "iface", "-I", iface, "-o", "update",
+               "-n", "iface.initiatorname", "-v", initiator)
 
 
-async def set_chap(executor: Executor, target: str, portal: str, user: str,
+async def discover(executor: Executor, portal: str, iface: str) -> None:
+    """SendTargets discovery through `iface`: records the portal's targets as its nodes."""
+    await _run(executor, "-m", "discovery", "-t", "sendtargets", "-p", portal, "-I", iface)
+
+
+async def set_chap(executor: Executor, target: str, portal: str, iface: str, user: str,
                    password: str) -> None:
     """CHAP for the node's next login; the password never reaches the log."""
     for name, value, secret in (("node.session.auth.authmethod", "CHAP", False),
                                 ("node.session.auth.username", user, False),
                                 ("node.session.auth.password", password, True)):
-        await _run(executor, *_node(target, portal), "-o", "update", "-n", name, "-v", value,
+        await _run(executor, *_node(target, portal, iface), "-o", "update", "-n", name, "-v", value,
                    redact=(value,) if secret else ())
 
 
-async def login(executor: Executor, target: str, portal: str) -> None:
+async def login(executor: Executor, target: str, portal: str, iface: str) -> None:
     """A session that exists already counts as logged in."""
-    await _run(executor, *_node(target, portal), "--login", ok=(ISCSI_ERR_SESS_EXISTS,))
+    await _run(executor, *_node(target, portal, iface), "--login", ok=(ISCSI_ERR_SESS_EXISTS,))
 
 
-async def logout(executor: Executor, target: str, portal: str) -> None:
+async def logout(executor: Executor, target: str, portal: str, iface: str) -> None:
     """No session to log out of counts as logged out."""
-    await _run(executor, *_node(target, portal), "--logout", ok=(ISCSI_ERR_NO_OBJS_FOUND,))
+    await _run(executor, *_node(target, portal, iface), "--logout", ok=(ISCSI_ERR_NO_OBJS_FOUND,))

@@ -5,6 +5,7 @@ real-kernel tier; `tgt` and `qemu` run for real in tests/integration/test_iscsi_
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from agent.iscsi import tgt_exports
 from agent.iscsi.initiator import read_initiator_name
-from agent.iscsi.kernel import KernelInitiator
+from agent.iscsi.kernel import KernelInitiator, iface_name
 from agent.iscsi.lio import LioDriver
 from agent.tools.iscsiadm import IscsiAuthFailed
 from agent.tools.tgtadm import parse_show
@@ -74,7 +75,7 @@ class FakeRts:
         self.targets: list[Any] = []
         self.storage: list[Any] = []
         self.saved: list[str] = []
-        self.restored: list[str] = []
+        self.restored: list[Any] = []
         rts = self
 
         class Root:
@@ -85,8 +86,14 @@ class FakeRts:
             def save_to_file(self, path: str) -> None:
                 rts.saved.append(path)
 
-            def restore_from_file(self, path: str, clear_existing: bool = True) -> None:
-                rts.restored.append(path)
+            @property
+            def storage_objects(self) -> list[Any]:
+                return [so for so in rts.storage if not so.deleted]
+
+            def restore(self, config: dict[str, Any], clear_existing: bool) -> list[str]:
+                assert not clear_existing, "a restore never clears the live configuration"
+                rts.restored.append(config)
+                return []
 
         class Target:
             def __init__(self, fabric: Any, wwn: str) -> None:
@@ -110,16 +117,24 @@ class FakeRts:
             def __init__(self, tpg: Any, ip: str, port: int) -> None:
                 tpg.network_portals.append((ip, port))
 
-        class FileIOStorageObject:
+        class BlockStorageObject:
+            plugin = "block"
+
             def __init__(self, name: str, dev: str) -> None:
+                if "missing" in dev:
+                    raise RuntimeError(f"{dev}: no such device")
                 self.name, self.dev, self.deleted = name, dev, False
                 rts.storage.append(self)
 
             def delete(self) -> None:
                 self.deleted = True
 
-        class BlockStorageObject(FileIOStorageObject):
-            pass
+        class FileIOStorageObject(BlockStorageObject):
+            plugin = "fileio"
+
+            def __init__(self, name: str, dev: str, size: int) -> None:
+                super().__init__(name, dev)
+                self.size = size
 
         class LUN:
             def __init__(self, tpg: Any, lun: int, so: Any) -> None:
@@ -159,17 +174,22 @@ class FakeRts:
 async def test_lio_export_grant_revoke_unexport(tmp_path: Path) -> None:
     fake = FakeRts()
     save = str(tmp_path / "saveconfig.json")
-    lio = LioDriver(save, ("192.0.2.10", 3260), rtslib=fake.module)
+    lio = LioDriver(save, ("192.0.2.10", 3260), rtslib=fake.module,
+                    dbroot=str(tmp_path / "target"))
     target = "iqn.2026-11.org.strata:vol-1"
+    lun = tmp_path / "1.raw"
+    lun.write_bytes(b"\0" * 4096)
     chap = ChapCredentials(user="strata-1", password="s3cretPassw0rd")
-    await lio.export(target, "/srv/luns/1.raw", chap)
-    await lio.export(target, "/srv/luns/1.raw", chap)  # idempotent
+    await lio.export(target, str(lun), chap)
+    await lio.export(target, str(lun), chap)  # idempotent
+    assert (tmp_path / "target").is_dir(), "rtslib-fb's dbroot is made"
     (tgt,) = fake.targets
     (tpg,) = tgt.tpgs
     assert tpg.enable and tpg.network_portals == [("192.0.2.10", 3260)]
     assert tpg.attributes == {"generate_node_acls": "0", "demo_mode_write_protect": "1",
                               "authentication": "1"}
-    assert [(lun.lun, lun.storage_object.dev) for lun in tpg.luns] == [(1, "/srv/luns/1.raw")]
+    assert [(lun.lun, lun.storage_object.dev, lun.storage_object.size)
+            for lun in tpg.luns] == [(1, str(lun), 4096)]
 
     assert await lio.grant(target, "iqn.2026-11.org.strata:host-a") == [
         "iqn.2026-11.org.strata:host-a"]
@@ -189,18 +209,58 @@ async def test_lio_export_grant_revoke_unexport(tmp_path: Path) -> None:
     with pytest.raises(OperationFailed):
         await lio.grant(target, "iqn.2026-11.org.strata:host-a")
     await lio.restore()
-    assert fake.restored == [save]
+    assert fake.restored == [], "no saved file here: nothing to restore"
+
+
+async def test_lio_restore_brings_back_only_what_the_kernel_lacks(tmp_path: Path) -> None:
+    fake = FakeRts()
+    save = tmp_path / "save.json"
+    live = "iqn.2026-11.org.strata:vol-live"
+    save.write_text(json.dumps({
+        "storage_objects": [{"plugin": "fileio", "name": "strata-vol-live"},
+                            {"plugin": "fileio", "name": "strata-vol-gone"}],
+        "targets": [{"wwn": live}, {"wwn": "iqn.2026-11.org.strata:vol-gone"}]}))
+    lio = LioDriver(str(save), ("192.0.2.10", 3260), rtslib=fake.module,
+                    dbroot=str(tmp_path / "target"))
+    fake.module.Target("iscsi", live)
+    fake.module.FileIOStorageObject("strata-vol-live", "/srv/live.raw", 4096)
+    await lio.restore()
+    assert fake.restored == [{
+        "storage_objects": [{"plugin": "fileio", "name": "strata-vol-gone"}],
+        "targets": [{"wwn": "iqn.2026-11.org.strata:vol-gone"}]}]
+    fake.module.Target("iscsi", "iqn.2026-11.org.strata:vol-gone")
+    fake.module.FileIOStorageObject("strata-vol-gone", "/srv/gone.raw", 4096)
+    await lio.restore()
+    assert len(fake.restored) == 1, "all live: nothing restored"
 
 
 async def test_lio_serves_logical_volumes_as_block_backstores(tmp_path: Path) -> None:
     fake = FakeRts()
-    lio = LioDriver(str(tmp_path / "save.json"), ("192.0.2.10", 3260), rtslib=fake.module)
+    lio = LioDriver(str(tmp_path / "save.json"), ("192.0.2.10", 3260), rtslib=fake.module,
+                    dbroot=str(tmp_path / "target"))
+    (tmp_path / "vol-3.raw").write_bytes(b"\0" * 512)
     await lio.export("iqn.2026-11.org.strata:vol-2", "/dev/vg-san/strata-vol-2", None)
-    await lio.export("iqn.2026-11.org.strata:vol-3", "/srv/luns/vol-3.raw", None)
+    await lio.export("iqn.2026-11.org.strata:vol-3", str(tmp_path / "vol-3.raw"), None)
     kinds = {type(so).__name__: so.dev for so in fake.storage}
     assert kinds == {"BlockStorageObject": "/dev/vg-san/strata-vol-2",
-                     "FileIOStorageObject": "/srv/luns/vol-3.raw"}
+                     "FileIOStorageObject": str(tmp_path / "vol-3.raw")}
     assert fake.targets[0].tpgs[0].attributes["authentication"] == "0"
+
+
+async def test_lio_failed_export_is_rolled_back_and_grant_says_why(tmp_path: Path) -> None:
+    fake = FakeRts()
+    lio = LioDriver(str(tmp_path / "save.json"), ("192.0.2.10", 3260), rtslib=fake.module,
+                    dbroot=str(tmp_path / "target"))
+    target = "iqn.2026-11.org.strata:vol-4"
+    with pytest.raises(OperationFailed) as info:
+        await lio.export(target, "/dev/vg-san/missing", None)
+    assert info.value.code == "lio_export_failed" and "no such device" in info.value.message
+    assert fake.targets == []
+    fake.module.TPG(fake.module.Target("iscsi", target), 1)  # an export without its LUN
+    with pytest.raises(OperationFailed) as info:
+        await lio.grant(target, "iqn.2026-11.org.strata:host-a")
+    assert info.value.code == "export_incomplete"
+    assert fake.targets[0].tpgs[0].node_acls == []
 
 
 # ---- kernel access mode with a fake iscsiadm --------------------------------------------
@@ -228,9 +288,14 @@ async def test_kernel_login_waits_for_device_and_counts_sessions() -> None:
     assert result.mode == "kernel" and result.size == 64 << 20
     assert result.device == ("/dev/disk/by-path/ip-192.0.2.10:3260-iscsi-"
                              "iqn.2026-11.org.strata:vol-1-lun-1")
-    node = ["iscsiadm", "-m", "node", "-T", TARGET.target, "-p", TARGET.portal]
+    iface = iface_name("iqn.2026-11.org.strata:host-a")
+    node = ["iscsiadm", "-m", "node", "-T", TARGET.target, "-p", TARGET.portal, "-I", iface]
     assert fake.calls == [
-        ["iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", TARGET.portal],
+        ["iscsiadm", "-m", "iface", "-I", iface],
+        ["iscsiadm", "-m", "iface", "-I", iface, "-o", "update", "-n", "iface.initiatorname",
+         "-v", "iqn.2026-11.org.strata:host-a"],
+        ["iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", TARGET.portal,
+         "-I", iface],
         [*node, "-o", "update", "-n", "node.session.auth.authmethod", "-v", "CHAP"],
         [*node, "-o", "update", "-n", "node.session.auth.username", "-v", "strata-1"],
         [*node, "-o", "update", "-n", "node.session.auth.password", "-v", "s3cretPassw0rd"],
@@ -238,7 +303,7 @@ async def test_kernel_login_waits_for_device_and_counts_sessions() -> None:
     ]
     assert fake.redacted == {"s3cretPassw0rd"}, "the CHAP secret is kept out of the log"
     await kernel.connect(TARGET)
-    assert len(fake.calls) == 5 and kernel.session_count(TARGET) == 2, "one login"
+    assert len(fake.calls) == 7 and kernel.session_count(TARGET) == 2, "one login"
     await kernel.disconnect(TARGET)
     assert fake.calls[-1] == [*node, "--login"], "still in use: no logout"
     await kernel.disconnect(TARGET)

@@ -107,6 +107,26 @@ async def test_mounts_are_counted_per_mount_point_and_saved(
     assert json.loads((tmp_path / "mounts.json").read_text()) == {}
 
 
+async def test_unmount_takes_off_stacked_mounts(tools: FakeMountTools, stores: FileStores,
+                                                tmp_path: Path) -> None:
+    """A late mount helper stacked two more mounts: umount runs until findmnt shows none."""
+    mp = str(tmp_path / "mnt")
+    mounts = table(tools, stores, tmp_path)
+    await mounts.mount("nfs-1.example", "/exports/primary", mp, [], "ps-1")
+    layers = [2]
+
+    def umount_one(argv: list[str]) -> Result:
+        if layers[0]:
+            layers[0] -= 1
+        else:
+            tools.mounted.pop(argv[-1], None)
+        return reply(argv)
+
+    tools.on(["umount"], umount_one)
+    assert await mounts.unmount(mp, "ps-1") == []
+    assert tools.count("umount") == 3 and mp not in tools.mounted
+
+
 async def test_already_mounted_is_success(tools: FakeMountTools, stores: FileStores,
                                           tmp_path: Path) -> None:
     mounts = table(tools, stores, tmp_path)

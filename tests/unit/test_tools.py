@@ -21,6 +21,7 @@ from tests.support.fakeexec import FakeExecutor, reply
 
 IQN = "iqn.2026-11.org.strata:vol-1"
 PORTAL = "192.0.2.10:3260"
+IFACE = "strata-0123456789ab"
 
 
 @pytest.mark.parametrize(("rc", "error"), [
@@ -30,7 +31,7 @@ async def test_iscsiadm_exit_codes_name_the_failure(rc: int, error: type[Excepti
     fake = FakeExecutor()
     fake.on(["iscsiadm"], rc=rc, stderr="iscsiadm: it went wrong")
     with pytest.raises(IscsiadmFailed) as info:
-        await iscsiadm.login(fake, IQN, PORTAL)
+        await iscsiadm.login(fake, IQN, PORTAL, IFACE)
     assert type(info.value) is error and info.value.code == "iscsi_login_failed"
     assert info.value.message == (f"iscsiadm -m node -T {IQN} failed: iscsiadm: it went wrong")
     assert info.value.result.returncode == rc
@@ -41,7 +42,7 @@ async def test_an_unreachable_portal_is_no_authentication_failure() -> None:
     fake.on(["iscsiadm", "-m", "discovery"], rc=4,
             stderr="iscsiadm: cannot make connection to 192.0.2.10: Connection refused")
     with pytest.raises(IscsiPortalUnreachable) as info:
-        await iscsiadm.discover(fake, PORTAL)
+        await iscsiadm.discover(fake, PORTAL, IFACE)
     assert not isinstance(info.value, IscsiAuthFailed)
     assert "Connection refused" in info.value.message
 
@@ -49,20 +50,31 @@ async def test_an_unreachable_portal_is_no_authentication_failure() -> None:
 async def test_iscsiadm_already_so_is_success() -> None:
     fake = FakeExecutor()
     fake.on(["iscsiadm"], rc=15)  # a session exists
-    await iscsiadm.login(fake, IQN, PORTAL)
+    await iscsiadm.login(fake, IQN, PORTAL, IFACE)
     with pytest.raises(IscsiadmFailed, match="exit code 15"):
-        await iscsiadm.logout(fake, IQN, PORTAL)
+        await iscsiadm.logout(fake, IQN, PORTAL, IFACE)
     fake.on(["iscsiadm"], rc=21)  # no session
-    await iscsiadm.logout(fake, IQN, PORTAL)
-    node = ["iscsiadm", "-m", "node", "-T", IQN, "-p", PORTAL]
+    await iscsiadm.logout(fake, IQN, PORTAL, IFACE)
+    node = ["iscsiadm", "-m", "node", "-T", IQN, "-p", PORTAL, "-I", IFACE]
     assert fake.calls == [[*node, "--login"], [*node, "--logout"], [*node, "--logout"]]
 
 
 async def test_chap_password_is_redacted_and_only_it() -> None:
     fake = FakeExecutor()
-    await iscsiadm.set_chap(fake, IQN, PORTAL, "strata-1", "s3cretPassw0rd")
+    await iscsiadm.set_chap(fake, IQN, PORTAL, IFACE, "strata-1", "s3cretPassw0rd")
     assert [c[-1] for c in fake.calls] == ["CHAP", "strata-1", "s3cretPassw0rd"]
     assert fake.redacted == {"s3cretPassw0rd"}
+
+
+async def test_iface_carries_the_initiator_name() -> None:
+    """Made once, updated every time: the name is the configured one, not open-iscsi's."""
+    fake = FakeExecutor()
+    iface = ["iscsiadm", "-m", "iface", "-I", IFACE]
+    fake.on(lambda argv: list(argv) == iface, rc=21)  # no such iface yet
+    await iscsiadm.ensure_iface(fake, IFACE, "iqn.2026-11.org.strata:host-a")
+    assert fake.calls == [iface, [*iface, "-o", "new"], [
+        *iface, "-o", "update", "-n", "iface.initiatorname", "-v",
+        "iqn.2026-11.org.strata:host-a"]]
 
 
 def test_tgtadm_account_list() -> None:
