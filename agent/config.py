@@ -57,6 +57,10 @@ class AgentConfig(BaseModel):
                                          description="tgtd's control port (tgtadm -C).")
     initiator_iqn: Iqn | None = Field(
         default=None, description="This host's initiator name; default: open-iscsi's.")
+    initiator_name_file: str = Field(
+        default="/etc/iscsi/initiatorname.iscsi",
+        description="Where open-iscsi keeps the host's initiator name, read when "
+                    "initiator_iqn is not set.")
     iscsi_access: Literal["kernel", "qemu"] = Field(
         default="kernel",
         description="How QEMU here opens iSCSI volumes: kernel sessions or libiscsi.")

@@ -33,7 +33,7 @@ def build_target_driver(config: AgentConfig, executor: Executor) -> TargetDriver
 
 def build_initiator(config: AgentConfig, executor: Executor,
                     qemu_img: QemuImg) -> Initiator | None:
-    iqn = config.initiator_iqn or read_initiator_name()
+    iqn = config.initiator_iqn or read_initiator_name(config.initiator_name_file)
     if iqn is None:
         return None
     if config.iscsi_access == "qemu":

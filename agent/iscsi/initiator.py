@@ -11,10 +11,7 @@ import abc
 
 from shared.protocol.iscsi import ConnectVolumeResult, IscsiTarget
 
-INITIATOR_NAME_FILE = "/etc/iscsi/initiatorname.iscsi"
-
-
-def read_initiator_name(path: str = INITIATOR_NAME_FILE) -> str | None:
+def read_initiator_name(path: str) -> str | None:
     """The `InitiatorName=` of open-iscsi's configuration, if the host has one."""
     try:
         with open(path) as f:
