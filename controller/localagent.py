@@ -1,5 +1,7 @@
 """Embedded defaults: a strata-agent child process beside the controller, and a first run
-seeded with a `local` primary storage and a `dir` image store under the state directory."""
+seeded with a `local` host (its join token written where the local agent looks for it,
+so it enrols with no manual step), a `local` primary storage and a `dir` image store
+under the state directory."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from controller.config import ControllerConfig
 from controller.db.models import Host, JobState
 from controller.services.commands import AddHost, CreateBackupStorage, CreatePrimaryStorage
 from controller.services.container import Services
+from shared import pki
+from shared.protocol.enrol import JOIN_TOKEN_FILE
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +64,12 @@ class LocalAgent:
 
     def __init__(self, config: ControllerConfig) -> None:
         self._config = config
-        self._state = os.path.join(config.state_dir, "agent")
+        self._state = config.local_agent_state_dir
 
     def _argv(self) -> list[str]:
         c = self._config
         argv = [sys.executable, "-m", "agent", "--listen", c.local_agent_listen,
-                "--debug-listen", c.local_agent_debug_listen, "--state-dir", self._state,
-                "--token-file", c.token_path]
+                "--debug-listen", c.local_agent_debug_listen, "--state-dir", self._state]
         if c.local_agent_download_allow:
             toml = os.path.join(self._state, "agent.toml")
             with open(toml, "w") as f:
@@ -109,8 +112,11 @@ async def seed(config: ControllerConfig, services: Services) -> None:
     async with services.db() as session:
         if await session.scalar(select(Host.id).limit(1)) is not None:
             return
-    _, job = await services.hosts.add(AddHost(
-        name=SEED_HOST, address=f"http://{config.local_agent_listen}"))
+    _, job, token = await services.hosts.add(AddHost(
+        name=SEED_HOST, address=f"https://{config.local_agent_listen}"))
+    os.makedirs(config.local_agent_state_dir, exist_ok=True)
+    pki.write_private(os.path.join(config.local_agent_state_dir, JOIN_TOKEN_FILE),
+                      f"{token}\n")
     host_id = job.resource_id
     assert host_id is not None
     await _settle(services, job.id)
