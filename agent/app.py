@@ -58,10 +58,10 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
     app = web.Application(middlewares=[error_middleware, auth_middleware],
                           client_max_size=1 << 20)
     app[CONFIG] = config
-    app[TLS] = AgentTls(config.tls_dir, config.join_token_path)
     # Who this agent is, whatever address it answers at: made on first start, then kept.
     agent_id = secret_file(os.path.join(config.state_dir, "agent-id"),
                            lambda: str(uuid.uuid4()))
+    app[TLS] = AgentTls(config.tls_dir, config.join_token_path, agent_id)
     executor = executor or Executor()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -70,8 +70,9 @@ class _Pending:
 
 
 class AgentTls:
-    def __init__(self, tls_dir: str, join_token_path: str) -> None:
+    def __init__(self, tls_dir: str, join_token_path: str, agent_id: str) -> None:
         self._dir = tls_dir
+        self._agent_id = agent_id
         self._join_token_path = join_token_path
         self._pending: _Pending | None = None
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -125,8 +126,9 @@ class AgentTls:
         key = pki.new_key()
         csr = pki.make_csr(key, AGENT_CN)
         self._pending = _Pending(token.token_id, req.nonce, key)
-        return CsrResponse(csr_pem=csr,
-                           mac=csr_mac(token.secret, token.token_id, req.nonce, csr))
+        return CsrResponse(agent_id=self._agent_id, csr_pem=csr,
+                           mac=csr_mac(token.secret, token.token_id, req.nonce,
+                                       self._agent_id, csr))
 
     def complete(self, req: CertRequest) -> CertResponse:
         """Installs the certificate for the pending key once the controller proved it made

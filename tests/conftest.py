@@ -105,9 +105,12 @@ class Stack:
             assert job["state"] == "succeeded", job
         return job
 
-    def restart_controller(self) -> None:
+    def restart_controller(self, config: dict[str, object] | None = None) -> None:
+        self.controller.stop()
         port = int(self.controller.url.rsplit(":", 1)[1])
-        self.controller = start_controller(self.state / "controller", self.db_url, port=port)
+        self.controller = start_controller(self.state / "controller", self.db_url, port=port,
+                                           config=config)
+        self.api = Client(self.controller.url, self.api.token)
 
 
 @pytest.fixture

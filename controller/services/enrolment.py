@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import aiohttp
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.auth.agentca import AgentCa
@@ -85,9 +86,15 @@ class Enrolment:
         answer = await self._csr(ctx, target, CsrRequest(token_id=host.join_token_id,
                                                          nonce=nonce))
         if not mac_matches(answer.mac, csr_mac(secret, host.join_token_id, nonce,
-                                               answer.csr_pem)):
+                                               answer.agent_id, answer.csr_pem)):
             raise AgentUntrusted(f"the listener at {host.address} did not prove it holds "
                                  f"host {host.name}'s join token")
+        async with ctx.db() as session:
+            twin = await session.scalar(select(Host.name).where(
+                Host.agent_id == answer.agent_id, Host.id != host.id))
+        if twin is not None:
+            raise Conflict(f"the agent at {host.address} is already registered as host "
+                           f"{twin}", code="agent_taken")
         enrolment_id = secrets.token_hex(8)
         try:
             cert = self._ca.issue_agent(answer.csr_pem, host.id, enrolment_id)
@@ -100,7 +107,8 @@ class Enrolment:
                 session, Host, host.id, list(HostState), HostState.CONNECTING,
                 where={"join_token_id": host.join_token_id}, **NO_JOIN_TOKEN,
                 enrolment_id=enrolment_id, cert_fingerprint=cert.fingerprint,
-                cert_serial=cert.serial, cert_expires_at=cert.expires_at)
+                cert_serial=cert.serial, cert_expires_at=cert.expires_at,
+                agent_id=answer.agent_id)
         if not spent:
             raise Conflict(f"the join token of host {host.name} was used or replaced "
                            "meanwhile", code="join_token_used")
@@ -120,17 +128,18 @@ class Enrolment:
             try:
                 answer = await ctx.agents.enrol_csr(target, req)
             except JoinTokenMissing as exc:
-                waiting, failure = (f"waiting for the join token on host {target.host_name} "
-                                    f"({exc.message})"), exc
+                waiting = f"waiting for the join token on host {target.host_name}: {exc.message}"
+                failure = exc
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                waiting = f"waiting for the agent at {target.address} to answer ({exc})"
+                waiting = (f"agent at {target.address} unreachable ({exc}); waiting for it to "
+                           "enrol")
                 failure = AgentUnreachable(f"agent at {target.address} unreachable: {exc}")
             else:
                 ctx.notice(None)
                 return answer
             if time.monotonic() >= give_up:
-                raise type(failure)(f"gave up after {ctx.agents.unreachable_timeout:g}s "
-                                    f"{waiting}", code=failure.code)
+                raise type(failure)(f"{failure.message} (waited "
+                                    f"{ctx.agents.unreachable_timeout:g}s)", code=failure.code)
             ctx.notice(waiting)
             await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
             attempt += 1

@@ -5,8 +5,9 @@ The controller makes a one-time join token per host, `sj1.<token id>.<secret>`, 
 the operator puts in the agent's join-token file. Then:
 
 1. `POST /v1/enrol/csr` `{token_id, nonce}`: the agent makes a fresh key and answers its
-   signing request with `mac = HMAC-SHA256(secret, "csr"|token_id|nonce|csr)`, proving it
-   holds the join token.
+   signing request and its agent id with `mac = HMAC-SHA256(secret,
+   "csr"|token_id|nonce|agent_id|csr)`, proving it holds the join token (the controller
+   refuses an agent that is already another host's before it signs anything).
 2. `POST /v1/enrol/cert` `{cert_pem, ca_pem, mac}` with `mac = HMAC-SHA256(secret,
    "cert"|nonce|cert|ca)`, proving the certificate comes from the controller that made
    the token; the agent then pins the CA and requires the controller's client
@@ -61,8 +62,8 @@ def _mac(secret: str, *parts: str) -> str:
     return mac.hexdigest()
 
 
-def csr_mac(secret: str, token_id: str, nonce: str, csr_pem: str) -> str:
-    return _mac(secret, "csr", token_id, nonce, csr_pem)
+def csr_mac(secret: str, token_id: str, nonce: str, agent_id: str, csr_pem: str) -> str:
+    return _mac(secret, "csr", token_id, nonce, agent_id, csr_pem)
 
 
 def cert_mac(secret: str, nonce: str, cert_pem: str, ca_pem: str) -> str:
@@ -79,6 +80,7 @@ class CsrRequest(Model):
 
 
 class CsrResponse(Model):
+    agent_id: str = Field(max_length=64)
     csr_pem: str = Field(max_length=MAX_PEM)
     mac: str
 

@@ -29,20 +29,42 @@ def agent_state(agent: Proc) -> Path:
     return agent.log.parent
 
 
-def add_host(api: Client, name: str, agent: Proc, **body: Any) -> dict[str, Any]:
-    """Registers `agent` as host `name` and puts its join token in place: the accepted
-    body, whose job enrols and connects the agent."""
-    accepted: dict[str, Any] = api.post("/v1/hosts", {"name": name, "address": agent.url,
+def add_host(api: Client, name: str, address: str, state: Path,
+             **body: Any) -> dict[str, Any]:
+    """Registers the agent at `address` as host `name` and puts its join token in the
+    state directory `state`: the accepted body, whose job enrols and connects it."""
+    accepted: dict[str, Any] = api.post("/v1/hosts", {"name": name, "address": address,
                                                       **body})
-    put_join_token(agent_state(agent), accepted["join_token"])
+    state.mkdir(parents=True, exist_ok=True)
+    put_join_token(state, accepted["join_token"])
     return accepted
 
 
 def enrol_host(api: Client, name: str, agent: Proc, **body: Any) -> str:
-    """`add_host`, waited for: the id of the connected host."""
-    job = api.wait_job(add_host(api, name, agent, **body)["job_id"], timeout=120)
+    """`add_host` for an agent `start_agent` started, waited for: the connected host's id."""
+    accepted = add_host(api, name, agent.url, agent_state(agent), **body)
+    job = api.wait_job(accepted["job_id"], timeout=120)
     assert job["state"] == "succeeded", job
     return str(job["resource_id"])
+
+
+def controller_context(controller_state: Path, agent_state: Path) -> ssl.SSLContext:
+    """A controller's client certificate, for a test to speak to an agent it enrolled
+    (verified against the CA that agent pinned, not by name)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(agent_state / "tls" / "ca.pem"))
+    ctx.load_cert_chain(str(controller_state / "tls" / "controller.pem"))
+    ctx.check_hostname = False
+    return ctx
+
+
+def server_context(path: Path) -> ssl.SSLContext:
+    """A TLS server with a self-signed certificate of its own, as an impostor has."""
+    pair = pki.self_signed("impostor", 1)
+    pki.write_private(str(path), pair.key_pem + pair.cert_pem)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(path))
+    return ctx
 
 
 @dataclass(frozen=True)
