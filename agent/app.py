@@ -53,9 +53,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+@web.middleware
+async def enrol_close_middleware(request: web.Request,
+                                 handler: Handler) -> web.StreamResponse:
+    """Enrolment connections are not kept, whatever the answer: one opened before
+    enrolment carries no client certificate, and must not serve the controller after."""
+    response = await handler(request)
+    if request.path in ENROL_PATHS:
+        response.force_close()
+    return response
+
+
 def create_app(config: AgentConfig, executor: Executor | None = None) -> web.Application:
     os.makedirs(config.state_dir, exist_ok=True)
-    app = web.Application(middlewares=[error_middleware, auth_middleware],
+    app = web.Application(middlewares=[enrol_close_middleware, error_middleware,
+                                       auth_middleware],
                           client_max_size=1 << 20)
     app[CONFIG] = config
     # Who this agent is, whatever address it answers at: made on first start, then kept.

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from cli.client import Client
+from tests.support.enrol import enrol_host
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
 from tests.support.postgres import PostgresServer
-from tests.support.enrol import enrol_host
 from tests.support.procs import Proc, start_agent, start_controller
 from tests.support.s3server import S3Server
 from tests.support.sshd import SshServer

@@ -77,9 +77,7 @@ class Enrolment:
         for the agent to answer and to have its join token in place."""
         if host.join_token_id is None or host.join_secret_sealed is None:
             raise Conflict(f"host {host.name} has no join token", code="join_token_missing")
-        if (host.join_token_expires_at or 0) < time.time():
-            raise Conflict(f"the join token of host {host.name} has expired; make a new one "
-                           f"(POST /v1/hosts/{host.id}/join-token)", code="join_token_expired")
+        self._check_expiry(host)
         secret = self._secrets.open(host.join_secret_sealed)
         target = AgentTarget.of(host)
         nonce = secrets.token_hex(32)
@@ -95,6 +93,7 @@ class Enrolment:
         if twin is not None:
             raise Conflict(f"the agent at {host.address} is already registered as host "
                            f"{twin}", code="agent_taken")
+        self._check_expiry(host)
         enrolment_id = secrets.token_hex(8)
         try:
             cert = self._ca.issue_agent(answer.csr_pem, host.id, enrolment_id)
@@ -118,6 +117,12 @@ class Enrolment:
             mac=cert_mac(secret, nonce, cert.cert_pem, ca_pem)))
         async with ctx.db() as session:
             return await get_or_404(session, Host, host.id, "host")
+
+    @staticmethod
+    def _check_expiry(host: Host) -> None:
+        if (host.join_token_expires_at or 0) < time.time():
+            raise Conflict(f"the join token of host {host.name} has expired; make a new one "
+                           f"(POST /v1/hosts/{host.id}/join-token)", code="join_token_expired")
 
     async def _csr(self, ctx: JobContext, target: AgentTarget,
                    req: CsrRequest) -> CsrResponse:

@@ -10,8 +10,8 @@ import pytest
 
 from cli.client import ApiError
 from tests.conftest import Stack, make_image
-from tests.support.fileserver import FileServer
 from tests.support.enrol import enrol_host
+from tests.support.fileserver import FileServer
 from tests.support.procs import start_agent
 
 

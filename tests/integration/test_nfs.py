@@ -19,9 +19,9 @@ from cli.client import ApiError
 from tests.conftest import Stack, make_image
 from tests.integration.test_cli import strata
 from tests.integration.test_end_to_end import twenty_root_volumes_one_copy
+from tests.support.enrol import enrol_host
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
-from tests.support.enrol import enrol_host
 from tests.support.procs import start_agent
 from tests.support.s3server import S3Server
 from tests.support.sshd import SshServer
