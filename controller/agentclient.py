@@ -2,7 +2,7 @@
 
 A submit carries a task id the caller derives from its job, so a resumed job (after a
 controller restart) re-submits the same id and simply goes on waiting for the same task.
-Every call runs over the mutual-TLS channel (`controller.auth.channel`): an agent that
+Every call runs over the mutual-TLS channel (`controller.agentchannel`): an agent that
 fails the handshake is `agent_untrusted` at once, never retried as unreachable.
 """
 
@@ -17,7 +17,7 @@ from typing import TypeVar
 import aiohttp
 from pydantic import ValidationError
 
-from controller.auth.channel import AgentChannel, AgentTarget
+from controller.agentchannel import AgentChannel, AgentTarget
 from shared.errors import (
     AgentUnreachable,
     AgentUntrusted,

@@ -11,13 +11,13 @@ from contextlib import nullcontext
 import aiohttp
 from aiohttp import web
 
+from controller.agentchannel import AgentChannel
 from controller.agentclient import AgentClient
 from controller.api.auth import auth_middleware
 from controller.api.keys import OPENAPI, SERVICES
 from controller.api.openapi import document
 from controller.api.routes import add_routes
 from controller.auth.agentca import AgentCa
-from controller.auth.channel import AgentChannel
 from controller.config import ControllerConfig
 from controller.db.engine import create_engine, migrate, sessionmaker
 from controller.jobs.engine import JobEngine

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.agentchannel import agent_server_name
 from controller.db.models import CertificateAuthority
 from controller.secrets import SecretBox
 from shared import pki
@@ -26,14 +27,8 @@ CA_ID = "agent-channel"
 CA_NAME = "Strata agent channel CA"
 CA_DAYS = 3650
 CERT_DAYS = 365
-AGENT_DOMAIN = "agent.strata.invalid"
 AGENT_CN = "strata-agent"  # the name that counts is the DNS one
 CLIENT_CERT_FILE = "controller.pem"  # the controller's key, then its certificate
-
-
-def agent_server_name(host_id: str, enrolment_id: str) -> str:
-    """The DNS name an agent's certificate carries: one per host and enrolment."""
-    return f"e{enrolment_id}.h{host_id.replace('-', '')}.{AGENT_DOMAIN}"
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.agentchannel import AgentTarget
 from controller.agentclient import AgentClient
-from controller.auth.channel import AgentTarget
 from controller.db.models import Host, Job, JobState
 from controller.secrets import SecretBox
 from shared.errors import NotFound, StrataError

@@ -13,8 +13,8 @@ import aiohttp
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controller.agentchannel import AgentTarget
 from controller.auth.agentca import AgentCa
-from controller.auth.channel import AgentTarget
 from controller.db.lookup import get_or_404
 from controller.db.models import Host, HostState
 from controller.db.transitions import transition

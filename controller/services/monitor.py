@@ -13,8 +13,8 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.agentchannel import AgentTarget
 from controller.agentclient import AgentClient
-from controller.auth.channel import AgentTarget
 from controller.db.models import Host, HostState, JobState
 from controller.db.transitions import transition
 from controller.jobs.engine import JobEngine

@@ -12,7 +12,8 @@ from typing import Any
 
 from agent.enrolment import install_credential
 from cli.client import Client
-from controller.auth.agentca import AGENT_CN, agent_server_name
+from controller.agentchannel import agent_server_name
+from controller.auth.agentca import AGENT_CN
 from shared import pki
 from shared.protocol.enrol import CONTROLLER_CN, JOIN_TOKEN_FILE
 from tests.support.procs import Proc

@@ -14,9 +14,16 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
-from controller.auth.agentca import agent_server_name
 from controller.db.models import Host
 from shared.errors import AgentUntrusted
+
+AGENT_DOMAIN = "agent.strata.invalid"
+
+
+def agent_server_name(host_id: str, enrolment_id: str) -> str:
+    """The DNS name an agent's certificate carries: one per host and enrolment, so a
+    certificate of an earlier (revoked) enrolment names nothing the controller accepts."""
+    return f"e{enrolment_id}.h{host_id.replace('-', '')}.{AGENT_DOMAIN}"
 
 
 @dataclass(frozen=True)
