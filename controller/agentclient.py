@@ -141,7 +141,8 @@ class AgentClient:
         except aiohttp.ClientSSLError as exc:
             raise AgentUntrusted(
                 f"the listener at {target.address} did not prove it is the enrolled agent "
-                f"of host {target.host_name}: {exc}") from exc
+                f"of host {target.host_name} ({exc}); nothing was sent to it. If the host's "
+                "agent was reinstalled, enrol it again with a new join token") from exc
         if not isinstance(data, dict):
             data = {"message": str(data)}
         if resp.status == 404 and method == "GET" and path.startswith("/v1/tasks/"):

@@ -6,8 +6,11 @@ join tokens, revocation and enrolling again."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import ssl
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +26,7 @@ from tests.conftest import Stack
 from tests.integration.test_cli import strata
 from tests.support.enrol import add_host, agent_state, controller_context, put_join_token
 from tests.support.impostor import Impostor
-from tests.support.procs import Proc, start_agent
+from tests.support.procs import ROOT, Proc, start_agent
 
 
 @pytest.fixture(params=["sqlite"])
@@ -90,22 +93,33 @@ def test_enrolment_through_the_api(stack: Stack) -> None:
 
 def test_join_tokens_are_shown_once_and_kept_sealed(stack: Stack, agent_b: Proc,
                                                      tmp_path: Path) -> None:
-    accepted = add_host(stack.api, "host-b", agent_b.url, agent_state(agent_b))
-    token = accepted["join_token"]
+    """As an operator does it with the CLI: `hosts add --wait` prints the token, which
+    goes on the host while the job waits for it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STRATA_URL": stack.controller.url,
+           "STRATA_TOKEN": stack.controller.token or ""}
+    cli = subprocess.Popen([sys.executable, "-m", "cli", "hosts", "add", "host-b",
+                            agent_b.url, "--wait"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    assert cli.stdout is not None
+    token = cli.stdout.readline().strip()
+    put_join_token(agent_state(agent_b), token)
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0 and token not in out + err, (out, err)
     secret = token.rsplit(".", 1)[1]
-    assert token.startswith("sj1.") and accepted["join_token_expires_at"] > time.time()
-    stack.wait(accepted)
+    assert token.startswith("sj1.")
+    host = stack.api.get("/v1/hosts?name=host-b")["items"][0]
+    assert host["state"] == "connected" and host["enrolled"]
     listing = json.dumps([stack.api.get("/v1/hosts"), stack.api.get("/v1/audit"),
-                          stack.api.get(f"/v1/jobs/{accepted['job_id']}")])
+                          stack.api.get("/v1/jobs?kind=host.connect")])
     assert secret not in listing
     assert secret not in (stack.state / "controller" / "controller.log").read_text()
     assert secret.encode() not in (tmp_path / "strata.sqlite").read_bytes()
     assert secret not in (agent_state(agent_b) / "agent.log").read_text()
 
     # The CLI prints a new join token once, and revokes.
-    made = strata(stack, "hosts", "join-token", str(accepted["resource_id"]))
+    made = strata(stack, "hosts", "join-token", host["id"])
     assert made.returncode == 0 and made.stdout.strip().startswith("sj1."), made
-    revoked = strata(stack, "--json", "hosts", "revoke", str(accepted["resource_id"]))
+    revoked = strata(stack, "--json", "hosts", "revoke", host["id"])
     assert json.loads(revoked.stdout)["reason"] == "credential revoked", revoked
 
 
