@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.config import parse_listen
-from shared.protocol.enrol import JOIN_TOKEN_FILE
+from shared.protocol.enrol import JOIN_TOKEN_FILE, TLS_DIR
 from shared.protocol.types import Iqn
 
 DEFAULT_STATE_DIR = "/var/lib/strata/agent"
@@ -95,4 +95,4 @@ class AgentConfig(BaseModel):
     @property
     def tls_dir(self) -> str:
         """This agent's key, certificate and the pinned CA, once enrolled."""
-        return os.path.join(self.state_dir, "tls")
+        return os.path.join(self.state_dir, TLS_DIR)

@@ -24,7 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from shared import pki
 from shared.errors import Conflict, InvalidInput, JoinTokenMismatch, JoinTokenMissing
 from shared.protocol.enrol import (
+    CA_FILE,
     CONTROLLER_CN,
+    CREDENTIAL_FILE,
+    NO_PENDING_ENROLMENT,
     CertRequest,
     CertResponse,
     CsrRequest,
@@ -37,8 +40,6 @@ from shared.protocol.enrol import (
 
 log = logging.getLogger(__name__)
 
-CREDENTIAL_FILE = "credential.pem"  # the agent's key, then its certificate
-CA_FILE = "ca.pem"
 AGENT_CN = "strata-agent"
 EPHEMERAL_DAYS = 365
 
@@ -136,7 +137,7 @@ class AgentTls:
         pending = self._pending
         if pending is None or not mac_matches(pending.nonce, req.nonce):
             raise Conflict("no enrolment of this nonce is in progress",
-                           code="no_pending_enrolment")
+                           code=NO_PENDING_ENROLMENT)
         token = self._token_for(pending.token_id)
         if not mac_matches(req.mac, cert_mac(token.secret, req.nonce, req.cert_pem,
                                              req.ca_pem)):

@@ -20,8 +20,9 @@ from controller.config import ControllerConfig
 from controller.db.models import Host, JobState
 from controller.services.commands import AddHost, CreateBackupStorage, CreatePrimaryStorage
 from controller.services.container import Services
+from controller.services.hosts import REVOKED
 from shared import pki
-from shared.protocol.enrol import JOIN_TOKEN_FILE
+from shared.protocol.enrol import CREDENTIAL_FILE, JOIN_TOKEN_FILE, TLS_DIR, JoinToken
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +109,19 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 
 async def seed(config: ControllerConfig, services: Services) -> None:
-    """First start only: register the local host, its storage and an image store."""
+    """First start: register the local host, its storage and an image store. Later
+    starts: enrol the local agent again if it has no credential (a set-up from before
+    enrolment, or its state was removed), unless the operator revoked it."""
+    address = f"https://{config.local_agent_listen}"
     async with services.db() as session:
         if await session.scalar(select(Host.id).limit(1)) is not None:
+            local = await session.scalar(select(Host).where(Host.name == SEED_HOST,
+                                                            Host.address == address))
+            if local is not None:
+                await _readmit(config, services, local)
             return
-    _, job, token = await services.hosts.add(AddHost(
-        name=SEED_HOST, address=f"https://{config.local_agent_listen}"))
-    os.makedirs(config.local_agent_state_dir, exist_ok=True)
-    pki.write_private(os.path.join(config.local_agent_state_dir, JOIN_TOKEN_FILE),
-                      f"{token}\n")
+    _, job, token = await services.hosts.add(AddHost(name=SEED_HOST, address=address))
+    _give_join_token(config, token)
     host_id = job.resource_id
     assert host_id is not None
     await _settle(services, job.id)
@@ -130,6 +135,26 @@ async def seed(config: ControllerConfig, services: Services) -> None:
     await _settle(services, connect.id)
     log.info("seeded host %r, primary storage %r and image store %r",
              SEED_HOST, SEED_PRIMARY, SEED_BACKUP)
+
+
+def _give_join_token(config: ControllerConfig, token: JoinToken) -> None:
+    """Where the local agent looks for its join token, as an operator would put it."""
+    os.makedirs(config.local_agent_state_dir, exist_ok=True)
+    pki.write_private(os.path.join(config.local_agent_state_dir, JOIN_TOKEN_FILE),
+                      f"{token}\n")
+
+
+def _enrolled(config: ControllerConfig) -> bool:
+    return os.path.exists(os.path.join(config.local_agent_state_dir, TLS_DIR, CREDENTIAL_FILE))
+
+
+async def _readmit(config: ControllerConfig, services: Services, host: Host) -> None:
+    if _enrolled(config) or host.reason == REVOKED:
+        return
+    _, token = await services.hosts.join_token(host.id)
+    _give_join_token(config, token)
+    log.info("the local agent has no credential; enrolling it again")
+    await _settle(services, (await services.hosts.reconnect(host.id)).id)
 
 
 async def _settle(services: Services, job_id: str) -> None:

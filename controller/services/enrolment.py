@@ -30,6 +30,7 @@ from shared.errors import (
     StrataError,
 )
 from shared.protocol.enrol import (
+    NO_PENDING_ENROLMENT,
     CertRequest,
     CsrRequest,
     CsrResponse,
@@ -151,7 +152,9 @@ class Enrolment:
 
     async def _deliver(self, ctx: JobContext, target: AgentTarget, req: CertRequest) -> None:
         """The certificate, to the agent holding the pending key; the join token is spent
-        by now, so a failure here needs a new one."""
+        by now, so a failure here needs a new one. An agent that no longer has the
+        enrolment pending after a lost answer may have taken it: the verified call the
+        connect job makes next tells."""
         give_up = time.monotonic() + ctx.agents.unreachable_timeout
         attempt = 0
         while True:
@@ -164,6 +167,8 @@ class Enrolment:
                         f"agent at {target.address} unreachable while taking its "
                         f"certificate ({exc}); make a new join token to enrol it") from exc
             except StrataError as exc:
+                if attempt and exc.code == NO_PENDING_ENROLMENT:
+                    return
                 raise OperationFailed(f"the agent of host {target.host_name} refused its "
                                       f"certificate: {exc.message}; make a new join token "
                                       "to enrol it", code="enrolment_failed") from None

@@ -27,14 +27,20 @@ from shared.errors import InvalidInput
 from shared.protocol.types import Model
 
 CONTROLLER_CN = "strata-controller"
-# In the agent's state directory, unless its configuration names another file.
+# In the agent's state directory: the join token (unless its configuration names
+# another file), and once enrolled, in TLS_DIR, its key and certificate and the CA.
 JOIN_TOKEN_FILE = "join-token"  # noqa: S105 - a file name, not a secret
+TLS_DIR = "tls"
+CREDENTIAL_FILE = "credential.pem"  # the agent's key, then its certificate
+CA_FILE = "ca.pem"
 JOIN_TOKEN_PREFIX = "sj1"  # noqa: S105 - a format marker, not a secret
 TOKEN_ID_RE = r"^[0-9a-f]{32}$"  # noqa: S105 - a pattern
 NONCE_RE = r"^[0-9a-f]{64}$"
 _JOIN_TOKEN_RE = re.compile(
     rf"^{JOIN_TOKEN_PREFIX}\.([0-9a-f]{{32}})\.([A-Za-z0-9_-]{{43}})$")
 MAX_PEM = 16 << 10
+# The agent's answer to a certificate for no enrolment it has under way.
+NO_PENDING_ENROLMENT = "no_pending_enrolment"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from cli.client import ApiError
 from tests.conftest import Stack, make_image
 from tests.integration.test_cli import strata
 from tests.integration.test_end_to_end import twenty_root_volumes_one_copy
-from tests.support.enrol import enrol_host
+from tests.support.enrol import agent_state, controller_context, enrol_host
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
 from tests.support.procs import start_agent
@@ -167,7 +167,9 @@ def test_hung_nfs_server(stack: Stack, nfs: NfsServer, tmp_path: Path) -> None:
             started = time.monotonic()
             time.sleep(0.5)
             t0 = time.monotonic()
-            with urllib.request.urlopen(agent.url + "/healthz", timeout=5) as resp:
+            context = controller_context(stack.state / "controller", agent_state(agent))
+            with urllib.request.urlopen(agent.url + "/healthz", timeout=5,
+                                        context=context) as resp:
                 assert resp.status == 200
             assert time.monotonic() - t0 < 1.0
 
