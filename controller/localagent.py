@@ -114,12 +114,13 @@ async def seed(config: ControllerConfig, services: Services) -> None:
     enrolment, or its state was removed), unless the operator revoked it."""
     address = f"https://{config.local_agent_listen}"
     async with services.db() as session:
-        if await session.scalar(select(Host.id).limit(1)) is not None:
-            local = await session.scalar(select(Host).where(Host.name == SEED_HOST,
-                                                            Host.address == address))
-            if local is not None:
-                await _readmit(config, services, local)
-            return
+        seeded = await session.scalar(select(Host.id).limit(1)) is not None
+        local = await session.scalar(select(Host).where(Host.name == SEED_HOST,
+                                                        Host.address == address))
+    if seeded:
+        if local is not None:
+            await _readmit(config, services, local)
+        return
     _, job, token = await services.hosts.add(AddHost(name=SEED_HOST, address=address))
     _give_join_token(config, token)
     host_id = job.resource_id

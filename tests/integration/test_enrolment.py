@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from cli.client import ApiError
+from cli.client import ApiError, Client
 from shared import pki
 from tests.conftest import Stack
 from tests.integration.test_cli import strata
 from tests.support.enrol import add_host, agent_state, controller_context, put_join_token
 from tests.support.impostor import Impostor
-from tests.support.procs import ROOT, Proc, start_agent
+from tests.support.procs import ROOT, Proc, admin_token, free_port, spawn, start_agent
 
 
 @pytest.fixture(params=["sqlite"])
@@ -234,3 +234,43 @@ def test_revocation_locks_the_host_out_until_enrolled_again(stack: Stack,
     stack.agent, _ = start_agent(agent_state(stack.agent), port=port)
     stack.wait(reconnect(stack, stack.host_id))
 
+
+
+def test_the_local_agent_enrols_with_no_manual_step(tmp_path: Path) -> None:
+    """`./dev start`'s set-up: the seeded host enrols on first start, and again at a
+    start that finds the local agent without its credential (an older set-up, or its
+    state removed), with a fresh join token the controller writes for it."""
+    port, agent_port = free_port(), free_port()
+    config = tmp_path / "controller.toml"
+    config.write_text(f'listen = "127.0.0.1:{port}"\nstate_dir = "{tmp_path / "state"}"\n'
+                      f'local_agent_listen = "127.0.0.1:{agent_port}"\n'
+                      f'local_agent_debug_listen = "127.0.0.1:{free_port()}"\n')
+
+    def start() -> Proc:
+        return spawn("controller", ["--config", str(config)], tmp_path / "c.log",
+                     f"http://127.0.0.1:{port}")
+
+    def enrolled(api: Client, not_with: str | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            hosts = api.get("/v1/hosts")["items"]
+            host: dict[str, Any] = hosts[0] if hosts else {}
+            if host.get("state") == "connected" and host.get("enrolled") and \
+                    host["cert_fingerprint"] != not_with:
+                return host
+            time.sleep(0.2)
+        raise AssertionError(api.get("/v1/hosts"))
+
+    proc = start()
+    try:
+        api = Client(proc.url, admin_token(tmp_path / "state"))
+        first = enrolled(api)["cert_fingerprint"]
+    finally:
+        proc.stop()
+    shutil.rmtree(tmp_path / "state" / "agent" / "tls")
+    proc = start()
+    try:
+        enrolled(api, not_with=first)
+        assert not (tmp_path / "state" / "agent" / "join-token").exists()
+    finally:
+        proc.stop()
