@@ -20,7 +20,7 @@ from controller.config import ControllerConfig
 from controller.db.models import Host, JobState
 from controller.services.commands import AddHost, CreateBackupStorage, CreatePrimaryStorage
 from controller.services.container import Services
-from controller.services.hosts import REVOKED
+from controller.services.hosts import revoked
 from shared import pki
 from shared.protocol.enrol import CREDENTIAL_FILE, JOIN_TOKEN_FILE, TLS_DIR, JoinToken
 
@@ -150,7 +150,7 @@ def _enrolled(config: ControllerConfig) -> bool:
 
 
 async def _readmit(config: ControllerConfig, services: Services, host: Host) -> None:
-    if _enrolled(config) or host.reason == REVOKED:
+    if _enrolled(config) or revoked(host):
         return
     _, token = await services.hosts.join_token(host.id)
     _give_join_token(config, token)

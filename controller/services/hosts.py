@@ -32,6 +32,12 @@ from shared.protocol.types import EmptyPayload
 REVOKED = "credential revoked"
 
 
+def revoked(host: Host) -> bool:
+    """Revoked, and not enrolled again since (nor waiting to be, with a new join token)."""
+    return (host.enrolment_id is None and host.join_token_id is None
+            and (host.reason or "").startswith(REVOKED))
+
+
 class HostService:
     def __init__(self, deps: ServiceDeps, primary_storages: PrimaryStorageService,
                  enrolment: Enrolment) -> None:
@@ -84,8 +90,14 @@ class HostService:
                                code="address_taken")
 
     async def _fail_connect(self, ctx: JobContext, reason: str) -> None:
+        """Disconnected with the reason; a revoked host's reason still says so first."""
         async with ctx.db.begin() as session:
-            await transition(session, Host, ctx.job.resource_id or "", list(HostState),
+            host = await session.get(Host, ctx.job.resource_id or "")
+            if host is None:
+                return
+            if revoked(host) and not reason.startswith(REVOKED):
+                reason = f"{REVOKED}; {reason}"
+            await transition(session, Host, host.id, list(HostState),
                              HostState.DISCONNECTED, reason=reason)
 
     async def reconnect(self, host_id: str) -> Job:
@@ -113,9 +125,14 @@ class HostService:
         reported: dict[str, Any] = (
             {} if host.initiator_iqn_pinned else {"initiator_iqn": info.initiator_iqn})
         async with ctx.db.begin() as session:
-            await transition(session, Host, host.id, list(HostState), HostState.CONNECTED,
-                             reason=None, agent_version=info.agent_version,
-                             agent_id=info.agent_id, **reported)
+            # Not if the credential this job used was revoked meanwhile.
+            if not await transition(session, Host, host.id, list(HostState),
+                                    HostState.CONNECTED,
+                                    where={"enrolment_id": host.enrolment_id}, reason=None,
+                                    agent_version=info.agent_version, agent_id=info.agent_id,
+                                    **reported):
+                raise Conflict(f"{REVOKED} while host {host.name} was connecting",
+                               code="credential_revoked")
             refs = (await session.execute(
                 select(PrimaryStorageHostRef, PrimaryStorage)
                 .join(PrimaryStorage, PrimaryStorage.id == PrimaryStorageHostRef.primary_storage_id)

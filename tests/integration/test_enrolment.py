@@ -210,6 +210,8 @@ def test_revocation_locks_the_host_out_until_enrolled_again(stack: Stack,
         "disconnected", "credential revoked", False)
     job = failed(stack, reconnect(stack, stack.host_id), "agent_untrusted")
     assert "join token" in job["error"]["message"]
+    assert stack.api.get(f"/v1/hosts/{stack.host_id}")["reason"].startswith(
+        "credential revoked; ")
 
     made = stack.api.post(f"/v1/hosts/{stack.host_id}/join-token")
     assert made["host_id"] == stack.host_id

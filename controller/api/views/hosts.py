@@ -38,11 +38,9 @@ async def create_host(request: web.Request) -> web.Response:
     host, job, token = await request.app[SERVICES].hosts.add(AddHost(
         name=req.name, address=req.address, hypervisor=req.hypervisor,
         initiator_iqn=req.initiator_iqn))
-    resp = ok(HostAccepted(job_id=job.id, resource_type=job.resource_type,
-                           resource_id=job.resource_id, join_token=str(token),
-                           join_token_expires_at=host.join_token_expires_at or 0), status=202)
-    resp.headers["Location"] = f"/v1/jobs/{job.id}"
-    return resp
+    return accepted(job, HostAccepted(
+        job_id=job.id, resource_type=job.resource_type, resource_id=job.resource_id,
+        join_token=str(token), join_token_expires_at=host.join_token_expires_at or 0))
 
 
 async def create_join_token(request: web.Request) -> web.Response:
