@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hmac
 import os
 import socket
 import uuid
@@ -14,12 +13,13 @@ from aiohttp import web
 
 from agent import fsops, views
 from agent.config import AgentConfig
+from agent.enrolment import AgentTls, is_controller
 from agent.executor import Executor
 from agent.files import FileStores
 from agent.images.check import Inspector
 from agent.images.urlpolicy import PolicyResolver, UrlPolicy
 from agent.iscsi import build_initiator, build_target_driver
-from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TOKEN
+from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TLS
 from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
 from agent.sftp.keyfiles import clear_leftover_keys
@@ -29,28 +29,51 @@ from shared.config import parse_listen, secret_file
 from shared.http import Handler, error_middleware, error_response
 
 PUBLIC_PATHS = frozenset({"/healthz"})
+ENROL_PATHS = frozenset({"/v1/enrol/csr", "/v1/enrol/cert"})
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Only the controller, holding the shared token, may send commands."""
-    if request.path not in PUBLIC_PATHS:
-        expected = f"Bearer {request.app[TOKEN]}"
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return error_response(401, "unauthorized", "missing or wrong controller token")
+    """Only the controller may send commands: once enrolled, the TLS handshake already
+    asked for a certificate of the pinned CA, and this checks it names the controller
+    (another agent's does not). Before, only enrolment answers."""
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    tls = request.app[TLS]
+    if not tls.enrolled:
+        if request.path in ENROL_PATHS:
+            return await handler(request)
+        return error_response(401, "not_enrolled",
+                              "this agent is not enrolled yet; the controller enrols it "
+                              "with the host's join token")
+    peer = request.transport.get_extra_info("peercert") if request.transport else None
+    if not is_controller(peer):
+        return error_response(401, "unauthorized",
+                              "only the controller's certificate may command this agent")
     return await handler(request)
+
+
+@web.middleware
+async def enrol_close_middleware(request: web.Request,
+                                 handler: Handler) -> web.StreamResponse:
+    """Enrolment connections are not kept, whatever the answer: one opened before
+    enrolment carries no client certificate, and must not serve the controller after."""
+    response = await handler(request)
+    if request.path in ENROL_PATHS:
+        response.force_close()
+    return response
 
 
 def create_app(config: AgentConfig, executor: Executor | None = None) -> web.Application:
     os.makedirs(config.state_dir, exist_ok=True)
-    app = web.Application(middlewares=[error_middleware, auth_middleware],
+    app = web.Application(middlewares=[enrol_close_middleware, error_middleware,
+                                       auth_middleware],
                           client_max_size=1 << 20)
     app[CONFIG] = config
-    app[TOKEN] = config.resolve_token()
     # Who this agent is, whatever address it answers at: made on first start, then kept.
     agent_id = secret_file(os.path.join(config.state_dir, "agent-id"),
                            lambda: str(uuid.uuid4()))
+    app[TLS] = AgentTls(config.tls_dir, config.join_token_path, agent_id)
     executor = executor or Executor()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -87,6 +110,8 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
     app.router.add_post("/v1/commands/{name}", views.submit_command)
     app.router.add_get("/v1/tasks/{task_id}", views.get_task)
     app.router.add_delete("/v1/tasks/{task_id}", views.cancel_task)
+    app.router.add_post("/v1/enrol/csr", views.enrol_csr)
+    app.router.add_post("/v1/enrol/cert", views.enrol_cert)
     return app
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.config import parse_listen, secret_file
+from shared.config import parse_listen
+from shared.protocol.enrol import JOIN_TOKEN_FILE, TLS_DIR
 from shared.protocol.types import Iqn
 
 DEFAULT_STATE_DIR = "/var/lib/strata/agent"
@@ -23,11 +23,11 @@ class AgentConfig(BaseModel):
         default="127.0.0.1:8642", description="Loopback-only listener for /debug/*."
     )
     state_dir: str = DEFAULT_STATE_DIR
-    token: str | None = Field(
+    join_token_file: str | None = Field(
         default=None,
-        description="Shared secret the controller presents; generated into state_dir if unset.",
-    )
-    token_file: str | None = None
+        description="Where the operator puts this host's one-time join token (made by the "
+                    "controller); read at enrolment, then deleted. Default: "
+                    "state_dir/join-token.")
     command_wait: float = Field(
         default=2.0, ge=0,
         description="How long POST /v1/commands waits for the task before answering 202.",
@@ -92,9 +92,11 @@ class AgentConfig(BaseModel):
                 raise ValueError(f"{network!r} is not a network (CIDR)") from None
         return v
 
-    def resolve_token(self) -> str:
-        """The configured token, else the one in token_file, else a new one saved there."""
-        if self.token:
-            return self.token
-        path = self.token_file or os.path.join(self.state_dir, "token")
-        return secret_file(path, lambda: secrets.token_urlsafe(32))
+    @property
+    def join_token_path(self) -> str:
+        return self.join_token_file or os.path.join(self.state_dir, JOIN_TOKEN_FILE)
+
+    @property
+    def tls_dir(self) -> str:
+        """This agent's key, certificate and the pinned CA, once enrolled."""
+        return os.path.join(self.state_dir, TLS_DIR)

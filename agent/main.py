@@ -11,6 +11,7 @@ from aiohttp import web
 
 from agent.app import create_app, create_debug_app
 from agent.config import DEFAULT_STATE_DIR, AgentConfig
+from agent.keys import TLS
 from shared.config import load_config, parse_listen
 from shared.errors import StrataError
 from shared.http import JsonErrorRunner
@@ -21,8 +22,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--listen", help="HOST:PORT for the controller (default 127.0.0.1:8641)")
     p.add_argument("--debug-listen", help="loopback HOST:PORT for /debug (default :8642)")
-    p.add_argument("--state-dir", help=f"task log and token (default {DEFAULT_STATE_DIR})")
-    p.add_argument("--token-file", help="file holding the controller's shared token")
+    p.add_argument("--state-dir",
+                   help=f"task log, TLS credential, join token (default {DEFAULT_STATE_DIR})")
+    p.add_argument("--join-token-file",
+                   help="where the host's one-time join token is put (default: "
+                        "STATE_DIR/join-token)")
     p.add_argument("--download-allow", action="append", metavar="CIDR",
                    help="a network images may be downloaded from (repeatable); if given, "
                         "the only ones")
@@ -38,9 +42,12 @@ async def serve(config: AgentConfig) -> None:
     await debug_runner.setup()
     host, port = parse_listen(config.listen)
     dhost, dport = parse_listen(config.debug_listen)
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=app[TLS].context).start()
     await web.TCPSite(debug_runner, dhost, dport).start()
-    logging.getLogger("strata.agent").info("agent listening on %s", config.listen)
+    logging.getLogger("strata.agent").info(
+        "agent listening on https://%s (%s)", config.listen,
+        "enrolled" if app[TLS].enrolled else f"waiting for enrolment; join token file "
+                                              f"{config.join_token_path}")
     try:
         await asyncio.Event().wait()
     finally:
@@ -55,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = load_config(AgentConfig, args.config, {
             "listen": args.listen, "debug_listen": args.debug_listen,
-            "state_dir": args.state_dir, "token_file": args.token_file,
+            "state_dir": args.state_dir, "join_token_file": args.join_token_file,
             "download_allow": args.download_allow,
         })
         asyncio.run(serve(config))

@@ -8,9 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from agent.commands import HANDLERS
-from agent.keys import CONFIG, MAIN, SERVICES, TASKS
+from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TLS
 from shared.errors import InvalidInput, NotFound
 from shared.http import json_model, read_json
+from shared.protocol.enrol import CertRequest, CsrRequest
 from shared.protocol.envelope import CommandEnvelope, TaskInfo
 from shared.protocol.types import Model
 
@@ -82,5 +83,15 @@ async def debug_tasks(request: web.Request) -> web.Response:
 async def debug_config(request: web.Request) -> web.Response:
     config = request.app[MAIN][CONFIG]
     data = config.model_dump()
-    data["token"] = "***" if config.token else None
+    data["enrolled"] = request.app[MAIN][TLS].enrolled
     return web.json_response(data)
+
+
+async def enrol_csr(request: web.Request) -> web.Response:
+    req = CsrRequest.model_validate(await read_json(request))
+    return json_model(request.app[TLS].begin(req))
+
+
+async def enrol_cert(request: web.Request) -> web.Response:
+    req = CertRequest.model_validate(await read_json(request))
+    return json_model(request.app[TLS].complete(req))

@@ -13,7 +13,7 @@ from cli.client import ApiError, Client, read_token
 DEFAULT_URL = "http://127.0.0.1:8640"
 
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "hosts": ("id", "name", "state", "address", "agent_version"),
+    "hosts": ("id", "name", "state", "enrolled", "address", "agent_version"),
     "primary-storages": ("id", "name", "type", "state", "capacity", "hosts"),
     "backup-storages": ("id", "name", "type", "state", "capacity_available"),
     "images": ("id", "name", "state", "format", "size", "virtual_size"),
@@ -123,10 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
         return parser
 
     hosts = resource("hosts", ["host"])
-    add = waitable(hosts.add_parser("add"))
+    add = waitable(hosts.add_parser(
+        "add", help="register a host; prints its one-time join token for the agent's "
+                    "join-token file"))
     add.add_argument("name")
-    add.add_argument("address", help="agent URL, e.g. http://10.0.0.5:8641")
+    add.add_argument("address", help="agent URL, e.g. https://10.0.0.5:8641")
     add.add_argument("--initiator-iqn", help="iSCSI initiator name (default: the agent's)")
+    hosts.add_parser("join-token", help="make a new join token (printed once) to enrol the "
+                                        "host's agent again").add_argument("id")
+    hosts.add_parser("revoke", help="revoke the host agent's credential").add_argument("id")
     waitable(hosts.add_parser("reconnect")).add_argument("id")
     waitable(hosts.add_parser("delete")).add_argument("id")
 
@@ -282,7 +287,19 @@ def run(args: argparse.Namespace) -> int:
             body = {"name": args.name, "address": args.address}
             if args.initiator_iqn:
                 body["initiator_iqn"] = args.initiator_iqn
-            return cli.submitted(c.post("/v1/hosts", body))
+            accepted = c.post("/v1/hosts", body)
+            if not args.json:
+                print(accepted["join_token"], flush=True)
+                print("put this join token in the agent's join-token file (mode 0600); the "
+                      "job enrols the agent once it is there", file=sys.stderr)
+            return cli.submitted(accepted)
+        if action == "join-token":
+            made = c.post(f"/v1/hosts/{args.id}/join-token")
+            cli.out(made) if args.json else print(made["join_token"])
+            return 0
+        if action == "revoke":
+            cli.out(c.post(f"/v1/hosts/{args.id}/revoke"), res)
+            return 0
         return cli.submitted(c.post(f"/v1/hosts/{args.id}/reconnect"))
     if res == "primary-storages":
         if action == "create":

@@ -2,6 +2,8 @@
 
 A submit carries a task id the caller derives from its job, so a resumed job (after a
 controller restart) re-submits the same id and simply goes on waiting for the same task.
+Every call runs over the mutual-TLS channel (`controller.agentchannel`): an agent that
+fails the handshake is `agent_untrusted` at once, never retried as unreachable.
 """
 
 from __future__ import annotations
@@ -15,8 +17,16 @@ from typing import TypeVar
 import aiohttp
 from pydantic import ValidationError
 
-from shared.errors import AgentUnreachable, OperationFailed, Unauthorized, from_body
+from controller.agentchannel import AgentChannel, AgentTarget
+from shared.errors import (
+    AgentUnreachable,
+    AgentUntrusted,
+    OperationFailed,
+    Unauthorized,
+    from_body,
+)
 from shared.protocol.command import Command
+from shared.protocol.enrol import CertRequest, CertResponse, CsrRequest, CsrResponse
 from shared.protocol.envelope import CommandEnvelope, TaskInfo, TaskState
 from shared.protocol.types import Model
 
@@ -24,30 +34,32 @@ log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=Model)
 R = TypeVar("R", bound=Model)
+T = TypeVar("T")
 ProgressCallback = Callable[[float], None]
 NoticeCallback = Callable[[str | None], None]
 
 # Each long-poll returns at least this often, so the job shows the task's progress.
 POLL_WAIT = 2
 RETRY_DELAYS = (0.2, 0.5, 1, 2, 5)
+PROBE_TIMEOUT = 5
 
 
 class AgentClient:
     """`unreachable_timeout`: how long a call keeps retrying an agent that does not answer
     before it fails with `agent_unreachable`, however long the command itself may run."""
 
-    def __init__(self, http: aiohttp.ClientSession, token: str,
+    def __init__(self, http: aiohttp.ClientSession, channel: AgentChannel,
                  unreachable_timeout: float = 120) -> None:
         self._http = http
-        self._headers = {"Authorization": f"Bearer {token}"}
-        self._unreachable_timeout = unreachable_timeout
+        self._channel = channel
+        self.unreachable_timeout = unreachable_timeout
 
     async def call(
-        self, address: str, command: Command[P, R], task_id: str, payload: P, *,
+        self, target: AgentTarget, command: Command[P, R], task_id: str, payload: P, *,
         timeout: float | None = None, progress: ProgressCallback | None = None,
         notice: NoticeCallback | None = None,
     ) -> R:
-        """Runs `command` on the agent at `address` and returns its typed result, waiting
+        """Runs `command` on the target's agent and returns its typed result, waiting
         at most `timeout` (the command's own by default). Raises the task's error, rebuilt
         from its `{code, message}`. While the agent can't be reached, `notice` gets a line
         saying so (and None once it answers again)."""
@@ -55,50 +67,90 @@ class AgentClient:
         envelope = CommandEnvelope(task_id=task_id, deadline=deadline,
                                    payload=payload.model_dump(mode="json"))
         info = await self._retrying(
-            deadline, address, notice,
-            lambda: self._request("POST", f"{address}/v1/commands/{command.name}",
-                                  envelope.model_dump(mode="json")))
+            deadline, target.address, notice,
+            lambda: self._task("POST", target, f"/v1/commands/{command.name}",
+                               envelope.model_dump(mode="json")))
         while not info.state.finished:
             if progress:
                 progress(info.progress)
             info = await self._retrying(
-                deadline, address, notice,
-                lambda: self._poll_or_resubmit(address, command.name, task_id, envelope))
+                deadline, target.address, notice,
+                lambda: self._poll_or_resubmit(target, command.name, task_id, envelope))
         if info.state is TaskState.SUCCEEDED:
             return command.result.model_validate(info.result or {})
         assert info.error is not None
         raise from_body(info.error.code, info.error.message)
 
+    async def enrol_csr(self, target: AgentTarget, req: CsrRequest) -> CsrResponse:
+        """Enrolment's first step (see `shared.protocol.enrol`): no server is verified."""
+        return await self._request("POST", target, "/v1/enrol/csr", req.model_dump(),
+                                   CsrResponse.model_validate, enrolment=True)
+
+    async def enrol_cert(self, target: AgentTarget, req: CertRequest) -> CertResponse:
+        return await self._request("POST", target, "/v1/enrol/cert", req.model_dump(),
+                                   CertResponse.model_validate, enrolment=True)
+
+    async def health(self, target: AgentTarget) -> str | None:
+        """None when the enrolled agent answers its health check, else what went wrong."""
+        try:
+            await self._request("GET", target, "/healthz", None, lambda data: data,
+                                timeout=PROBE_TIMEOUT)
+        except TimeoutError:
+            return f"no answer within {PROBE_TIMEOUT}s"
+        except AgentUntrusted as exc:
+            return exc.message
+        except (aiohttp.ClientError, OperationFailed) as exc:
+            return getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return None
+
     async def _poll_or_resubmit(
-        self, address: str, command: str, task_id: str, envelope: CommandEnvelope
+        self, target: AgentTarget, command: str, task_id: str, envelope: CommandEnvelope
     ) -> TaskInfo:
         try:
-            return await self._request("GET", f"{address}/v1/tasks/{task_id}?wait={POLL_WAIT}")
+            return await self._task("GET", target, f"/v1/tasks/{task_id}?wait={POLL_WAIT}")
         except _TaskUnknown:
             # The agent lost its task log (a reinstalled host): the id still protects us.
-            return await self._request("POST", f"{address}/v1/commands/{command}",
-                                       envelope.model_dump(mode="json"))
+            return await self._task("POST", target, f"/v1/commands/{command}",
+                                    envelope.model_dump(mode="json"))
 
-    async def _request(self, method: str, url: str, body: object = None) -> TaskInfo:
-        async with self._http.request(
-            method, url, json=body, headers=self._headers,
-            timeout=aiohttp.ClientTimeout(total=60, connect=10),
-        ) as resp:
-            try:
-                data = await resp.json(content_type=None)
-                if resp.status in (200, 202):
-                    return TaskInfo.model_validate(data)
-            except (ValueError, ValidationError):
-                raise OperationFailed(
-                    f"{url.split('/v1/', 1)[0]} did not answer as a Strata agent "
-                    f"(HTTP {resp.status})", code="not_an_agent") from None
-            if not isinstance(data, dict):
-                data = {"message": str(data)}
-            if resp.status == 404 and method == "GET":
-                raise _TaskUnknown()
-            if resp.status == 401:
-                raise Unauthorized(f"agent at {url} refused the controller token")
-            raise from_body(data.get("code", "agent_error"), data.get("message", str(data)))
+    async def _task(self, method: str, target: AgentTarget, path: str,
+                    body: object = None) -> TaskInfo:
+        return await self._request(method, target, path, body, TaskInfo.model_validate)
+
+    async def _request(self, method: str, target: AgentTarget, path: str, body: object,
+                       parse: Callable[[object], T], *, enrolment: bool = False,
+                       timeout: float = 60) -> T:
+        """One request to the target's agent. Over the verified channel, a listener that
+        fails the handshake raises `AgentUntrusted` before any HTTP byte leaves."""
+        url = f"{target.address}{path}"
+        context = self._channel.enrolment if enrolment else self._channel.verified
+        server_name = None if enrolment else target.server_name
+        try:
+            async with self._http.request(
+                method, url, json=body, ssl=context, server_hostname=server_name,
+                timeout=aiohttp.ClientTimeout(total=timeout, connect=min(10, timeout)),
+            ) as resp:
+                try:
+                    data = await resp.json(content_type=None)
+                    if resp.status in (200, 202):
+                        return parse(data)
+                except (ValueError, ValidationError):
+                    raise OperationFailed(
+                        f"{target.address} did not answer as a Strata agent "
+                        f"(HTTP {resp.status})", code="not_an_agent") from None
+        except aiohttp.ClientSSLError as exc:
+            raise AgentUntrusted(
+                f"the listener at {target.address} did not prove it is the enrolled agent "
+                f"of host {target.host_name} ({exc}); nothing was sent to it. If the host's "
+                "agent was reinstalled, enrol it again with a new join token") from exc
+        if not isinstance(data, dict):
+            data = {"message": str(data)}
+        if resp.status == 404 and method == "GET" and path.startswith("/v1/tasks/"):
+            raise _TaskUnknown()
+        if resp.status == 401:
+            raise Unauthorized(f"agent at {target.address} refused the controller: "
+                               f"{data.get('message', '')}", code="agent_refused")
+        raise from_body(data.get("code", "agent_error"), data.get("message", str(data)))
 
     async def _retrying(
         self, deadline: float, address: str, notice: NoticeCallback | None,
@@ -114,7 +166,7 @@ class AgentClient:
                 info = await request()
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 if attempt == 0:
-                    give_up = min(deadline, time.time() + self._unreachable_timeout)
+                    give_up = min(deadline, time.time() + self.unreachable_timeout)
                 if time.time() >= give_up:
                     raise AgentUnreachable(f"agent at {address} unreachable: {exc}") from exc
                 delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]

@@ -11,11 +11,13 @@ from contextlib import nullcontext
 import aiohttp
 from aiohttp import web
 
+from controller.agentchannel import AgentChannel
 from controller.agentclient import AgentClient
 from controller.api.auth import auth_middleware
 from controller.api.keys import OPENAPI, SERVICES
 from controller.api.openapi import document
 from controller.api.routes import add_routes
+from controller.auth.agentca import AgentCa
 from controller.config import ControllerConfig
 from controller.db.engine import create_engine, migrate, sessionmaker
 from controller.jobs.engine import JobEngine
@@ -30,6 +32,7 @@ from controller.secrets import SecretBox
 from controller.services.backup_storages import BackupStorageService
 from controller.services.base import ServiceDeps
 from controller.services.container import Services
+from controller.services.enrolment import Enrolment
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
 from controller.services.monitor import HostMonitor
@@ -66,8 +69,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         secrets = SecretBox.from_file(config.secret_key_path)
-        jobs = JobEngine(db, AgentClient(http, config.resolve_token(),
-                                         config.agent_unreachable_timeout), secrets)
+        ca = await AgentCa.load_or_create(db, secrets)
+        channel = AgentChannel(ca.cert_pem, ca.issue_controller_credential(config.tls_dir))
+        agents = AgentClient(http, channel, config.agent_unreachable_timeout)
+        jobs = JobEngine(db, agents, secrets)
         registry = app[REGISTRY]
         selector = ConnectedHostSelector(registry)
         motion = DataMotionService(registry, selector, [MediatorMotionStrategy(registry)])
@@ -76,7 +81,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                            install=CacheThenCloneInstall(motion, registry, selector))
         primary_storages = PrimaryStorageService(deps)
         services = Services(
-            db=db, jobs=jobs, registry=registry, hosts=HostService(deps, primary_storages),
+            db=db, jobs=jobs, registry=registry,
+            hosts=HostService(deps, primary_storages,
+                              Enrolment(ca, secrets, config.join_token_ttl)),
             primary_storages=primary_storages, backup_storages=BackupStorageService(deps),
             images=ImageService(deps), volumes=VolumeService(deps), tokens=TokenService(db),
             snapshots=SnapshotService(deps),
@@ -89,7 +96,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             monitor = None
             if config.host_check_interval > 0:
                 monitor = asyncio.create_task(HostMonitor(
-                    db, jobs, services.hosts, http, config.host_check_interval).run())
+                    db, jobs, services.hosts, agents, config.host_check_interval).run())
             yield
             if monitor is not None:
                 monitor.cancel()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import secrets
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.config import ADMIN_TOKEN_FILE, parse_listen, secret_file
+from shared.config import ADMIN_TOKEN_FILE, parse_listen
 from shared.protocol.types import AbsPath
 
 DEFAULT_STATE_DIR = "/var/lib/strata/controller"
@@ -20,9 +19,9 @@ class ControllerConfig(BaseModel):
     state_dir: str = DEFAULT_STATE_DIR
     database_url: str | None = Field(
         default=None, description="postgresql://... ; default: SQLite in state_dir")
-    agent_token: str | None = Field(
-        default=None, description="Shared token the agents expect; else agent_token_file.")
-    agent_token_file: str | None = None
+    join_token_ttl: float = Field(
+        default=86400, gt=0,
+        description="Seconds a host's join token stays usable (default: 24 hours).")
     local_agent: bool = Field(
         default=True,
         description="Run a strata-agent beside the controller, seeded with a local primary "
@@ -68,11 +67,10 @@ class ControllerConfig(BaseModel):
         return os.path.join(self.state_dir, ADMIN_TOKEN_FILE)
 
     @property
-    def token_path(self) -> str:
-        return self.agent_token_file or os.path.join(self.state_dir, "agent-token")
+    def tls_dir(self) -> str:
+        """The controller's client credential for the agent channel, issued at each start."""
+        return os.path.join(self.state_dir, "tls")
 
-    def resolve_token(self) -> str:
-        """The configured token, else the one in the token file, else a new one saved there."""
-        if self.agent_token:
-            return self.agent_token
-        return secret_file(self.token_path, lambda: secrets.token_urlsafe(32))
+    @property
+    def local_agent_state_dir(self) -> str:
+        return os.path.join(self.state_dir, "agent")

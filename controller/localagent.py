@@ -1,5 +1,7 @@
 """Embedded defaults: a strata-agent child process beside the controller, and a first run
-seeded with a `local` primary storage and a `dir` image store under the state directory."""
+seeded with a `local` host (its join token written where the local agent looks for it,
+so it enrols with no manual step), a `local` primary storage and a `dir` image store
+under the state directory."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from controller.config import ControllerConfig
 from controller.db.models import Host, JobState
 from controller.services.commands import AddHost, CreateBackupStorage, CreatePrimaryStorage
 from controller.services.container import Services
+from controller.services.hosts import revoked
+from shared import pki
+from shared.protocol.enrol import CREDENTIAL_FILE, JOIN_TOKEN_FILE, TLS_DIR, JoinToken
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +65,12 @@ class LocalAgent:
 
     def __init__(self, config: ControllerConfig) -> None:
         self._config = config
-        self._state = os.path.join(config.state_dir, "agent")
+        self._state = config.local_agent_state_dir
 
     def _argv(self) -> list[str]:
         c = self._config
         argv = [sys.executable, "-m", "agent", "--listen", c.local_agent_listen,
-                "--debug-listen", c.local_agent_debug_listen, "--state-dir", self._state,
-                "--token-file", c.token_path]
+                "--debug-listen", c.local_agent_debug_listen, "--state-dir", self._state]
         if c.local_agent_download_allow:
             toml = os.path.join(self._state, "agent.toml")
             with open(toml, "w") as f:
@@ -105,12 +109,20 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 
 async def seed(config: ControllerConfig, services: Services) -> None:
-    """First start only: register the local host, its storage and an image store."""
+    """First start: register the local host, its storage and an image store. Later
+    starts: enrol the local agent again if it has no credential (a set-up from before
+    enrolment, or its state was removed), unless the operator revoked it."""
+    address = f"https://{config.local_agent_listen}"
     async with services.db() as session:
-        if await session.scalar(select(Host.id).limit(1)) is not None:
-            return
-    _, job = await services.hosts.add(AddHost(
-        name=SEED_HOST, address=f"http://{config.local_agent_listen}"))
+        seeded = await session.scalar(select(Host.id).limit(1)) is not None
+        local = await session.scalar(select(Host).where(Host.name == SEED_HOST,
+                                                        Host.address == address))
+    if seeded:
+        if local is not None:
+            await _readmit(config, services, local)
+        return
+    _, job, token = await services.hosts.add(AddHost(name=SEED_HOST, address=address))
+    _give_join_token(config, token)
     host_id = job.resource_id
     assert host_id is not None
     await _settle(services, job.id)
@@ -123,6 +135,26 @@ async def seed(config: ControllerConfig, services: Services) -> None:
     await _settle(services, connect.id)
     log.info("seeded host %r, primary storage %r and image store %r",
              SEED_HOST, SEED_PRIMARY, SEED_BACKUP)
+
+
+def _give_join_token(config: ControllerConfig, token: JoinToken) -> None:
+    """Where the local agent looks for its join token, as an operator would put it."""
+    os.makedirs(config.local_agent_state_dir, exist_ok=True)
+    pki.write_private(os.path.join(config.local_agent_state_dir, JOIN_TOKEN_FILE),
+                      f"{token}\n")
+
+
+def _enrolled(config: ControllerConfig) -> bool:
+    return os.path.exists(os.path.join(config.local_agent_state_dir, TLS_DIR, CREDENTIAL_FILE))
+
+
+async def _readmit(config: ControllerConfig, services: Services, host: Host) -> None:
+    if _enrolled(config) or revoked(host):
+        return
+    _, token = await services.hosts.join_token(host.id)
+    _give_join_token(config, token)
+    log.info("the local agent has no credential; enrolling it again")
+    await _settle(services, (await services.hosts.reconnect(host.id)).id)
 
 
 async def _settle(services: Services, job_id: str) -> None:

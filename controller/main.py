@@ -27,9 +27,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="strata-controller", description=__doc__)
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--listen", help="HOST:PORT of the API (default 127.0.0.1:8640)")
-    p.add_argument("--state-dir", help=f"database, token, seeded storages ({DEFAULT_STATE_DIR})")
+    p.add_argument("--state-dir",
+                   help=f"database, tokens, TLS credential, seeded storages ({DEFAULT_STATE_DIR})")
     p.add_argument("--database-url", help="postgresql://... (default: SQLite in state dir)")
-    p.add_argument("--agent-token-file", help="file with the token agents expect")
     p.add_argument("--no-local-agent", dest="local_agent", action="store_false", default=None,
                    help="do not run and seed a local agent")
     p.add_argument("--local-agent-listen", help="HOST:PORT of the local agent")
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = load_config(ControllerConfig, args.config, {
             "listen": args.listen, "state_dir": args.state_dir,
-            "database_url": args.database_url, "agent_token_file": args.agent_token_file,
+            "database_url": args.database_url,
             "local_agent": args.local_agent, "local_agent_listen": args.local_agent_listen,
             "local_agent_download_allow": args.local_agent_download_allow,
         })

@@ -99,6 +99,26 @@ class AgentUnreachable(OperationFailed):
     default_code = "agent_unreachable"
 
 
+class AgentUntrusted(OperationFailed):
+    """The listener at a host's address did not prove it is that host's enrolled agent
+    (its TLS handshake, or its enrolment proof, failed): nothing was sent to it, and
+    trying again will not help."""
+
+    default_code = "agent_untrusted"
+
+
+class JoinTokenMissing(Conflict):
+    """The agent has no join token yet: the operator has still to put it in place."""
+
+    default_code = "join_token_missing"
+
+
+class JoinTokenMismatch(Forbidden):
+    """The agent's join token is not the one the controller holds for its host."""
+
+    default_code = "join_token_mismatch"
+
+
 _BY_CODE: dict[str, type[StrataError]] = {}
 
 

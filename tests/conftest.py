@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli.client import Client
+from tests.support.enrol import enrol_host
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
 from tests.support.postgres import PostgresServer
@@ -96,7 +97,6 @@ class Stack:
     primary_path: Path
     backup_path: Path
     state: Path
-    token_file: Path
     db_url: str
 
     def wait(self, accepted: dict[str, object], ok: bool = True) -> dict[str, object]:
@@ -105,26 +105,24 @@ class Stack:
             assert job["state"] == "succeeded", job
         return job
 
-    def restart_controller(self) -> None:
+    def restart_controller(self, config: dict[str, object] | None = None) -> None:
+        self.controller.stop()
         port = int(self.controller.url.rsplit(":", 1)[1])
-        self.controller = start_controller(self.state / "controller", self.token_file,
-                                           self.db_url, port=port)
+        self.controller = start_controller(self.state / "controller", self.db_url, port=port,
+                                           config=config)
+        self.api = Client(self.controller.url, self.api.token)
 
 
 @pytest.fixture
 def stack(tmp_path: Path, db_url: str) -> Iterator[Stack]:
-    token_file = tmp_path / "token"
-    token_file.write_text("test-token-" + tmp_path.name + "\n")
-    token_file.chmod(0o600)
-    agent, debug = start_agent(tmp_path / "agent", token_file)
-    controller = start_controller(tmp_path / "controller", token_file, db_url)
+    agent, debug = start_agent(tmp_path / "agent")
+    controller = start_controller(tmp_path / "controller", db_url)
     try:
         api = Client(controller.url, controller.token)
         primary_path, backup_path = tmp_path / "primary", tmp_path / "backup"
         s = Stack(controller, agent, debug, api, "", "", "", primary_path, backup_path,
-                  tmp_path, token_file, db_url)
-        s.host_id = str(s.wait(api.post("/v1/hosts", {"name": "host-a", "address": agent.url}))
-                        ["resource_id"])
+                  tmp_path, db_url)
+        s.host_id = enrol_host(api, "host-a", agent)
         s.primary_id = str(s.wait(api.post("/v1/primary-storages", {
             "name": "local-a", "type": "local", "config": {"path": str(primary_path)},
             "hosts": [s.host_id], "overprovision_factor": 2.0}))["resource_id"])

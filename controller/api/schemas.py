@@ -41,7 +41,8 @@ class Error(BaseModel):
 
 class HostCreate(Request):
     name: Name
-    address: str = Field(description="Base URL of the host's agent, e.g. http://10.0.0.5:8641")
+    address: str = Field(description="Base URL of the host's agent, e.g. https://10.0.0.5:8641 "
+                                     "(agents serve HTTPS only).")
     hypervisor: Literal["kvm"] = "kvm"
     initiator_iqn: Iqn | None = Field(
         default=None, description="The host's iSCSI initiator name; default: what its agent "
@@ -50,8 +51,11 @@ class HostCreate(Request):
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")) or " " in v:
-            raise ValueError("address must be an http:// or https:// URL of the agent")
+        if v.startswith("http://"):
+            raise ValueError("agents serve HTTPS only: the address must be an https:// URL "
+                             "(the controller authenticates the agent by its certificate)")
+        if not v.startswith("https://") or " " in v:
+            raise ValueError("address must be an https:// URL of the agent")
         return v.rstrip("/")
 
 
@@ -161,7 +165,21 @@ class HostOut(Out):
     reason: str | None
     agent_version: str | None
     initiator_iqn: str | None
+    enrolled: bool = Field(default=False,
+                           description="Whether the host's agent holds a live credential.")
+    cert_fingerprint: str | None = Field(
+        default=None, description="sha256 of the certificate its agent was enrolled with.")
+    cert_expires_at: float | None = None
+    join_token_expires_at: float | None = Field(
+        default=None, description="When the join token waiting for the agent expires.")
     created_at: float
+
+
+class JoinTokenOut(BaseModel):
+    host_id: str
+    join_token: str = Field(description="Put it in the agent's join-token file (mode 0600): "
+                                        "shown this once, one use.")
+    join_token_expires_at: float
 
 
 class AttachmentOut(Out):
@@ -281,6 +299,14 @@ class JobAccepted(BaseModel):
     job_id: str
     resource_type: str | None
     resource_id: str | None
+
+
+class HostAccepted(JobAccepted):
+    """The new host's connect job, which enrols its agent once the join token is on the
+    host, and that token: shown this once."""
+
+    join_token: str
+    join_token_expires_at: float
 
 
 class Page(BaseModel, Generic[T]):

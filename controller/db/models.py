@@ -66,6 +66,10 @@ class StoreState(enum.StrEnum):
 
 
 class HostState(enum.StrEnum):
+    """enrolling (a join token waits for its agent) -> connecting -> connected;
+    disconnected from any of them."""
+
+    ENROLLING = "enrolling"
     CONNECTING = "connecting"
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
@@ -107,6 +111,27 @@ class Host(Timestamps, Base):
     initiator_iqn: Mapped[str | None] = mapped_column(String(223))
     # Set by the operator: the agent's report does not replace it.
     initiator_iqn_pinned: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The agent's enrolment: its certificate names it, so clearing it (revocation) makes
+    # the controller refuse that certificate, however validly signed.
+    enrolment_id: Mapped[str | None] = mapped_column(String(32))
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    cert_serial: Mapped[str | None] = mapped_column(String(64))
+    cert_expires_at: Mapped[float | None] = mapped_column(Float)
+    # The one-time join token waiting for the agent: only its sealed secret is kept.
+    join_token_id: Mapped[str | None] = mapped_column(String(32))
+    join_secret_sealed: Mapped[str | None] = mapped_column(Text)
+    join_token_expires_at: Mapped[float | None] = mapped_column(Float)
+
+
+class CertificateAuthority(Base):
+    """The controller's CA for the agent channel, shared by every controller on the
+    database; its key is sealed like every credential."""
+
+    __tablename__ = "certificate_authorities"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cert_pem: Mapped[str] = mapped_column(Text)
+    key_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 
 class PrimaryStorage(Timestamps, Base):

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.agentchannel import AgentTarget
 from controller.agentclient import AgentClient
 from controller.db.models import Host, Job, JobState
 from controller.secrets import SecretBox
@@ -68,7 +69,7 @@ class JobContext:
             self.progress(lo + (hi - lo) * pct / 100.0)
 
         result = await self.agents.call(
-            host.address, command, task_id or self.task_id(step or ""), payload,
+            AgentTarget.of(host), command, task_id or self.task_id(step or ""), payload,
             timeout=timeout, progress=on_progress, notice=self.notice)
         self.progress(hi)
         return result

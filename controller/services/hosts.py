@@ -1,4 +1,5 @@
-"""Hosts: registering an agent, connecting to it, removing it."""
+"""Hosts: registering an agent (with its join token), enrolling and connecting it,
+revoking its credential, removing it."""
 
 from __future__ import annotations
 
@@ -21,32 +22,63 @@ from controller.db.transitions import transition
 from controller.jobs.engine import JobContext
 from controller.services.base import ServiceDeps, ensure_unique_name
 from controller.services.commands import AddHost
+from controller.services.enrolment import NO_ENROLMENT, NO_JOIN_TOKEN, Enrolment
 from controller.services.primary_storages import PrimaryStorageService
 from shared.errors import Conflict, InUse, StrataError
+from shared.protocol.enrol import JoinToken
 from shared.protocol.host import HOST_INFO
 from shared.protocol.types import EmptyPayload
 
+REVOKED = "credential revoked"
+
+
+def revoked(host: Host) -> bool:
+    """Revoked, and not enrolled again since (nor waiting to be, with a new join token)."""
+    return (host.enrolment_id is None and host.join_token_id is None
+            and (host.reason or "").startswith(REVOKED))
+
 
 class HostService:
-    def __init__(self, deps: ServiceDeps, primary_storages: PrimaryStorageService) -> None:
+    def __init__(self, deps: ServiceDeps, primary_storages: PrimaryStorageService,
+                 enrolment: Enrolment) -> None:
         self._d = deps
         self._primary_storages = primary_storages
+        self._enrolment = enrolment
         deps.jobs.register("host.connect", self.run_connect, on_failure=self._fail_connect)
         deps.jobs.register("host.delete", self.run_delete)
 
-    async def add(self, req: AddHost) -> tuple[Host, Job]:
+    async def add(self, req: AddHost) -> tuple[Host, Job, JoinToken]:
+        """The host, waiting for its agent to enrol with the join token returned (shown
+        this once), and the connect job that enrols it once the token is on the host."""
+        token, token_values = self._enrolment.new_join_token()
         async with self._d.db.begin() as session:
             await ensure_unique_name(session, Host.name, req.name, "host")
             await self._refuse_known_address(session, req.address)
             host = Host(name=req.name, address=req.address, hypervisor=req.hypervisor,
-                        state=HostState.CONNECTING, initiator_iqn=req.initiator_iqn,
-                        initiator_iqn_pinned=req.initiator_iqn is not None)
+                        state=HostState.ENROLLING, initiator_iqn=req.initiator_iqn,
+                        initiator_iqn_pinned=req.initiator_iqn is not None, **token_values)
             session.add(host)
             await session.flush()
             job = self._d.jobs.new_job(session, self.run_connect, resource_type="host",
                                        resource_id=host.id)
         self._d.jobs.start(job)
-        return host, job
+        return host, job, token
+
+    async def join_token(self, host_id: str) -> tuple[Host, JoinToken]:
+        """A new join token for the host (the old one no longer works); the next connect
+        enrols its agent again with it."""
+        async with self._d.db.begin() as session:
+            return await self._enrolment.replace_join_token(session, host_id)
+
+    async def revoke(self, host_id: str) -> Host:
+        """Locks the host's agent out at once: the controller no longer accepts its
+        certificate, and a new join token is needed to admit it again."""
+        async with self._d.db.begin() as session:
+            host = await get_or_404(session, Host, host_id, "host")
+            await transition(session, Host, host.id, list(HostState), HostState.DISCONNECTED,
+                             reason=REVOKED, **NO_ENROLMENT, **NO_JOIN_TOKEN)
+        async with self._d.db() as session:
+            return await get_or_404(session, Host, host_id, "host")
 
     @staticmethod
     async def _refuse_known_address(session: AsyncSession, address: str) -> None:
@@ -58,8 +90,14 @@ class HostService:
                                code="address_taken")
 
     async def _fail_connect(self, ctx: JobContext, reason: str) -> None:
+        """Disconnected with the reason; a revoked host's reason still says so first."""
         async with ctx.db.begin() as session:
-            await transition(session, Host, ctx.job.resource_id or "", list(HostState),
+            host = await session.get(Host, ctx.job.resource_id or "")
+            if host is None:
+                return
+            if revoked(host) and not reason.startswith(REVOKED):
+                reason = f"{REVOKED}; {reason}"
+            await transition(session, Host, host.id, list(HostState),
                              HostState.DISCONNECTED, reason=reason)
 
     async def reconnect(self, host_id: str) -> Job:
@@ -71,9 +109,12 @@ class HostService:
         return job
 
     async def run_connect(self, ctx: JobContext) -> dict[str, Any]:
-        """Checks the agent, then re-attaches every storage the host had, reporting capacity."""
+        """Enrols the agent if the host has a join token waiting, checks the agent, then
+        re-attaches every storage the host had, reporting capacity."""
         async with ctx.db() as session:
             host = await get_or_404(session, Host, ctx.job.resource_id or "", "host")
+        if host.join_token_id is not None:
+            host = await self._enrolment.enrol(ctx, host)
         info = await ctx.call(host, HOST_INFO, EmptyPayload(), step="info", span=(0, 20))
         async with ctx.db() as session:
             twin = await session.scalar(select(Host.name).where(
@@ -84,9 +125,14 @@ class HostService:
         reported: dict[str, Any] = (
             {} if host.initiator_iqn_pinned else {"initiator_iqn": info.initiator_iqn})
         async with ctx.db.begin() as session:
-            await transition(session, Host, host.id, list(HostState), HostState.CONNECTED,
-                             reason=None, agent_version=info.agent_version,
-                             agent_id=info.agent_id, **reported)
+            # Not if the credential this job used was revoked meanwhile.
+            if not await transition(session, Host, host.id, list(HostState),
+                                    HostState.CONNECTED,
+                                    where={"enrolment_id": host.enrolment_id}, reason=None,
+                                    agent_version=info.agent_version, agent_id=info.agent_id,
+                                    **reported):
+                raise Conflict(f"{REVOKED} while host {host.name} was connecting",
+                               code="credential_revoked")
             refs = (await session.execute(
                 select(PrimaryStorageHostRef, PrimaryStorage)
                 .join(PrimaryStorage, PrimaryStorage.id == PrimaryStorageHostRef.primary_storage_id)

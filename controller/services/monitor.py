@@ -1,7 +1,8 @@
 """Watching the agents, so that the operator need not: a connected host whose agent stops
 answering is marked disconnected (jobs then fail fast instead of waiting on it), and
 once it answers again it is reconnected, which re-attaches its storages (NFS mounts are
-checked and remounted). A host disconnected for another reason is left to the operator.
+checked and remounted). A host disconnected for another reason (a revoked credential
+among them) is left to the operator; a host not enrolled is not probed.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.agentchannel import AgentTarget
+from controller.agentclient import AgentClient
 from controller.db.models import Host, HostState, JobState
 from controller.db.transitions import transition
 from controller.jobs.engine import JobEngine
@@ -21,16 +23,15 @@ from controller.services.hosts import HostService
 log = logging.getLogger(__name__)
 
 LOST = "agent not answering"
-PROBE_TIMEOUT = 5
 
 
 class HostMonitor:
     def __init__(self, db: async_sessionmaker[AsyncSession], jobs: JobEngine,
-                 hosts: HostService, http: aiohttp.ClientSession, interval: float) -> None:
+                 hosts: HostService, agents: AgentClient, interval: float) -> None:
         self._db = db
         self._jobs = jobs
         self._hosts = hosts
-        self._http = http
+        self._agents = agents
         self._interval = interval
         self._reconnects: dict[str, str] = {}  # host id -> its reconnect job
 
@@ -45,11 +46,12 @@ class HostMonitor:
     async def check_all(self) -> None:
         async with self._db() as session:
             hosts = (await session.scalars(select(Host).where(
-                Host.state.in_([HostState.CONNECTED, HostState.DISCONNECTED])))).all()
+                Host.state.in_([HostState.CONNECTED, HostState.DISCONNECTED]),
+                Host.enrolment_id.is_not(None)))).all()
         await asyncio.gather(*(self._check(host) for host in hosts))
 
     async def _check(self, host: Host) -> None:
-        problem = await self._probe(host.address)
+        problem = await self._agents.health(AgentTarget.of(host))
         if host.state == HostState.CONNECTED and problem is not None:
             async with self._db.begin() as session:
                 if await transition(session, Host, host.id, HostState.CONNECTED,
@@ -59,17 +61,6 @@ class HostMonitor:
               and (host.reason or "").startswith(LOST) and not await self._reconnecting(host)):
             log.info("host %s answers again; reconnecting it", host.name)
             self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
-
-    async def _probe(self, address: str) -> str | None:
-        """None when the agent answers its health check, else what went wrong."""
-        try:
-            async with self._http.get(f"{address}/healthz",
-                                      timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as r:
-                return None if r.status == 200 else f"health check answered HTTP {r.status}"
-        except TimeoutError:
-            return f"no answer within {PROBE_TIMEOUT}s"
-        except aiohttp.ClientError as exc:
-            return str(exc) or type(exc).__name__
 
     async def _reconnecting(self, host: Host) -> bool:
         job_id = self._reconnects.get(host.id)

@@ -30,7 +30,7 @@ from tests.support.procs import admin_token, spawn
 API = "http://127.0.0.1:8640"
 FILES = ("127.0.0.2", 8000)
 TRANSITIONAL = {
-    "hosts": {"connecting"},
+    "hosts": {"enrolling", "connecting"},
     "primary-storages": {"creating", "deleting"},
     "backup-storages": {"creating", "deleting"},
     "images": {"allocated", "creating", "copying", "destroying"},

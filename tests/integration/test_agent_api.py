@@ -1,9 +1,11 @@
-"""The agent protocol against a real agent process: authentication, idempotent task ids,
-long-poll, cancel, deadlines, a task log that survives a restart, loopback-only debug."""
+"""The agent protocol against a real agent process: authentication by the controller's
+certificate, idempotent task ids, long-poll, cancel, deadlines, a task log that survives
+a restart, loopback-only debug."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -12,47 +14,96 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.enrol import Credentials, issue, provision_agent
 from tests.support.procs import Proc, start_agent
 
-TOKEN = "agent-test-token"
+CONTEXT: dict[str, ssl.SSLContext] = {}
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[tuple[Proc, str, Path]]:
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
-    proc, debug = start_agent(tmp_path / "state", token_file)
-    yield proc, debug, token_file
+def agent(tmp_path: Path) -> Iterator[tuple[Proc, str, Credentials]]:
+    credentials = provision_agent(tmp_path / "state")
+    CONTEXT["controller"] = credentials.client_context()
+    proc, debug = start_agent(tmp_path / "state")
+    yield proc, debug, credentials
     proc.stop()
 
 
 def call(url: str, method: str = "GET", body: object = None,
-         token: str | None = TOKEN) -> tuple[int, dict[str, object]]:
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, method=method, headers=headers,
+         context: ssl.SSLContext | None = None) -> tuple[int, dict[str, object]]:
+    """As the controller (with its certificate) unless another context is given."""
+    req = urllib.request.Request(url, method=method,
+                                 headers={"Content-Type": "application/json"},
                                  data=json.dumps(body).encode() if body is not None else None)
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30,
+                                    context=context or CONTEXT["controller"]) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
 
 
-def test_commands_need_the_controller_token(agent: tuple[Proc, str, Path]) -> None:
-    proc, _, _ = agent
+def refused_handshake(url: str, context: ssl.SSLContext) -> bool:
+    try:
+        call(url, context=context)
+    except (urllib.error.URLError, ssl.SSLError, ConnectionError):
+        return True
+    return False
+
+
+def test_commands_need_the_controller_certificate(
+        agent: tuple[Proc, str, Credentials], tmp_path: Path) -> None:
+    proc, _, credentials = agent
     body = {"task_id": "t1", "payload": {"seconds": 0}}
-    for token in (None, "wrong"):
-        status, err = call(f"{proc.url}/v1/commands/sleep", "POST", body, token=token)
-        assert status == 401 and err["code"] == "unauthorized"
-    status, _ = call(f"{proc.url}/v1/tasks/t1", token=None)
-    assert status == 401
-    status, health = call(f"{proc.url}/healthz", token=None)
+    status, health = call(f"{proc.url}/healthz")
     assert status == 200 and health["status"] == "ok"
+    status, done = call(f"{proc.url}/v1/commands/sleep", "POST", body)
+    assert status == 200 and done["state"] == "succeeded"
+    # No client certificate at all: the handshake itself is refused, even for /healthz.
+    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anonymous.load_verify_locations(cadata=credentials.ca.cert_pem)
+    anonymous.check_hostname = False
+    assert refused_handshake(f"{proc.url}/healthz", anonymous)
+    # Another agent's certificate, signed by the same CA: made for serving, not for
+    # commanding, so the handshake refuses it.
+    other_agent = issue(credentials.ca, tmp_path / "other-agent.pem", "strata-agent",
+                        client=False, dns_name="e1.hother.agent.strata.invalid")
+    assert refused_handshake(f"{proc.url}/v1/tasks/t1", credentials.client_context(other_agent))
+    # A client certificate of the CA that does not name the controller gets in, and is
+    # refused every command.
+    stranger = credentials.client_context(issue(credentials.ca, tmp_path / "stranger.pem",
+                                                "someone-else", client=True))
+    for url, method, data in ((f"{proc.url}/v1/commands/sleep", "POST",
+                               {"task_id": "t2", "payload": {"seconds": 0}}),
+                              (f"{proc.url}/v1/tasks/t1", "GET", None),
+                              (f"{proc.url}/v1/enrol/csr", "POST",
+                               {"token_id": "0" * 32, "nonce": "0" * 64})):
+        status, err = call(url, method, data, context=stranger)
+        assert (status, err["code"]) == (401, "unauthorized"), url
+    status, _ = call(f"{proc.url}/v1/tasks/t2")
+    assert status == 404, "the stranger's command never ran"
 
 
-def test_same_task_id_is_one_execution(agent: tuple[Proc, str, Path]) -> None:
+def test_an_agent_not_enrolled_answers_only_health_and_enrolment(tmp_path: Path) -> None:
+    proc, _ = start_agent(tmp_path / "state")
+    unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    try:
+        status, health = call(f"{proc.url}/healthz", context=unverified)
+        assert status == 200 and health["status"] == "ok"
+        for path, method in (("/v1/commands/sleep", "POST"), ("/v1/tasks/t1", "GET")):
+            status, err = call(f"{proc.url}{path}", method,
+                               {"task_id": "t1", "payload": {"seconds": 0}}, unverified)
+            assert (status, err["code"]) == (401, "not_enrolled"), path
+        status, err = call(f"{proc.url}/v1/enrol/csr", "POST",
+                           {"token_id": "0" * 32, "nonce": "0" * 64}, unverified)
+        assert (status, err["code"]) == (409, "join_token_missing")
+    finally:
+        proc.stop()
+
+
+def test_same_task_id_is_one_execution(agent: tuple[Proc, str, Credentials]) -> None:
     proc, debug, _ = agent
     body = {"task_id": "idem-1", "payload": {"seconds": 0.5}}
     first = call(f"{proc.url}/v1/commands/sleep", "POST", body)
@@ -67,7 +118,7 @@ def test_same_task_id_is_one_execution(agent: tuple[Proc, str, Path]) -> None:
     assert status == 409 and err["code"] == "task_id_reused"
 
 
-def test_long_poll_cancel_and_deadline(agent: tuple[Proc, str, Path]) -> None:
+def test_long_poll_cancel_and_deadline(agent: tuple[Proc, str, Credentials]) -> None:
     proc, _, _ = agent
     # command_wait is 2s by default: a 30s sleep answers 202 (running).
     status, info = call(f"{proc.url}/v1/commands/sleep", "POST",
@@ -95,9 +146,8 @@ def test_long_poll_cancel_and_deadline(agent: tuple[Proc, str, Path]) -> None:
 
 
 def test_task_log_survives_restart(tmp_path: Path) -> None:
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
-    proc, _ = start_agent(tmp_path / "state", token_file)
+    CONTEXT["controller"] = provision_agent(tmp_path / "state").client_context()
+    proc, _ = start_agent(tmp_path / "state")
     try:
         call(f"{proc.url}/v1/commands/sleep", "POST",
              {"task_id": "done", "payload": {"seconds": 0}})
@@ -108,7 +158,7 @@ def test_task_log_survives_restart(tmp_path: Path) -> None:
         import signal
 
         proc.stop(signal.SIGKILL)
-    proc, _ = start_agent(tmp_path / "state", token_file)
+    proc, _ = start_agent(tmp_path / "state")
     try:
         status, done = call(f"{proc.url}/v1/tasks/done")
         assert status == 200 and done["state"] == "succeeded"
@@ -118,12 +168,13 @@ def test_task_log_survives_restart(tmp_path: Path) -> None:
         proc.stop()
 
 
-def test_debug_endpoints_only_on_loopback_listener(agent: tuple[Proc, str, Path]) -> None:
+def test_debug_endpoints_only_on_loopback_listener(
+        agent: tuple[Proc, str, Credentials]) -> None:
     proc, debug, _ = agent
     assert debug.startswith("http://127.0.0.1:")
     with urllib.request.urlopen(f"{debug}/debug/config") as resp:
         config = json.loads(resp.read())
-    assert config["token"] is None or config["token"] == "***"
-    assert TOKEN not in json.dumps(config)
+    assert config["enrolled"] is True
+    assert "PRIVATE KEY" not in json.dumps(config)
     status, _ = call(f"{proc.url}/debug/tasks")
     assert status == 404

@@ -10,6 +10,7 @@ import pytest
 
 from cli.client import ApiError
 from tests.conftest import Stack, make_image
+from tests.support.enrol import enrol_host
 from tests.support.fileserver import FileServer
 from tests.support.procs import start_agent
 
@@ -55,7 +56,7 @@ def test_api_refuses_bad_requests(stack: Stack, tmp_path: Path) -> None:
         "name": "i", "url": "file:///etc/passwd", "backup_storage_id": bs}), 400)
     expect_error(lambda: api.post("/v1/images", {
         "name": "i", "url": "http://x/y", "backup_storage_id": bs, "sha256": "xyz"}), 400)
-    expect_error(lambda: api.post("/v1/hosts", {"name": "host-a", "address": "http://h:1"}),
+    expect_error(lambda: api.post("/v1/hosts", {"name": "host-a", "address": "https://h:1"}),
                  409, "name_taken")
     expect_error(lambda: api.post("/v1/volumes", {"name": "x", "unknown": 1}), 400)
     expect_error(lambda: api.get("/v1/volumes?limit=0"), 400)
@@ -66,10 +67,10 @@ def test_api_refuses_bad_requests(stack: Stack, tmp_path: Path) -> None:
     expect_error(lambda: api.post(f"/v1/primary-storages/{ps}/attach", {"host_id": "ghost"}),
                  404)
     # A local storage belongs to one host.
-    agent_b, _ = start_agent(tmp_path / "agent-b", stack.token_file)
-    other = stack.wait(api.post("/v1/hosts", {"name": "host-b", "address": agent_b.url}))
+    agent_b, _ = start_agent(tmp_path / "agent-b")
+    other = enrol_host(api, "host-b", agent_b)
     expect_error(lambda: api.post(f"/v1/primary-storages/{ps}/attach",
-                                  {"host_id": other["resource_id"]}), 409, "already_attached")
+                                  {"host_id": other}), 409, "already_attached")
     expect_error(lambda: api.delete(f"/v1/hosts/{stack.host_id}"), 409, "in_use")
     agent_b.stop()
 

@@ -36,8 +36,16 @@ def test_daemons_read_toml_config(tmp_path: Path) -> None:
 
             time.sleep(0.1)
         assert stores and stores[0]["config"]["path"] == str(tmp_path / "state" / "images")
-        assert api.get("/v1/hosts")["items"][0]["state"] == "connected"
-        assert (tmp_path / "state" / "agent-token").stat().st_mode & 0o777 == 0o600
+        host = api.get("/v1/hosts")["items"][0]
+        assert host["state"] == "connected" and host["enrolled"], host
+        assert host["address"] == f"https://127.0.0.1:{agent_port}"
+        # The local agent enrolled with the join token the controller left it, then
+        # dropped the token; both credentials are readable by their daemon only.
+        state = tmp_path / "state"
+        assert not (state / "agent" / "join-token").exists()
+        for secret in (state / "tls" / "controller.pem", state / "agent" / "tls" / "ca.pem",
+                       state / "agent" / "tls" / "credential.pem"):
+            assert secret.stat().st_mode & 0o777 == 0o600, secret
     finally:
         proc.stop()
 

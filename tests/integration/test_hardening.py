@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sqlite3
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pytest
 
 from cli.client import ApiError, Client
 from tests.conftest import Stack
+from tests.support.enrol import add_host, agent_state, controller_context, server_context
 from tests.support.procs import admin_token, free_port, spawn, start_controller
 
 
@@ -31,9 +33,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def raw(url: str, method: str, path: str, body: bytes | None = None,
-        token: str | None = None) -> tuple[int, str, dict[str, str]]:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        token: str | None = None,
+        context: ssl.SSLContext | None = None) -> tuple[int, str, dict[str, str]]:
+    host, port = url.split("://")[1].split(":")
+    conn: http.client.HTTPConnection = (
+        http.client.HTTPSConnection(host, int(port), timeout=30, context=context)
+        if url.startswith("https://") else http.client.HTTPConnection(host, int(port),
+                                                                       timeout=30))
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -64,8 +70,9 @@ def test_bodies_and_request_lines_that_used_to_break_the_api(stack: Stack) -> No
 
 
 @pytest.fixture
-def not_an_agent() -> Iterator[str]:
-    """A web server that answers every request with a page, as a mistyped URL would."""
+def not_an_agent(tmp_path: Path) -> Iterator[str]:
+    """A web server (HTTPS, a certificate of its own) that answers every request with a
+    page, as a mistyped URL would."""
 
     class Page(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -80,15 +87,16 @@ def not_an_agent() -> Iterator[str]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    server.socket = server_context(tmp_path / "web.pem").wrap_socket(server.socket,
+                                                                     server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield f"https://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
 
 def test_hosts_that_are_not_agents_or_are_known_settle_or_are_refused(
-        stack: Stack, not_an_agent: str) -> None:
-    job = stack.wait(stack.api.post("/v1/hosts", {"name": "web", "address": not_an_agent}),
-                     ok=False)
+        stack: Stack, not_an_agent: str, tmp_path: Path) -> None:
+    job = stack.wait(add_host(stack.api, "web", not_an_agent, tmp_path / "web"), ok=False)
     assert job["state"] == "failed" and job["error"]["code"] == "not_an_agent"
     host = stack.api.get(f"/v1/hosts/{job['resource_id']}")
     assert host["state"] == "disconnected" and "Strata agent" in host["reason"]
@@ -99,21 +107,23 @@ def test_hosts_that_are_not_agents_or_are_known_settle_or_are_refused(
 
 
 def test_one_agent_is_one_host_however_its_address_is_spelled(stack: Stack) -> None:
+    """Even with the new host's join token on the agent: it is refused before anything
+    is signed, and the agent keeps serving its host."""
     port = stack.agent.url.rsplit(":", 1)[1]
-    job = stack.wait(stack.api.post("/v1/hosts", {"name": "alias",
-                                                  "address": f"http://localhost:{port}"}),
-                     ok=False)
+    job = stack.wait(add_host(stack.api, "alias", f"https://localhost:{port}",
+                              agent_state(stack.agent)), ok=False)
     assert job["state"] == "failed" and job["error"]["code"] == "agent_taken"
     assert "host-a" in job["error"]["message"]
     assert stack.api.get(f"/v1/hosts/{job['resource_id']}")["state"] == "disconnected"
     assert stack.api.get(f"/v1/hosts/{stack.host_id}")["state"] == "connected"
+    stack.wait(stack.api.post(f"/v1/hosts/{stack.host_id}/reconnect"))
 
 
 def test_jobs_on_an_agent_that_stopped_answering_fail_in_bounded_time(
         stack: Stack, tmp_path: Path) -> None:
     stack.controller.stop()
     stack.controller = start_controller(
-        tmp_path / "controller", stack.token_file, stack.db_url,
+        tmp_path / "controller", stack.db_url,
         config={"agent_unreachable_timeout": 3, "host_check_interval": 0})
     api = Client(stack.controller.url, stack.controller.token)
     stack.agent.stop(signal.SIGKILL)
@@ -186,5 +196,7 @@ def wait_for(check, timeout: float = 60):  # type: ignore[no-untyped-def]  # any
 
 
 def test_the_agent_answers_protocol_errors_in_json_too(stack: Stack) -> None:
-    status, ctype, body = raw(stack.agent.url, "GET", "/v1/" + "a" * 9000)
+    status, ctype, body = raw(stack.agent.url, "GET", "/v1/" + "a" * 9000,
+                              context=controller_context(stack.state / "controller",
+                                                         agent_state(stack.agent)))
     assert status == 400 and ctype.startswith("application/json") and body["code"]

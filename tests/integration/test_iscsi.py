@@ -17,6 +17,7 @@ import pytest
 from cli.client import ApiError, Client
 from tests.conftest import make_image
 from tests.integration.test_iscsi_agent import IQN_A, IQN_B, qemu_io, server_config
+from tests.support.enrol import enrol_host
 from tests.support.fileserver import FileServer
 from tests.support.procs import Proc, run_cli, start_agent, start_controller
 from tests.support.tgtd import Tgtd
@@ -46,22 +47,19 @@ class Cloud:
         return job
 
     def add_host(self, name: str, proc: Proc, **extra: object) -> str:
-        return str(self.wait(self.api.post("/v1/hosts", {"name": name, "address": proc.url,
-                                                          **extra}))["resource_id"])
+        return enrol_host(self.api, name, proc, **extra)
 
 
 @pytest.fixture
 def cloud(tmp_path: Path, db_url: str) -> Iterator[Cloud]:
-    token = tmp_path / "token"
-    token.write_text("iscsi-cloud-token")
     tgtd = Tgtd()
     procs = [
-        start_agent(tmp_path / "server", token, server_config(tgtd))[0],
-        start_agent(tmp_path / "a", token, {"initiator_iqn": IQN_A, "iscsi_access": "qemu"})[0],
-        start_agent(tmp_path / "b", token, {"iscsi_access": "qemu"})[0],
-        start_agent(tmp_path / "plain", token)[0],
+        start_agent(tmp_path / "server", server_config(tgtd))[0],
+        start_agent(tmp_path / "a", {"initiator_iqn": IQN_A, "iscsi_access": "qemu"})[0],
+        start_agent(tmp_path / "b", {"iscsi_access": "qemu"})[0],
+        start_agent(tmp_path / "plain")[0],
     ]
-    controller = start_controller(tmp_path / "controller", token, db_url)
+    controller = start_controller(tmp_path / "controller", db_url)
     try:
         c = Cloud(Client(controller.url, controller.token), "", "", "", "", "", "",
                   tmp_path / "iscsi" / "luns", tmp_path)
@@ -177,7 +175,7 @@ def test_bad_access_requests(cloud: Cloud, tmp_path: Path) -> None:
         assert (info.value.status, info.value.code) == (status, code), info.value
         return info.value.message
 
-    refused(lambda: api.post("/v1/hosts", {"name": "x", "address": "http://127.0.0.1:1",
+    refused(lambda: api.post("/v1/hosts", {"name": "x", "address": "https://127.0.0.1:1",
                                            "initiator_iqn": "iqn.bogus"}), 400, "invalid_input")
     vol = cloud.wait(api.post("/v1/volumes", {"name": "v", "size": 1 << 20,
                                               "primary_storage_id": cloud.primary}))

@@ -49,10 +49,12 @@ def test_detach_and_delete_in_order(stack: Stack) -> None:
 
 
 def test_unreachable_agent_marks_host_disconnected(stack: Stack) -> None:
-    accepted = stack.api.post("/v1/hosts", {"name": "ghost", "address": "http://127.0.0.1:1"})
+    """Enrolling waits for the agent at most the agent-unreachable timeout."""
+    stack.restart_controller({"agent_unreachable_timeout": 5})
+    accepted = stack.api.post("/v1/hosts", {"name": "ghost", "address": "https://127.0.0.1:1"})
     deadline = time.monotonic() + 10
     while not (stack.api.get(f"/v1/jobs/{accepted['job_id']}")["message"] or "").startswith(
-            "agent at http://127.0.0.1:1 unreachable"):
+            "agent at https://127.0.0.1:1 unreachable"):
         assert time.monotonic() < deadline, "the job never said what it waits on"
         time.sleep(0.1)
     job = stack.wait(accepted, ok=False)

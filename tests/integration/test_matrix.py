@@ -25,6 +25,7 @@ from controller.plugins.interfaces.stores import Backup
 from controller.plugins.matrix import default_registry
 from shared.protocol.files import ImageFacts
 from shared.protocol.types import FsCapacity
+from tests.support.enrol import put_join_token
 from tests.support.procs import admin_token, start_agent
 
 SHA = "a" * 64
@@ -53,15 +54,13 @@ class FakeDriver(ImageStoreDriver[DirectoryConfig]):
 @pytest.fixture
 async def inprocess(tmp_path: Path) -> AsyncIterator[tuple[TestClient, str]]:
     """The in-process controller's client, and the URL of a real agent."""
-    token = tmp_path / "token"
-    token.write_text("matrix-token")
-    agent, _ = start_agent(tmp_path / "agent", token)
+    agent, _ = start_agent(tmp_path / "agent")
     registry = default_registry()
     registry.add_backup_type(BackupStorageProvider(
         type="tape", description="a fake backup type with no mediator",
         config_model=DirectoryConfig, lifecycle=FakeLifeCycle(), driver=FakeDriver()))
     config = ControllerConfig(state_dir=str(tmp_path / "controller"), local_agent=False,
-                              agent_token_file=str(token), storage_roots=[str(tmp_path)])
+                              storage_roots=[str(tmp_path)])
     client = TestClient(TestServer(create_app(config, registry)))
     await client.start_server()
     client.session.headers["Authorization"] = f"Bearer {admin_token(Path(config.state_dir))}"
@@ -87,7 +86,9 @@ async def test_missing_cell_is_a_409_naming_it(inprocess: tuple[TestClient, str]
     assert "tape" in [t["type"] for t in caps["backup_storage_types"]]
     assert not [c for c in caps["matrix"] if c["backup"] == "tape"]
 
-    host = await wait(api, await api.post("/v1/hosts", json={"name": "h", "address": agent_url}))
+    resp = await api.post("/v1/hosts", json={"name": "h", "address": agent_url})
+    put_join_token(tmp_path / "agent", (await resp.json())["join_token"])
+    host = await wait(api, resp)
     primary = await wait(api, await api.post("/v1/primary-storages", json={
         "name": "p", "type": "local", "config": {"path": str(tmp_path / "p")},
         "hosts": [host["resource_id"]], "overprovision_factor": 4}))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.client import Client
+from tests.support.enrol import enrol_host
 from tests.support.procs import start_agent, start_controller
 
 
@@ -23,16 +24,13 @@ def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
 
 
 def test_lost_agent_is_marked_then_reconnected(tmp_path: Path) -> None:
-    token = tmp_path / "token"
-    token.write_text("monitor-token")
-    agent, _ = start_agent(tmp_path / "agent", token)
-    controller = start_controller(tmp_path / "controller", token,
+    agent, _ = start_agent(tmp_path / "agent")
+    controller = start_controller(tmp_path / "controller",
                                   f"sqlite:///{tmp_path / 'strata.sqlite'}",
                                   config={"host_check_interval": 0.5})
     try:
         api = Client(controller.url, controller.token)
-        host = api.wait_job(api.post("/v1/hosts", {"name": "kvm-1", "address": agent.url})
-                            ["job_id"])["resource_id"]
+        host = enrol_host(api, "kvm-1", agent)
         store = api.wait_job(api.post("/v1/primary-storages", {
             "name": "local-1", "type": "local", "config": {"path": str(tmp_path / "ps")},
             "hosts": [host]})["job_id"])["resource_id"]
@@ -42,7 +40,7 @@ def test_lost_agent_is_marked_then_reconnected(tmp_path: Path) -> None:
                           "disconnected" and h)
         assert lost and lost["reason"].startswith("agent not answering"), lost
         port = int(agent.url.rsplit(":", 1)[1])
-        agent, _ = start_agent(tmp_path / "agent", token, port=port)
+        agent, _ = start_agent(tmp_path / "agent", port=port)
 
         back = eventually(lambda: api.get(f"/v1/hosts/{host}")["state"] == "connected")
         assert back, api.get(f"/v1/hosts/{host}")

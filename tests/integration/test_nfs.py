@@ -19,6 +19,7 @@ from cli.client import ApiError
 from tests.conftest import Stack, make_image
 from tests.integration.test_cli import strata
 from tests.integration.test_end_to_end import twenty_root_volumes_one_copy
+from tests.support.enrol import agent_state, controller_context, enrol_host
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
 from tests.support.procs import start_agent
@@ -90,10 +91,9 @@ def test_nfs_storage_shared_by_two_hosts(stack: Stack, nfs: NfsServer, file_serv
     qemu_io("write -P 0x6d 0 256k", data["path"])
 
     # Host B joins; host A leaves. Everything made through A now works through B.
-    agent_b, _ = start_agent(tmp_path / "agent-b", stack.token_file)
+    agent_b, _ = start_agent(tmp_path / "agent-b")
     try:
-        host_b = str(stack.wait(stack.api.post("/v1/hosts", {
-            "name": "host-b", "address": agent_b.url}))["resource_id"])
+        host_b = enrol_host(stack.api, "host-b", agent_b)
         stack.wait(stack.api.post(f"/v1/primary-storages/{primary}/attach",
                                   {"host_id": host_b}))
         stack.wait(stack.api.post(f"/v1/primary-storages/{primary}/detach",
@@ -156,10 +156,9 @@ def test_nfs_cells_with_sftp_and_s3(stack: Stack, nfs: NfsServer, sshd: SshServe
 def test_hung_nfs_server(stack: Stack, nfs: NfsServer, tmp_path: Path) -> None:
     """A stopped server: the agent stays responsive, local storage keeps working, NFS
     calls fail in bounded time with a reason, and the attachment says so."""
-    agent, _ = start_agent(tmp_path / "agent-n", stack.token_file, {"nfs_timeout": 3})
+    agent, _ = start_agent(tmp_path / "agent-n", {"nfs_timeout": 3})
     try:
-        host = str(stack.wait(stack.api.post("/v1/hosts", {
-            "name": "host-n", "address": agent.url}))["resource_id"])
+        host = enrol_host(stack.api, "host-n", agent)
         share = nfs.share("hung")
         primary = nfs_storage(stack, nfs, share, [host])
         with nfs.hung():
@@ -168,7 +167,9 @@ def test_hung_nfs_server(stack: Stack, nfs: NfsServer, tmp_path: Path) -> None:
             started = time.monotonic()
             time.sleep(0.5)
             t0 = time.monotonic()
-            with urllib.request.urlopen(agent.url + "/healthz", timeout=5) as resp:
+            context = controller_context(stack.state / "controller", agent_state(agent))
+            with urllib.request.urlopen(agent.url + "/healthz", timeout=5,
+                                        context=context) as resp:
                 assert resp.status == 200
             assert time.monotonic() - t0 < 1.0
 

@@ -26,11 +26,17 @@ def free_port() -> int:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    """Until `/healthz` answers; for an agent (https, which may already want a client
+    certificate), until it accepts connections, which it does once it is set up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
         try:
+            if url.startswith("https://"):
+                host, port = url.removeprefix("https://").rsplit(":", 1)
+                socket.create_connection((host, int(port)), timeout=2).close()
+                return
             with urllib.request.urlopen(url + "/healthz", timeout=2) as resp:
                 if resp.status == 200:
                     return
@@ -81,28 +87,29 @@ def toml_args(state: Path, name: str, config: dict[str, object] | None) -> list[
     return ["--config", str(toml)]
 
 
-def start_agent(state: Path, token_file: Path, config: dict[str, object] | None = None,
+def start_agent(state: Path, config: dict[str, object] | None = None,
                 port: int | None = None) -> tuple[Proc, str]:
-    """Returns the agent process and its loopback debug URL. Unless `config` says
-    otherwise, the agent may download from the test file server's address only."""
+    """Returns the agent process (its https URL) and its loopback debug URL. It waits
+    for enrolment (see `tests.support.enrol`) unless its state already holds a
+    credential. Unless `config` says otherwise, the agent may download from the test
+    file server's address only."""
     port, debug_port = port or free_port(), free_port()
     state.mkdir(parents=True, exist_ok=True)
     config = {"download_allow": [f"{fileserver.HOST}/32"], **(config or {})}
     args = ["--listen", f"127.0.0.1:{port}", "--debug-listen", f"127.0.0.1:{debug_port}",
-            "--state-dir", str(state), "--token-file", str(token_file),
-            *toml_args(state, "agent.toml", config)]
-    proc = spawn("agent", args, state / "agent.log", f"http://127.0.0.1:{port}")
+            "--state-dir", str(state), *toml_args(state, "agent.toml", config)]
+    proc = spawn("agent", args, state / "agent.log", f"https://127.0.0.1:{port}")
     return proc, f"http://127.0.0.1:{debug_port}"
 
 
-def start_controller(state: Path, token_file: Path, db_url: str, port: int | None = None,
+def start_controller(state: Path, db_url: str, port: int | None = None,
                      config: dict[str, object] | None = None) -> Proc:
     port = port or free_port()
     state.mkdir(parents=True, exist_ok=True)
     # Tests keep storages in their temporary directory, beside the controller's state.
     config = {"storage_roots": [str(state.parent)], **(config or {})}
     proc = spawn("controller", ["--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
-                                "--database-url", db_url, "--agent-token-file", str(token_file),
+                                "--database-url", db_url,
                                 "--no-local-agent", *toml_args(state, "controller.toml", config)],
                  state / "controller.log", f"http://127.0.0.1:{port}")
     proc.token = admin_token(state)

@@ -29,10 +29,11 @@ def ok(model: BaseModel | dict[str, Any], status: int = 200) -> web.Response:
     return web.json_response(model, status=status)
 
 
-def accepted(job: Job) -> web.Response:
-    """Every mutating call answers at once with its job; the Location header points at it."""
-    resp = ok(JobAccepted(job_id=job.id, resource_type=job.resource_type,
-                          resource_id=job.resource_id), status=202)
+def accepted(job: Job, body: JobAccepted | None = None) -> web.Response:
+    """Every mutating call answers at once with its job (in `body`, when it says more);
+    the Location header points at it."""
+    resp = ok(body or JobAccepted(job_id=job.id, resource_type=job.resource_type,
+                                  resource_id=job.resource_id), status=202)
     resp.headers["Location"] = f"/v1/jobs/{job.id}"
     return resp
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.agentchannel import AgentTarget
 from controller.agentclient import AgentClient, NoticeCallback, ProgressCallback
 from controller.db.models import (
     BackupStorage,
@@ -131,11 +132,11 @@ class RecordingAgent(AgentClient):
         self.answers = dict(ANSWERS)
 
     async def call(
-        self, address: str, command: Command[P, R], task_id: str, payload: P, *,
+        self, target: AgentTarget, command: Command[P, R], task_id: str, payload: P, *,
         timeout: float | None = None, progress: ProgressCallback | None = None,
         notice: NoticeCallback | None = None,
     ) -> R:
-        self.calls.append(Call(address, command, task_id, payload))
+        self.calls.append(Call(target.address, command, task_id, payload))
         result = self.answers[command.name](payload)
         assert isinstance(result, command.result), (command.name, result)
         return result
@@ -150,7 +151,7 @@ def job_context(agent: RecordingAgent, db: async_sessionmaker[AsyncSession]) -> 
 
 
 def host(name: str = "kvm-1", **values: Any) -> Host:
-    return Host(**{"id": f"host-{name}", "name": name, "address": f"http://{name}:8641",
+    return Host(**{"id": f"host-{name}", "name": name, "address": f"https://{name}:8641",
                    "hypervisor": "kvm", "state": HostState.CONNECTED,
                    "initiator_iqn": f"iqn.2026-01.org.example:{name}", **values})
 
