@@ -11,6 +11,7 @@ import abc
 
 from shared.protocol.iscsi import ConnectVolumeResult, IscsiTarget
 
+
 def read_initiator_name(path: str) -> str | None:
     """The `InitiatorName=` of open-iscsi's configuration, if the host has one."""
     try:

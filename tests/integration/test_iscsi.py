@@ -53,11 +53,14 @@ class Cloud:
 @pytest.fixture
 def cloud(tmp_path: Path, db_url: str) -> Iterator[Cloud]:
     tgtd = Tgtd()
+    # Agents without initiator_iqn read open-iscsi's file: here one that is not there,
+    # whatever this machine's open-iscsi holds.
+    nameless = {"initiator_name_file": str(tmp_path / "no-initiatorname.iscsi")}
     procs = [
         start_agent(tmp_path / "server", server_config(tgtd))[0],
         start_agent(tmp_path / "a", {"initiator_iqn": IQN_A, "iscsi_access": "qemu"})[0],
-        start_agent(tmp_path / "b", {"iscsi_access": "qemu"})[0],
-        start_agent(tmp_path / "plain")[0],
+        start_agent(tmp_path / "b", {"iscsi_access": "qemu", **nameless})[0],
+        start_agent(tmp_path / "plain", nameless)[0],
     ]
     controller = start_controller(tmp_path / "controller", db_url)
     try:
