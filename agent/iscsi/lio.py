@@ -203,9 +203,8 @@ class LioDriver(TargetDriver):
             tpg = self._existing_tpg(target)
             lun = next((lun for lun in tpg.luns if lun.lun == VOLUME_LUN), None)
             if lun is None:
-                backstore = (rts.BlockStorageObject if path.startswith("/dev/")
-                             else rts.FileIOStorageObject)
-                lun = rts.LUN(tpg, VOLUME_LUN, backstore(storage_object_name(target), dev=path))
+                so, _ = self._storage_object(storage_object_name(target), path)
+                lun = rts.LUN(tpg, VOLUME_LUN, so)
             for acl in tpg.node_acls:
                 if not any(m.mapped_lun == VOLUME_LUN for m in acl.mapped_luns):
                     rts.MappedLUN(acl, VOLUME_LUN, lun)

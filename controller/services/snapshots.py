@@ -84,11 +84,8 @@ class SnapshotService:
 
     async def run_take(self, ctx: JobContext) -> dict[str, Any]:
         async with ctx.db() as session:
-            snapshot = await get_fresh(session, Snapshot, ctx.job.resource_id or "",
-                                       "snapshot")
-            volume = await get_fresh(session, Volume, snapshot.volume_id, "volume")
-            store = await self._store_of(session, volume)
-            host = await self._d.selector.for_primary(session, store)
+            snapshot, volume, store, host = await self._where(session,
+                                                              ctx.job.resource_id or "")
         taken = await self._backend(store).take_snapshot(ctx, store, volume, snapshot,
                                                          ctx.params["overlay"], host)
         result = {"path": taken.path, "snapshot_path": taken.snapshot_path}
@@ -135,11 +132,8 @@ class SnapshotService:
 
     async def run_revert(self, ctx: JobContext) -> dict[str, Any]:
         async with ctx.db() as session:
-            volume = await get_fresh(session, Volume, ctx.job.resource_id or "", "volume")
-            snapshot = await get_fresh(session, Snapshot, ctx.params["snapshot_id"],
-                                       "snapshot")
-            store = await self._store_of(session, volume)
-            host = await self._d.selector.for_primary(session, store)
+            snapshot, volume, store, host = await self._where(session,
+                                                              ctx.params["snapshot_id"])
         # The layer to drop is the one active when the revert was asked: a resumed job
         # may find the row already switched to the new one.
         volume.path = ctx.params["active"]
@@ -198,11 +192,8 @@ class SnapshotService:
         """Merges the snapshot into every file that sits on it, then moves them (in the
         tree) onto its parent, in one transaction with its end."""
         async with ctx.db() as session:
-            snapshot = await get_fresh(session, Snapshot, ctx.job.resource_id or "",
-                                       "snapshot")
-            volume = await get_fresh(session, Volume, snapshot.volume_id, "volume")
-            store = await self._store_of(session, volume)
-            host = await self._d.selector.for_primary(session, store)
+            snapshot, volume, store, host = await self._where(session,
+                                                              ctx.job.resource_id or "")
             children = [s for s in await snapshots_of(session, volume.id)
                         if s.parent_id == snapshot.id]
         capacity = None
@@ -251,6 +242,14 @@ class SnapshotService:
     async def _unlock(session: AsyncSession, volume_id: str) -> None:
         await transition(session, Volume, volume_id, ObjectState.SNAPSHOTTING,
                          ObjectState.READY)
+
+    async def _where(self, session: AsyncSession, snapshot_id: str) -> tuple[
+            Snapshot, Volume, Primary[Any], Host]:
+        """A job's snapshot, its volume and storage, and the host to work through."""
+        snapshot = await get_fresh(session, Snapshot, snapshot_id, "snapshot")
+        volume = await get_fresh(session, Volume, snapshot.volume_id, "volume")
+        store = await self._store_of(session, volume)
+        return snapshot, volume, store, await self._d.selector.for_primary(session, store)
 
     async def _store_of(self, session: AsyncSession, volume: Volume) -> Primary[Any]:
         return self._d.registry.primary(await get_or_404(

@@ -19,6 +19,7 @@ from controller.services.snapshots import MAX_CHAIN_DEPTH
 from tests.conftest import Stack
 from tests.integration.test_cli import strata
 from tests.integration.test_nfs import chain, nfs_storage, register, volume
+from tests.support.enrol import enrol_host
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
 from tests.support.procs import start_agent
@@ -228,10 +229,9 @@ def test_busy_volume_is_refused_and_failed_steps_change_nothing(
     """A take stalled on a hung NFS server holds its volume: every other request on it is
     a 409 until the take fails, which leaves the volume as it was; so do a failed revert
     and a failed delete, which is then finished by deleting again."""
-    agent, _ = start_agent(tmp_path / "agent-n", stack.token_file, {"nfs_timeout": 3})
+    agent, _ = start_agent(tmp_path / "agent-n", {"nfs_timeout": 3})
     try:
-        host = str(stack.wait(stack.api.post("/v1/hosts", {
-            "name": "host-n", "address": agent.url}))["resource_id"])
+        host = enrol_host(stack.api, "host-n", agent)
         share = nfs.share("busy")
         primary = nfs_storage(stack, nfs, share, [host])
         vol = volume(stack, primary, name="busy", size=MIB)

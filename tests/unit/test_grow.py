@@ -5,6 +5,7 @@ device-mapper), and the LIO driver serving a grown LUN, with a fake rtslib."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -168,14 +169,18 @@ def _lio(tmp_path: Path) -> tuple[FakeRts, LioDriver]:
 
 async def test_lio_fileio_lun_is_made_again_with_its_grants(tmp_path: Path) -> None:
     fake, lio = _lio(tmp_path)
-    await lio.export(TARGET, "/srv/luns/vol-1.raw", None)
+    lun_file = tmp_path / "vol-1.raw"
+    lun_file.write_bytes(b"\0" * 4096)
+    await lio.export(TARGET, str(lun_file), None)
     await lio.grant(TARGET, "iqn.2026-11.org.strata:host-a")
     (tpg,) = fake.targets[0].tpgs
     old = tpg.luns[0]
-    await lio.refresh_lun(TARGET, "/srv/luns/vol-1.raw")
+    os.truncate(lun_file, 8192)
+    await lio.refresh_lun(TARGET, str(lun_file))
     (new,) = tpg.luns
     assert new is not old and old.storage_object.deleted
-    assert new.storage_object.dev == "/srv/luns/vol-1.raw"
+    assert new.storage_object.dev == str(lun_file)
+    assert new.storage_object.size == 8192, "served at its new size"
     assert [(m, lun) for m, lun in tpg.node_acls[0].mapped] == [(1, new)], \
         "the granted initiator sees the LUN again"
 
