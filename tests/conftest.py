@@ -116,21 +116,24 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path: Path, db_url: str) -> Iterator[Stack]:
     agent, debug = start_agent(tmp_path / "agent")
-    controller = start_controller(tmp_path / "controller", db_url)
     try:
-        api = Client(controller.url, controller.token)
-        primary_path, backup_path = tmp_path / "primary", tmp_path / "backup"
-        s = Stack(controller, agent, debug, api, "", "", "", primary_path, backup_path,
-                  tmp_path, db_url)
+        controller = start_controller(tmp_path / "controller", db_url)
+    except BaseException:
+        agent.stop()
+        raise
+    api = Client(controller.url, controller.token)
+    s = Stack(controller, agent, debug, api, "", "", "", tmp_path / "primary",
+              tmp_path / "backup", tmp_path, db_url)
+    try:
         s.host_id = enrol_host(api, "host-a", agent)
         s.primary_id = str(s.wait(api.post("/v1/primary-storages", {
-            "name": "local-a", "type": "local", "config": {"path": str(primary_path)},
+            "name": "local-a", "type": "local", "config": {"path": str(s.primary_path)},
             "hosts": [s.host_id], "overprovision_factor": 2.0}))["resource_id"])
         s.backup_id = str(s.wait(api.post("/v1/backup-storages", {
-            "name": "store", "type": "dir", "config": {"path": str(backup_path)}}))
+            "name": "store", "type": "dir", "config": {"path": str(s.backup_path)}}))
             ["resource_id"])
         yield s
     finally:
-        s_controller = locals().get("s")
-        (s_controller.controller if s_controller else controller).stop()
-        agent.stop()
+        # A test may have restarted either process: stop the ones running now.
+        s.controller.stop()
+        s.agent.stop()
