@@ -164,7 +164,7 @@ async def test_tgt_serves_a_grown_lun_by_making_it_again() -> None:
 def _lio(tmp_path: Path) -> tuple[FakeRts, LioDriver]:
     fake = FakeRts()
     return fake, LioDriver(str(tmp_path / "save.json"), ("192.0.2.10", 3260),
-                           rtslib=fake.module)
+                           rtslib=fake.module, dbroot=str(tmp_path / "target"))
 
 
 async def test_lio_fileio_lun_is_made_again_with_its_grants(tmp_path: Path) -> None:
