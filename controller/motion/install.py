@@ -64,7 +64,7 @@ class CacheThenCloneInstall(TemplateInstallStrategy):
                 raise Conflict(f"image cache {cache.id} is {row.state}; try again when it "
                                "settles")
             host = await self._selector.for_primary(session, store)
-        backend = self._registry.backend(store.row.type, store.row.hypervisor)
+        backend = self._registry.backend_of(store)
         try:
             await backend.delete_cache(ctx, store, cache, host)
         except StrataError as exc:

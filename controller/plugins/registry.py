@@ -51,6 +51,10 @@ class PluginRegistry:
     def backup(self, row: BackupStorage) -> Backup[Any]:
         return self.backup_provider(row.type).bind(row)
 
+    def backend_of(self, store: Primary[Any]) -> PrimaryStorageBackend[Any]:
+        """The backend that makes `store`'s volumes."""
+        return self.backend(store.row.type, store.row.hypervisor)
+
     def backend(self, primary_type: str, hypervisor: str) -> PrimaryStorageBackend[Any]:
         try:
             return self.backends[(primary_type, hypervisor)]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
-from controller.db.models import BackupStorage, PrimaryStorage
+from controller.db.lookup import get_or_404
+from controller.db.models import BackupStorage, PrimaryStorage, Volume
 from controller.jobs.engine import JobEngine
 from controller.motion.service import DataMotionService
 from controller.plugins.interfaces.motion import EndPointSelector, TemplateInstallStrategy
-from controller.plugins.interfaces.stores import StoreConfig
+from controller.plugins.interfaces.stores import Primary, StoreConfig
 from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
 from controller.services.paths import PathPolicy
@@ -29,6 +31,11 @@ class ServiceDeps:
     motion: DataMotionService
     install: TemplateInstallStrategy
     paths: PathPolicy
+
+    async def store_of(self, session: AsyncSession, volume: Volume) -> Primary[Any]:
+        """The primary storage `volume` lives on, with its settings parsed."""
+        return self.registry.primary(await get_or_404(
+            session, PrimaryStorage, volume.primary_storage_id, "primary storage"))
 
 
 async def check_store_paths(session: AsyncSession, deps: ServiceDeps,

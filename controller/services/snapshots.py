@@ -22,7 +22,6 @@ from controller.db.models import (
     Host,
     Job,
     ObjectState,
-    PrimaryStorage,
     Snapshot,
     Volume,
 )
@@ -58,8 +57,8 @@ class SnapshotService:
     async def take(self, volume_id: str, name: str) -> tuple[Snapshot, Job]:
         async with self._d.db.begin() as session:
             volume = await get_or_404(session, Volume, volume_id, "volume")
-            store = await self._store_of(session, volume)
-            self._backend(store).check_snapshots(store)
+            store = await self._d.store_of(session, volume)
+            self._d.registry.backend_of(store).check_snapshots(store)
             tree = await snapshots_of(session, volume.id)
             depth = len(chain_of(tree, volume.snapshot_id))
             if depth >= MAX_CHAIN_DEPTH:
@@ -86,8 +85,8 @@ class SnapshotService:
         async with ctx.db() as session:
             snapshot, volume, store, host = await self._where(session,
                                                               ctx.job.resource_id or "")
-        taken = await self._backend(store).take_snapshot(ctx, store, volume, snapshot,
-                                                         ctx.params["overlay"], host)
+        taken = await self._d.registry.backend_of(store).take_snapshot(
+            ctx, store, volume, snapshot, ctx.params["overlay"], host)
         result = {"path": taken.path, "snapshot_path": taken.snapshot_path}
         async with ctx.db.begin() as session:
             await transition(session, Snapshot, snapshot.id, ObjectState.CREATING,
@@ -119,8 +118,8 @@ class SnapshotService:
                                    f"{volume.name}", code="snapshot_of_another_volume")
             if snapshot.state != ObjectState.READY:
                 raise Conflict(f"snapshot {snapshot.name} is {snapshot.state}, not ready")
-            store = await self._store_of(session, volume)
-            self._backend(store).check_snapshots(store)
+            store = await self._d.store_of(session, volume)
+            self._d.registry.backend_of(store).check_snapshots(store)
             await self._lock(session, volume)
             job = self._d.jobs.new_job(session, self.run_revert, resource_type="volume",
                                        resource_id=volume.id,
@@ -146,7 +145,7 @@ class SnapshotService:
                     .values(path=created.path, snapshot_id=snapshot.id)
                     .execution_options(synchronize_session=False))
 
-        capacity = await self._backend(store).revert_snapshot(
+        capacity = await self._d.registry.backend_of(store).revert_snapshot(
             ctx, store, volume, snapshot, ctx.params["overlay"], host, switch)
         async with ctx.db.begin() as session:
             reverted = await get_fresh(session, Volume, volume.id, "volume")
@@ -168,8 +167,8 @@ class SnapshotService:
         async with self._d.db.begin() as session:
             snapshot = await get_or_404(session, Snapshot, snapshot_id, "snapshot")
             volume = await get_or_404(session, Volume, snapshot.volume_id, "volume")
-            store = await self._store_of(session, volume)
-            self._backend(store).check_snapshots(store)
+            store = await self._d.store_of(session, volume)
+            self._d.registry.backend_of(store).check_snapshots(store)
             tree = await snapshots_of(session, volume.id)
             unsettled = [s.name for s in tree if s.parent_id == snapshot.id
                          and s.path is not None and s.state != ObjectState.READY]
@@ -201,8 +200,8 @@ class SnapshotService:
             paths = [s.path for s in children if s.path is not None]
             if volume.snapshot_id == snapshot.id and volume.path is not None:
                 paths.append(volume.path)
-            capacity = await self._backend(store).delete_snapshot(ctx, store, snapshot,
-                                                                  paths, host)
+            backend = self._d.registry.backend_of(store)
+            capacity = await backend.delete_snapshot(ctx, store, snapshot, paths, host)
         async with ctx.db.begin() as session:
             await session.execute(
                 update(Snapshot).where(Snapshot.parent_id == snapshot.id)
@@ -248,15 +247,9 @@ class SnapshotService:
         """A job's snapshot, its volume and storage, and the host to work through."""
         snapshot = await get_fresh(session, Snapshot, snapshot_id, "snapshot")
         volume = await get_fresh(session, Volume, snapshot.volume_id, "volume")
-        store = await self._store_of(session, volume)
+        store = await self._d.store_of(session, volume)
         return snapshot, volume, store, await self._d.selector.for_primary(session, store)
 
-    async def _store_of(self, session: AsyncSession, volume: Volume) -> Primary[Any]:
-        return self._d.registry.primary(await get_or_404(
-            session, PrimaryStorage, volume.primary_storage_id, "primary storage"))
-
-    def _backend(self, store: Primary[Any]) -> PrimaryStorageBackend[Any]:
-        return self._d.registry.backend(store.row.type, store.row.hypervisor)
 
 
 def overlay_name(volume: Volume) -> str:

@@ -129,7 +129,7 @@ class VolumeService:
             volume = await get_fresh(session, Volume, volume_id, "volume")
             if volume.state == ObjectState.READY:
                 return {"path": volume.path}
-            store = await self._store_of(session, volume)
+            store = await self._d.store_of(session, volume)
             image = await session.get(Image, volume.image_id) if volume.image_id else None
             if image is not None:
                 cache = await self._d.install.installed(session, image, store)
@@ -139,7 +139,7 @@ class VolumeService:
             cache = cache or await self._d.install.install(ctx, image, store)
             assert cache.path is not None and image.format is not None
             backing = BackingFile(path=cache.path, format=image.format)
-        backend = self._d.registry.backend(store.row.type, store.row.hypervisor)
+        backend = self._d.registry.backend_of(store)
         facts = await backend.create_volume(ctx, store, volume, host, backing)
         result = {"path": facts.path, "virtual_size": facts.virtual_size}
         export = facts.export.model_dump() if facts.export else None
@@ -185,12 +185,12 @@ class VolumeService:
         """Revokes every grant first, so no host keeps a path to a volume being removed."""
         async with ctx.db() as session:
             volume = await get_or_404(session, Volume, ctx.job.resource_id or "", "volume")
-            store = await self._store_of(session, volume)
+            store = await self._d.store_of(session, volume)
             host = await self._d.selector.for_primary(session, store)
             grants = (await session.execute(
                 select(VolumeAccess, Host).join(Host, Host.id == VolumeAccess.host_id)
                 .where(VolumeAccess.volume_id == volume.id))).all()
-        backend = self._d.registry.backend(store.row.type, store.row.hypervisor)
+        backend = self._d.registry.backend_of(store)
         for access, grantee in grants:
             await self._revoke(ctx, store, volume, access, grantee)
         capacity = await backend.delete_volume(ctx, store, volume, host)
@@ -218,7 +218,7 @@ class VolumeService:
         async with self._d.db.begin() as session:
             volume = await get_or_404(session, Volume, volume_id, "volume")
             host = await get_or_404(session, Host, host_id, "host")
-            store = await self._store_of(session, volume)
+            store = await self._d.store_of(session, volume)
             self._driver(store).check_grant(store, host)
             if volume.state != ObjectState.READY:
                 raise Conflict(f"volume {volume.name} is {volume.state}, not ready")
@@ -278,10 +278,6 @@ class VolumeService:
         store, volume, access, host = await self._access(ctx)
         await self._revoke(ctx, store, volume, access, host)
 
-    async def _store_of(self, session: AsyncSession, volume: Volume) -> Primary[Any]:
-        return self._d.registry.primary(await get_or_404(
-            session, PrimaryStorage, volume.primary_storage_id, "primary storage"))
-
     def _driver(self, store: Primary[Any]) -> PrimaryDataStoreDriver[Any]:
         return self._d.registry.primary_provider(store.row.type).driver
 
@@ -290,7 +286,7 @@ class VolumeService:
     ) -> tuple[Primary[Any], Volume, VolumeAccess, Host]:
         async with ctx.db() as session:
             volume = await get_or_404(session, Volume, ctx.job.resource_id or "", "volume")
-            store = await self._store_of(session, volume)
+            store = await self._d.store_of(session, volume)
             host = await get_or_404(session, Host, ctx.params["host_id"], "host")
             access = await session.scalar(select(VolumeAccess).where(
                 VolumeAccess.volume_id == volume.id, VolumeAccess.host_id == host.id))
@@ -352,9 +348,9 @@ class VolumeService:
             return {"size": size, "grown": False}
         async with ctx.db() as session:
             volume = await get_fresh(session, Volume, ctx.job.resource_id or "", "volume")
-            store = await self._store_of(session, volume)
+            store = await self._d.store_of(session, volume)
             host = await self._d.selector.for_primary(session, store)
-        backend = self._d.registry.backend(store.row.type, store.row.hypervisor)
+        backend = self._d.registry.backend_of(store)
         grown = await backend.resize_volume(ctx, store, volume, host, size)
         result = {"size": size, "grown": True, "virtual_size": grown.virtual_size}
         async with ctx.db.begin() as session:
