@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from agent import fsops, views
+from agent.clones import OverlayTemplates
 from agent.config import AgentConfig
 from agent.enrolment import AgentTls, is_controller
 from agent.executor import Executor
@@ -95,7 +96,7 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
                 http=http, url_policy=policy,
                 inspector=Inspector(qemu_img, files, config.max_virtual_size,
                                     config.max_image_size),
-                files=files, mounts=mounts,
+                files=files, mounts=mounts, clones=OverlayTemplates(qemu_img),
                 running_tasks=lambda: {task.task_id for task in tasks.running()},
                 target_driver=target_driver,
                 initiator=build_initiator(config, executor, qemu_img),

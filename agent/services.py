@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from agent.clones import OverlayTemplates
 from agent.config import AgentConfig
 from agent.executor import Executor
 from agent.files import FileStores
@@ -30,6 +31,7 @@ class AgentServices:
     inspector: Inspector
     files: FileStores
     mounts: MountTable
+    clones: OverlayTemplates
     # The ids of the tasks running now: their temporary files are not leftovers.
     running_tasks: Callable[[], Collection[str]]
     target_driver: TargetDriver | None = None

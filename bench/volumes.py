@@ -53,7 +53,7 @@ def wait_seeded(api: Client, timeout: float = 60) -> tuple[str, str]:
     raise RuntimeError("the embedded controller was not seeded in time")
 
 
-async def api_rate(base_url: str, primary: str, image: str, count: int,
+async def api_rate(base_url: str, token: str, primary: str, image: str, count: int,
                    concurrency: int) -> float:
     """`concurrency` clients on keep-alive connections, each creating volumes one after
     another: POST /v1/volumes, then long-poll its job to the end."""
@@ -74,7 +74,8 @@ async def api_rate(base_url: str, primary: str, image: str, count: int,
                 raise RuntimeError(f"volume {i} failed: {job['error']}")
 
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    async with aiohttp.ClientSession(connector=connector,
+                                     headers={"Authorization": f"Bearer {token}"}) as http:
         start = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
         return count / (time.perf_counter() - start)
@@ -133,8 +134,8 @@ def main() -> None:
             ["pgrep", "-P", str(controller.popen.pid), "-f", "agent"]).split()[0])
         before = cpu_seconds(controller.popen.pid), cpu_seconds(agent_pid)
         client_before = resource.getrusage(resource.RUSAGE_SELF)
-        api_per_s = asyncio.run(api_rate(controller.url, primary, image, args.count,
-                                         args.concurrency))
+        api_per_s = asyncio.run(api_rate(controller.url, controller.token, primary, image,
+                                         args.count, args.concurrency))
         client_after = resource.getrusage(resource.RUSAGE_SELF)
         after = cpu_seconds(controller.popen.pid), cpu_seconds(agent_pid)
         raw_before = children_cpu()

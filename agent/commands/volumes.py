@@ -7,7 +7,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 
-from agent import fsops
+from agent.clones import CloneKey
 from agent.commands.registry import handles
 from agent.services import AgentServices
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -36,17 +36,9 @@ async def create_volume(
     if backing is not None and not await svc.files.for_path(backing.path).is_file(backing.path):
         raise NotFound(f"backing file {backing.path} does not exist")
     await files.makedirs(payload.dest_dir)
-    tmp = fsops.temp_path(payload.dest_dir, payload.file_name)
-    try:
-        await svc.qemu_img.create(
-            tmp, fmt="qcow2", size=payload.size,
-            backing=backing.path if backing else None,
-            backing_fmt=backing.format if backing else None,
-        )
-        await files.publish(tmp, final)
-    finally:
-        await files.remove(tmp)
-    virtual_size = payload.size
+    virtual_size = await svc.clones.create(files, final, CloneKey(
+        backing=backing.path if backing else None,
+        backing_fmt=backing.format if backing else None, size=payload.size))
     if virtual_size is None:
         virtual_size = (await svc.qemu_img.info(final, fmt="qcow2")).virtual_size
     return VolumeFacts(path=final, virtual_size=virtual_size,

@@ -142,6 +142,44 @@ class FileStore(abc.ABC):
             raise Conflict(f"{final} already exists; a ready object is never "
                            "overwritten") from None
 
+    async def publish_bytes(self, tmp: str, final: str, data: bytes) -> None:
+        """Writes a small file whole at `tmp` and publishes it as `final` (durably, never
+        overwriting), in one trip to the storage's lane; `tmp` is gone either way."""
+
+        def write_and_publish() -> None:
+            writer = self._create(tmp)
+            try:
+                writer.write(data)
+            finally:
+                writer.close()
+            try:
+                self._publish(tmp, final)
+            finally:
+                self._remove(tmp)
+
+        try:
+            await self._run(f"cannot publish {final}", write_and_publish)
+        except Conflict:
+            raise Conflict(f"{final} already exists; a ready object is never "
+                           "overwritten") from None
+
+    async def read_small(self, path: str, limit: int) -> bytes | None:
+        """A whole file of at most `limit` bytes, or None when it is larger."""
+
+        def read() -> bytes | None:
+            reader = self._open_read(path)
+            try:
+                if reader.size > limit:
+                    return None
+                data = bytearray()
+                while len(data) <= limit and (chunk := reader.read(limit + 1 - len(data))):
+                    data += chunk
+                return bytes(data) if len(data) <= limit else None
+            finally:
+                reader.close()
+
+        return await self._run(f"cannot read {path}", read)
+
     async def remove(self, path: str) -> bool:
         """True when the file existed; a missing file is not an error."""
         return await self._run(f"cannot remove {path}", self._remove, path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.clones import OverlayTemplates
 from agent.commands.iscsi import export_lun, unexport_lun
 from agent.config import AgentConfig
 from agent.executor import Result
@@ -86,6 +87,7 @@ def services(tmp_path: Path, tools: LvmTools, target: TargetDriver) -> AgentServ
     qemu_img = QemuImg(tools.exec)
     return AgentServices(config=config, agent_id="agent-1", executor=tools.exec,
                          qemu_img=qemu_img, files=files, mounts=mounts,
+                         clones=OverlayTemplates(qemu_img),
                          running_tasks=set, target_driver=target,
                          url_policy=UrlPolicy(),
                          inspector=Inspector(qemu_img, files, config.max_virtual_size,

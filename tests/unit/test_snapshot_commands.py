@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.clones import OverlayTemplates
 from agent.commands.snapshots import delete_snapshot, revert_snapshot, take_snapshot
 from agent.config import AgentConfig
 from agent.executor import Executor
@@ -33,7 +34,7 @@ def services(tmp_path: Path) -> AgentServices:
     executor = Executor()
     qemu_img = QemuImg(executor)
     return AgentServices(config=config, agent_id="agent-1", executor=executor,
-                         qemu_img=qemu_img, files=files,
+                         qemu_img=qemu_img, files=files, clones=OverlayTemplates(qemu_img),
                          mounts=MountTable(executor, files, str(tmp_path / "mounts.json")),
                          running_tasks=set, url_policy=UrlPolicy(),
                          inspector=Inspector(qemu_img, files, config.max_virtual_size,
