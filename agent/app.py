@@ -133,4 +133,5 @@ def create_debug_app(main: web.Application) -> web.Application:
     app[MAIN] = main
     app.router.add_get("/debug/tasks", views.debug_tasks)
     app.router.add_get("/debug/config", views.debug_config)
+    app.router.add_get("/metrics", views.metrics)
     return app

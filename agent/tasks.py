@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.metrics import TaskMetrics
 from shared.errors import Cancelled, Conflict, NotFound, StrataError, Timeout
 from shared.protocol.envelope import ErrorBody, TaskInfo, TaskState
 
@@ -138,6 +139,7 @@ class TaskManager:
         self._store = store
         self._public_message = public_message
         self._running: dict[str, _Running] = {}
+        self.metrics = TaskMetrics()
         interrupted = store.fail_interrupted()
         if interrupted:
             log.warning("marked %d interrupted task(s) as failed", interrupted)
@@ -217,6 +219,7 @@ class TaskManager:
                                    message=self._public_message(err.message))
 
         current_task_id.set(info.task_id)
+        self.metrics.started(info.command)
         try:
             budget = None if deadline is None else max(0.0, deadline - time.time())
             async with asyncio.timeout(budget):
@@ -233,6 +236,7 @@ class TaskManager:
             fail(TaskState.FAILED, StrataError(f"{type(exc).__name__}: {exc}"))
         finally:
             info.updated_at = time.time()
+            self.metrics.finished(info.command, info.state, info.updated_at - info.created_at)
             self._store.finish(info)
             running.done.set()
             self._running.pop(info.task_id, None)

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.commands import HANDLERS
 from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TLS
@@ -78,6 +79,12 @@ async def debug_tasks(request: web.Request) -> web.Response:
         "recent": [t.model_dump(mode="json") for t in tasks.recent()],
         "now": time.time(),
     })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[MAIN][TASKS].metrics.registry
+    return web.Response(body=generate_latest(registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def debug_config(request: web.Request) -> web.Response:

@@ -45,6 +45,10 @@ def document() -> dict[str, Any]:
                 "description": "OK",
                 "content": {"application/json": {"schema": ref[route.response]}},
             }
+        elif route.text:
+            op["responses"][str(route.status)] = {
+                "description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",

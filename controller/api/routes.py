@@ -40,12 +40,17 @@ class Route:
     status: int = 200
     query: tuple[str, ...] = ()
     role: Role = Role.READER
+    # Answers text (the Prometheus exposition format), not a JSON model.
+    text: bool = False
 
 
 LIST_QUERY = ("limit", "offset")
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/capabilities", meta.capabilities, "Storage types and the matrix",
           response=s.Capabilities),
+    Route("GET", "/metrics", meta.metrics,
+          "Prometheus metrics: jobs, image cache lookups, capacity, storage and host state",
+          text=True),
     Route("GET", "/v1/hosts", hosts.list_hosts, "List hosts", response=s.Page[s.HostOut],
           query=(*LIST_QUERY, "name", "state", "hypervisor")),
     Route("POST", "/v1/hosts", hosts.create_host,

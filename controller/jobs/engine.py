@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from controller.agentchannel import AgentTarget
 from controller.agentclient import AgentClient
 from controller.db.models import Host, Job, JobState
+from controller.metrics import Metrics
 from controller.secrets import SecretBox
 from shared.errors import NotFound, StrataError
 from shared.protocol.command import Command
@@ -126,6 +127,7 @@ class JobEngine:
         self._done: dict[str, asyncio.Event] = {}
         self._finished: OrderedDict[str, Job] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
+        self.metrics = Metrics()
 
     def register(self, kind: str, handler: JobHandler,
                  on_failure: FailureHandler | None = None) -> None:
@@ -226,6 +228,7 @@ class JobEngine:
     def _finished_in_memory(self, job: Job, values: dict[str, Any]) -> None:
         for key, value in values.items():
             setattr(job, key, value)
+        self.metrics.job_finished(job.kind, job.state, job.updated_at - job.created_at)
         self._live.pop(job.id, None)
         self._finished[job.id] = job
         while len(self._finished) > FINISHED_KEPT:

@@ -136,6 +136,7 @@ class VolumeService:
             host = await self._d.selector.for_primary(session, store)
         backing = None
         if image is not None:
+            ctx.engine.metrics.cache_lookup(hit=cache is not None)
             cache = cache or await self._d.install.install(ctx, image, store)
             assert cache.path is not None and image.format is not None
             backing = BackingFile(path=cache.path, format=image.format)

@@ -1,8 +1,9 @@
-"""/healthz, /v1/capabilities, /v1/openapi.json"""
+"""/healthz, /v1/capabilities, /v1/openapi.json, /metrics"""
 
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from controller.api.keys import OPENAPI, SERVICES
 from controller.api.schemas import Capabilities
@@ -19,3 +20,10 @@ async def capabilities(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    async with services.db() as session:
+        body = await services.jobs.metrics.render(session)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

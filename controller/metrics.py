@@ -1,0 +1,66 @@
+"""Prometheus metrics of the controller: jobs by kind and outcome, image cache hits and
+misses, and, read from the rows at each scrape, capacity and the state of every storage
+and host. Each controller app has a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.models import BackupStorage, Host, PrimaryStorage
+
+# Job durations run from milliseconds (a linked clone) to hours (a large copy).
+JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._jobs = Counter("strata_jobs", "Jobs finished", ["kind", "outcome"],
+                             registry=self.registry)
+        self._job_seconds = Histogram(
+            "strata_job_duration_seconds", "Time from a job's creation to its end",
+            ["kind", "outcome"], buckets=JOB_BUCKETS, registry=self.registry)
+        self._cache = Counter(
+            "strata_image_cache_lookups",
+            "Image caches asked for by new volumes: found ready (hit) or to be filled (miss)",
+            ["outcome"], registry=self.registry)
+        self._capacity = Gauge(
+            "strata_storage_capacity_bytes",
+            "Storage capacity: total and available as measured, allocated as promised",
+            ["storage_kind", "id", "name", "measure"], registry=self.registry)
+        self._storage_state = Gauge(
+            "strata_storage_state", "1 for the state each storage is in",
+            ["storage_kind", "id", "name", "state"], registry=self.registry)
+        self._host_state = Gauge("strata_host_state", "1 for the state each host is in",
+                                 ["id", "name", "state"], registry=self.registry)
+
+    def job_finished(self, kind: str, outcome: str, seconds: float) -> None:
+        self._jobs.labels(kind, outcome).inc()
+        self._job_seconds.labels(kind, outcome).observe(max(seconds, 0.0))
+
+    def cache_lookup(self, hit: bool) -> None:
+        self._cache.labels("hit" if hit else "miss").inc()
+
+    async def render(self, session: AsyncSession) -> bytes:
+        """The exposition text, with the gauges read from the rows now: a storage or host
+        that was deleted leaves no stale series behind."""
+        for gauge in (self._capacity, self._storage_state, self._host_state):
+            gauge.clear()
+        for ps in (await session.scalars(select(PrimaryStorage))).all():
+            labels = ("primary", ps.id, ps.name)
+            self._storage_state.labels(*labels, ps.state).set(1)
+            for measure, value in (("total", ps.capacity_total),
+                                   ("available", ps.capacity_available),
+                                   ("allocated", ps.capacity_allocated)):
+                self._capacity.labels(*labels, measure).set(value)
+        for bs in (await session.scalars(select(BackupStorage))).all():
+            labels = ("backup", bs.id, bs.name)
+            self._storage_state.labels(*labels, bs.state).set(1)
+            for measure, value in (("total", bs.capacity_total),
+                                   ("available", bs.capacity_available)):
+                self._capacity.labels(*labels, measure).set(value)
+        for host in (await session.scalars(select(Host))).all():
+            self._host_state.labels(host.id, host.name, host.state).set(1)
+        return generate_latest(self.registry)
