@@ -28,6 +28,7 @@ from agent.tasks import TaskManager, TaskStore
 from agent.tools.qemuimg import QemuImg
 from shared.config import parse_listen, secret_file
 from shared.http import Handler, error_middleware, error_response
+from shared.logs import request_id_middleware
 
 PUBLIC_PATHS = frozenset({"/healthz"})
 ENROL_PATHS = frozenset({"/v1/enrol/csr", "/v1/enrol/cert"})
@@ -67,8 +68,8 @@ async def enrol_close_middleware(request: web.Request,
 
 def create_app(config: AgentConfig, executor: Executor | None = None) -> web.Application:
     os.makedirs(config.state_dir, exist_ok=True)
-    app = web.Application(middlewares=[enrol_close_middleware, error_middleware,
-                                       auth_middleware],
+    app = web.Application(middlewares=[request_id_middleware, enrol_close_middleware,
+                                       error_middleware, auth_middleware],
                           client_max_size=1 << 20)
     app[CONFIG] = config
     # Who this agent is, whatever address it answers at: made on first start, then kept.

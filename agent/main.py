@@ -15,6 +15,7 @@ from agent.keys import TLS
 from shared.config import load_config, parse_listen
 from shared.errors import StrataError
 from shared.http import JsonErrorRunner
+from shared.logs import FORMATS, setup_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="a network images may be downloaded from (repeatable); if given, "
                         "the only ones")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=FORMATS, default="json",
+                   help="json (one object per line, with request ids) or text")
     return p.parse_args(argv)
 
 
@@ -57,8 +60,7 @@ async def serve(config: AgentConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level, args.log_format)
     try:
         config = load_config(AgentConfig, args.config, {
             "listen": args.listen, "debug_listen": args.debug_listen,

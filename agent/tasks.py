@@ -236,7 +236,10 @@ class TaskManager:
             fail(TaskState.FAILED, StrataError(f"{type(exc).__name__}: {exc}"))
         finally:
             info.updated_at = time.time()
-            self.metrics.finished(info.command, info.state, info.updated_at - info.created_at)
+            seconds = info.updated_at - info.created_at
+            self.metrics.finished(info.command, info.state, seconds)
+            log.info("task %s (%s) %s after %.3f s", info.task_id, info.command, info.state,
+                     seconds)
             self._store.finish(info)
             running.done.set()
             self._running.pop(info.task_id, None)

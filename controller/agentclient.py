@@ -25,6 +25,7 @@ from shared.errors import (
     Unauthorized,
     from_body,
 )
+from shared.logs import HEADER, REQUEST_ID
 from shared.protocol.command import Command
 from shared.protocol.enrol import CertRequest, CertResponse, CsrRequest, CsrResponse
 from shared.protocol.envelope import CommandEnvelope, TaskInfo, TaskState
@@ -125,9 +126,11 @@ class AgentClient:
         url = f"{target.address}{path}"
         context = self._channel.enrolment if enrolment else self._channel.verified
         server_name = None if enrolment else target.server_name
+        rid = REQUEST_ID.get()
         try:
             async with self._http.request(
                 method, url, json=body, ssl=context, server_hostname=server_name,
+                headers={HEADER: rid} if rid else None,
                 timeout=aiohttp.ClientTimeout(total=timeout, connect=min(10, timeout)),
             ) as resp:
                 try:

@@ -42,6 +42,7 @@ from controller.services.snapshots import SnapshotService
 from controller.services.tokens import TokenService
 from controller.services.volumes import VolumeService
 from shared.http import error_middleware
+from shared.logs import request_id_middleware
 
 CONFIG = web.AppKey("config", ControllerConfig)
 REGISTRY = web.AppKey("registry", PluginRegistry)
@@ -51,7 +52,8 @@ def create_app(config: ControllerConfig,
                registry: PluginRegistry | None = None) -> web.Application:
     """`registry`: the plugins to run with; the ones Strata ships by default."""
     os.makedirs(config.state_dir, exist_ok=True)
-    app = web.Application(middlewares=[error_middleware, auth_middleware],
+    app = web.Application(middlewares=[request_id_middleware, error_middleware,
+                                       auth_middleware],
                           client_max_size=1 << 20)
     app[CONFIG] = config
     app[REGISTRY] = registry or default_registry()

@@ -21,6 +21,7 @@ from controller.services.tokens import TokenService
 from shared.config import load_config, parse_listen
 from shared.errors import StrataError
 from shared.http import JsonErrorRunner
+from shared.logs import FORMATS, setup_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--local-agent-download-allow", action="append", metavar="CIDR",
                    help="a network the local agent may download images from (repeatable)")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=FORMATS, default="json",
+                   help="json (one object per line, with request ids) or text")
     sub = p.add_subparsers(dest="command")
     tokens = sub.add_parser("tokens", help="manage API tokens").add_subparsers(
         dest="action", required=True)
@@ -87,8 +90,7 @@ async def serve(config: ControllerConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level, args.log_format)
     try:
         config = load_config(ControllerConfig, args.config, {
             "listen": args.listen, "state_dir": args.state_dir,

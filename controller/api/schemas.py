@@ -291,6 +291,8 @@ class JobOut(Out):
     resource_id: str | None
     result: dict[str, Any] | None
     error: Error | None
+    request_id: str | None = Field(description="The X-Request-Id of the API call that "
+                                   "made it, in its log lines and its agent tasks' too.")
     created_at: float
     updated_at: float
 

@@ -285,6 +285,8 @@ class Job(Timestamps, Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     resource_type: Mapped[str | None] = mapped_column(String(32))
     resource_id: Mapped[str | None] = mapped_column(String(36))
+    # The API request that made it: its logs, and its agent tasks', carry the same id.
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class ApiToken(Timestamps, Base):

@@ -24,6 +24,7 @@ from controller.db.models import Host, Job, JobState
 from controller.metrics import Metrics
 from controller.secrets import SecretBox
 from shared.errors import NotFound, StrataError
+from shared.logs import REQUEST_ID
 from shared.protocol.command import Command
 from shared.protocol.types import Model
 
@@ -154,7 +155,7 @@ class JobEngine:
         resumes it."""
         job = Job(kind=self.kind_of(handler), params=params or {}, resource_type=resource_type,
                   resource_id=resource_id, state=JobState.RUNNING, progress=0.0,
-                  created_at=time.time(), updated_at=time.time())
+                  request_id=REQUEST_ID.get(), created_at=time.time(), updated_at=time.time())
         session.add(job)
         return job
 
@@ -228,7 +229,9 @@ class JobEngine:
     def _finished_in_memory(self, job: Job, values: dict[str, Any]) -> None:
         for key, value in values.items():
             setattr(job, key, value)
-        self.metrics.job_finished(job.kind, job.state, job.updated_at - job.created_at)
+        seconds = job.updated_at - job.created_at
+        self.metrics.job_finished(job.kind, job.state, seconds)
+        log.info("job %s (%s) %s after %.3f s", job.id, job.kind, job.state, seconds)
         self._live.pop(job.id, None)
         self._finished[job.id] = job
         while len(self._finished) > FINISHED_KEPT:
@@ -252,6 +255,8 @@ class JobEngine:
             await self._finish(job, JobState.FAILED, error_code="unknown_job_kind",
                                error_message=f"no handler for job kind {job.kind!r}")
             return
+        # A resumed job runs outside any request: its id comes from the row.
+        REQUEST_ID.set(job.request_id)
         ctx = JobContext(job=job, engine=self, db=self._db, agents=self._agents,
                          secrets=self._secrets)
         try:

@@ -22,7 +22,7 @@ def job_out(job: Job) -> JobOut:
         id=job.id, kind=job.kind, state=job.state, progress=job.progress, message=job.message,
         resource_type=job.resource_type, resource_id=job.resource_id, result=job.result,
         error=Error(code=job.error_code, message=job.error_message or "")
-        if job.error_code else None,
+        if job.error_code else None, request_id=job.request_id,
         created_at=job.created_at, updated_at=job.updated_at,
     )
 
