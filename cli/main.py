@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 from typing import Any
 
 from cli.client import ApiError, Client, read_token
@@ -23,22 +24,76 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "tokens": ("id", "name", "role", "revoked_at"),
     "audit": ("at", "token_name", "method", "route", "resource_id", "status", "code"),
 }
+# Byte counts shown for people in tables; --json keeps the bytes.
+SIZE_COLUMNS = {"size", "virtual_size", "actual_size", "capacity_available"}
+# The collections whose objects have names: wherever the CLI takes one of their ids, it
+# takes a name too.
+NAMED = {"hosts", "primary-storages", "backup-storages", "images", "volumes", "snapshots",
+         "tokens"}
+# Arguments that refer to an object of another collection.
+REFERENCES: dict[str, str] = {
+    "primary_storage": "primary-storages", "backup_storage": "backup-storages",
+    "image": "images", "from_volume": "volumes", "volume_id": "volumes",
+    "snapshot_id": "snapshots", "host_id": "hosts", "server_host": "hosts", "host": "hosts",
+}
 
 
-def _cell(value: Any) -> str:
+def human_size(n: int) -> str:
+    """Binary units, one decimal where it matters: 33554432 -> 32M."""
+    value = float(n)
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(value) < 1024 or unit == "T":
+            break
+        value /= 1024
+    return f"{value:.1f}".removesuffix(".0") + unit
+
+CAPABILITY_TABLES: dict[str, tuple[str, ...]] = {
+    "primary_storage_types": ("type", "description"),
+    "backup_storage_types": ("type", "description"),
+    "matrix": ("primary", "backup", "hypervisor", "directions"),
+}
+
+
+def _cell(column: str, value: Any) -> str:
     if isinstance(value, dict) and {"code", "message"} <= value.keys():
         return f"{value['code']}: {value['message']}"
     if isinstance(value, dict) and "allocated" in value:
-        gib = 1 << 30
-        return (f"{value['allocated'] / gib:.1f}/{value['total'] / gib:.1f}G "
+        return (f"{human_size(value['allocated'])}/{human_size(value['total'])} "
                 f"x{value['overprovision_factor']:g}")
     if isinstance(value, list):
         return ",".join(v.get("state", "?") if isinstance(v, dict) else str(v) for v in value)
+    if column in SIZE_COLUMNS and isinstance(value, int):
+        return human_size(value)
     return "" if value is None else str(value)
 
 
+def resolve(client: Client, collection: str, value: str) -> str:
+    """The id of the object named `value`, or `value` itself when no object has that name
+    (then it is an id, and the API says if there is no such object). A name several
+    objects share is an error that lists them."""
+    query = urllib.parse.urlencode({"name": value, "limit": 50})
+    found = client.get(f"/v1/{collection}?{query}")["items"]
+    if len(found) > 1:
+        ids = ", ".join(str(item["id"]) for item in found)
+        raise ApiError(0, "ambiguous_name",
+                       f"{len(found)} {collection} are named {value!r} ({ids}); give an id")
+    return str(found[0]["id"]) if found else value
+
+
+def resolve_names(client: Client, collection: str, args: argparse.Namespace) -> None:
+    """Replaces the names among the arguments with ids."""
+    if collection in NAMED and isinstance(getattr(args, "id", None), str):
+        args.id = resolve(client, collection, args.id)
+    for attr, referenced in REFERENCES.items():
+        value = getattr(args, attr, None)
+        if isinstance(value, str):
+            setattr(args, attr, resolve(client, referenced, value))
+        elif isinstance(value, list):
+            setattr(args, attr, [resolve(client, referenced, v) for v in value])
+
+
 def print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    cells = [[_cell(c, r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in cells:
@@ -85,8 +140,22 @@ class Cli:
         elif job["state"] == "failed":
             print(f"failed: {job['error']['code']}: {job['error']['message']}", file=sys.stderr)
         else:
-            print(f"{accepted['resource_type']} {accepted['resource_id']} done")
+            self.show_done(accepted)
         return 0 if job["state"] == "succeeded" else 1
+
+    def show_done(self, accepted: dict[str, Any]) -> None:
+        """The object a finished job made or changed, as `show` prints it; a line when it
+        is gone (deleted)."""
+        collection = f"{str(accepted['resource_type']).replace('_', '-')}s"
+        if collection in COLUMNS:
+            try:
+                self.out(self.client.get(f"/v1/{collection}/{accepted['resource_id']}"),
+                         collection)
+                return
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+        print(f"{accepted['resource_type']} {accepted['resource_id']} done")
 
     def listing(self, resource: str, filters: list[str]) -> int:
         query = [f"limit={self.args.limit}", f"offset={self.args.offset}"]
@@ -115,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         ls.add_argument("filters", nargs="*", help="KEY=VALUE filters, e.g. state=ready")
         ls.add_argument("--limit", type=int, default=50)
         ls.add_argument("--offset", type=int, default=0)
-        actions.add_parser("show").add_argument("id")
+        show = actions.add_parser("show")
+        show.add_argument("id", help="id (or name)")
+        show.add_argument("--field", help="print only this field's value, e.g. path")
         return actions
 
     def waitable(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -166,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("name")
     r.add_argument("source_url", metavar="URL", nargs="?", help="http(s) URL of the image")
     r.add_argument("--from-volume", help="make the image of this volume instead")
-    r.add_argument("--backup-storage", required=True, help="backup storage id")
+    r.add_argument("--backup-storage", required=True, help="backup storage (name or id)")
     r.add_argument("--format", choices=["qcow2", "raw"])
     r.add_argument("--sha256")
     waitable(images.add_parser("delete")).add_argument("id")
@@ -174,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     volumes = resource("volumes", ["volume"])
     c = waitable(volumes.add_parser("create"))
     c.add_argument("name")
-    c.add_argument("--primary-storage", required=True, help="primary storage id")
-    c.add_argument("--image", help="image id: make a linked-clone root volume")
+    c.add_argument("--primary-storage", required=True, help="primary storage (name or id)")
+    c.add_argument("--image", help="image (name or id): make a linked-clone root volume")
     c.add_argument("--size", help="bytes, or with a K/M/G/T suffix")
     d = waitable(volumes.add_parser("delete"))
     d.add_argument("id")
@@ -261,12 +332,28 @@ def run(args: argparse.Namespace) -> int:
                                                                         args.resource)
     action = {"ls": "list"}.get(getattr(args, "action", ""), getattr(args, "action", ""))
     if res == "capabilities":
-        cli.out(c.get("/v1/capabilities"))
+        capabilities = c.get("/v1/capabilities")
+        if args.json:
+            cli.out(capabilities)
+            return 0
+        for key, columns in CAPABILITY_TABLES.items():
+            print(key.replace("_", " ").upper())
+            print_table(capabilities[key], columns)
+            print()
         return 0
+    resolve_names(c, res, args)
     if action == "list":
         return cli.listing(res, args.filters)
     if action == "show":
-        cli.out(c.get(f"/v1/{res}/{args.id}"), res)
+        shown = c.get(f"/v1/{res}/{args.id}")
+        if args.field is None:
+            cli.out(shown, res)
+        elif args.field not in shown:
+            raise ApiError(0, "invalid_input", f"{res} have no field {args.field!r}; they "
+                                               f"have {', '.join(sorted(shown))}")
+        else:
+            print(shown[args.field] if isinstance(shown[args.field], str)
+                  else json.dumps(shown[args.field]))
         return 0
     if res == "tokens":
         if action == "create":

@@ -28,28 +28,64 @@ def strata(stack: Stack, *args: str, ok: bool = True) -> subprocess.CompletedPro
 
 
 def test_tour(stack: Stack, file_server: FileServer, image_dir: Path) -> None:
+    """The README's tour: names, not ids, and no JSON to pick apart."""
     path, sha = make_image(image_dir, "base.qcow2")
     out = strata(stack, "images", "register", "base", file_server.url(path.name),
-                 "--backup-storage", stack.backup_id, "--sha256", sha, "--wait")
-    assert "done" in out.stdout and "100.0%" in out.stderr
-    images = json.loads(strata(stack, "--json", "images", "list", "state=ready").stdout)
-    assert [i["name"] for i in images["items"]] == ["base"]
-    image_id = images["items"][0]["id"]
+                 "--backup-storage", "store", "--sha256", sha, "--wait")
+    assert "100.0%" in out.stderr
+    shown = out.stdout.splitlines()
+    assert shown[0].split()[:3] == ["ID", "NAME", "STATE"]
+    assert shown[1].split()[1:3] == ["base", "ready"]
 
-    strata(stack, "volumes", "create", "vm1-root", "--primary-storage", stack.primary_id,
-           "--image", image_id, "--wait")
-    strata(stack, "volumes", "create", "vm1-data", "--primary-storage", stack.primary_id,
+    made = strata(stack, "volumes", "create", "vm1-root", "--primary-storage", "local-a",
+                  "--image", "base", "--wait").stdout.splitlines()
+    assert made[1].split()[1:3] == ["vm1-root", "ready"]
+    strata(stack, "volumes", "create", "vm1-data", "--primary-storage", "local-a",
            "--size", "32M", "--wait")
     table = strata(stack, "volumes", "list").stdout.splitlines()
     assert table[0].split()[:3] == ["ID", "NAME", "STATE"]
     rows = {line.split()[1]: line.split() for line in table[1:]}
-    assert rows["vm1-root"][2] == "ready" and rows["vm1-data"][3] == str(32 << 20)
+    assert rows["vm1-root"][2] == "ready" and rows["vm1-data"][3] == "32M"
+    as_json = json.loads(strata(stack, "--json", "volumes", "list", "name=vm1-data").stdout)
+    assert as_json["items"][0]["size"] == 32 << 20
+
+    volume_path = strata(stack, "volumes", "show", "vm1-root", "--field", "path").stdout
+    assert Path(volume_path.strip()).is_file()
+    strata(stack, "volumes", "resize", "vm1-data", "64M", "--wait")
+    assert strata(stack, "volumes", "show", "vm1-data", "--field", "size").stdout == \
+        f"{64 << 20}\n"
+    gone = strata(stack, "volumes", "delete", "vm1-data", "--wait").stdout
+    assert "done" in gone or "destroyed" in gone
 
     job = json.loads(strata(stack, "--json", "volumes", "create", "x", "--primary-storage",
                             stack.primary_id, "--size", "1M").stdout)
     assert set(job) == {"job_id", "resource_type", "resource_id"}
     waited = json.loads(strata(stack, "--json", "jobs", "wait", job["job_id"]).stdout)
     assert waited["state"] == "succeeded"
+
+
+def test_names_capabilities_and_fields(stack: Stack) -> None:
+    for _ in range(2):
+        strata(stack, "volumes", "create", "twin", "--primary-storage", "local-a",
+               "--size", "1M", "--wait")
+    ambiguous = strata(stack, "volumes", "show", "twin", ok=False)
+    assert ambiguous.returncode == 2
+    assert ambiguous.stderr.startswith("strata: ambiguous_name: 2 volumes are named 'twin'")
+    ids = json.loads(strata(stack, "--json", "volumes", "list", "name=twin").stdout)["items"]
+    assert all(i["id"] in ambiguous.stderr for i in ids)
+    by_id = strata(stack, "volumes", "show", ids[0]["id"]).stdout
+    assert ids[0]["id"] in by_id
+
+    missing = strata(stack, "--json", "volumes", "show", "no-such-volume", ok=False)
+    assert json.loads(missing.stdout)["code"] == "not_found"
+    bad_field = strata(stack, "volumes", "show", ids[0]["id"], "--field", "nope", ok=False)
+    assert "no field 'nope'" in bad_field.stderr
+
+    tables = strata(stack, "capabilities").stdout
+    assert "PRIMARY STORAGE TYPES" in tables and "MATRIX" in tables
+    matrix = tables.split("MATRIX", 1)[1].splitlines()
+    assert matrix[1].split() == ["PRIMARY", "BACKUP", "HYPERVISOR", "DIRECTIONS"]
+    assert any(line.split()[:2] == ["local", "dir"] for line in matrix[2:])
 
 
 def test_errors_are_one_line_and_exit_non_zero(stack: Stack) -> None:
