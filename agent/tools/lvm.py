@@ -135,4 +135,5 @@ class Lvm:
     async def merge(self, vg: str, snapshot: str) -> None:
         """Rolls the origin back to `snapshot`, which the merge consumes. With the origin
         closed the merge runs now, and lvconvert waits for it."""
-        await self._run("lvconvert", "--yes", "--merge", f"{vg}/{snapshot}", timeout=3600)
+        await self._run("lvconvert", "--yes", "--interval", "1", "--merge", f"{vg}/{snapshot}",
+                        timeout=3600)

@@ -1,7 +1,7 @@
 """iSCSI primary storage through the API: a controller, a storage-server agent with the
 `tgt` driver (tgtd from the OS packages) and two hypervisor agents in `qemu` access mode
-(QEMU's libiscsi). The `lio` driver and `kernel` mode are unit-tested
-(tests/unit/test_iscsi.py) until the real-kernel tier runs them."""
+(QEMU's libiscsi). The `lio` driver and `kernel` mode run in the real-kernel tier
+(tests/kernel/guest_*.py)."""
 
 from __future__ import annotations
 

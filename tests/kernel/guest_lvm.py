@@ -17,6 +17,7 @@ from agent.iscsi.backing import LvBacking, backing_for
 from agent.iscsi.lio import LioDriver
 from agent.tools.lvm import Lvm
 from agent.tools.qemuimg import QemuImg
+from shared.errors import Conflict
 from shared.protocol.files import BackingFile
 from shared.protocol.iscsi import ExportLunPayload
 from tests.kernel.guest_lio import PORTAL, tpg_dir
@@ -88,6 +89,22 @@ async def test_sizes_that_are_not_whole_sectors(volume_group: str, tmp_path: Pat
     assert await lvs.remove("vol-odd.raw")
 
 
+async def test_a_thick_volume_with_snapshots_is_not_grown(volume_group: str,
+                                                          tmp_path: Path) -> None:
+    """LVM grows a thick origin only while it is inactive, never while its LUN is
+    served: refused up front with the reason, and grown once the snapshot is gone."""
+    lvs = backing(tmp_path, volume_group)
+    snapshots = str(tmp_path / "snapshots")
+    path = await lvs.create("vol-grown.raw", 8 * MIB, None, lambda _: None)
+    await lvs.snapshot("vol-grown.raw", snapshots, "vol-grown.s1.raw")
+    with pytest.raises(Conflict) as refused:
+        await lvs.resize("vol-grown.raw", 12 * MIB)
+    assert refused.value.code == "origin_has_snapshots"
+    assert "strata-vol-grown.s1" in refused.value.message and lv_size(path) == 8 * MIB
+    assert await lvs.delete_snapshot(snapshots, "vol-grown.s1.raw")
+    assert await lvs.resize("vol-grown.raw", 12 * MIB) == 12 * MIB == lv_size(path)
+
+
 async def test_lvm_lun_life(volume_group: str, tmp_path: Path) -> None:
     """Export, grow, snapshot twice, revert to each, delete the snapshots, unexport: the
     LIO block backstore serves the logical volume throughout."""
@@ -148,11 +165,13 @@ async def test_thin_lvm_snapshots(volume_group: str, tmp_path: Path) -> None:
     snap = await lvs.snapshot("vol-thin.raw", snapshots, "vol-thin.s1.raw")
     assert snap.method == "lvm-thin"
     write(path, b"U")
-    await luns.revert(lio, lvs, TARGET, "vol-thin.raw", snapshots, "vol-thin.s1.raw")
-    assert read(path) == b"T" * 4096
+    assert await lvs.resize("vol-thin.raw", 24 * MIB) == 24 * MIB, "thin: grown, served"
+    _, size, _ = await luns.revert(lio, lvs, TARGET, "vol-thin.raw", snapshots,
+                                   "vol-thin.s1.raw")
+    assert read(path) == b"T" * 4096 and size == lv_size(path)
     assert "strata-vol-thin.s1" in lv_names(volume_group)
+    assert await lvs.resize("vol-thin.raw", 24 * MIB) == 24 * MIB == lv_size(path)
     assert await lvs.delete_snapshot(snapshots, "vol-thin.s1.raw")
-    assert await lvs.resize("vol-thin.raw", 24 * MIB) == 24 * MIB
     assert read(path) == b"T" * 4096
     existed, _ = await luns.unexport(lio, lvs, TARGET, "vol-thin.raw")
     assert existed and "strata-vol-thin" not in lv_names(volume_group)
