@@ -91,11 +91,13 @@ class AgentClient:
         return await self._request("POST", target, "/v1/enrol/cert", req.model_dump(),
                                    CertResponse.model_validate, enrolment=True)
 
-    async def health(self, target: AgentTarget) -> str | None:
-        """None when the enrolled agent answers its health check, else what went wrong."""
+    async def health(self, target: AgentTarget, *, enrolment: bool = False) -> str | None:
+        """None when the enrolled agent answers its health check, else what went wrong.
+        With `enrolment`, any agent at the address will do (one not enrolled yet, whose
+        join token the next connect spends): `/healthz` is all that is asked of it."""
         try:
             await self._request("GET", target, "/healthz", None, lambda data: data,
-                                timeout=PROBE_TIMEOUT)
+                                enrolment=enrolment, timeout=PROBE_TIMEOUT)
         except TimeoutError:
             return f"no answer within {PROBE_TIMEOUT}s"
         except AgentUntrusted as exc:

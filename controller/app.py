@@ -92,7 +92,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         )
         app[SERVICES] = services
         await services.tokens.bootstrap(config.admin_token_path)
-        async with embedded(config, services) if config.local_agent else nullcontext():
+        async with embedded(config, services, agents) if config.local_agent else nullcontext():
             await services.volumes.release_orphan_caches()
             await jobs.resume_all()
             monitor = None

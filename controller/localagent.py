@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy import select
 
+from controller.agentchannel import AgentTarget
+from controller.agentclient import AgentClient
 from controller.config import ControllerConfig
 from controller.db.models import Host, JobState
 from controller.services.commands import AddHost, CreateBackupStorage, CreatePrimaryStorage
@@ -29,13 +31,18 @@ log = logging.getLogger(__name__)
 SEED_HOST = "local"
 SEED_PRIMARY = "local"
 SEED_BACKUP = "images"
+# How long seeding waits for the local agent to listen (a slow host, restarts with
+# back-off) before it registers the host all the same; the host monitor connects it
+# once its agent answers.
+AGENT_START_WAIT = 300.0
 
 
 @contextlib.asynccontextmanager
-async def embedded(config: ControllerConfig, services: Services) -> AsyncIterator[None]:
+async def embedded(config: ControllerConfig, services: Services,
+                   agents: AgentClient) -> AsyncIterator[None]:
     """The local agent for the controller's lifetime, seeded in the background."""
     async with _agent_process(config):
-        seeding = asyncio.create_task(seed(config, services))
+        seeding = asyncio.create_task(seed(config, services, agents))
         try:
             yield
         finally:
@@ -108,11 +115,15 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
-async def seed(config: ControllerConfig, services: Services) -> None:
+async def seed(config: ControllerConfig, services: Services, agents: AgentClient,
+               agent_wait: float = AGENT_START_WAIT) -> None:
     """First start: register the local host, its storage and an image store. Later
     starts: enrol the local agent again if it has no credential (a set-up from before
-    enrolment, or its state was removed), unless the operator revoked it."""
+    enrolment, or its state was removed), unless the operator revoked it. Either only
+    once the agent listens: a host added before would fail its connect, and the
+    storages with it."""
     address = f"https://{config.local_agent_listen}"
+    await wait_for_agent(agents, address, agent_wait)
     async with services.db() as session:
         seeded = await session.scalar(select(Host.id).limit(1)) is not None
         local = await session.scalar(select(Host).where(Host.name == SEED_HOST,
@@ -135,6 +146,20 @@ async def seed(config: ControllerConfig, services: Services) -> None:
     await _settle(services, connect.id)
     log.info("seeded host %r, primary storage %r and image store %r",
              SEED_HOST, SEED_PRIMARY, SEED_BACKUP)
+
+
+async def wait_for_agent(agents: AgentClient, address: str, timeout: float) -> bool:
+    """Whether the agent at `address` answered `/healthz` within `timeout` seconds."""
+    target = AgentTarget(host_id="", host_name=SEED_HOST, address=address,
+                         enrolment_id=None)
+    deadline = time.monotonic() + timeout
+    while (problem := await agents.health(target, enrolment=True)) is not None:
+        if time.monotonic() >= deadline:
+            log.warning("the local agent at %s did not answer within %gs (%s); seeding "
+                        "all the same", address, timeout, problem)
+            return False
+        await asyncio.sleep(0.5)
+    return True
 
 
 def _give_join_token(config: ControllerConfig, token: JoinToken) -> None:

@@ -248,10 +248,15 @@ class LvBacking(Backing):
         return self._lvm.path(self._vg, lv_name(name))
 
     async def _info(self, lv: str) -> LvInfo:
-        info = await self._lvm.lv_info(self._vg, lv)
+        return (await self._with_snapshots(lv))[0]
+
+    async def _with_snapshots(self, lv: str) -> tuple[LvInfo, list[str]]:
+        """The volume, and the names of its snapshots."""
+        rows = await self._lvm.lvs(self._vg)
+        info = next((row for row in rows if row.lv_name == lv), None)
         if info is None:
             raise NotFound(f"logical volume {self._vg}/{lv} does not exist")
-        return info
+        return info, [row.lv_name for row in rows if row.origin == lv]
 
     async def _check_room(self, needed: int, what: str) -> None:
         """Before LVM allocates extents: a clear refusal, not a failed lvcreate."""
@@ -262,12 +267,18 @@ class LvBacking(Backing):
 
     async def resize(self, name: str, size: int) -> int:
         """LVM rounds up to whole extents, so a volume at least `size` big is done. A thin
-        volume takes its pool's blocks only when written; a thick one takes them now."""
+        volume takes its pool's blocks only when written; a thick one takes them now, and
+        can't grow while it has snapshots."""
         lv = lv_name(name)
-        info = await self._info(lv)
+        info, snapshots = await self._with_snapshots(lv)
         if info.lv_size >= size:
             return info.lv_size
         if not info.thin:
+            if snapshots:
+                # LVM resizes a thick origin only while it is inactive, never while served.
+                raise Conflict(f"logical volume {self._vg}/{lv} is thick and has snapshots "
+                               f"({', '.join(snapshots)}); it can't grow while they exist: "
+                               "delete them first", code="origin_has_snapshots")
             await self._check_room(size - info.lv_size, f"growing {lv}")
         await self._lvm.lvextend(self._vg, lv, size)
         return (await self._info(lv)).lv_size

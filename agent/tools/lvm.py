@@ -9,6 +9,14 @@ from agent.executor import CommandFailed, Executor, Result
 from shared.errors import NotFound
 from shared.protocol.types import FsCapacity
 
+SECTOR = 512
+
+
+def size_arg(size: int) -> str:
+    """A byte size for `-L`: LVM takes only whole 512-byte sectors ("Size is not a
+    multiple of 512"), so it is rounded up, as LVM rounds up to extents anyway."""
+    return f"{-(-size // SECTOR) * SECTOR}b"
+
 
 class LvmFailed(CommandFailed):
     pass
@@ -89,9 +97,10 @@ class Lvm:
         return FsCapacity(total=rows[0].vg_size, available=rows[0].vg_free)
 
     async def lvcreate(self, vg: str, lv: str, size: int) -> str:
-        """The new LV's device path. `--wipesignatures` clears old signatures only."""
+        """The new LV's device path, of at least `size` bytes. `--wipesignatures` clears
+        old signatures only."""
         await self._run("lvcreate", "--yes", "--wipesignatures", "y", "-n", lv,
-                        "-L", f"{size}b", vg)
+                        "-L", size_arg(size), vg)
         return self.path(vg, lv)
 
     async def lvremove(self, vg: str, lv: str) -> None:
@@ -114,16 +123,17 @@ class Lvm:
 
     async def lvextend(self, vg: str, lv: str, size: int) -> None:
         """LVM rounds `size` up to whole extents."""
-        await self._run("lvextend", "--yes", "-L", f"{size}b", f"{vg}/{lv}")
+        await self._run("lvextend", "--yes", "-L", size_arg(size), f"{vg}/{lv}")
 
     async def snapshot(self, vg: str, origin: str, name: str, cow_size: int | None) -> str:
         """A thick snapshot with `cow_size` bytes for changed blocks, or (None) a thin one,
         made activatable so that it can be read and merged like a thick one."""
-        size = ["-L", f"{cow_size}b"] if cow_size is not None else ["--setactivationskip", "n"]
+        size = ["-L", size_arg(cow_size)] if cow_size is not None else ["--setactivationskip", "n"]
         await self._run("lvcreate", "--yes", "-s", "-n", name, *size, f"{vg}/{origin}")
         return self.path(vg, name)
 
     async def merge(self, vg: str, snapshot: str) -> None:
         """Rolls the origin back to `snapshot`, which the merge consumes. With the origin
         closed the merge runs now, and lvconvert waits for it."""
-        await self._run("lvconvert", "--yes", "--merge", f"{vg}/{snapshot}", timeout=3600)
+        await self._run("lvconvert", "--yes", "--interval", "1", "--merge", f"{vg}/{snapshot}",
+                        timeout=3600)

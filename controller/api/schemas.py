@@ -105,8 +105,9 @@ class VolumeCreate(Request):
     name: Name
     primary_storage_id: str
     image_id: str | None = Field(default=None, description="Make a root volume of this image.")
-    size: int | None = Field(default=None, gt=0, le=MAX_VOLUME_SIZE,
-                             description="Bytes; required without image.")
+    size: int | None = Field(default=None, gt=0, le=MAX_VOLUME_SIZE, multiple_of=512,
+                             description="Bytes, a multiple of 512; required without "
+                                         "image.")
 
 
 class SnapshotCreate(Request):

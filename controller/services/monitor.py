@@ -1,8 +1,10 @@
 """Watching the agents, so that the operator need not: a connected host whose agent stops
 answering is marked disconnected (jobs then fail fast instead of waiting on it), and
 once it answers again it is reconnected, which re-attaches its storages (NFS mounts are
-checked and remounted). A host disconnected for another reason (a revoked credential
-among them) is left to the operator; a host not enrolled is not probed.
+checked and remounted). A host whose first connect failed because its agent was not
+up yet (a slow start, a host registered before its agent) is connected, and so enrolled
+with its join token, as soon as its agent answers. A host disconnected for another
+reason (a revoked credential among them) is left to the operator.
 """
 
 from __future__ import annotations
@@ -10,19 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.agentchannel import AgentTarget
 from controller.agentclient import AgentClient
-from controller.db.models import Host, HostState, JobState
+from controller.db.models import Host, HostState, Job, JobState
 from controller.db.transitions import transition
 from controller.jobs.engine import JobEngine
 from controller.services.hosts import HostService
+from shared.errors import AgentUnreachable
 
 log = logging.getLogger(__name__)
 
 LOST = "agent not answering"
+AGENT_UNREACHABLE = AgentUnreachable.default_code
 
 
 class HostMonitor:
@@ -47,10 +51,15 @@ class HostMonitor:
         async with self._db() as session:
             hosts = (await session.scalars(select(Host).where(
                 Host.state.in_([HostState.CONNECTED, HostState.DISCONNECTED]),
-                Host.enrolment_id.is_not(None)))).all()
+                or_(Host.enrolment_id.is_not(None),
+                    and_(Host.state == HostState.DISCONNECTED,
+                         Host.join_token_id.is_not(None)))))).all()
         await asyncio.gather(*(self._check(host) for host in hosts))
 
     async def _check(self, host: Host) -> None:
+        if host.enrolment_id is None:
+            await self._check_unenrolled(host)
+            return
         problem = await self._agents.health(AgentTarget.of(host))
         if host.state == HostState.CONNECTED and problem is not None:
             async with self._db.begin() as session:
@@ -60,6 +69,23 @@ class HostMonitor:
         elif (host.state == HostState.DISCONNECTED and problem is None
               and (host.reason or "").startswith(LOST) and not await self._reconnecting(host)):
             log.info("host %s answers again; reconnecting it", host.name)
+            self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
+
+    async def _check_unenrolled(self, host: Host) -> None:
+        """A host waiting to enrol whose last connect found no agent: connected (which
+        enrols it) once something answers at its address. A connect that failed for
+        another reason (a join token the agent does not hold, say) is not retried."""
+        if await self._reconnecting(host):
+            return
+        async with self._db() as session:
+            last = await session.scalar(
+                select(Job.error_code).where(Job.kind == "host.connect",
+                                             Job.resource_id == host.id)
+                .order_by(Job.created_at.desc()).limit(1))
+        if last != AGENT_UNREACHABLE:
+            return
+        if await self._agents.health(AgentTarget.of(host), enrolment=True) is None:
+            log.info("host %s's agent answers now; connecting it", host.name)
             self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
 
     async def _reconnecting(self, host: Host) -> bool:

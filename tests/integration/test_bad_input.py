@@ -50,8 +50,11 @@ def test_api_refuses_bad_requests(stack: Stack, tmp_path: Path) -> None:
                  400, "invalid_input")
     expect_error(lambda: api.post("/v1/volumes", {
         "name": "huge", "primary_storage_id": ps, "size": 1 << 60}), 409, "insufficient_capacity")
+    err = expect_error(lambda: api.post("/v1/volumes", {
+        "name": "odd", "primary_storage_id": ps, "size": 1000}), 400, "invalid_input")
+    assert "512" in err.message, "an LVM-backed LUN takes whole 512-byte sectors only"
     expect_error(lambda: api.post("/v1/volumes", {
-        "name": "v", "primary_storage_id": "nope", "size": 1}), 404, "not_found")
+        "name": "v", "primary_storage_id": "nope", "size": 512}), 404, "not_found")
     expect_error(lambda: api.post("/v1/images", {
         "name": "i", "url": "file:///etc/passwd", "backup_storage_id": bs}), 400)
     expect_error(lambda: api.post("/v1/images", {

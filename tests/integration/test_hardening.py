@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import ssl
 import threading
@@ -183,6 +184,41 @@ def test_the_embedded_agent_is_restarted(tmp_path: Path) -> None:
             timeout=60)
         assert job["state"] == "succeeded", job
     finally:
+        proc.stop()
+
+
+def test_a_late_local_agent_is_seeded_once_it_listens(tmp_path: Path) -> None:
+    """A slow host: the local agent cannot listen for a while (its port is held, so it
+    exits and is started again with back-off). Seeding waits for it, so the host is
+    enrolled and the seeded storages become ready, though a job gives up on an absent
+    agent after 2 s here."""
+    port, agent_port = free_port(), free_port()
+    # Bound, never listening: connections to it are refused and the agent can't bind.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", agent_port))
+    config = tmp_path / "controller.toml"
+    config.write_text(f'listen = "127.0.0.1:{port}"\nstate_dir = "{tmp_path / "state"}"\n'
+                      f'local_agent_listen = "127.0.0.1:{agent_port}"\n'
+                      f'local_agent_debug_listen = "127.0.0.1:{free_port()}"\n'
+                      "host_check_interval = 1\nagent_unreachable_timeout = 2\n")
+    log = tmp_path / "c.log"
+    proc = spawn("controller", ["--config", str(config)], log, f"http://127.0.0.1:{port}")
+    try:
+        api = Client(proc.url, admin_token(tmp_path / "state"))
+        wait_for(lambda: "local agent exited" in log.read_text(), timeout=30)
+        time.sleep(3)
+        holder.close()
+        host = wait_for(lambda: [h for h in api.get("/v1/hosts")["items"]
+                                 if h["state"] == "connected" and h["enrolled"]])[0]
+        assert host["name"] == "local"
+        stores = wait_for(lambda: [b for b in api.get("/v1/backup-storages")["items"]
+                                   if b["state"] == "ready"])
+        assert [b["name"] for b in stores] == ["images"]
+        ps = api.get("/v1/primary-storages")["items"]
+        assert [(p["state"], [h["state"] for h in p["hosts"]]) for p in ps] == [
+            ("ready", ["connected"])]
+    finally:
+        holder.close()
         proc.stop()
 
 

@@ -1,7 +1,7 @@
 """iSCSI primary storage through the API: a controller, a storage-server agent with the
 `tgt` driver (tgtd from the OS packages) and two hypervisor agents in `qemu` access mode
-(QEMU's libiscsi). The `lio` driver and `kernel` mode are unit-tested
-(tests/unit/test_iscsi.py) until the real-kernel tier runs them."""
+(QEMU's libiscsi). The `lio` driver and `kernel` mode run in the real-kernel tier
+(tests/kernel/guest_*.py)."""
 
 from __future__ import annotations
 
@@ -221,3 +221,61 @@ def test_cli_grants_and_revokes(cloud: Cloud) -> None:
                              str(vol["resource_id"])).stdout)["access"] == []
     bad = strata("volumes", "grant", str(vol["resource_id"]), cloud.plain)
     assert bad.returncode == 2 and bad.stderr.startswith("strata: no_initiator:")
+
+
+def test_lun_snapshots_through_the_api(cloud: Cloud) -> None:
+    """Take, revert and delete snapshots of an iSCSI volume with the snapshot API, the
+    storage server's agent doing the work: a distinct pattern written through libiscsi
+    before each snapshot, then the patterns after each revert and after deleting the
+    middle one. A revert keeps the volume's size, and the target and its grant."""
+    api = cloud.api
+    start = api.get(f"/v1/primary-storages/{cloud.primary}")["capacity"]["allocated"]
+    made = cloud.wait(api.post("/v1/volumes", {"name": "snapped", "size": 32 << 20,
+                                               "primary_storage_id": cloud.primary}))
+    vol = api.get(f"/v1/volumes/{made['resource_id']}")
+    uri = cloud.wait(api.post(f"/v1/volumes/{vol['id']}/access",
+                              {"host_id": cloud.host_a}))["result"]["uri"]
+
+    def io(*commands: str) -> None:
+        out = qemu_io(spec(uri, IQN_A), *commands)
+        assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out
+
+    def points_read(seen: list[int], every: list[int]) -> None:
+        """The last pattern at 0; each pattern's own region holds it only if seen."""
+        io(f"read -P {seen[-1]} 0 64k", *(
+            f"read -P {p if p in seen else 0} {p % 16}M 64k" for p in every))
+
+    every = [0x11, 0x22, 0x33, 0x44]
+    snaps: dict[str, tuple[dict[str, object], list[int]]] = {}
+    for i, pattern in enumerate(every[:3], start=1):
+        io(f"write -P {pattern} 0 64k", f"write -P {pattern} {pattern % 16}M 64k")
+        job = cloud.wait(api.post(f"/v1/volumes/{vol['id']}/snapshots", {"name": f"s{i}"}))
+        snaps[f"s{i}"] = (api.get(f"/v1/snapshots/{job['resource_id']}"), every[:i])
+    io(f"write -P {every[3]} 0 64k", f"write -P {every[3]} {every[3] % 16}M 64k")
+    snapshot_dir = cloud.luns.parent / "snapshots"
+    assert sorted(p.name for p in snapshot_dir.iterdir()) == sorted(
+        f"{vol['id']}.{s['id']}.raw" for s, _ in snaps.values())
+    assert api.get(f"/v1/volumes/{vol['id']}")["path"] == vol["path"], "the LUN stays put"
+
+    # Grown after its snapshots: reverting keeps the size the volume has.
+    cloud.wait(api.post(f"/v1/volumes/{vol['id']}/resize", {"size": 48 << 20}))
+    for name in ("s1", "s3", "s2"):
+        cloud.wait(api.post(f"/v1/volumes/{vol['id']}/revert",
+                            {"snapshot_id": snaps[name][0]["id"]}))
+        points_read(snaps[name][1], every)
+        shown = api.get(f"/v1/volumes/{vol['id']}")
+        assert shown["snapshot_id"] == snaps[name][0]["id"] and shown["size"] == 48 << 20
+        assert Path(vol["path"]).stat().st_size == 48 << 20
+    assert [a["state"] for a in api.get(f"/v1/volumes/{vol['id']}")["access"]] == ["granted"]
+
+    cloud.wait(api.delete(f"/v1/snapshots/{snaps.pop('s2')[0]['id']}"))
+    assert len(list(snapshot_dir.iterdir())) == 2
+    for name in ("s3", "s1"):
+        cloud.wait(api.post(f"/v1/volumes/{vol['id']}/revert",
+                            {"snapshot_id": snaps[name][0]["id"]}))
+        points_read(snaps[name][1], every)
+
+    cloud.wait(api.delete(f"/v1/volumes/{vol['id']}?cascade=true"))
+    assert list(snapshot_dir.iterdir()) == [] and not Path(vol["path"]).exists()
+    assert not [p for p in cloud.luns.iterdir() if p.name.startswith(".strata")]
+    assert api.get(f"/v1/primary-storages/{cloud.primary}")["capacity"]["allocated"] == start

@@ -1,7 +1,7 @@
 """Snapshots of file-backed LUNs on a real storage-server agent with tgtd, the LUN read
 and written by QEMU's libiscsi from a hypervisor agent: a distinct byte pattern before
-each snapshot, then the patterns after each revert. (Logical volumes: see
-tests/unit/test_lun_snapshots.py, with the fake executor.)"""
+each snapshot, then the patterns after each revert. (Logical volumes: real LVM in
+tests/kernel/guest_lvm.py, argv with the fake executor in tests/unit/test_lun_snapshots.py.)"""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from cli.client import Client
-from tests.support.enrol import enrol_host
-from tests.support.procs import start_agent, start_controller
+from tests.support.enrol import add_host, enrol_host
+from tests.support.procs import free_port, start_agent, start_controller
 
 
 def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
@@ -52,3 +52,33 @@ def test_lost_agent_is_marked_then_reconnected(tmp_path: Path) -> None:
     finally:
         controller.stop()
         agent.stop()
+
+
+def test_a_host_registered_before_its_agent_runs_is_connected_when_it_answers(
+        tmp_path: Path) -> None:
+    """Its first connect gives up on the absent agent; the monitor connects (and so
+    enrols) it as soon as the agent answers, without the operator."""
+    controller = start_controller(tmp_path / "controller",
+                                  f"sqlite:///{tmp_path / 'strata.sqlite'}",
+                                  config={"host_check_interval": 0.5,
+                                          "agent_unreachable_timeout": 1})
+    agent = None
+    try:
+        api = Client(controller.url, controller.token)
+        port = free_port()
+        accepted = add_host(api, "kvm-late", f"https://127.0.0.1:{port}", tmp_path / "agent")
+        job = api.wait_job(accepted["job_id"], timeout=30)
+        assert job["state"] == "failed" and job["error"]["code"] == "agent_unreachable", job
+        host = api.get(f"/v1/hosts/{job['resource_id']}")
+        assert host["state"] == "disconnected" and not host["enrolled"]
+
+        agent, _ = start_agent(tmp_path / "agent", port=port)
+        started = time.monotonic()
+        back = eventually(lambda: (h := api.get(f"/v1/hosts/{host['id']}"))["state"] ==
+                          "connected" and h)
+        assert back and back["enrolled"], api.get(f"/v1/hosts/{host['id']}")
+        assert time.monotonic() - started < 10
+    finally:
+        controller.stop()
+        if agent is not None:
+            agent.stop()

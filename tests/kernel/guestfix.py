@@ -115,3 +115,33 @@ def ganesha(ext4_dir: Path) -> Iterator[Any]:
     server = NfsServer(ext4_dir / "ganesha")
     yield server
     server.stop()
+
+
+VG = "strata-guest"
+
+
+@pytest.fixture(scope="session")
+def lvm_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A volume group on a loop device, with a thin pool. udev may not run in the
+    guest: LVM makes its device nodes itself and waits for no udev event."""
+    os.environ["DM_DISABLE_UDEV"] = "1"
+    image = tmp_path_factory.mktemp("lvm") / "pv.img"
+    with image.open("wb") as f:
+        f.truncate(512 << 20)
+    device = run("losetup", "--find", "--show", str(image)).strip()
+    run("pvcreate", "--yes", device)
+    run("vgcreate", "--yes", VG, device)
+    run("lvcreate", "--yes", "--type", "thin-pool", "-L", "128m", "-n", "pool", VG)
+    yield VG
+    subprocess.run(["vgremove", "--yes", "--force", VG], capture_output=True)
+    subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+@pytest.fixture
+def volume_group(lvm_device: str) -> Iterator[str]:
+    """The group, and after each test none of the `strata-` volumes it made."""
+    yield lvm_device
+    names = run("lvs", "--noheadings", "-o", "lv_name", lvm_device).split()
+    for name in names:
+        if name.startswith("strata-"):
+            subprocess.run(["lvremove", "--yes", f"{lvm_device}/{name}"], capture_output=True)

@@ -31,7 +31,8 @@ GUEST_ENV = "STRATA_KERNEL_GUEST"
 MEMORY = "2G"
 CPUS = 2
 BOOT_TIMEOUT = 900
-GUEST_FILES = ("guest_lio.py", "guest_initiator.py", "guest_nfs.py")
+GUEST_FILES = ("guest_lio.py", "guest_initiator.py", "guest_nfs.py", "guest_lvm.py",
+               "guest_stack.py")
 HERE = Path(__file__).resolve().parent
 REPORT = "junit.xml"
 

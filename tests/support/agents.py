@@ -36,18 +36,24 @@ class Agent:
 
     def call(self, command: str, payload: dict[str, object]) -> tuple[str, dict[str, object]]:
         """Runs a command to the end: ("succeeded", result) or ("failed", error)."""
-        body = json.dumps({"task_id": f"t{next(_ids)}", "payload": payload}).encode()
-        req = urllib.request.Request(
-            f"{self.proc.url}/v1/commands/{command}", data=body, method="POST",
-            headers={"Content-Type": "application/json"})
-        context = self.context
-        try:
-            with urllib.request.urlopen(req, timeout=60, context=context) as resp:
-                info = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return "rejected", json.loads(exc.read())
-        while info["state"] == "running":
-            with urllib.request.urlopen(f"{self.proc.url}/v1/tasks/{info['task_id']}?wait=10",
-                                        timeout=60, context=context) as resp:
-                info = json.loads(resp.read())
-        return info["state"], info["result"] if info["state"] == "succeeded" else info["error"]
+        return call_agent(self.proc.url, self.context, command, payload)
+
+
+def call_agent(url: str, context: ssl.SSLContext, command: str,
+               payload: dict[str, object]) -> tuple[str, dict[str, object]]:
+    """`Agent.call` for any agent, with the client `context` it accepts (that of the
+    controller it enrolled with: `tests.support.enrol.controller_context`)."""
+    body = json.dumps({"task_id": f"t{next(_ids)}", "payload": payload}).encode()
+    req = urllib.request.Request(
+        f"{url}/v1/commands/{command}", data=body, method="POST",
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60, context=context) as resp:
+            info = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return "rejected", json.loads(exc.read())
+    while info["state"] == "running":
+        with urllib.request.urlopen(f"{url}/v1/tasks/{info['task_id']}?wait=10",
+                                    timeout=60, context=context) as resp:
+            info = json.loads(resp.read())
+    return info["state"], info["result"] if info["state"] == "succeeded" else info["error"]

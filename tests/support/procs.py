@@ -64,14 +64,14 @@ class Proc:
                 self.popen.wait()
 
 
-def spawn(module: str, args: list[str], log: Path, url: str) -> Proc:
+def spawn(module: str, args: list[str], log: Path, url: str, timeout: float = 30) -> Proc:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log, "ab") as out:
         popen = subprocess.Popen([sys.executable, "-m", module, *args], stdout=out,
                                  stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     proc = Proc(popen, url, log)
     try:
-        wait_healthy(url, popen, log)
+        wait_healthy(url, popen, log, timeout)
     except Exception:
         proc.stop(signal.SIGKILL)
         raise
@@ -88,7 +88,7 @@ def toml_args(state: Path, name: str, config: dict[str, object] | None) -> list[
 
 
 def start_agent(state: Path, config: dict[str, object] | None = None,
-                port: int | None = None) -> tuple[Proc, str]:
+                port: int | None = None, timeout: float = 30) -> tuple[Proc, str]:
     """Returns the agent process (its https URL) and its loopback debug URL. It waits
     for enrolment (see `tests.support.enrol`) unless its state already holds a
     credential. Unless `config` says otherwise, the agent may download from the test
@@ -98,12 +98,12 @@ def start_agent(state: Path, config: dict[str, object] | None = None,
     config = {"download_allow": [f"{fileserver.HOST}/32"], **(config or {})}
     args = ["--listen", f"127.0.0.1:{port}", "--debug-listen", f"127.0.0.1:{debug_port}",
             "--state-dir", str(state), *toml_args(state, "agent.toml", config)]
-    proc = spawn("agent", args, state / "agent.log", f"https://127.0.0.1:{port}")
+    proc = spawn("agent", args, state / "agent.log", f"https://127.0.0.1:{port}", timeout)
     return proc, f"http://127.0.0.1:{debug_port}"
 
 
 def start_controller(state: Path, db_url: str, port: int | None = None,
-                     config: dict[str, object] | None = None) -> Proc:
+                     config: dict[str, object] | None = None, timeout: float = 30) -> Proc:
     port = port or free_port()
     state.mkdir(parents=True, exist_ok=True)
     # Tests keep storages in their temporary directory, beside the controller's state.
@@ -111,7 +111,7 @@ def start_controller(state: Path, db_url: str, port: int | None = None,
     proc = spawn("controller", ["--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
                                 "--database-url", db_url,
                                 "--no-local-agent", *toml_args(state, "controller.toml", config)],
-                 state / "controller.log", f"http://127.0.0.1:{port}")
+                 state / "controller.log", f"http://127.0.0.1:{port}", timeout)
     proc.token = admin_token(state)
     return proc
 

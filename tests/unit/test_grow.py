@@ -20,7 +20,7 @@ from agent.iscsi.lio import LioDriver
 from agent.tools.lvm import Lvm
 from agent.tools.qemuimg import QemuImg
 from agent.tools.tgtadm import Tgtadm
-from shared.errors import InsufficientCapacity, InvalidInput, NotFound
+from shared.errors import Conflict, InsufficientCapacity, InvalidInput, NotFound
 from shared.protocol.iscsi import ResizeLunPayload
 from shared.protocol.volumes import ResizeVolumePayload
 from tests.support.fakeexec import FakeExecutor
@@ -131,6 +131,17 @@ async def test_thick_lv_is_extended_after_a_capacity_check() -> None:
         ["lvs", "-o", "lv_name,lv_size,origin,pool_lv", VG, "--reportformat", "json",
          "--units", "b", "--nosuffix"],
     ]
+
+
+async def test_a_thick_lv_with_snapshots_is_not_grown() -> None:
+    """LVM resizes a thick origin only while inactive (tests/kernel/guest_lvm.py shows
+    its refusal): the agent says so before trying."""
+    fake = lvm([lv("strata-vol-1", 1 << 30), lv("strata-vol-1.s1", 1 << 30,
+                                                origin="strata-vol-1")])
+    with pytest.raises(Conflict) as refused:
+        await LvBacking(VG, Lvm(fake), QemuImg(fake)).resize("vol-1.raw", 2 << 30)
+    assert refused.value.code == "origin_has_snapshots"
+    assert [c[0] for c in fake.calls] == ["lvs"]
 
 
 async def test_lv_growth_refusals_and_no_ops() -> None:

@@ -123,7 +123,7 @@ async def test_revert_merges_with_the_lun_down_and_keeps_the_snapshot(tmp_path: 
     assert result.size == GiB and result.path == "/dev/vg-san/strata-vol-1"
     assert vg.exec.calls == [
         LVS, LVS,
-        ["lvconvert", "--yes", "--merge", f"{VG}/strata-vol-1.s1"],
+        ["lvconvert", "--yes", "--interval", "1", "--merge", f"{VG}/strata-vol-1.s1"],
         LVS, VGS,
         ["lvcreate", "--yes", "-s", "-n", "strata-vol-1.s1", "-L", f"{GiB}b",
          f"{VG}/strata-vol-1"],

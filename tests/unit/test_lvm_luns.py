@@ -19,6 +19,7 @@ from agent.images.urlpolicy import UrlPolicy
 from agent.iscsi.target import TargetDriver
 from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
+from agent.tools.lvm import size_arg
 from agent.tools.qemuimg import QemuImg
 from shared.errors import Conflict, NotFound, OperationFailed
 from shared.protocol.iscsi import ChapCredentials, ExportLunPayload, UnexportLunPayload
@@ -158,3 +159,10 @@ async def test_failures_leave_no_logical_volume(tmp_path: Path) -> None:
         await export_lun(services(tmp_path, tools, FakeTarget()),
                          payload(tmp_path, volume_group="vg-other"), lambda p: None)
     assert [c[0] for c in tools.calls] == ["vgs"], "nothing is created in a missing VG"
+
+
+def test_byte_sizes_are_whole_sectors() -> None:
+    """LVM refuses `-L` sizes that are not whole 512-byte sectors (proven against real
+    LVM in tests/kernel/guest_lvm.py)."""
+    assert [size_arg(n) for n in (512, 513, 1_200_001, 1 << 30)] == [
+        "512b", "1024b", "1200128b", f"{1 << 30}b"]

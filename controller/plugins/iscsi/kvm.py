@@ -1,37 +1,66 @@
 """KVM backend for iSCSI storage: a volume is a sparse raw file (or a logical volume) on
 the storage server, served as LUN 1 of its own target; a root volume starts as a copy of
 the image cache (a reflink where the filesystem can), so the image is fetched once per
-storage."""
+storage.
+
+Snapshots are whole point-in-time copies of a LUN's backing store, made, reverted to and
+deleted by the storage server's agent: a reflink (or sparse) copy of the file in
+`snapshots/`, or an LVM snapshot with a volume group. Unlike qcow2 overlays, none sits on
+another, so the volume keeps its one path and deleting a snapshot merges nothing."""
 
 from __future__ import annotations
 
+import posixpath
 import secrets
+from collections.abc import Sequence
 
-from controller.db.models import Host, ImageCache, Volume
+from controller.db.models import Host, ImageCache, Snapshot, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.files import delete_cache_file
 from controller.plugins.interfaces.backend import (
     PrimaryStorageBackend,
+    SnapshotTaken,
+    Switch,
     VolumeCreated,
     VolumeGrown,
 )
 from controller.plugins.interfaces.stores import Primary
-from controller.plugins.iscsi.provider import ISCSI, IscsiConfig, target_name
+from controller.plugins.iscsi.provider import (
+    ISCSI,
+    SNAPSHOTS,
+    IscsiConfig,
+    target_name,
+)
 from shared.protocol.files import BackingFile
 from shared.protocol.iscsi import (
+    DELETE_LUN_SNAPSHOT,
     EXPORT_LUN,
     RESIZE_LUN,
+    REVERT_LUN,
+    SNAPSHOT_LUN,
     UNEXPORT_LUN,
     ChapCredentials,
+    DeleteLunSnapshotPayload,
     ExportLunPayload,
+    LunSnapshotPayload,
     ResizeLunPayload,
+    RevertLunPayload,
     UnexportLunPayload,
 )
 from shared.protocol.types import FsCapacity
 
 
-def lun_file_name(volume: Volume) -> str:
-    return f"{volume.id}.raw"
+def lun_file_name(volume_id: str) -> str:
+    return f"{volume_id}.raw"
+
+
+def snapshot_file_name(snapshot: Snapshot) -> str:
+    """Named after its volume and itself: a retried job makes (or finds) the same one."""
+    return f"{snapshot.volume_id}.{snapshot.id}.raw"
+
+
+def snapshot_dir(store: Primary[IscsiConfig]) -> str:
+    return posixpath.join(store.config.path, SNAPSHOTS)
 
 
 def new_chap(volume: Volume) -> ChapCredentials:
@@ -46,7 +75,7 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
     async def create_volume(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
                             host: Host, backing: BackingFile | None) -> VolumeCreated:
         payload = ExportLunPayload(
-            dir=ISCSI.driver.volume_dir(store), file_name=lun_file_name(volume),
+            dir=ISCSI.driver.volume_dir(store), file_name=lun_file_name(volume.id),
             size=volume.size, target=target_name(store, volume), source=backing,
             chap=new_chap(volume) if store.config.chap else None,
             volume_group=store.config.volume_group,
@@ -59,7 +88,7 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
     async def delete_volume(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
                             host: Host) -> FsCapacity:
         payload = UnexportLunPayload(dir=ISCSI.driver.volume_dir(store),
-                                     file_name=lun_file_name(volume),
+                                     file_name=lun_file_name(volume.id),
                                      target=target_name(store, volume),
                                      volume_group=store.config.volume_group)
         result = await ctx.call(host, UNEXPORT_LUN, payload, step=f"delete-{volume.id}")
@@ -74,11 +103,59 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
         """On the storage server (`host`): the backing store grows, and its target serves
         the new size to initiators that connect, or rescan, after."""
         payload = ResizeLunPayload(dir=ISCSI.driver.volume_dir(store),
-                                   file_name=lun_file_name(volume),
+                                   file_name=lun_file_name(volume.id),
                                    target=target_name(store, volume), size=size,
                                    volume_group=store.config.volume_group)
         result = await ctx.call(host, RESIZE_LUN, payload, step="resize-lun")
         return VolumeGrown(result.size, result.capacity)
+
+    def check_snapshots(self, store: Primary[IscsiConfig]) -> None:
+        return None
+
+    def _snapshot_payload(self, store: Primary[IscsiConfig], volume_id: str,
+                          snapshot: Snapshot) -> LunSnapshotPayload:
+        return LunSnapshotPayload(dir=ISCSI.driver.volume_dir(store),
+                                  file_name=lun_file_name(volume_id),
+                                  snapshot_dir=snapshot_dir(store),
+                                  snapshot_name=snapshot_file_name(snapshot),
+                                  volume_group=store.config.volume_group)
+
+    async def take_snapshot(self, ctx: JobContext, store: Primary[IscsiConfig],
+                            volume: Volume, snapshot: Snapshot, overlay: str,
+                            host: Host) -> SnapshotTaken:
+        """On the storage server (`host`); the LUN stays served and the volume's path
+        stays its own (`overlay` names nothing here)."""
+        payload = self._snapshot_payload(store, volume.id, snapshot)
+        facts = await ctx.call(host, SNAPSHOT_LUN, payload, step=f"take-{snapshot.id}")
+        return SnapshotTaken(volume.path or "", facts.path, facts.size, facts.capacity)
+
+    async def revert_snapshot(self, ctx: JobContext, store: Primary[IscsiConfig],
+                              volume: Volume, snapshot: Snapshot, overlay: str, host: Host,
+                              switch: Switch) -> FsCapacity:
+        """The target and its grants stay; LUN 1 serves the snapshot's data after. A
+        volume grown since the snapshot is grown again to the size its row records, as a
+        qcow2 volume keeps its size on a revert."""
+        payload = RevertLunPayload(**self._snapshot_payload(store, volume.id, snapshot)
+                                   .model_dump(), target=target_name(store, volume))
+        result = await ctx.call(host, REVERT_LUN, payload, step=f"revert-{snapshot.id}")
+        size, capacity = result.size, result.capacity
+        if size < volume.size:
+            grown = await self.resize_volume(ctx, store, volume, host, volume.size)
+            size, capacity = grown.virtual_size, grown.capacity
+        await switch(VolumeCreated(result.path, size, capacity, format="raw"))
+        return capacity
+
+    async def delete_snapshot(self, ctx: JobContext, store: Primary[IscsiConfig],
+                              snapshot: Snapshot, children: Sequence[str],
+                              host: Host) -> FsCapacity:
+        """A whole copy: nothing sits on it (`children` read their own data)."""
+        place = self._snapshot_payload(store, snapshot.volume_id, snapshot)
+        payload = DeleteLunSnapshotPayload(dir=place.dir, snapshot_dir=place.snapshot_dir,
+                                           snapshot_name=place.snapshot_name,
+                                           volume_group=place.volume_group)
+        result = await ctx.call(host, DELETE_LUN_SNAPSHOT, payload,
+                                step=f"delete-{snapshot.id}")
+        return result.capacity
 
 
 ISCSI_KVM = IscsiKvmBackend()

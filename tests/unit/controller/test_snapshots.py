@@ -15,8 +15,21 @@ from controller.plugins.iscsi.kvm import ISCSI_KVM
 from controller.plugins.iscsi.provider import ISCSI
 from controller.plugins.local.kvm import Qcow2FileBackend
 from controller.services.snapshots import chain_of
-from shared.errors import Conflict, Unsupported
-from shared.protocol.files import DELETE_FILE, DeleteFilePayload
+from shared.errors import Conflict
+from shared.protocol.files import DELETE_FILE, DeleteFilePayload, DeleteFileResult
+from shared.protocol.iscsi import (
+    DELETE_LUN_SNAPSHOT,
+    RESIZE_LUN,
+    REVERT_LUN,
+    SNAPSHOT_LUN,
+    DeleteLunSnapshotPayload,
+    LunResized,
+    LunReverted,
+    LunSnapshotFacts,
+    LunSnapshotPayload,
+    ResizeLunPayload,
+    RevertLunPayload,
+)
 from shared.protocol.volumes import (
     DELETE_SNAPSHOT,
     REVERT_SNAPSHOT,
@@ -112,14 +125,76 @@ async def test_delete_volume_removes_its_active_layer(kind: str, ctx: JobContext
                                 DeleteFilePayload(dir=volumes, file_name="vol-1.b.qcow2"))]
 
 
-async def test_iscsi_refuses_snapshots_for_now(ctx: JobContext, agent: RecordingAgent) -> None:
+LUNS, SNAPS = "/srv/iscsi/luns", "/srv/iscsi/snapshots"
+ISCSI_SNAP = "vol-1.snap-1.raw"
+
+
+def lun_answers(agent: RecordingAgent, reverted_size: int) -> None:
+    agent.answers.update({
+        "snapshot_lun": lambda p: LunSnapshotFacts(
+            path=f"{p.snapshot_dir}/{p.snapshot_name}", size=1 << 30, method="reflink",
+            capacity=CAPACITY),
+        "revert_lun": lambda p: LunReverted(path=f"{p.dir}/{p.file_name}",
+                                            size=reverted_size, capacity=CAPACITY),
+        "resize_lun": lambda p: LunResized(path=f"{p.dir}/{p.file_name}", size=p.size,
+                                           capacity=CAPACITY),
+        "delete_lun_snapshot": lambda p: DeleteFileResult(existed=True, capacity=CAPACITY),
+    })
+
+
+@pytest.mark.parametrize("volume_group", [None, "vg-san"])
+async def test_iscsi_snapshots_are_made_on_the_storage_server(
+        volume_group: str | None, ctx: JobContext, agent: RecordingAgent) -> None:
+    """Take, revert and delete each send one command to the server's agent; the volume
+    keeps its path and its target."""
+    store = primary(ISCSI, {**ISCSI_CONFIG, "volume_group": volume_group})
+    ISCSI_KVM.check_snapshots(store)
+    lun_answers(agent, 1 << 30)
+    vol = volume(path=f"{LUNS}/vol-1.raw", format="raw")
+    place = {"dir": LUNS, "snapshot_dir": SNAPS, "volume_group": volume_group}
+    taken = await ISCSI_KVM.take_snapshot(ctx, store, vol, snapshot(vol.path), "x", HOST)
+    assert taken == SnapshotTaken(f"{LUNS}/vol-1.raw", f"{SNAPS}/{ISCSI_SNAP}", 1 << 30,
+                                  CAPACITY)
+    switched: list[VolumeCreated] = []
+
+    async def switch(created: VolumeCreated) -> None:
+        switched.append(created)
+
+    await ISCSI_KVM.revert_snapshot(ctx, store, vol, snapshot(taken.snapshot_path), "x",
+                                    HOST, switch)
+    assert switched == [VolumeCreated(f"{LUNS}/vol-1.raw", 1 << 30, CAPACITY, "raw")]
+    await ISCSI_KVM.delete_snapshot(ctx, store, snapshot(taken.snapshot_path),
+                                    [f"{LUNS}/vol-1.raw"], HOST)
+    assert agent.calls == [
+        Call(HOST.address, SNAPSHOT_LUN, "job-1.take-snap-1", LunSnapshotPayload(
+            **place, file_name="vol-1.raw", snapshot_name=ISCSI_SNAP)),
+        Call(HOST.address, REVERT_LUN, "job-1.revert-snap-1", RevertLunPayload(
+            **place, file_name="vol-1.raw", snapshot_name=ISCSI_SNAP,
+            target="iqn.2026-11.org.strata:vol-1")),
+        Call(HOST.address, DELETE_LUN_SNAPSHOT, "job-1.delete-snap-1",
+             DeleteLunSnapshotPayload(**place, snapshot_name=ISCSI_SNAP)),
+    ]
+
+
+async def test_an_iscsi_revert_keeps_the_volumes_size(ctx: JobContext,
+                                                      agent: RecordingAgent) -> None:
+    """A snapshot taken before the volume grew brings its smaller size back with its
+    data: the LUN is grown again to the size the volume's row records."""
     store = primary(ISCSI, ISCSI_CONFIG)
-    with pytest.raises(Unsupported) as refused:
-        ISCSI_KVM.check_snapshots(store)
-    assert refused.value.code == "snapshots_not_supported" and refused.value.status == 409
-    with pytest.raises(Unsupported):
-        await ISCSI_KVM.take_snapshot(ctx, store, volume(), snapshot(None), "x", HOST)
-    assert agent.calls == []
+    lun_answers(agent, 1 << 29)
+    vol = volume(path=f"{LUNS}/vol-1.raw", format="raw")
+    switched: list[VolumeCreated] = []
+
+    async def switch(created: VolumeCreated) -> None:
+        switched.append(created)
+
+    await ISCSI_KVM.revert_snapshot(ctx, store, vol, snapshot(f"{SNAPS}/{ISCSI_SNAP}"), "x",
+                                    HOST, switch)
+    assert [c.command for c in agent.calls] == [REVERT_LUN, RESIZE_LUN]
+    assert agent.calls[1].payload == ResizeLunPayload(
+        dir=LUNS, file_name="vol-1.raw", target="iqn.2026-11.org.strata:vol-1",
+        size=1 << 30)
+    assert switched == [VolumeCreated(f"{LUNS}/vol-1.raw", 1 << 30, CAPACITY, "raw")]
 
 
 def test_chain_of_walks_to_the_root() -> None:
