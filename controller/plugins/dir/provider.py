@@ -66,7 +66,7 @@ class DirDriver(ImageStoreDriver[DirectoryConfig]):
     async def delete_file(self, ctx: JobContext, store: Backup[DirectoryConfig],
                           folder: Folder, name: str, host: Host) -> None:
         payload = DeleteFilePayload(dir=folder_dir(store, folder), file_name=name)
-        await ctx.call(host, DELETE_FILE, payload, step=f"delete-{folder}-{name}")
+        await ctx.call(host, DELETE_FILE, payload, step=f"delete-{folder}")
 
     async def list_objects(self, ctx: JobContext, store: Backup[DirectoryConfig],
                            host: Host) -> ObjectList:

@@ -81,7 +81,7 @@ class S3Driver(ImageStoreDriver[S3Config]):
                           name: str, host: Host) -> None:
         payload = S3DeletePayload(endpoint=endpoint(ctx, store),
                                   key=object_key(store, name, folder))
-        await ctx.call(host, S3_DELETE, payload, step=f"delete-{folder}-{name}")
+        await ctx.call(host, S3_DELETE, payload, step=f"delete-{folder}")
 
     async def list_objects(self, ctx: JobContext, store: Backup[S3Config],
                            host: Host) -> ObjectList:

@@ -89,7 +89,7 @@ class SftpDriver(ImageStoreDriver[SftpConfig]):
                           name: str, host: Host) -> None:
         payload = SftpDeletePayload(endpoint=endpoint(ctx, store),
                                     remote_dir=folder_dir(store, folder), file_name=name)
-        await ctx.call(host, SFTP_DELETE, payload, step=f"delete-{folder}-{name}")
+        await ctx.call(host, SFTP_DELETE, payload, step=f"delete-{folder}")
 
     async def list_objects(self, ctx: JobContext, store: Backup[SftpConfig],
                            host: Host) -> ObjectList:
