@@ -6,7 +6,6 @@ whose patterns are read back; a volume and an image made of a snapshot; bad requ
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,6 +132,18 @@ def test_backups_to_every_store_and_restores(
         f"{v['id']}.restored.qcow2" for v in stack.api.get(
             f"/v1/volumes?primary_storage_id={primary}")["items"])
 
+    # A snapshot of a volume on NFS (libnfs: the chain is read through nfs:// URLs)
+    # backed up, then restored onto local storage.
+    data = volume(stack, primary, name="on-nfs-data", size=8 << 20)
+    qemu_io(data["path"], "write -P 0x66 0 64k")
+    nfs_snap = take(stack, data["id"], "n1")
+    qemu_io(stack.api.get(f"/v1/volumes/{data['id']}")["path"], "write -P 0x67 0 64k")
+    nfs_backup = back_up(stack, nfs_snap["id"], sftp_store)
+    back = volume(stack, stack.primary_id, name="from-nfs", backup_id=nfs_backup["id"])
+    assert chain(back["path"]) == [back["path"]]
+    qemu_io(back["path"], "read -P 0x66 0 64k")
+    backups[sftp_store].append(nfs_backup)
+
     # Backups outlive their snapshot; deleting them empties the store's ledger.
     stack.wait(stack.api.delete(f"/v1/snapshots/{snaps[0][0]['id']}"))
     again = volume(stack, stack.primary_id, name="after", backup_id=backups[s3_store][0]["id"])
@@ -220,6 +231,8 @@ def test_bad_backup_requests(stack: Stack, file_server: FileServer, image_dir: P
     backup = back_up(stack, snap["id"], stack.backup_id)
     refused(lambda: api.post(backups, {"backup_storage_id": stack.backup_id}), 409,
             "backup_exists")
+    assert "snapshot backups" in refused(
+        lambda: api.delete(f"/v1/backup-storages/{stack.backup_id}"), 409).message
 
     # A store that is gone: the job fails, nothing is left half-written, the volume free.
     store = stack.wait(api.post("/v1/backup-storages", {
