@@ -115,8 +115,8 @@ class ImageService:
                 ImageStoreRef.image_id == image.id, ImageStoreRef.backup_storage_id == store.id))
             assert ref is not None
             host = await self._d.selector.for_primary(session, primary)
-        chained = snapshot is not None or volume.image_id is not None or \
-            volume.snapshot_id is not None
+        chained = (snapshot is not None or volume.image_id is not None
+                   or volume.snapshot_id is not None)
         uploaded = await self._d.motion.upload(ctx, UploadRequest(
             volume=volume, primary=primary, backup=store, host=host, file_name=image.id,
             task_id=ctx.task_id("upload"), source=snapshot.path if snapshot else None,

@@ -254,7 +254,7 @@ class VolumeService:
             bstore = self._d.registry.backup(await get_or_404(
                 session, BackupStorage, backup.backup_storage_id, "backup storage"))
         assert backup.path is not None and backup.sha256 is not None
-        directory = backend.volume_dir(store)
+        directory = self._driver(store).volume_dir(store)
         restored = await self._d.motion.restore(ctx, RestoreRequest(
             backup=bstore, primary=store, source=backup.path, sha256=backup.sha256,
             format=backup.format, dest_dir=directory, file_name=f"{volume.id}.restored.qcow2",

@@ -110,10 +110,6 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
         `drop_source`, `source` is removed whatever happens."""
         raise snapshots_not_supported(store)
 
-    def volume_dir(self, store: Primary[C]) -> str:
-        """Where the storage's volume files are (a restore lands there)."""
-        raise snapshots_not_supported(store)
-
 
 def snapshots_not_supported(store: Primary[Any]) -> Unsupported:
     return Unsupported(f"primary storage {store.name} is {store.row.type}: its volumes "

@@ -151,8 +151,5 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
                                span=(70, 100))
         return VolumeCreated(facts.path, facts.virtual_size, facts.capacity)
 
-    def volume_dir(self, store: Primary[C]) -> str:
-        return self._driver.volume_dir(store)
-
 
 LOCAL_KVM = Qcow2FileBackend(LOCAL)
