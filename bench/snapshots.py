@@ -6,7 +6,10 @@ for, on the same chain shape in the same run. Prints each latency and the ratio.
 - delete: DELETE /v1/snapshots/{id} of the oldest snapshot but the first + job wait
   (Strata rebases its child onto the first), against `qemu-img commit` of the same
   layer into the first plus the unsafe rebase of its child that a bare-tools operator
-  would do.
+  would do;
+- backup: POST /v1/snapshots/{id}/backups to the `dir` store + job wait (the chain up
+  to the snapshot flattened, copied and sha256 verified), against `qemu-img convert` of
+  the same snapshot's chain into a file; as throughput of the chain's data.
 
 Each snapshot layer holds `--layer-mib` of its own data, written with qemu-io between
 takes on both sides. Starts `strata-controller` on embedded defaults in a temporary
@@ -105,19 +108,57 @@ def raw_chain(work: Path, layers: int, layer_mib: int) -> tuple[list[float], lis
     return takes, deletes
 
 
+def backup_chain(api: Client, primary: str, store: str, work: Path, layers: int,
+                 layer_mib: int) -> tuple[float, float, float]:
+    """(API backup seconds, bare `qemu-img convert` seconds, the same then `sync` of the
+    file, as the backup's publish does) of one chain of `layers` snapshots, each layer
+    `layer_mib` MiB of its own data."""
+    size = layers * layer_mib * MIB
+    job = api.wait_job(api.post("/v1/volumes", {"name": "bench-backup", "size": size,
+                                                "primary_storage_id": primary})["job_id"])
+    volume = job["resource_id"]
+    snapshot = ""
+    for i in range(layers):
+        write_layer(api.get(f"/v1/volumes/{volume}")["path"], i, layer_mib)
+        snapshot = api.wait_job(api.post(f"/v1/volumes/{volume}/snapshots",
+                                         {"name": f"b{i}"})["job_id"])["resource_id"]
+
+    def backup() -> None:
+        done = api.wait_job(api.post(f"/v1/snapshots/{snapshot}/backups",
+                                     {"backup_storage_id": store})["job_id"])
+        if done["state"] != "succeeded":
+            raise RuntimeError(f"backup failed: {done['error']}")
+    ours = timed(backup)
+    path = api.get(f"/v1/snapshots/{snapshot}")["path"]
+
+    def convert(name: str, sync: bool) -> None:
+        out = str(work / name)
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", path, out],
+                       check=True)
+        if sync:
+            subprocess.run(["sync", out], check=True)
+    raw = timed(functools.partial(convert, "converted.qcow2", False))
+    synced = timed(functools.partial(convert, "synced.qcow2", True))
+    return ours, raw, synced
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--layers", type=int, default=12,
                    help="snapshots taken in a row (at most the chain depth bound, 16)")
     p.add_argument("--layer-mib", type=int, default=16)
+    p.add_argument("--backup-layers", type=int, default=4)
+    p.add_argument("--backup-layer-mib", type=int, default=48)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="strata-bench-"))
     controller = start_embedded(work)
     try:
         api = Client(controller.url, controller.token)
-        primary, _ = wait_seeded(api)
+        primary, store = wait_seeded(api)
         api_take, api_delete = api_chain(api, primary, args.layers, args.layer_mib)
         raw_take, raw_delete = raw_chain(work / "raw", args.layers, args.layer_mib)
+        api_backup, raw_convert, raw_synced = backup_chain(
+            api, primary, store, work, args.backup_layers, args.backup_layer_mib)
 
         def line(what: str, ours: list[float], raw: list[float]) -> None:
             a, r = statistics.median(ours), statistics.median(raw)
@@ -128,6 +169,14 @@ def main() -> None:
               "each; median latency")
         line("take", api_take, raw_take)
         line("delete", api_delete, raw_delete)
+        data = args.backup_layers * args.backup_layer_mib
+        print(f"backup of a chain of {args.backup_layers} layers of {args.backup_layer_mib} "
+              f"MiB to dir; throughput of its data")
+        print(f"  API {data / api_backup:7.1f} MiB/s ({api_backup:.2f} s)")
+        for what, raw in (("qemu-img convert", raw_convert),
+                          ("qemu-img convert + sync", raw_synced)):
+            print(f"  {what:23} {data / raw:7.1f} MiB/s ({raw:.2f} s)   "
+                  f"ratio raw/API throughput {api_backup / raw:5.2f}")
     finally:
         controller.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "images": ("id", "name", "state", "format", "size", "virtual_size"),
     "volumes": ("id", "name", "state", "size", "image_id", "primary_storage_id", "access"),
     "snapshots": ("id", "name", "state", "volume_id", "parent_id", "actual_size"),
+    "snapshot-backups": ("id", "state", "snapshot_id", "volume_id", "backup_storage_id",
+                         "size"),
     "jobs": ("id", "kind", "state", "progress", "resource_id", "error"),
     "tokens": ("id", "name", "role", "revoked_at"),
     "audit": ("at", "token_name", "method", "route", "resource_id", "status", "code"),
@@ -34,7 +36,8 @@ NAMED = {"hosts", "primary-storages", "backup-storages", "images", "volumes", "s
 REFERENCES: dict[str, str] = {
     "primary_storage": "primary-storages", "backup_storage": "backup-storages",
     "image": "images", "from_volume": "volumes", "volume_id": "volumes",
-    "snapshot_id": "snapshots", "host_id": "hosts", "server_host": "hosts", "host": "hosts",
+    "snapshot_id": "snapshots", "snapshot": "snapshots", "from_snapshot": "snapshots",
+    "host_id": "hosts", "server_host": "hosts", "host": "hosts",
 }
 
 
@@ -237,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("name")
     r.add_argument("source_url", metavar="URL", nargs="?", help="http(s) URL of the image")
     r.add_argument("--from-volume", help="make the image of this volume instead")
+    r.add_argument("--from-snapshot", help="make the image of this snapshot instead")
     r.add_argument("--backup-storage", required=True, help="backup storage (name or id)")
     r.add_argument("--format", choices=["qcow2", "raw"])
     r.add_argument("--sha256")
@@ -247,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name")
     c.add_argument("--primary-storage", required=True, help="primary storage (name or id)")
     c.add_argument("--image", help="image (name or id): make a linked-clone root volume")
+    c.add_argument("--snapshot", help="snapshot (name or id): a copy of it, on its storage")
+    c.add_argument("--backup", help="snapshot backup id: restore it onto the storage")
     c.add_argument("--size", help="bytes, or with a K/M/G/T suffix")
     d = waitable(volumes.add_parser("delete"))
     d.add_argument("id")
@@ -267,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("volume_id")
     t.add_argument("name")
     waitable(snapshots.add_parser("delete", help="delete one, merging its data")
+             ).add_argument("id")
+    b = waitable(snapshots.add_parser("backup", help="back one up to a backup storage"))
+    b.add_argument("id")
+    b.add_argument("--backup-storage", required=True, help="backup storage id")
+    snapshots.add_parser("backups", help="list a snapshot's backups").add_argument("id")
+
+    backups = resource("snapshot-backups", ["backups", "backup"])
+    waitable(backups.add_parser("delete", help="delete it from its backup storage")
              ).add_argument("id")
 
     jobs = resource("jobs", ["job"])
@@ -328,8 +342,8 @@ def run(args: argparse.Namespace) -> int:
     res = {"host": "hosts", "ps": "primary-storages", "primary-storage": "primary-storages",
            "bs": "backup-storages", "backup-storage": "backup-storages", "image": "images",
            "volume": "volumes", "job": "jobs", "token": "tokens",
-           "snapshot": "snapshots"}.get(args.resource,
-                                                                        args.resource)
+           "snapshot": "snapshots", "backups": "snapshot-backups",
+           "backup": "snapshot-backups"}.get(args.resource, args.resource)
     action = {"ls": "list"}.get(getattr(args, "action", ""), getattr(args, "action", ""))
     if res == "capabilities":
         capabilities = c.get("/v1/capabilities")
@@ -405,9 +419,16 @@ def run(args: argparse.Namespace) -> int:
     if res == "images":
         body = {"name": args.name, "backup_storage_id": args.backup_storage}
         body |= ({"volume_id": args.from_volume} if args.from_volume
+                 else {"snapshot_id": args.from_snapshot} if args.from_snapshot
                  else {"url": args.source_url})
         body |= {k: v for k, v in (("format", args.format), ("sha256", args.sha256)) if v}
         return cli.submitted(c.post("/v1/images", body))
+    if res == "snapshots" and action == "backup":
+        return cli.submitted(c.post(f"/v1/snapshots/{args.id}/backups",
+                                    {"backup_storage_id": args.backup_storage}))
+    if res == "snapshots" and action == "backups":
+        cli.out(c.get(f"/v1/snapshots/{args.id}/backups"), "snapshot-backups")
+        return 0
     if res == "snapshots":
         return cli.submitted(c.post(f"/v1/volumes/{args.volume_id}/snapshots",
                                     {"name": args.name}))
@@ -423,8 +444,10 @@ def run(args: argparse.Namespace) -> int:
         return cli.submitted(c.delete(f"/v1/volumes/{args.id}/access/{args.host_id}"))
     if res == "volumes":
         body = {"name": args.name, "primary_storage_id": args.primary_storage}
-        if args.image:
-            body["image_id"] = args.image
+        for key, value in (("image_id", args.image), ("snapshot_id", args.snapshot),
+                           ("backup_id", args.backup)):
+            if value:
+                body[key] = value
         if args.size:
             body["size"] = parse_size(args.size)
         return cli.submitted(c.post("/v1/volumes", body))

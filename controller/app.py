@@ -30,6 +30,7 @@ from controller.plugins.matrix import default_registry
 from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
 from controller.services.backup_storages import BackupStorageService
+from controller.services.backups import SnapshotBackupService
 from controller.services.base import ServiceDeps
 from controller.services.container import Services
 from controller.services.enrolment import Enrolment
@@ -88,7 +89,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                               Enrolment(ca, secrets, config.join_token_ttl)),
             primary_storages=primary_storages, backup_storages=BackupStorageService(deps),
             images=ImageService(deps), volumes=VolumeService(deps), tokens=TokenService(db),
-            snapshots=SnapshotService(deps),
+            snapshots=SnapshotService(deps), backups=SnapshotBackupService(deps),
         )
         app[SERVICES] = services
         await services.tokens.bootstrap(config.admin_token_path)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 
+from agent import fsops
 from agent.commands.registry import handles
 from agent.images import urlpolicy
 from agent.images.writer import VerifiedImageWriter
@@ -72,19 +73,45 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
 async def copy_image(
     svc: AgentServices, payload: CopyImagePayload, progress: Callable[[float], None]
 ) -> ImageFacts:
-    src = await svc.files.open_read(payload.src_path)
-    try:
-        writer = VerifiedImageWriter(
-            svc.inspector, svc.files, payload.dest_dir,
-            payload.file_name, expected_sha256=payload.expected_sha256,
-            expected_format=payload.expected_format, expected_size=src.size, progress=progress,
-        )
-        return await writer.write_all(src.chunks(CHUNK))
-    finally:
-        await src.close()
+    async with flattened(svc, payload.src_path, payload.flatten, progress) as (path, rest):
+        src = await svc.files.open_read(path)
+        try:
+            writer = VerifiedImageWriter(
+                svc.inspector, svc.files, payload.dest_dir,
+                payload.file_name, expected_sha256=payload.expected_sha256,
+                expected_format=payload.expected_format, expected_size=src.size,
+                progress=rest,
+            )
+            return await writer.write_all(src.chunks(CHUNK))
+        finally:
+            await src.close()
 
 
 STAGING = "staging"
+
+
+@contextlib.asynccontextmanager
+async def flattened(
+    svc: AgentServices, path: str, flatten: bool, progress: Callable[[float], None],
+) -> AsyncIterator[tuple[str, Callable[[float], None]]]:
+    """`path` as it is, or with `flatten`, one qcow2 file of all its chain reads (a
+    snapshot or a linked clone becoming a backup or an image), made by `qemu-img convert`
+    under a temporary name in the agent's staging directory and removed whatever
+    happens. Yields the file to read and the progress callback for the rest of the copy
+    (the conversion takes the first half)."""
+    if not flatten:
+        yield path, progress
+        return
+    staging = os.path.join(svc.config.state_dir, STAGING)
+    local = fsops.temp_path(staging, os.path.basename(path))
+    files = svc.files.for_path(local)
+    try:
+        await files.makedirs(staging)
+        await svc.qemu_img.convert(path, local, src_fmt="qcow2", dest_fmt="qcow2",
+                                   progress=lambda pct: progress(pct / 2))
+        yield local, lambda pct: progress(50 + pct / 2)
+    finally:
+        await files.remove(local)
 
 
 @contextlib.asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.commands.images import staged_download
+from agent.commands.images import flattened, staged_download
 from agent.commands.registry import handles
 from agent.commands.sftp import span
 from agent.images.writer import VerifiedImageWriter
@@ -80,8 +80,9 @@ async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
 @handles(S3_UPLOAD)
 async def s3_upload(svc: AgentServices, payload: S3UploadPayload,
                     progress: Progress) -> UploadResult:
-    size, digest = await _store(svc, payload.endpoint).upload(
-        svc.files, payload.local_path, payload.key, progress)
+    async with flattened(svc, payload.local_path, payload.flatten, progress) as (local, rest):
+        size, digest = await _store(svc, payload.endpoint).upload(
+            svc.files, local, payload.key, rest)
     return UploadResult(path=payload.key, size=size, sha256=digest, capacity=UNMEASURED)
 
 

@@ -7,7 +7,7 @@ import posixpath
 from collections.abc import Callable
 
 from agent import fsops
-from agent.commands.images import staged_download
+from agent.commands.images import flattened, staged_download
 from agent.commands.registry import handles
 from agent.images.writer import VerifiedImageWriter
 from agent.services import AgentServices
@@ -86,10 +86,11 @@ async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
 @handles(SFTP_UPLOAD)
 async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
                       progress: Progress) -> UploadResult:
-    async with connect(payload.endpoint) as session:
+    async with (flattened(svc, payload.local_path, payload.flatten, progress) as (local, rest),
+                connect(payload.endpoint) as session):
+        await session.makedirs(payload.remote_dir)
         path, size, digest = await session.upload(
-            svc.files, payload.local_path, payload.remote_dir,
-            payload.file_name, progress)
+            svc.files, local, payload.remote_dir, payload.file_name, rest)
         return UploadResult(path=path, size=size, sha256=digest,
                             capacity=await session.capacity(payload.remote_dir))
 

@@ -18,10 +18,13 @@ from agent.services import AgentServices
 from agent.tools.qemuimg import ImageInfo
 from shared.errors import Conflict, NotFound, OperationFailed
 from shared.names import validate_store_path
+from shared.protocol.files import BackingFile
 from shared.protocol.volumes import (
+    CLONE_LAYER,
     DELETE_SNAPSHOT,
     REVERT_SNAPSHOT,
     TAKE_SNAPSHOT,
+    CloneLayerPayload,
     DeleteSnapshotPayload,
     RevertSnapshotPayload,
     SnapshotDeleted,
@@ -86,6 +89,48 @@ async def delete_snapshot(svc: AgentServices, payload: DeleteSnapshotPayload,
                            f"snapshot {path} nor on its backing file")
     await files.remove(path)
     return SnapshotDeleted(existed=True, capacity=await files.capacity(payload.dir))
+
+
+@handles(CLONE_LAYER)
+async def clone_layer(svc: AgentServices, payload: CloneLayerPayload,
+                      progress: Progress) -> VolumeFacts:
+    """An overlay on the source layer, made under a temporary name, rebased (safe mode:
+    it copies in every cluster where what it reads and the new backing file differ) onto
+    the image cache or onto nothing, then published. One already there on `backing` is
+    the earlier run's."""
+    files = svc.files.for_path(payload.dir)
+    source = posixpath.join(payload.dir, payload.source)
+    final = posixpath.join(payload.dir, payload.file_name)
+    backing = payload.backing.path if payload.backing else None
+    if final == source:
+        raise Conflict(f"{final} cannot be a copy of itself")
+    try:
+        if await files.lexists(final):
+            info = await svc.qemu_img.info(final, fmt="qcow2")
+            if info.backing_filename != backing:
+                raise Conflict(f"{final} already exists; a ready object is never overwritten")
+        else:
+            await _qcow2_layer(svc, files, source)
+            info = await _rebased_copy(svc, files, source, final, payload.backing, progress)
+    finally:
+        if payload.drop_source:
+            await files.remove(source)
+    return VolumeFacts(path=final, virtual_size=info.virtual_size,
+                       capacity=await files.capacity(payload.dir))
+
+
+async def _rebased_copy(svc: AgentServices, files: FileStore, source: str, final: str,
+                        backing: BackingFile | None, progress: Progress) -> ImageInfo:
+    tmp = fsops.temp_path(posixpath.dirname(final), posixpath.basename(final))
+    try:
+        await svc.qemu_img.create(tmp, fmt="qcow2", backing=source, backing_fmt="qcow2")
+        await svc.qemu_img.rebase(tmp, backing=backing.path if backing else None,
+                                  backing_fmt=backing.format if backing else None,
+                                  progress=progress)
+        await files.publish(tmp, final)
+    finally:
+        await files.remove(tmp)
+    return await svc.qemu_img.info(final, fmt="qcow2")
 
 
 async def _qcow2_layer(svc: AgentServices, files: FileStore, path: str) -> ImageInfo:

@@ -88,7 +88,10 @@ class ImageCreate(Request):
     name: Name
     url: HttpUrl | None = Field(default=None,
                                 description="http(s) URL to download the image from.")
-    volume_id: str | None = Field(default=None, description="A volume to make the image of.")
+    volume_id: str | None = Field(default=None, description="A volume to make the image of "
+                                  "(a linked clone, or one on snapshots, is flattened).")
+    snapshot_id: str | None = Field(default=None, description="A snapshot to make the image "
+                                    "of (its chain flattened).")
     backup_storage_id: str
     format: ImageFormat | None = Field(default=None, description="Declared format, checked.")
     sha256: str | None = Field(default=None, pattern=SHA256_RE,
@@ -96,8 +99,8 @@ class ImageCreate(Request):
 
     @model_validator(mode="after")
     def _one_source(self) -> ImageCreate:
-        if (self.url is None) == (self.volume_id is None):
-            raise ValueError("give exactly one of url and volume_id")
+        if [self.url, self.volume_id, self.snapshot_id].count(None) != 2:
+            raise ValueError("give exactly one of url, volume_id and snapshot_id")
         return self
 
 
@@ -105,9 +108,25 @@ class VolumeCreate(Request):
     name: Name
     primary_storage_id: str
     image_id: str | None = Field(default=None, description="Make a root volume of this image.")
+    snapshot_id: str | None = Field(
+        default=None, description="Make a copy of this snapshot (on its own storage).")
+    backup_id: str | None = Field(
+        default=None, description="Restore this snapshot backup onto the storage.")
     size: int | None = Field(default=None, gt=0, le=MAX_VOLUME_SIZE, multiple_of=512,
-                             description="Bytes, a multiple of 512; required without "
-                                         "image.")
+                             description="Bytes, a multiple of 512; required for an empty "
+                                         "volume, not given with a snapshot or a backup.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VolumeCreate:
+        if [self.image_id, self.snapshot_id, self.backup_id].count(None) < 2:
+            raise ValueError("give at most one of image_id, snapshot_id and backup_id")
+        if self.size is not None and (self.snapshot_id or self.backup_id):
+            raise ValueError("a volume of a snapshot or a backup has its size")
+        return self
+
+
+class SnapshotBackupCreate(Request):
+    backup_storage_id: str = Field(description="The backup storage to copy the snapshot to.")
 
 
 class SnapshotCreate(Request):
@@ -217,6 +236,7 @@ class BackupStorageOut(Out):
     reason: str | None
     capacity_total: int
     capacity_available: int
+    capacity_allocated: int = Field(description="Bytes its snapshots' backups hold.")
     created_at: float
 
 
@@ -277,6 +297,23 @@ class SnapshotOut(Out):
     size: int = Field(description="Bytes it holds in the capacity ledger.")
     virtual_size: int
     actual_size: int | None
+    state: str
+    reason: str | None
+    created_at: float
+
+
+class SnapshotBackupOut(Out):
+    id: str
+    snapshot_id: str
+    volume_id: str
+    image_id: str | None = Field(description="The volume's image: a restore onto a storage "
+                                             "caching it is rebased onto the cache.")
+    backup_storage_id: str
+    path: str | None = Field(description="Where the backup storage holds it.")
+    size: int = Field(description="Bytes it holds in the backup storage's ledger.")
+    virtual_size: int
+    sha256: str | None
+    format: str
     state: str
     reason: str | None
     created_at: float

@@ -168,6 +168,8 @@ class BackupStorage(Timestamps, Base):
     reason: Mapped[str | None] = mapped_column(Text)
     capacity_total: Mapped[int] = mapped_column(default=0)
     capacity_available: Mapped[int] = mapped_column(default=0)
+    # The bytes its snapshots' backups hold (the ledger of what Strata put there).
+    capacity_allocated: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class Image(Timestamps, Base):
@@ -233,8 +235,8 @@ class Volume(Timestamps, Base):
 class Snapshot(Timestamps, Base):
     """A point in time of a volume, a node of its tree (`parent_id`). On a primary storage
     it is held as the frozen file `path` there, of `primary_storage_id`; a copy backed up
-    on a backup storage will be a row of its own per store, as an image's are
-    (`ImageStoreRef`). `size` is what it holds in the capacity ledger (0 once given back),
+    on a backup storage is a row of its own per store (`SnapshotBackup`), as an image's
+    are (`ImageStoreRef`). `size` is what it holds in the capacity ledger (0 once given back),
     `virtual_size` the disk size at that point, `actual_size` the file's bytes when
     taken."""
 
@@ -248,6 +250,29 @@ class Snapshot(Timestamps, Base):
     size: Mapped[int] = mapped_column(default=0)
     virtual_size: Mapped[int] = mapped_column()
     actual_size: Mapped[int | None] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16), default=ObjectState.CREATING)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class SnapshotBackup(Timestamps, Base):
+    """A snapshot's copy on a backup storage: its chain flattened into one qcow2 file (or
+    object) at `path`, verified by `sha256`. It outlives its snapshot and volume, so it
+    keeps what a restore needs: the volume it was of, that volume's image (a restore
+    onto a storage caching it is rebased onto the cache) and the virtual size. `size` is
+    what it holds in the backup storage's capacity ledger (0 until ready and once given
+    back)."""
+
+    __tablename__ = "snapshot_backups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id"), index=True)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id"))
+    image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"))
+    backup_storage_id: Mapped[str] = mapped_column(ForeignKey("backup_storages.id"))
+    path: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(default=0)
+    virtual_size: Mapped[int] = mapped_column()
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    format: Mapped[ImageFormat] = mapped_column(String(16), default="qcow2")
     state: Mapped[str] = mapped_column(String(16), default=ObjectState.CREATING)
     reason: Mapped[str | None] = mapped_column(Text)
 

@@ -13,7 +13,15 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.models import Base, ImageCache, PrimaryStorage, Snapshot, StoreState
+from controller.db.models import (
+    BackupStorage,
+    Base,
+    ImageCache,
+    PrimaryStorage,
+    Snapshot,
+    SnapshotBackup,
+    StoreState,
+)
 from shared.errors import InsufficientCapacity
 
 
@@ -110,3 +118,38 @@ async def release_snapshot(session: AsyncSession, snapshot_id: str,
         return False
     await release_capacity(session, snapshot.primary_storage_id, held)
     return True
+
+
+async def hold_backup(session: AsyncSession, backup_id: str, expected: str, new: str,
+                      size: int, **values: Any) -> bool:
+    """A snapshot's backup is stored: it counts `size` bytes in its backup storage's
+    ledger, once (only a row that holds nothing yet takes them)."""
+    backup = await session.get(SnapshotBackup, backup_id, populate_existing=True)
+    if backup is None or not await transition(session, SnapshotBackup, backup_id, expected,
+                                              new, where={"size": 0}, size=size, **values):
+        return False
+    await _move_backup_bytes(session, backup.backup_storage_id, size)
+    return True
+
+
+async def release_backup(session: AsyncSession, backup_id: str,
+                         expected: str | Iterable[str], new: str, **values: Any) -> bool:
+    """Moves a snapshot's backup to `new` and gives back what it held, once."""
+    backup = await session.get(SnapshotBackup, backup_id, populate_existing=True)
+    states = [expected] if isinstance(expected, str) else list(expected)
+    if backup is None or backup.state not in states:
+        return False
+    held = backup.size
+    if not await transition(session, SnapshotBackup, backup_id, states, new,
+                            where={"size": held}, size=0, **values):
+        return False
+    await _move_backup_bytes(session, backup.backup_storage_id, -held)
+    return True
+
+
+async def _move_backup_bytes(session: AsyncSession, storage_id: str, delta: int) -> None:
+    bs = BackupStorage
+    await session.execute(
+        update(bs).where(bs.id == storage_id)
+        .values(capacity_allocated=bs.capacity_allocated + delta)
+        .execution_options(synchronize_session=False))

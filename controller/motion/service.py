@@ -16,7 +16,12 @@ from controller.db.models import (
     PrimaryStorage,
 )
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.mediator import DownloadRequest, Uploaded, UploadRequest
+from controller.plugins.interfaces.mediator import (
+    DownloadRequest,
+    RestoreRequest,
+    Uploaded,
+    UploadRequest,
+)
 from controller.plugins.interfaces.motion import DataMotionStrategy, EndPointSelector
 from controller.plugins.interfaces.stores import Backup, Primary
 from controller.plugins.registry import PluginRegistry
@@ -65,6 +70,12 @@ class DataMotionService:
                                 request.primary, request.backup)
         return await strategy.upload(ctx, request)
 
+    async def restore(self, ctx: JobContext, request: RestoreRequest[Any, Any]) -> ImageFacts:
+        """A snapshot's backup into a volume directory: the download direction."""
+        strategy = self._winner([s.bid_restore(request) for s in self._strategies],
+                                request.primary, request.backup)
+        return await strategy.restore(ctx, request)
+
     def check_download(self, primary: PrimaryStorage, backup_types: Sequence[str]) -> None:
         """Refuses up front (a 409 naming a missing matrix cell) an image that no strategy
         could bring into `primary` from any of the backup storage types holding it."""
@@ -76,6 +87,11 @@ class DataMotionService:
     def check_upload(self, primary: PrimaryStorage, backup: BackupStorage) -> None:
         """Refuses up front (a 409 naming the matrix cell) a volume that no strategy could
         copy from `primary` into `backup`."""
+        self._registry.cell(primary.type, backup.type, primary.hypervisor)
+
+    def check_restore(self, primary: PrimaryStorage, backup: BackupStorage) -> None:
+        """Refuses up front (a 409 naming the matrix cell) a backup that no strategy could
+        bring from `backup` into `primary`."""
         self._registry.cell(primary.type, backup.type, primary.hypervisor)
 
     def _winner(self, bids: list[int], primary: Primary[Any],

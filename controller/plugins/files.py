@@ -4,21 +4,23 @@ a file, and the file image cache that every matrix cell on KVM fills."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import abc
+from typing import Any, TypedDict, TypeVar
 
 from controller.db.models import Host, ImageCache
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.mediator import (
     DownloadRequest,
     PrimaryToBackupStorageMediator,
+    RestoreRequest,
     Uploaded,
     UploadRequest,
 )
 from controller.plugins.interfaces.primary import PrimaryDataStoreDriver
-from controller.plugins.interfaces.stores import HostDir, Primary, StoreConfig
+from controller.plugins.interfaces.stores import Backup, HostDir, Primary, StoreConfig
 from shared.protocol.command import Command
 from shared.protocol.files import DELETE_FILE, DeleteFilePayload, ImageFacts, UploadResult
-from shared.protocol.types import FsCapacity, Model
+from shared.protocol.types import FsCapacity, ImageFormat, Model
 
 P = TypeVar("P", bound=Model)
 PC = TypeVar("PC", bound=StoreConfig)
@@ -50,35 +52,43 @@ async def delete_cache_file(ctx: JobContext, driver: PrimaryDataStoreDriver[PC],
 class FileCacheMediator(PrimaryToBackupStorageMediator[PC, BC]):
     """What every cell into a file image cache shares (primary types local, nfs and
     iscsi, whose cache is a directory, or an `nfs://` URL, that the chosen host reaches):
-    the cache as destination, the verification asked of every copy, and how the agent's
-    answer comes back. Subclasses are a backup type's transport."""
+    the cache (or a volume directory, for a restore) as destination, the verification
+    asked of every copy, and how the agent's answer comes back. Subclasses are a backup
+    type's transport: the command that fetches a stored file, and the one that stores
+    one."""
 
     def __init__(self, primary: PrimaryDataStoreDriver[PC]) -> None:
         self._primary = primary
 
-    @staticmethod
-    def source(request: DownloadRequest[PC, BC]) -> str:
-        """Where the backup storage keeps the image (a path or an object key)."""
-        assert request.ref.path
-        return request.ref.path
+    @abc.abstractmethod
+    def fetch_command(self, ctx: JobContext, backup: Backup[BC], source: str,
+                      target: FetchTarget) -> tuple[Command[Any, ImageFacts], Model]:
+        """The agent command (and payload) that copies the stored file `source` (a path
+        or an object key) of `backup` to `target`, verified."""
 
-    def cache_target(self, request: DownloadRequest[PC, BC]) -> dict[str, Any]:
-        """Where the image lands in the cache, and what it must prove to be."""
+    async def download(self, ctx: JobContext, request: DownloadRequest[PC, BC]) -> ImageFacts:
         image = request.image
-        assert image.sha256 and image.format
-        return {"dest_dir": self._primary.cache_dir(request.primary), "file_name": image.id,
-                "expected_sha256": image.sha256, "expected_format": image.format}
+        assert image.sha256 and image.format and request.ref.path
+        target = FetchTarget(dest_dir=self._primary.cache_dir(request.primary),
+                             file_name=image.id, expected_sha256=image.sha256,
+                             expected_format=image.format)
+        command, payload = self.fetch_command(ctx, request.backup, request.ref.path, target)
+        return await ctx.call(request.host, command, payload, task_id=request.task_id,
+                              span=(0, 50))
+
+    async def restore(self, ctx: JobContext, request: RestoreRequest[PC, BC]) -> ImageFacts:
+        target = FetchTarget(dest_dir=request.dest_dir, file_name=request.file_name,
+                             expected_sha256=request.sha256, expected_format=request.format)
+        command, payload = self.fetch_command(ctx, request.backup, request.source, target)
+        return await ctx.call(request.host, command, payload, task_id=request.task_id,
+                              span=(0, 70))
 
     @staticmethod
     def volume_path(request: UploadRequest[PC, BC]) -> str:
-        assert request.volume.path
-        return request.volume.path
-
-    @staticmethod
-    async def fetch(ctx: JobContext, request: DownloadRequest[PC, BC],
-                    command: Command[P, ImageFacts], payload: P) -> ImageFacts:
-        return await ctx.call(request.host, command, payload, task_id=request.task_id,
-                              span=(0, 50))
+        """The layer to copy up: the one asked for, else the volume's active layer."""
+        path = request.source or request.volume.path
+        assert path
+        return path
 
     @staticmethod
     async def send(ctx: JobContext, request: UploadRequest[PC, BC],
@@ -86,3 +96,13 @@ class FileCacheMediator(PrimaryToBackupStorageMediator[PC, BC]):
         result = await ctx.call(request.host, command, payload, task_id=request.task_id,
                                 span=(0, 99))
         return Uploaded(result.path, result.size, result.sha256)
+
+
+class FetchTarget(TypedDict):
+    """Where a fetched file lands, and what it must prove to be (the fields every fetch
+    payload shares)."""
+
+    dest_dir: str
+    file_name: str
+    expected_sha256: str
+    expected_format: ImageFormat

@@ -5,7 +5,14 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 
 from controller.db.lookup import get_or_404
-from controller.db.models import BackupStorage, ImageStoreRef, Job, ObjectState, StoreState
+from controller.db.models import (
+    BackupStorage,
+    ImageStoreRef,
+    Job,
+    ObjectState,
+    SnapshotBackup,
+    StoreState,
+)
 from controller.db.transitions import transition
 from controller.jobs.engine import JobContext
 from controller.services.base import ServiceDeps, check_store_paths, ensure_unique_name
@@ -60,6 +67,12 @@ class BackupStorageService:
             if images:
                 raise InUse(f"backup storage {store.name} still holds images: "
                             f"{', '.join(images)}; delete them first")
+            backups = (await session.scalars(select(SnapshotBackup.id).where(
+                SnapshotBackup.backup_storage_id == store.id,
+                SnapshotBackup.state != ObjectState.DESTROYED).limit(20))).all()
+            if backups:
+                raise InUse(f"backup storage {store.name} still holds snapshot backups: "
+                            f"{', '.join(backups)}; delete them first")
             if not await transition(session, BackupStorage, store.id, CONNECTABLE,
                                     StoreState.DELETING):
                 raise Conflict(f"backup storage {store.name} is {store.state}")
@@ -78,5 +91,7 @@ class BackupStorageService:
         async with ctx.db.begin() as session:
             await session.execute(delete(ImageStoreRef)
                                   .where(ImageStoreRef.backup_storage_id == ctx.job.resource_id))
+            await session.execute(delete(SnapshotBackup).where(
+                SnapshotBackup.backup_storage_id == ctx.job.resource_id))
             await session.execute(delete(BackupStorage)
                                   .where(BackupStorage.id == ctx.job.resource_id))

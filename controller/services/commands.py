@@ -37,25 +37,31 @@ class CreateBackupStorage:
 
 @dataclass(frozen=True)
 class RegisterImage:
-    """From `url` (downloaded and verified), or from `volume_id` (copied up from its
-    primary storage): exactly one of them."""
+    """From `url` (downloaded and verified), from `volume_id` (copied up from its
+    primary storage), or from `snapshot_id` (its chain flattened and copied up): exactly
+    one of them."""
 
     name: str
     backup_storage_id: str
     url: str | None = None
     volume_id: str | None = None
+    snapshot_id: str | None = None
     format: ImageFormat | None = None
     sha256: str | None = None
 
 
 @dataclass(frozen=True)
 class CreateVolume:
-    """A linked clone of `image_id`, or an empty volume of `size` bytes."""
+    """A linked clone of `image_id`, a copy of the snapshot `snapshot_id` (on its
+    storage), a restore of the snapshot backup `backup_id`, or an empty volume of `size`
+    bytes."""
 
     name: str
     primary_storage_id: str
     image_id: str | None = None
     size: int | None = None
+    snapshot_id: str | None = None
+    backup_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from controller.db.models import (
     Job,
     ObjectState,
     PrimaryStorage,
+    Snapshot,
     StoreState,
     Volume,
 )
@@ -25,6 +26,7 @@ from controller.jobs.engine import JobContext, JobHandler
 from controller.plugins.interfaces.mediator import UploadRequest
 from controller.services.base import ServiceDeps
 from controller.services.commands import RegisterImage
+from controller.services.snapshots import lock_volume, ready_snapshot, unlock_volume
 from shared.errors import ChecksumMismatch, Conflict, InUse
 from shared.protocol.types import ImageFormat
 
@@ -51,6 +53,10 @@ class ImageService:
                 volume = await self._lock_volume(session, req.volume_id, store)
                 url, handler, fmt = f"volume:{volume.id}", self.run_from_volume, volume.format
                 params["volume_id"] = volume.id
+            elif req.snapshot_id is not None:
+                snapshot, volume = await self._lock_snapshot(session, req.snapshot_id, store)
+                url, handler, fmt = f"snapshot:{snapshot.id}", self.run_from_volume, "qcow2"
+                params.update(volume_id=volume.id, snapshot_id=snapshot.id)
             else:
                 assert req.url is not None
                 url, handler, fmt = req.url, self.run_register, req.format
@@ -72,24 +78,35 @@ class ImageService:
         primary = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
                                    "primary storage")
         self._d.motion.check_upload(primary, store)
-        if volume.image_id is not None:
-            raise Conflict(f"volume {volume.name} is a linked clone of an image; making an "
-                           "image of it needs flattening, which comes with snapshots",
-                           code="linked_clone")
-        if volume.snapshot_id is not None:
-            raise Conflict(f"volume {volume.name} sits on snapshots; making an image of it "
-                           "needs flattening its chain", code="has_snapshots")
         if not await transition(session, Volume, volume.id, ObjectState.READY,
                                 ObjectState.COPYING):
             raise Conflict(f"volume {volume.name} is {volume.state}, not ready")
         return volume
 
+    async def _lock_snapshot(self, session: AsyncSession, snapshot_id: str,
+                             store: BackupStorage) -> tuple[Snapshot, Volume]:
+        """The snapshot to copy up; its volume is `snapshotting` meanwhile, so no merge
+        changes the chain being read."""
+        snapshot = await get_or_404(session, Snapshot, snapshot_id, "snapshot")
+        volume = await get_or_404(session, Volume, snapshot.volume_id, "volume")
+        primary = await self._d.store_of(session, volume)
+        self._d.registry.backend_of(primary).check_snapshots(primary)
+        self._d.motion.check_upload(primary.row, store)
+        await ready_snapshot(session, snapshot.id)
+        await lock_volume(session, volume)
+        return snapshot, volume
+
     async def run_from_volume(self, ctx: JobContext) -> dict[str, Any]:
-        """Copies the volume up through the data motion service (the matrix cell's
-        mediator), then gives it back."""
+        """Copies the volume (or its snapshot) up through the data motion service (the
+        matrix cell's mediator), then gives it back. A layer on a chain (a linked clone,
+        a volume on snapshots, a snapshot) is flattened on the way: the image holds all
+        it reads and sits on nothing."""
+        snapshot_id = ctx.params.get("snapshot_id")
         async with ctx.db() as session:
             image = await get_or_404(session, Image, ctx.job.resource_id or "", "image")
             volume = await get_or_404(session, Volume, ctx.params["volume_id"], "volume")
+            snapshot = (await get_or_404(session, Snapshot, snapshot_id, "snapshot")
+                        if snapshot_id else None)
             primary = self._d.registry.primary(await get_or_404(
                 session, PrimaryStorage, volume.primary_storage_id, "primary storage"))
             store = self._d.registry.backup(await get_or_404(
@@ -98,16 +115,20 @@ class ImageService:
                 ImageStoreRef.image_id == image.id, ImageStoreRef.backup_storage_id == store.id))
             assert ref is not None
             host = await self._d.selector.for_primary(session, primary)
+        chained = (snapshot is not None or volume.image_id is not None
+                   or volume.snapshot_id is not None)
         uploaded = await self._d.motion.upload(ctx, UploadRequest(
             volume=volume, primary=primary, backup=store, host=host, file_name=image.id,
-            task_id=ctx.task_id("upload")))
+            task_id=ctx.task_id("upload"), source=snapshot.path if snapshot else None,
+            flatten=chained))
         if image.declared_sha256 and uploaded.sha256 != image.declared_sha256:
             raise ChecksumMismatch(f"the volume's sha256 is {uploaded.sha256}, "
                                    f"not {image.declared_sha256} as declared")
-        result = {"sha256": uploaded.sha256, "size": uploaded.size, "format": volume.format,
-                  "virtual_size": volume.size}
+        result = {"sha256": uploaded.sha256, "size": uploaded.size,
+                  "format": "qcow2" if chained else volume.format,
+                  "virtual_size": snapshot.virtual_size if snapshot else volume.size}
         async with ctx.db.begin() as session:
-            await transition(session, Volume, volume.id, ObjectState.COPYING, ObjectState.READY)
+            await _give_back(session, ctx)
             await _image_ready(session, image.id, ref.id, uploaded.path, result)
             await ctx.succeed(session, result)
         return result
@@ -203,8 +224,7 @@ class ImageService:
     async def _fail_from_volume(self, ctx: JobContext, reason: str) -> None:
         """The image failed; the volume it was made of is the operator's again."""
         async with ctx.db.begin() as session:
-            await transition(session, Volume, ctx.params["volume_id"], ObjectState.COPYING,
-                             ObjectState.READY)
+            await _give_back(session, ctx)
         await self._fail_create(ctx, reason)
 
     async def _fail_delete(self, ctx: JobContext, reason: str) -> None:
@@ -215,6 +235,16 @@ class ImageService:
 
 
 UNFINISHED = (ObjectState.ALLOCATED, ObjectState.CREATING)
+
+
+async def _give_back(session: AsyncSession, ctx: JobContext) -> None:
+    """The volume an image was copied from is ready again: `copying` for a volume,
+    `snapshotting` for a snapshot's."""
+    if "snapshot_id" in ctx.params:
+        await unlock_volume(session, ctx.params["volume_id"])
+    else:
+        await transition(session, Volume, ctx.params["volume_id"], ObjectState.COPYING,
+                         ObjectState.READY)
 
 
 async def _image_ready(session: AsyncSession, image_id: str, ref_id: str, path: str,

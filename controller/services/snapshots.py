@@ -66,7 +66,7 @@ class SnapshotService:
                                f"most a chain may hold ({MAX_CHAIN_DEPTH}); delete one of "
                                "them first (its data is merged, not lost)",
                                code="chain_too_deep")
-            await self._lock(session, volume)
+            await lock_volume(session, volume)
             await reserve_capacity(session, store.row, volume.size)
             snapshot = Snapshot(name=name, volume_id=volume.id, parent_id=volume.snapshot_id,
                                 primary_storage_id=volume.primary_storage_id,
@@ -105,7 +105,7 @@ class SnapshotService:
         async with ctx.db.begin() as session:
             await release_snapshot(session, ctx.job.resource_id or "", ObjectState.CREATING,
                                    ObjectState.ERROR, path=None, reason=reason)
-            await self._unlock(session, ctx.params["volume_id"])
+            await unlock_volume(session, ctx.params["volume_id"])
 
     # ---- revert -------------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ class SnapshotService:
                 raise Conflict(f"snapshot {snapshot.name} is {snapshot.state}, not ready")
             store = await self._d.store_of(session, volume)
             self._d.registry.backend_of(store).check_snapshots(store)
-            await self._lock(session, volume)
+            await lock_volume(session, volume)
             job = self._d.jobs.new_job(session, self.run_revert, resource_type="volume",
                                        resource_id=volume.id,
                                        params={"snapshot_id": snapshot.id,
@@ -149,7 +149,7 @@ class SnapshotService:
             ctx, store, volume, snapshot, ctx.params["overlay"], host, switch)
         async with ctx.db.begin() as session:
             reverted = await get_fresh(session, Volume, volume.id, "volume")
-            await self._unlock(session, volume.id)
+            await unlock_volume(session, volume.id)
             await record_fs_capacity(session, store.id, capacity.total, capacity.available)
             result = {"path": reverted.path, "snapshot_id": reverted.snapshot_id}
             await ctx.succeed(session, result)
@@ -159,7 +159,7 @@ class SnapshotService:
         """The volume is usable on whichever active layer its row records: the new one
         is recorded before the old one is dropped."""
         async with ctx.db.begin() as session:
-            await self._unlock(session, ctx.job.resource_id or "")
+            await unlock_volume(session, ctx.job.resource_id or "")
 
     # ---- delete -------------------------------------------------------------------------
 
@@ -175,7 +175,7 @@ class SnapshotService:
             if unsettled:
                 raise Conflict(f"snapshot {snapshot.name} has children that are not ready: "
                                f"{', '.join(unsettled)}; delete them first")
-            await self._lock(session, volume)
+            await lock_volume(session, volume)
             if not await transition(session, Snapshot, snapshot.id,
                                     (ObjectState.READY, ObjectState.ERROR),
                                     ObjectState.DESTROYING):
@@ -214,7 +214,7 @@ class SnapshotService:
                 .execution_options(synchronize_session=False))
             await release_snapshot(session, snapshot.id, ObjectState.DESTROYING,
                                    ObjectState.DESTROYED, path=None)
-            await self._unlock(session, volume.id)
+            await unlock_volume(session, volume.id)
             if capacity is not None:
                 await record_fs_capacity(session, store.id, capacity.total, capacity.available)
             await ctx.succeed(session, None)
@@ -226,21 +226,10 @@ class SnapshotService:
             await transition(session, Snapshot, ctx.job.resource_id or "",
                              ObjectState.DESTROYING, ObjectState.ERROR,
                              reason=f"delete failed: {reason}")
-            await self._unlock(session, ctx.params["volume_id"])
+            await unlock_volume(session, ctx.params["volume_id"])
 
     # ---- helpers ------------------------------------------------------------------------
 
-    @staticmethod
-    async def _lock(session: AsyncSession, volume: Volume) -> None:
-        if not await transition(session, Volume, volume.id, ObjectState.READY,
-                                ObjectState.SNAPSHOTTING):
-            raise Conflict(f"volume {volume.name} is {volume.state}, not ready; try again "
-                           "when it settles", code="volume_busy")
-
-    @staticmethod
-    async def _unlock(session: AsyncSession, volume_id: str) -> None:
-        await transition(session, Volume, volume_id, ObjectState.SNAPSHOTTING,
-                         ObjectState.READY)
 
     async def _where(self, session: AsyncSession, snapshot_id: str) -> tuple[
             Snapshot, Volume, Primary[Any], Host]:
@@ -250,6 +239,29 @@ class SnapshotService:
         store = await self._d.store_of(session, volume)
         return snapshot, volume, store, await self._d.selector.for_primary(session, store)
 
+
+
+async def lock_volume(session: AsyncSession, volume: Volume) -> None:
+    """The volume is `snapshotting` while a job reads or changes its chain: every other
+    snapshot request, and its delete, is a 409 meanwhile."""
+    if not await transition(session, Volume, volume.id, ObjectState.READY,
+                            ObjectState.SNAPSHOTTING):
+        raise Conflict(f"volume {volume.name} is {volume.state}, not ready; try again "
+                       "when it settles", code="volume_busy")
+
+
+async def unlock_volume(session: AsyncSession, volume_id: str) -> None:
+    await transition(session, Volume, volume_id, ObjectState.SNAPSHOTTING, ObjectState.READY)
+
+
+async def ready_snapshot(session: AsyncSession, snapshot_id: str) -> Snapshot:
+    """A snapshot whose frozen file can be read (a 404 if there is none, a 409 if it is
+    not ready)."""
+    snapshot = await get_or_404(session, Snapshot, snapshot_id, "snapshot")
+    if snapshot.state != ObjectState.READY or snapshot.path is None:
+        raise Conflict(f"snapshot {snapshot.name} is {snapshot.state}, not ready",
+                       code="snapshot_not_ready")
+    return snapshot
 
 
 def overlay_name(volume: Volume) -> str:

@@ -4,6 +4,7 @@ released with its end."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -21,6 +22,8 @@ from controller.db.models import (
     JobState,
     ObjectState,
     PrimaryStorage,
+    Snapshot,
+    SnapshotBackup,
     StoreState,
     Volume,
     VolumeAccess,
@@ -33,18 +36,35 @@ from controller.db.transitions import (
     transition,
 )
 from controller.jobs.engine import JobContext
+from controller.plugins.interfaces.backend import VolumeCreated
+from controller.plugins.interfaces.mediator import RestoreRequest
 from controller.plugins.interfaces.primary import PrimaryDataStoreDriver
 from controller.plugins.interfaces.stores import Primary
+from controller.services.backups import ready_backup_storage
 from controller.services.base import ServiceDeps
 from controller.services.commands import CreateVolume, ResizeVolume
 from controller.services.snapshots import (
     doom_snapshots,
     drop_snapshots,
+    lock_volume,
+    ready_snapshot,
     release_snapshots,
     settle_snapshots,
+    unlock_volume,
 )
 from shared.errors import Conflict, InvalidInput, NotFound, StrataError
 from shared.protocol.files import BackingFile
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A volume made of a snapshot or a backup: its size, the image cache it will sit
+    on (if any), and what its job needs."""
+
+    size: int
+    image_id: str | None
+    image_cache_id: str | None
+    params: dict[str, Any]
 
 
 class VolumeService:
@@ -66,7 +86,14 @@ class VolumeService:
                                code="storage_not_ready")
             await self._d.selector.for_primary(session, self._d.registry.primary(store))
             size = req.size
-            if req.image_id is not None:
+            copy: Copy | None = None
+            if req.snapshot_id is not None:
+                copy = await self._of_snapshot(session, req.snapshot_id, store)
+            elif req.backup_id is not None:
+                copy = await self._of_backup(session, req.backup_id, store)
+            if copy is not None:
+                size = copy.size
+            elif req.image_id is not None:
                 image = await get_or_404(session, Image, req.image_id, "image")
                 if image.state != ObjectState.READY:
                     raise Conflict(f"image {image.name} is {image.state}, not ready",
@@ -78,12 +105,15 @@ class VolumeService:
                 raise InvalidInput("an empty volume needs a size in bytes")
             assert size is not None
             await reserve_capacity(session, store, size)
-            volume = Volume(name=req.name, primary_storage_id=store.id, image_id=req.image_id,
+            volume = Volume(name=req.name, primary_storage_id=store.id,
+                            image_id=copy.image_id if copy else req.image_id,
+                            image_cache_id=copy.image_cache_id if copy else None,
                             size=size, state=ObjectState.ALLOCATED)
             session.add(volume)
             await session.flush()
             job = self._d.jobs.new_job(session, self.run_create, resource_type="volume",
-                                       resource_id=volume.id)
+                                       resource_id=volume.id,
+                                       params=copy.params if copy else None)
         self._d.jobs.start(job)
         return volume, job
 
@@ -123,6 +153,7 @@ class VolumeService:
     async def run_create(self, ctx: JobContext) -> dict[str, Any]:
         volume_id = ctx.job.resource_id or ""
         cache: ImageCache | None = None
+        copy = "snapshot_id" in ctx.params or "backup_id" in ctx.params
         async with ctx.db.begin() as session:
             await transition(session, Volume, volume_id, ObjectState.ALLOCATED,
                              ObjectState.CREATING)
@@ -131,7 +162,9 @@ class VolumeService:
                 return {"path": volume.path}
             store = await self._d.store_of(session, volume)
             image = await session.get(Image, volume.image_id) if volume.image_id else None
-            if image is not None:
+            if copy and volume.image_cache_id is not None:
+                cache = await session.get(ImageCache, volume.image_cache_id)
+            elif image is not None:
                 cache = await self._d.install.installed(session, image, store)
             host = await self._d.selector.for_primary(session, store)
         backing = None
@@ -141,7 +174,10 @@ class VolumeService:
             assert cache.path is not None and image.format is not None
             backing = BackingFile(path=cache.path, format=image.format)
         backend = self._d.registry.backend_of(store)
-        facts = await backend.create_volume(ctx, store, volume, host, backing)
+        if copy:
+            facts = await self._copy(ctx, store, volume, host, backing)
+        else:
+            facts = await backend.create_volume(ctx, store, volume, host, backing)
         result = {"path": facts.path, "virtual_size": facts.virtual_size}
         export = facts.export.model_dump() if facts.export else None
         if export and export["chap"]:
@@ -151,14 +187,90 @@ class VolumeService:
                              ObjectState.READY, path=facts.path, format=facts.format,
                              export=export,
                              image_cache_id=cache.id if cache else None)
+            if "source_volume_id" in ctx.params:
+                await unlock_volume(session, ctx.params["source_volume_id"])
             await record_fs_capacity(session, store.id, facts.capacity.total,
                                      facts.capacity.available)
             await ctx.succeed(session, result)
         return result
 
+    # ---- a volume made of a snapshot, or of a snapshot's backup ----------------------
+
+    async def _of_snapshot(self, session: AsyncSession, snapshot_id: str,
+                           store: PrimaryStorage) -> Copy:
+        """A copy on the snapshot's own storage, on the image cache its volume sits on (or
+        flat): never a linked clone of the snapshot's file, which would tie a second
+        volume's chain to this one's, and a merge of this tree could not keep it whole.
+        The snapshot's volume is `snapshotting` while its layer is read."""
+        snapshot = await get_or_404(session, Snapshot, snapshot_id, "snapshot")
+        source = await get_or_404(session, Volume, snapshot.volume_id, "volume")
+        if source.primary_storage_id != store.id:
+            raise InvalidInput(f"snapshot {snapshot.name} is on another primary storage; a "
+                               "volume is made of a snapshot on its own storage (back it up "
+                               "and make one of the backup elsewhere)",
+                               code="snapshot_on_other_storage")
+        primary = self._d.registry.primary(store)
+        self._d.registry.backend_of(primary).check_snapshots(primary)
+        await ready_snapshot(session, snapshot.id)
+        await lock_volume(session, source)
+        cached = source.image_cache_id is not None
+        return Copy(size=snapshot.virtual_size, image_id=source.image_id if cached else None,
+                    image_cache_id=source.image_cache_id,
+                    params={"snapshot_id": snapshot.id, "source_volume_id": source.id})
+
+    async def _of_backup(self, session: AsyncSession, backup_id: str,
+                         store: PrimaryStorage) -> Copy:
+        """A restore through the download direction of the matrix: rebased onto the image
+        cache of the backup's image when this storage has it ready, else flat."""
+        backup = await get_or_404(session, SnapshotBackup, backup_id, "snapshot backup")
+        if backup.state != ObjectState.READY:
+            raise Conflict(f"snapshot backup {backup.id} is {backup.state}, not ready",
+                           code="backup_not_ready")
+        row = await ready_backup_storage(session, backup.backup_storage_id)
+        primary = self._d.registry.primary(store)
+        self._d.registry.backend_of(primary).check_snapshots(primary)
+        self._d.motion.check_restore(store, row)
+        cache = None
+        if backup.image_id is not None:
+            cache = await session.scalar(select(ImageCache).where(
+                ImageCache.image_id == backup.image_id,
+                ImageCache.primary_storage_id == store.id,
+                ImageCache.state == ObjectState.READY))
+        return Copy(size=backup.virtual_size, image_id=cache.image_id if cache else None,
+                    image_cache_id=cache.id if cache else None,
+                    params={"backup_id": backup.id})
+
+    async def _copy(self, ctx: JobContext, store: Primary[Any], volume: Volume, host: Host,
+                    backing: BackingFile | None) -> VolumeCreated:
+        backend = self._d.registry.backend_of(store)
+        async with ctx.db() as session:
+            if "snapshot_id" in ctx.params:
+                snapshot = await get_fresh(session, Snapshot, ctx.params["snapshot_id"],
+                                           "snapshot")
+                assert snapshot.path is not None
+                return await backend.clone_layer(ctx, store, snapshot.path, volume, host,
+                                                 backing)
+            backup = await get_fresh(session, SnapshotBackup, ctx.params["backup_id"],
+                                     "snapshot backup")
+            bstore = self._d.registry.backup(await get_or_404(
+                session, BackupStorage, backup.backup_storage_id, "backup storage"))
+        assert backup.path is not None and backup.sha256 is not None
+        directory = self._driver(store).volume_dir(store)
+        restored = await self._d.motion.restore(ctx, RestoreRequest(
+            backup=bstore, primary=store, source=backup.path, sha256=backup.sha256,
+            format=backup.format, dest_dir=directory, file_name=f"{volume.id}.restored.qcow2",
+            host=host, task_id=ctx.task_id("restore")))
+        if backing is None:
+            return VolumeCreated(restored.path, restored.virtual_size, restored.capacity)
+        return await backend.clone_layer(ctx, store, restored.path, volume, host, backing,
+                                         drop_source=True)
+
     async def _fail_create(self, ctx: JobContext, reason: str) -> None:
-        """Whatever step failed, the volume ends in error and gives its capacity back."""
+        """Whatever step failed, the volume ends in error and gives its capacity back; the
+        volume it was copied from is free again."""
         async with ctx.db.begin() as session:
+            if "source_volume_id" in ctx.params:
+                await unlock_volume(session, ctx.params["source_volume_id"])
             volume = await session.get(Volume, ctx.job.resource_id, populate_existing=True)
             if volume is not None and await transition(
                     session, Volume, volume.id, (ObjectState.ALLOCATED, ObjectState.CREATING),

@@ -62,9 +62,12 @@ class S3DownloadPayload(Model):
 
 
 class S3UploadPayload(Model):
+    """`flatten` as in `CopyImagePayload`."""
+
     endpoint: S3Endpoint
     local_path: StorePath
     key: S3Key
+    flatten: bool = False
 
 
 class S3DeletePayload(Model):

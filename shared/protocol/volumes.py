@@ -91,6 +91,20 @@ class DeleteSnapshotPayload(Model):
     children: list[FileName] = Field(default_factory=list, max_length=64)
 
 
+class CloneLayerPayload(Model):
+    """A new volume file `file_name` in `dir` that reads as the layer `source` (a file of
+    `dir`, on its chain) does: an overlay on `source`, rebased (safe mode) onto `backing`
+    (an image cache file), or onto nothing, when it then holds all its data. The new
+    file shares no layer of `source`'s volume. `drop_source`: `source` is a restored
+    backup, only a step on the way, removed whatever happens."""
+
+    dir: StorePath
+    source: FileName
+    file_name: FileName
+    backing: BackingFile | None = None
+    drop_source: bool = False
+
+
 class SnapshotDeleted(Model):
     existed: bool
     capacity: FsCapacity
@@ -99,4 +113,5 @@ class SnapshotDeleted(Model):
 TAKE_SNAPSHOT = Command("take_snapshot", TakeSnapshotPayload, SnapshotFacts, timeout=600)
 REVERT_SNAPSHOT = Command("revert_snapshot", RevertSnapshotPayload, VolumeFacts, timeout=600)
 DELETE_SNAPSHOT = Command("delete_snapshot", DeleteSnapshotPayload, SnapshotDeleted)
+CLONE_LAYER = Command("clone_layer", CloneLayerPayload, VolumeFacts)
 RESIZE_VOLUME = Command("resize_volume", ResizeVolumePayload, VolumeResized, timeout=300)

@@ -36,6 +36,7 @@ TRANSITIONAL = {
     "images": {"allocated", "creating", "copying", "destroying"},
     "volumes": {"allocated", "creating", "copying", "resizing", "destroying", "snapshotting"},
     "snapshots": {"creating", "destroying"},
+    "snapshot-backups": {"creating", "destroying"},
 }
 ATTACHMENT_TRANSITIONAL = {"connecting", "detaching"}
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -92,6 +93,9 @@ def seed(api: Client, work: Path) -> dict[str, str]:
     ids["volumes"], ids["jobs"] = str(job["resource_id"]), str(job["id"])
     ids["snapshots"] = str(settle(api, api.post(f"/v1/volumes/{ids['volumes']}/snapshots",
                                                 {"name": "snap"}))["resource_id"])
+    ids["snapshot-backups"] = str(settle(api, api.post(
+        f"/v1/snapshots/{ids['snapshots']}/backups",
+        {"backup_storage_id": ids["backup-storages"]}))["resource_id"])
     return ids
 
 

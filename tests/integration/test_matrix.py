@@ -19,6 +19,7 @@ from controller.plugins.files import DirectoryConfig
 from controller.plugins.interfaces.backup import (
     BackupLifeCycle,
     BackupStorageProvider,
+    Folder,
     ImageStoreDriver,
 )
 from controller.plugins.interfaces.stores import Backup
@@ -48,6 +49,10 @@ class FakeDriver(ImageStoreDriver[DirectoryConfig]):
 
     async def delete(self, ctx: JobContext, store: Backup[DirectoryConfig], ref: ImageStoreRef,
                      host: Host) -> None:
+        return None
+
+    async def delete_file(self, ctx: JobContext, store: Backup[DirectoryConfig], folder: Folder,
+                          name: str, host: Host) -> None:
         return None
 
 
@@ -113,3 +118,19 @@ async def test_missing_cell_is_a_409_naming_it(inprocess: tuple[TestClient, str]
                                               "backup_storage_id": tape["resource_id"]})
     body = await resp.json()
     assert resp.status == 409 and "local <- tape, kvm" in body["message"], body
+
+    # A snapshot backed up (or made an image) there: the same 409, the volume untouched.
+    snap = await wait(api, await api.post(f"/v1/volumes/{vol['resource_id']}/snapshots",
+                                          json={"name": "s"}))
+    for path, body_json in ((f"/v1/snapshots/{snap['resource_id']}/backups",
+                             {"backup_storage_id": tape["resource_id"]}),
+                            ("/v1/images", {"name": "of-s", "snapshot_id": snap["resource_id"],
+                                            "backup_storage_id": tape["resource_id"]})):
+        resp = await api.post(path, json=body_json)
+        body = await resp.json()
+        assert resp.status == 409 and body["code"] == "unsupported_combination", body
+        assert "local <- tape, kvm" in body["message"], body
+    shown = await (await api.get(f"/v1/volumes/{vol['resource_id']}")).json()
+    assert shown["state"] == "ready"
+    backups = await (await api.get("/v1/snapshot-backups")).json()
+    assert backups["total"] == 0

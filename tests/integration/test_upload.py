@@ -91,7 +91,25 @@ def test_what_cannot_become_an_image(stack: Stack) -> None:
     refused({"volume_id": volume["id"], "url": "http://x/y"}, 400, "invalid_input")
     refused({}, 400, "invalid_input")
     refused({"volume_id": "nope"}, 404, "not_found")
-    base = image_of(stack, volume, stack.backup_id, "base")
+    refused({"snapshot_id": "nope"}, 404, "not_found")
+
+
+def test_an_image_of_a_linked_clone_is_flattened(stack: Stack) -> None:
+    base = image_of(stack, data_volume(stack, "d"), stack.backup_id, "base")
     clone = stack.wait(stack.api.post("/v1/volumes", {
         "name": "clone", "primary_storage_id": stack.primary_id, "image_id": base["id"]}))
-    refused({"volume_id": clone["resource_id"]}, 409, "linked_clone")
+    path = stack.api.get(f"/v1/volumes/{clone['resource_id']}")["path"]
+    subprocess.run(["qemu-io", "-c", "write -P 0x6d 256k 256k", path], check=True,
+                   capture_output=True)
+    job = stack.wait(stack.api.post("/v1/images", {
+        "name": "flat", "volume_id": clone["resource_id"],
+        "backup_storage_id": stack.backup_id}))
+    image = stack.api.get(f"/v1/images/{job['resource_id']}")
+    stored = stack.backup_path / "images" / str(image["id"])
+    info = subprocess.run(["qemu-img", "info", "--output=json", str(stored)], check=True,
+                          capture_output=True, text=True).stdout
+    assert "backing-filename" not in info, "the image sits on nothing"
+    assert image["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+    out = subprocess.run(["qemu-io", "-c", "read -P 0x6d 0 512k", str(stored)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out

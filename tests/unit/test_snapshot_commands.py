@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from agent.clones import OverlayTemplates
-from agent.commands.snapshots import delete_snapshot, revert_snapshot, take_snapshot
+from agent.commands.images import copy_image
+from agent.commands.snapshots import (
+    clone_layer,
+    delete_snapshot,
+    revert_snapshot,
+    take_snapshot,
+)
 from agent.config import AgentConfig
 from agent.executor import Executor
 from agent.files import FileStores
@@ -21,7 +27,9 @@ from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
 from agent.tools.qemuimg import QemuImg
 from shared.errors import Conflict, NotFound, OperationFailed
+from shared.protocol.files import BackingFile, CopyImagePayload
 from shared.protocol.volumes import (
+    CloneLayerPayload,
     DeleteSnapshotPayload,
     RevertSnapshotPayload,
     TakeSnapshotPayload,
@@ -208,3 +216,58 @@ async def test_a_child_on_something_else_is_refused(tmp_path: Path,
             dir=str(volumes), cache_dir=str(cache), snapshot="vol.qcow2",
             children=["other.qcow2"]), no_progress)
     assert (volumes / "vol.qcow2").exists()
+
+
+async def test_clone_layer_copies_onto_the_cache_and_shares_no_file(
+        tmp_path: Path, store: tuple[Path, Path]) -> None:
+    volumes, cache = store
+    svc = services(tmp_path)
+    qemu_io(volumes / "vol.qcow2", "write -P 0x11 0 64k")
+    backing = BackingFile(path=str(cache / "img"), format="qcow2")
+    payload = CloneLayerPayload(dir=str(volumes), source="vol.qcow2", file_name="copy.qcow2",
+                                backing=backing)
+    facts = await clone_layer(svc, payload, no_progress)
+    assert facts.path == str(volumes / "copy.qcow2") and facts.virtual_size == 8 << 20
+    assert backing_of(volumes / "copy.qcow2") == str(cache / "img")
+    qemu_io(volumes / "copy.qcow2", "read -P 0x11 0 64k", "read -P 0x5a 1M 64k")
+    # Written to the copy, the source does not see it; a second run is the first's answer.
+    qemu_io(volumes / "copy.qcow2", "write -P 0x22 0 64k")
+    qemu_io(volumes / "vol.qcow2", "read -P 0x11 0 64k")
+    assert (await clone_layer(svc, payload, no_progress)).path == facts.path
+    qemu_io(volumes / "copy.qcow2", "read -P 0x22 0 64k")
+    # Onto nothing: flat, with the image's data in it.
+    flat = await clone_layer(svc, payload.model_copy(update={"file_name": "flat.qcow2",
+                                                             "backing": None}), no_progress)
+    assert backing_of(Path(flat.path)) is None
+    qemu_io(Path(flat.path), "read -P 0x11 0 64k", "read -P 0x5a 1M 64k")
+    with pytest.raises(Conflict):
+        await clone_layer(svc, payload.model_copy(update={"file_name": "flat.qcow2"}),
+                          no_progress)
+    assert sorted(p.name for p in volumes.iterdir()) == ["copy.qcow2", "flat.qcow2",
+                                                         "vol.qcow2"]
+
+
+async def test_clone_layer_drops_a_restored_source_whatever_happens(
+        tmp_path: Path, store: tuple[Path, Path]) -> None:
+    volumes, cache = store
+    svc = services(tmp_path)
+    backing = BackingFile(path=str(cache / "missing"), format="qcow2")
+    payload = CloneLayerPayload(dir=str(volumes), source="vol.qcow2", file_name="new.qcow2",
+                                backing=backing, drop_source=True)
+    with pytest.raises(OperationFailed):
+        await clone_layer(svc, payload, no_progress)
+    assert list(volumes.iterdir()) == [], "neither the source nor a temporary is left"
+
+
+async def test_a_flattened_copy_holds_its_whole_chain(tmp_path: Path,
+                                                     store: tuple[Path, Path]) -> None:
+    volumes, _ = store
+    svc = services(tmp_path)
+    qemu_io(volumes / "vol.qcow2", "write -P 0x33 0 64k")
+    out = tmp_path / "out"
+    facts = await copy_image(svc, CopyImagePayload(
+        src_path=str(volumes / "vol.qcow2"), dest_dir=str(out), file_name="flat",
+        flatten=True), no_progress)
+    assert backing_of(out / "flat") is None and facts.format == "qcow2"
+    qemu_io(out / "flat", "read -P 0x33 0 64k", "read -P 0x5a 1M 64k")
+    assert [p.name for p in (tmp_path / "state" / "staging").iterdir()] == []

@@ -43,7 +43,8 @@ async def create_image(request: web.Request) -> web.Response:
     req = await body(request, ImageCreate)
     _, job = await request.app[SERVICES].images.register(RegisterImage(
         name=req.name, backup_storage_id=req.backup_storage_id, url=req.url,
-        volume_id=req.volume_id, format=req.format, sha256=req.sha256))
+        volume_id=req.volume_id, snapshot_id=req.snapshot_id, format=req.format,
+        sha256=req.sha256))
     return accepted(job)
 
 

@@ -1,4 +1,5 @@
-"""/v1/snapshots, /v1/volumes/<id>/snapshots and /v1/volumes/<id>/revert"""
+"""/v1/snapshots, /v1/volumes/<id>/snapshots, /v1/volumes/<id>/revert and
+/v1/snapshot-backups"""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.keys import SERVICES
 from controller.api.request import body, paginate
-from controller.api.schemas import SnapshotCreate, SnapshotOut, VolumeRevert
+from controller.api.schemas import (
+    SnapshotBackupCreate,
+    SnapshotBackupOut,
+    SnapshotCreate,
+    SnapshotOut,
+    VolumeRevert,
+)
 from controller.api.views.common import accepted, listing, ok, showing
 from controller.db.lookup import get_or_404
-from controller.db.models import Snapshot, Volume
+from controller.db.models import Snapshot, SnapshotBackup, Volume
 from controller.services.container import Services
 
 FILTERS = ("name", "state", "volume_id", "parent_id")
@@ -58,3 +65,45 @@ async def revert_volume(request: web.Request) -> web.Response:
 
 async def delete_snapshot(request: web.Request) -> web.Response:
     return accepted(await request.app[SERVICES].snapshots.delete(request.match_info["id"]))
+
+
+# ---- backups ----------------------------------------------------------------------------
+
+BACKUP_FILTERS = ("state", "snapshot_id", "volume_id", "backup_storage_id")
+
+
+async def _backups_out(_: Services, session: AsyncSession,
+                       backups: Sequence[SnapshotBackup]) -> list[SnapshotBackupOut]:
+    return [SnapshotBackupOut.model_validate(b) for b in backups]
+
+
+async def back_up_snapshot(request: web.Request) -> web.Response:
+    req = await body(request, SnapshotBackupCreate)
+    _, job = await request.app[SERVICES].backups.backup(request.match_info["id"],
+                                                        req.backup_storage_id)
+    return accepted(job)
+
+
+async def list_snapshot_backups(request: web.Request) -> web.Response:
+    """The backups of one snapshot (a 404 if there is no such snapshot)."""
+    services = request.app[SERVICES]
+    async with services.db() as session:
+        snapshot = await get_or_404(session, Snapshot, request.match_info["id"], "snapshot")
+        page = await paginate(session, request,
+                              select(SnapshotBackup).where(
+                                  SnapshotBackup.snapshot_id == snapshot.id),
+                              SnapshotBackup, ("state", "backup_storage_id"))
+        items = await _backups_out(services, session, page.rows)
+    return ok(page.page([i.model_dump(mode="json") for i in items]))
+
+
+async def list_backups(request: web.Request) -> web.Response:
+    return await listing(request, SnapshotBackup, BACKUP_FILTERS, _backups_out)
+
+
+async def get_backup(request: web.Request) -> web.Response:
+    return await showing(request, SnapshotBackup, "snapshot backup", _backups_out)
+
+
+async def delete_backup(request: web.Request) -> web.Response:
+    return accepted(await request.app[SERVICES].backups.delete(request.match_info["id"]))

@@ -56,7 +56,7 @@ async def create_volume(request: web.Request) -> web.Response:
     req = await body(request, VolumeCreate)
     _, job = await request.app[SERVICES].volumes.create(CreateVolume(
         name=req.name, primary_storage_id=req.primary_storage_id, image_id=req.image_id,
-        size=req.size))
+        size=req.size, snapshot_id=req.snapshot_id, backup_id=req.backup_id))
     return accepted(job)
 
 

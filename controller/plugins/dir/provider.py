@@ -8,8 +8,12 @@ from controller.db.models import Host, Image, ImageStoreRef
 from controller.jobs.engine import JobContext
 from controller.plugins.files import DirectoryConfig
 from controller.plugins.interfaces.backup import (
+    IMAGES,
+    SNAPSHOTS,
+    STORE_DIRS,
     BackupLifeCycle,
     BackupStorageProvider,
+    Folder,
     ImageStoreDriver,
 )
 from controller.plugins.interfaces.stores import Backup
@@ -22,14 +26,16 @@ from shared.protocol.files import (
     ImageFacts,
     PrepareStoragePayload,
 )
-from shared.protocol.objects import LIST_OBJECTS, ListObjectsPayload, ObjectDir, ObjectList
+from shared.protocol.objects import LIST_OBJECTS, ListObjectsPayload, ObjectList
 from shared.protocol.types import FsCapacity
 
-IMAGES = "images"
+
+def folder_dir(store: Backup[DirectoryConfig], folder: Folder) -> str:
+    return posixpath.join(store.config.path, folder)
 
 
 def image_dir(store: Backup[DirectoryConfig]) -> str:
-    return posixpath.join(store.config.path, IMAGES)
+    return folder_dir(store, IMAGES)
 
 
 class DirLifeCycle(BackupLifeCycle[DirectoryConfig]):
@@ -38,7 +44,7 @@ class DirLifeCycle(BackupLifeCycle[DirectoryConfig]):
 
     async def attach(self, ctx: JobContext, store: Backup[DirectoryConfig],
                      host: Host) -> FsCapacity:
-        payload = PrepareStoragePayload(path=store.config.path, subdirs=[IMAGES])
+        payload = PrepareStoragePayload(path=store.config.path, subdirs=[IMAGES, SNAPSHOTS])
         result = await ctx.call(host, PREPARE_STORAGE, payload,
                                 step=f"prepare-{store.id}-{host.id}")
         return result.capacity
@@ -57,10 +63,15 @@ class DirDriver(ImageStoreDriver[DirectoryConfig]):
         payload = DeleteFilePayload(dir=image_dir(store), file_name=ref.image_id)
         await ctx.call(host, DELETE_FILE, payload, step=f"delete-{ref.id}")
 
+    async def delete_file(self, ctx: JobContext, store: Backup[DirectoryConfig],
+                          folder: Folder, name: str, host: Host) -> None:
+        payload = DeleteFilePayload(dir=folder_dir(store, folder), file_name=name)
+        await ctx.call(host, DELETE_FILE, payload, step=f"delete-{folder}")
+
     async def list_objects(self, ctx: JobContext, store: Backup[DirectoryConfig],
                            host: Host) -> ObjectList:
         return await ctx.call(host, LIST_OBJECTS, ListObjectsPayload(
-            root=store.config.path, dirs=[ObjectDir(subdir=IMAGES, kind="image")]),
+            root=store.config.path, dirs=STORE_DIRS),
             step=f"list-{store.id}")
 
 

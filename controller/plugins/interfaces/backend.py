@@ -101,6 +101,15 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
         snapshots' and the active layer), then removes it."""
         raise snapshots_not_supported(store)
 
+    async def clone_layer(self, ctx: JobContext, store: Primary[C], source: str,
+                          volume: Volume, host: Host, backing: BackingFile | None,
+                          drop_source: bool = False) -> VolumeCreated:
+        """Makes `volume` a copy of what the layer `source` (a snapshot's file, or a
+        restored backup) reads: on `backing` (the image cache) holding only what differs
+        from it, or flat without. It shares no file of `source`'s chain; with
+        `drop_source`, `source` is removed whatever happens."""
+        raise snapshots_not_supported(store)
+
 
 def snapshots_not_supported(store: Primary[Any]) -> Unsupported:
     return Unsupported(f"primary storage {store.name} is {store.row.type}: its volumes "

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, Literal, TypeVar
 
 from controller.db.models import BackupStorage, Host, Image, ImageStoreRef
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.primary import list_not_supported
 from controller.plugins.interfaces.stores import Backup, StorageProvider, StoreConfig
 from shared.protocol.files import ImageFacts
-from shared.protocol.objects import ObjectList
+from shared.protocol.objects import ObjectDir, ObjectList
 from shared.protocol.types import FsCapacity
 
 C = TypeVar("C", bound=StoreConfig)
+
+# What a backup storage holds, one folder each (a directory, or a key prefix): image
+# files named by image id, and snapshots' backups named `<volume id>.<snapshot id>.qcow2`.
+Folder = Literal["images", "snapshots"]
+IMAGES: Final[Folder] = "images"
+SNAPSHOTS: Final[Folder] = "snapshots"
+# What `list_objects` lists of a backup storage.
+STORE_DIRS = [ObjectDir(subdir=IMAGES, kind="image"), ObjectDir(subdir=SNAPSHOTS, kind="snapshot")]
 
 
 class BackupLifeCycle(abc.ABC, Generic[C]):
@@ -36,6 +44,11 @@ class ImageStoreDriver(abc.ABC, Generic[C]):
     @abc.abstractmethod
     async def delete(self, ctx: JobContext, store: Backup[C], ref: ImageStoreRef,
                      host: Host) -> None: ...
+
+    @abc.abstractmethod
+    async def delete_file(self, ctx: JobContext, store: Backup[C], folder: Folder, name: str,
+                          host: Host) -> None:
+        """Removes the file (or object) `name` of `folder`; one already gone is no error."""
 
     async def list_objects(self, ctx: JobContext, store: Backup[C], host: Host) -> ObjectList:
         """What the store holds (images, temporaries), through `host`, for the reconcile

@@ -10,10 +10,12 @@ from typing import Any, Generic, TypeVar
 
 from controller.db.models import Host, Image, ImageCache, ImageStoreRef, Volume
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.backup import BackupStorageProvider
+from controller.plugins.interfaces.backup import IMAGES, BackupStorageProvider, Folder
 from controller.plugins.interfaces.primary import PrimaryStorageProvider
 from controller.plugins.interfaces.stores import Backup, Primary, StoreConfig
+from shared.errors import Unsupported
 from shared.protocol.files import ImageFacts
+from shared.protocol.types import ImageFormat
 
 PC = TypeVar("PC", bound=StoreConfig)
 BC = TypeVar("BC", bound=StoreConfig)
@@ -36,14 +38,37 @@ class DownloadRequest(Generic[PC, BC]):
 
 @dataclass(frozen=True)
 class UploadRequest(Generic[PC, BC]):
-    """Copy `volume` from `primary` into `backup` as `file_name`, through `host` (the host
-    that reaches the volume), as the agent task `task_id`."""
+    """Copy `volume` from `primary` into `backup` as `file_name` in `folder`, through
+    `host` (the host that reaches the volume), as the agent task `task_id`. `source`: the
+    layer to copy, if not the volume's active layer (a snapshot's frozen file);
+    `flatten`: it sits on a chain, copied as one file of all it reads."""
 
     volume: Volume
     primary: Primary[PC]
     backup: Backup[BC]
     host: Host
     file_name: str
+    task_id: str
+    source: str | None = None
+    flatten: bool = False
+    folder: Folder = IMAGES
+
+
+@dataclass(frozen=True)
+class RestoreRequest(Generic[PC, BC]):
+    """Bring the stored file `source` (a path or an object key) of `backup` into the
+    directory `dest_dir` of `primary` as `file_name`, verified against `sha256` and
+    `format`, through `host`, as the agent task `task_id`: the download direction, into
+    a volume rather than the image cache."""
+
+    backup: Backup[BC]
+    primary: Primary[PC]
+    source: str
+    sha256: str
+    format: ImageFormat
+    dest_dir: str
+    file_name: str
+    host: Host
     task_id: str
 
 
@@ -64,6 +89,11 @@ class PrimaryToBackupStorageMediator(abc.ABC, Generic[PC, BC]):
     @abc.abstractmethod
     async def upload(self, ctx: JobContext, request: UploadRequest[PC, BC]) -> Uploaded:
         """Copies the volume into the backup storage, verified there."""
+
+    async def restore(self, ctx: JobContext, request: RestoreRequest[PC, BC]) -> ImageFacts:
+        """Copies a stored file (a snapshot's backup) into a volume directory, verified."""
+        raise Unsupported(f"backup storage {request.backup.name} can't restore into "
+                          f"primary storage {request.primary.name}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import Host, Image, ImageCache
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.mediator import DownloadRequest, Uploaded, UploadRequest
+from controller.plugins.interfaces.mediator import (
+    DownloadRequest,
+    RestoreRequest,
+    Uploaded,
+    UploadRequest,
+)
 from controller.plugins.interfaces.stores import Backup, Primary
 from shared.protocol.files import ImageFacts
 
@@ -42,6 +47,14 @@ class DataMotionStrategy(abc.ABC):
     @abc.abstractmethod
     async def upload(self, ctx: JobContext, request: UploadRequest[Any, Any]) -> Uploaded:
         """Copies a volume from its primary storage into a backup storage."""
+
+    def bid_restore(self, request: RestoreRequest[Any, Any]) -> int:
+        """A strategy that does not restore snapshots' backups bids nothing."""
+        return 0
+
+    async def restore(self, ctx: JobContext, request: RestoreRequest[Any, Any]) -> ImageFacts:
+        """Copies a snapshot's backup from a backup storage into a volume directory."""
+        raise NotImplementedError
 
 
 class TemplateInstallStrategy(abc.ABC):

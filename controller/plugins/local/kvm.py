@@ -33,11 +33,13 @@ from shared.names import validate_file_name
 from shared.protocol.files import BackingFile
 from shared.protocol.types import FsCapacity
 from shared.protocol.volumes import (
+    CLONE_LAYER,
     CREATE_VOLUME,
     DELETE_SNAPSHOT,
     RESIZE_VOLUME,
     REVERT_SNAPSHOT,
     TAKE_SNAPSHOT,
+    CloneLayerPayload,
     CreateVolumePayload,
     DeleteSnapshotPayload,
     ResizeVolumePayload,
@@ -137,6 +139,17 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
             children=[layer_name(directory, child) for child in children])
         result = await ctx.call(host, DELETE_SNAPSHOT, payload, step=f"merge-{snapshot.id}")
         return result.capacity
+
+    async def clone_layer(self, ctx: JobContext, store: Primary[C], source: str,
+                          volume: Volume, host: Host, backing: BackingFile | None,
+                          drop_source: bool = False) -> VolumeCreated:
+        directory = self._driver.volume_dir(store)
+        payload = CloneLayerPayload(dir=directory, source=layer_name(directory, source),
+                                    file_name=volume_file_name(volume), backing=backing,
+                                    drop_source=drop_source)
+        facts = await ctx.call(host, CLONE_LAYER, payload, step=f"clone-{volume.id}",
+                               span=(70, 100))
+        return VolumeCreated(facts.path, facts.virtual_size, facts.capacity)
 
 
 LOCAL_KVM = Qcow2FileBackend(LOCAL)

@@ -11,13 +11,16 @@ from pydantic import Field
 from controller.db.models import Host, Image, ImageStoreRef
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.backup import (
+    IMAGES,
+    STORE_DIRS,
     BackupLifeCycle,
     BackupStorageProvider,
+    Folder,
     ImageStoreDriver,
 )
 from controller.plugins.interfaces.stores import SECRET, Backup, StoreConfig
 from shared.protocol.files import ImageFacts
-from shared.protocol.objects import ObjectDir, ObjectList
+from shared.protocol.objects import ObjectList
 from shared.protocol.s3 import (
     S3_DELETE,
     S3_LIST,
@@ -49,11 +52,8 @@ def endpoint(ctx: JobContext, store: Backup[S3Config]) -> S3Endpoint:
                       access_key=c.access_key, secret_key=ctx.secrets.open(c.secret_key))
 
 
-IMAGES = "images"
-
-
-def object_key(store: Backup[S3Config], name: str) -> str:
-    return f"{store.config.prefix}{IMAGES}/{name}"
+def object_key(store: Backup[S3Config], name: str, folder: Folder = IMAGES) -> str:
+    return f"{store.config.prefix}{folder}/{name}"
 
 
 class S3LifeCycle(BackupLifeCycle[S3Config]):
@@ -77,11 +77,17 @@ class S3Driver(ImageStoreDriver[S3Config]):
                                   key=object_key(store, ref.image_id))
         await ctx.call(host, S3_DELETE, payload, step=f"delete-{ref.id}")
 
+    async def delete_file(self, ctx: JobContext, store: Backup[S3Config], folder: Folder,
+                          name: str, host: Host) -> None:
+        payload = S3DeletePayload(endpoint=endpoint(ctx, store),
+                                  key=object_key(store, name, folder))
+        await ctx.call(host, S3_DELETE, payload, step=f"delete-{folder}")
+
     async def list_objects(self, ctx: JobContext, store: Backup[S3Config],
                            host: Host) -> ObjectList:
         """Object stores report no capacity: the list's is None."""
         payload = S3ListPayload(endpoint=endpoint(ctx, store), prefix=store.config.prefix,
-                                dirs=[ObjectDir(subdir=IMAGES, kind="image")])
+                                dirs=STORE_DIRS)
         return await ctx.call(host, S3_LIST, payload, step=f"list-{store.id}")
 
 

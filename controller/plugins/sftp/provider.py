@@ -12,13 +12,17 @@ from pydantic import Field
 from controller.db.models import Host, Image, ImageStoreRef
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.backup import (
+    IMAGES,
+    SNAPSHOTS,
+    STORE_DIRS,
     BackupLifeCycle,
     BackupStorageProvider,
+    Folder,
     ImageStoreDriver,
 )
 from controller.plugins.interfaces.stores import SECRET, Backup, StoreConfig
 from shared.protocol.files import ImageFacts
-from shared.protocol.objects import ObjectDir, ObjectList
+from shared.protocol.objects import ObjectList
 from shared.protocol.sftp import (
     SFTP_DELETE,
     SFTP_LIST,
@@ -31,8 +35,6 @@ from shared.protocol.sftp import (
     SftpRegisterPayload,
 )
 from shared.protocol.types import AbsPath, FsCapacity, Port, SshHost, SshHostKey, SshUser
-
-IMAGES = "images"
 
 
 class SftpConfig(StoreConfig):
@@ -51,15 +53,19 @@ def endpoint(ctx: JobContext, store: Backup[SftpConfig]) -> SftpEndpoint:
                         private_key=ctx.secrets.open(c.private_key))
 
 
+def folder_dir(store: Backup[SftpConfig], folder: Folder) -> str:
+    return posixpath.join(store.config.path, folder)
+
+
 def image_dir(store: Backup[SftpConfig]) -> str:
-    return posixpath.join(store.config.path, IMAGES)
+    return folder_dir(store, IMAGES)
 
 
 class SftpLifeCycle(BackupLifeCycle[SftpConfig]):
     async def attach(self, ctx: JobContext, store: Backup[SftpConfig],
                      host: Host) -> FsCapacity:
         payload = SftpPreparePayload(endpoint=endpoint(ctx, store), path=store.config.path,
-                                     subdirs=[IMAGES])
+                                     subdirs=[IMAGES, SNAPSHOTS])
         result = await ctx.call(host, SFTP_PREPARE, payload, step=f"prepare-{store.id}-{host.id}")
         return result.capacity
 
@@ -79,10 +85,16 @@ class SftpDriver(ImageStoreDriver[SftpConfig]):
                                     file_name=ref.image_id)
         await ctx.call(host, SFTP_DELETE, payload, step=f"delete-{ref.id}")
 
+    async def delete_file(self, ctx: JobContext, store: Backup[SftpConfig], folder: Folder,
+                          name: str, host: Host) -> None:
+        payload = SftpDeletePayload(endpoint=endpoint(ctx, store),
+                                    remote_dir=folder_dir(store, folder), file_name=name)
+        await ctx.call(host, SFTP_DELETE, payload, step=f"delete-{folder}")
+
     async def list_objects(self, ctx: JobContext, store: Backup[SftpConfig],
                            host: Host) -> ObjectList:
         payload = SftpListPayload(endpoint=endpoint(ctx, store), root=store.config.path,
-                                  dirs=[ObjectDir(subdir=IMAGES, kind="image")])
+                                  dirs=STORE_DIRS)
         return await ctx.call(host, SFTP_LIST, payload, step=f"list-{store.id}")
 
 

@@ -101,6 +101,8 @@ ANSWERS: dict[str, Callable[[Any], Model]] = {
     "revert_snapshot": lambda p: VolumeFacts(path=f"{p.dir}/{p.overlay}",
                                              virtual_size=1 << 30, capacity=CAPACITY),
     "delete_snapshot": lambda p: SnapshotDeleted(existed=True, capacity=CAPACITY),
+    "clone_layer": lambda p: VolumeFacts(path=f"{p.dir}/{p.file_name}",
+                                         virtual_size=1 << 30, capacity=CAPACITY),
     "export_lun": lambda p: ExportLunResult(
         path=f"{p.dir}/{p.file_name}", capacity=CAPACITY,
         target=IscsiTarget(portal="10.0.0.9:3260", target=p.target, lun=1)),

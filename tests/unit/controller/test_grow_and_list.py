@@ -51,7 +51,8 @@ LISTED = ObjectList(objects=[StoreObject(path="volumes/vol-1.qcow2", kind="volum
                     capacity=CAPACITY)
 FILE_DIRS = [ObjectDir(subdir="volumes", kind="volume"),
              ObjectDir(subdir="imagecache", kind="cache")]
-IMAGES = [ObjectDir(subdir="images", kind="image")]
+IMAGES = [ObjectDir(subdir="images", kind="image"),
+          ObjectDir(subdir="snapshots", kind="snapshot")]
 
 
 @pytest.fixture

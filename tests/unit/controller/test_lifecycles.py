@@ -123,7 +123,8 @@ async def test_dir_attach_prepares_the_image_directory(ctx: JobContext,
     store = backup(DIR, {"path": "/srv/images"})
     assert await DIR.lifecycle.attach(ctx, store, HOST) == CAPACITY
     assert agent.calls == [Call(HOST.address, PREPARE_STORAGE, "job-1.prepare-bs-1-host-kvm-1",
-                                PrepareStoragePayload(path="/srv/images", subdirs=["images"]))]
+                                PrepareStoragePayload(path="/srv/images",
+                                                      subdirs=["images", "snapshots"]))]
 
 
 async def test_sftp_attach_opens_the_sealed_key(ctx: JobContext, agent: RecordingAgent) -> None:
@@ -132,7 +133,7 @@ async def test_sftp_attach_opens_the_sealed_key(ctx: JobContext, agent: Recordin
     assert await SFTP.lifecycle.attach(ctx, store, HOST) == CAPACITY
     assert agent.calls == [Call(HOST.address, SFTP_PREPARE, "job-1.prepare-bs-1-host-kvm-1",
                                 SftpPreparePayload(endpoint=SFTP_ENDPOINT, path="/srv/sftp",
-                                                   subdirs=["images"]))]
+                                                   subdirs=["images", "snapshots"]))]
 
 
 async def test_s3_attach_checks_the_bucket(ctx: JobContext, agent: RecordingAgent) -> None:

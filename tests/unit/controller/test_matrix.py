@@ -13,7 +13,14 @@ from controller.api.schemas import Capabilities
 from controller.jobs.engine import JobContext
 from controller.motion.strategies import MEDIATOR_BID, MediatorMotionStrategy
 from controller.plugins.dir.provider import DIR
-from controller.plugins.interfaces.mediator import Cell, DownloadRequest, Uploaded, UploadRequest
+from controller.plugins.interfaces.backup import SNAPSHOTS
+from controller.plugins.interfaces.mediator import (
+    Cell,
+    DownloadRequest,
+    RestoreRequest,
+    Uploaded,
+    UploadRequest,
+)
 from controller.plugins.interfaces.stores import Backup
 from controller.plugins.iscsi.provider import ISCSI
 from controller.plugins.local.provider import LOCAL
@@ -130,6 +137,66 @@ async def test_upload_of_a_volume(cell: Cell, ctx: JobContext, agent: RecordingA
     command, payload = expected_upload(cell.backup.type, volume_path)
     assert agent.calls == [Call(HOST.address, command, "job-1.upload", payload)]
     assert isinstance(uploaded, Uploaded) and uploaded.sha256 == SHA
+
+
+# Where each backup type keeps the backup of snapshot snap-1 of volume vol-1.
+SNAPSHOT_STORED = {"dir": "/srv/images/snapshots/vol-1.snap-1.qcow2",
+                   "sftp": "/srv/sftp/snapshots/vol-1.snap-1.qcow2",
+                   "s3": "strata/snapshots/vol-1.snap-1.qcow2"}
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if c.primary.type != "iscsi"], ids=cell_id)
+async def test_upload_of_a_snapshot_flattens_it_into_the_snapshots_folder(
+        cell: Cell, ctx: JobContext, agent: RecordingAgent) -> None:
+    store, _, volume_path, backup_store = stores(cell)
+    layer = volume_path.replace("vol-1.qcow2", "vol-1.abc.qcow2")
+    request = UploadRequest(volume=volume(path=volume_path), primary=store, backup=backup_store,
+                            host=HOST, file_name="vol-1.snap-1.qcow2",
+                            task_id="job-1.upload", source=layer, flatten=True,
+                            folder=SNAPSHOTS)
+    await MediatorMotionStrategy(default_registry()).upload(ctx, request)
+    stored = SNAPSHOT_STORED[cell.backup.type]
+    expected: Model
+    if cell.backup.type == "dir":
+        expected = CopyImagePayload(src_path=layer, dest_dir="/srv/images/snapshots",
+                                    file_name="vol-1.snap-1.qcow2", flatten=True)
+    elif cell.backup.type == "sftp":
+        expected = SftpUploadPayload(endpoint=SFTP_ENDPOINT, local_path=layer,
+                                     remote_dir="/srv/sftp/snapshots",
+                                     file_name="vol-1.snap-1.qcow2", flatten=True)
+    else:
+        expected = S3UploadPayload(endpoint=S3_ENDPOINT, local_path=layer, key=stored,
+                                   flatten=True)
+    assert [c.payload for c in agent.calls] == [expected]
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if c.primary.type != "iscsi"], ids=cell_id)
+async def test_restore_of_a_backup_into_a_volume_directory(
+        cell: Cell, ctx: JobContext, agent: RecordingAgent) -> None:
+    store, _, volume_path, backup_store = stores(cell)
+    directory = volume_path.rsplit("/", 1)[0]
+    request = RestoreRequest(backup=backup_store, primary=store,
+                             source=SNAPSHOT_STORED[cell.backup.type], sha256=SHA,
+                             format="qcow2", dest_dir=directory,
+                             file_name="vol-2.restored.qcow2", host=HOST,
+                             task_id="job-2.restore")
+    strategy = MediatorMotionStrategy(default_registry())
+    assert strategy.bid_restore(request) == MEDIATOR_BID
+    await strategy.restore(ctx, request)
+    target = {"dest_dir": directory, "file_name": "vol-2.restored.qcow2",
+              "expected_sha256": SHA, "expected_format": "qcow2"}
+    source = SNAPSHOT_STORED[cell.backup.type]
+    command: Command[Any, Any]
+    expected: Model
+    if cell.backup.type == "dir":
+        command, expected = COPY_IMAGE, CopyImagePayload(src_path=source, **target)
+    elif cell.backup.type == "sftp":
+        command, expected = SFTP_DOWNLOAD, SftpDownloadPayload(
+            endpoint=SFTP_ENDPOINT, remote_path=source, **target)
+    else:
+        command, expected = S3_DOWNLOAD, S3DownloadPayload(endpoint=S3_ENDPOINT, key=source,
+                                                           **target)
+    assert agent.calls == [Call(HOST.address, command, "job-2.restore", expected)]
 
 
 async def test_libnfs_cells_use_the_export_url(ctx: JobContext, agent: RecordingAgent) -> None:
