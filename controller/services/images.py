@@ -90,7 +90,7 @@ class ImageService:
         snapshot = await get_or_404(session, Snapshot, snapshot_id, "snapshot")
         volume = await get_or_404(session, Volume, snapshot.volume_id, "volume")
         primary = await self._d.store_of(session, volume)
-        self._d.registry.backend_of(primary).check_snapshots(primary)
+        self._d.registry.backend_of(primary).check_snapshot_copies(primary)
         self._d.motion.check_upload(primary.row, store)
         await ready_snapshot(session, snapshot.id)
         await lock_volume(session, volume)

@@ -210,7 +210,7 @@ class VolumeService:
                                "and make one of the backup elsewhere)",
                                code="snapshot_on_other_storage")
         primary = self._d.registry.primary(store)
-        self._d.registry.backend_of(primary).check_snapshots(primary)
+        self._d.registry.backend_of(primary).check_snapshot_copies(primary)
         await ready_snapshot(session, snapshot.id)
         await lock_volume(session, source)
         cached = source.image_cache_id is not None
@@ -228,7 +228,7 @@ class VolumeService:
                            code="backup_not_ready")
         row = await ready_backup_storage(session, backup.backup_storage_id)
         primary = self._d.registry.primary(store)
-        self._d.registry.backend_of(primary).check_snapshots(primary)
+        self._d.registry.backend_of(primary).check_snapshot_copies(primary)
         self._d.motion.check_restore(store, row)
         cache = None
         if backup.image_id is not None:

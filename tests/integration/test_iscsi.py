@@ -256,6 +256,16 @@ def test_lun_snapshots_through_the_api(cloud: Cloud) -> None:
     assert sorted(p.name for p in snapshot_dir.iterdir()) == sorted(
         f"{vol['id']}.{s['id']}.raw" for s, _ in snaps.values())
     assert api.get(f"/v1/volumes/{vol['id']}")["path"] == vol["path"], "the LUN stays put"
+    # Raw LUN snapshots can't be copied out (backups, volumes and images of them) yet.
+    first = snaps["s1"][0]["id"]
+    for path, body in ((f"/v1/snapshots/{first}/backups", {"backup_storage_id": cloud.backup}),
+                       ("/v1/volumes", {"name": "copy", "primary_storage_id": cloud.primary,
+                                        "snapshot_id": first}),
+                       ("/v1/images", {"name": "of-lun", "snapshot_id": first,
+                                       "backup_storage_id": cloud.backup})):
+        with pytest.raises(ApiError) as info:
+            api.post(path, body)
+        assert (info.value.status, info.value.code) == (409, "snapshot_copies_not_supported")
 
     # Grown after its snapshots: reverting keeps the size the volume has.
     cloud.wait(api.post(f"/v1/volumes/{vol['id']}/resize", {"size": 48 << 20}))

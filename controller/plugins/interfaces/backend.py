@@ -82,6 +82,14 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
         before accepting a snapshot request."""
         raise snapshots_not_supported(store)
 
+    def check_snapshot_copies(self, store: Primary[C]) -> None:
+        """Raises a 409 when snapshots on this storage can't be copied out as qcow2 files,
+        or such copies brought onto it (backups and restores, volumes and images made of
+        snapshots)."""
+        raise Unsupported(f"primary storage {store.name} is {store.row.type}: backups, "
+                          "restores and copies of its snapshots are not supported yet",
+                          code="snapshot_copies_not_supported")
+
     async def take_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
                             snapshot: Snapshot, overlay: str, host: Host) -> SnapshotTaken:
         """Freezes the volume's active layer as `snapshot`; a new active layer named

@@ -106,6 +106,9 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
     def check_snapshots(self, store: Primary[C]) -> None:
         return None
 
+    def check_snapshot_copies(self, store: Primary[C]) -> None:
+        return None
+
     async def take_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
                             snapshot: Snapshot, overlay: str, host: Host) -> SnapshotTaken:
         directory = self._driver.volume_dir(store)
