@@ -21,6 +21,7 @@ from controller.services.tokens import TokenService
 from shared.config import load_config, parse_listen
 from shared.errors import StrataError
 from shared.http import JsonErrorRunner
+from shared.sdnotify import ready_and_alive
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,7 +81,9 @@ async def serve(config: ControllerConfig) -> None:
         await web.TCPSite(runner, host, port).start()
         logging.getLogger("strata.controller").info("controller listening on %s",
                                                     config.listen)
+        notifier = asyncio.create_task(ready_and_alive())
         await stop.wait()
+        notifier.cancel()
     finally:
         await runner.cleanup()
 
