@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 
 from cli.client import ApiError, Client
+from tests.integration.test_iscsi import spec
+from tests.integration.test_iscsi_agent import server_config
 from tests.support.enrol import enrol_host
 from tests.support.netns import Host, Lab, lab
 from tests.support.procs import Proc, start_agent, start_controller
+from tests.support.tgtd import Tgtd
 
 IQN = "iqn.2026-11.org.strata.test:{}"
 UNROUTED = "10.9.9.9"  # no host of the lab has a route to it
@@ -41,6 +44,12 @@ class Rack:
     hosts: dict[str, Host]
     agents: dict[str, tuple[Proc, str]]
     ids: dict[str, str]
+    tmp: Path
+
+    def wait(self, accepted: dict[str, Any]) -> dict[str, Any]:
+        job: dict[str, Any] = self.api.wait_job(str(accepted["job_id"]), timeout=120)
+        assert job["state"] == "succeeded", job
+        return job
 
 
 @pytest.fixture
@@ -59,7 +68,7 @@ def rack(tmp_path: Path) -> Iterator[Rack]:
             api = Client(controller.url, controller.token)
             ids = {name: enrol_host(api, f"kvm-{name}", proc)
                    for name, (proc, _) in agents.items()}
-            yield Rack(net, api, hosts, agents, ids)
+            yield Rack(net, api, hosts, agents, ids, tmp_path)
         finally:
             for proc, _ in agents.values():
                 proc.stop()
@@ -131,3 +140,44 @@ def test_host_losing_its_network_is_disconnected_then_reconnected(rack: Rack) ->
     back = eventually(lambda: (h := api.get(f"/v1/hosts/{a}"))["state"] == "connected" and h)
     assert back, api.get(f"/v1/hosts/{a}")
     assert back["reason"] is None
+
+
+def reads(host: Host, uri: str, iqn: str) -> bool:
+    """Whether QEMU on `host` (from its address) opens the LUN as `iqn` and reads it."""
+    opts = ",".join(f"file.{k}={v}" for k, v in spec(uri, iqn).items())
+    proc = subprocess.run(host.argv(["qemu-io", "--image-opts", "-c", "read 0 4k",
+                                     f"driver=raw,{opts}"]),
+                          capture_output=True, text=True, timeout=60)
+    return proc.returncode == 0 and "read 4096/4096" in proc.stdout
+
+
+def test_iscsi_grants_are_per_host(rack: Rack) -> None:
+    """The storage server's tgtd listens on the lab's network and each host logs in from
+    its own address with its own initiator name: only the hosts granted get in, and a
+    revoked one no longer does while the other keeps its grant. (tgtd's address ACLs
+    admit any name from a bound address, so grants stay by initiator name.)"""
+    tgtd = Tgtd(rack.lab.address)
+    server, _ = start_agent(rack.tmp / "server", server_config(tgtd))
+    try:
+        api, a, b = rack.api, rack.hosts["a"], rack.hosts["b"]
+        store = rack.wait(api.post("/v1/primary-storages", {
+            "name": "san-1", "type": "iscsi",
+            "config": {"server_host_id": enrol_host(api, "storage-1", server),
+                       "path": str(rack.tmp / "iscsi"), "portal": tgtd.portal},
+            "hosts": [rack.ids["a"], rack.ids["b"]]}))["resource_id"]
+        vol = rack.wait(api.post("/v1/volumes", {"name": "v1", "primary_storage_id": store,
+                                                 "size": 4 << 20}))["resource_id"]
+        uri = rack.wait(api.post(f"/v1/volumes/{vol}/access",
+                                 {"host_id": rack.ids["a"]}))["result"]["uri"]
+        iqn_a, iqn_b = IQN.format("a"), IQN.format("b")
+        assert reads(a, uri, iqn_a)
+        assert not reads(b, uri, iqn_b), "B was not granted"
+
+        rack.wait(api.post(f"/v1/volumes/{vol}/access", {"host_id": rack.ids["b"]}))
+        assert reads(b, uri, iqn_b)
+        rack.wait(api.delete(f"/v1/volumes/{vol}/access/{rack.ids['a']}"))
+        assert not reads(a, uri, iqn_a), "A was revoked"
+        assert reads(b, uri, iqn_b), "B keeps its grant"
+    finally:
+        server.stop()
+        tgtd.stop()
