@@ -21,6 +21,7 @@ from tests.integration.test_iscsi import spec
 from tests.integration.test_iscsi_agent import server_config
 from tests.support.enrol import enrol_host
 from tests.support.netns import Host, Lab, lab
+from tests.support.nfsserver import NfsServer
 from tests.support.procs import Proc, start_agent, start_controller
 from tests.support.tgtd import Tgtd
 
@@ -181,3 +182,32 @@ def test_iscsi_grants_are_per_host(rack: Rack) -> None:
     finally:
         server.stop()
         tgtd.stop()
+
+
+def test_two_hosts_share_an_nfs_export(rack: Rack) -> None:
+    """nfs-ganesha on a third host of the lab, in libnfs mode (no kernel NFS client is
+    needed): a volume made through the storage is read by QEMU on both hosts, each from
+    its own address, and each host's network report shows its route to the server."""
+    nfs = NfsServer(rack.tmp / "nfs", rack.lab.add_host("nfs"))
+    try:
+        api = rack.api
+        store = rack.wait(api.post("/v1/primary-storages", {
+            "name": "nfs-1", "type": "nfs",
+            "config": {"server": nfs.server, "export": str(nfs.share("ps")), "mode": "libnfs"},
+            "hosts": [rack.ids["a"], rack.ids["b"]]}))["resource_id"]
+        assert {h["state"] for h in api.get(f"/v1/primary-storages/{store}")["hosts"]} == \
+            {"connected"}
+        vol = rack.wait(api.post("/v1/volumes", {"name": "v1", "primary_storage_id": store,
+                                                 "size": 16 << 20}))["resource_id"]
+        path = api.get(f"/v1/volumes/{vol}")["path"]
+        assert path.startswith(f"nfs://{nfs.server}/")
+        for name, host in rack.hosts.items():
+            info = subprocess.run(host.argv(["qemu-img", "info", "--output=json", path]),
+                                  capture_output=True, text=True, timeout=60)
+            assert info.returncode == 0, (name, info.stderr)
+            assert json.loads(info.stdout)["virtual-size"] == 16 << 20
+            report = api.get(f"/v1/hosts/{rack.ids[name]}/network")
+            route = next(r for r in report["routes"] if r["server"] == nfs.server)
+            assert (route["interface"], route["source"]) == ("eth0", host.address)
+    finally:
+        nfs.stop()
