@@ -30,7 +30,7 @@ from tests.support.sshd import SshServer
 IQN = "iqn.2026-11.org.strata.test:ansible-{}"
 
 
-def playbook(inventory: Path, work: Path) -> str:
+def playbook(inventory: Path, work: Path, book: Path = ROOT / "ansible" / "agent.yml") -> str:
     ansible = Path(sys.executable).parent / "ansible-playbook"
     if not ansible.exists():
         pytest.fail("ansible-playbook is not installed (pip install -e .[test])")
@@ -39,8 +39,8 @@ def playbook(inventory: Path, work: Path) -> str:
            "ANSIBLE_REMOTE_TEMP": str(work / "ansible-remote-tmp"),
            "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_RETRY_FILES_ENABLED": "False"}
-    proc = subprocess.run([str(ansible), "-i", str(inventory),
-                           str(ROOT / "ansible" / "agent.yml")],
+    env["ANSIBLE_ROLES_PATH"] = str(ROOT / "ansible" / "roles")
+    proc = subprocess.run([str(ansible), "-i", str(inventory), str(book)],
                           capture_output=True, text=True, env=env, timeout=300)
     with open(work / "ansible.log", "a") as log:
         log.write(proc.stdout + proc.stderr)
@@ -56,6 +56,29 @@ def recap(output: str) -> dict[str, dict[str, int]]:
             host, counts = line.split(":", 1)
             found[host.strip()] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
     return found
+
+
+def test_role_renders_a_unit_systemd_accepts(tmp_path: Path) -> None:
+    """The unit the role writes for systemd hosts: the shipped one with this host's
+    command line, and still valid."""
+    book = tmp_path / "unit.yml"
+    book.write_text(json.dumps([{
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars": {"strata_unit_dir": str(tmp_path), "strata_unit_name": "agent-x",
+                 "strata_agent_service_manager": "none",
+                 "strata_config_path": str(tmp_path / "agent.toml"),
+                 "strata_agent_command": [sys.executable, "-m", "agent"],
+                 "strata_agent_workdir": str(ROOT),
+                 "ansible_python_interpreter": sys.executable},
+        "tasks": [{"ansible.builtin.include_role": {"name": "strata_agent",
+                                                    "tasks_from": "unit"}}]}]))
+    playbook(tmp_path / "none", tmp_path, book)
+    unit = (tmp_path / "agent-x.service").read_text()
+    assert f"ExecStart={sys.executable} -m agent --config {tmp_path / 'agent.toml'}\n" in unit
+    assert "Type=notify" in unit and f"WorkingDirectory={ROOT}" in unit
+    proc = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "agent-x.service")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 def stop_agent(pidfile: Path) -> None:

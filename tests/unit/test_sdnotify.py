@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.localagent import child_env
 from shared import sdnotify
 
 
@@ -63,3 +64,14 @@ async def test_ready_then_heartbeats_until_cancelled(tmp_path: Path) -> None:
 
 async def test_a_broken_socket_is_not_fatal(tmp_path: Path) -> None:
     await sdnotify.ready_and_alive({"NOTIFY_SOCKET": str(tmp_path / "nobody")})
+
+
+def test_the_local_agent_does_not_inherit_the_controllers_notify_socket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readiness and the watchdog are the controller's own: its child agent must not
+    speak for it (nor feed its watchdog)."""
+    for name in sdnotify.NOTIFY_VARS:
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("STRATA_KEPT", "1")
+    env = child_env()
+    assert sdnotify.NOTIFY_VARS.isdisjoint(env) and env["STRATA_KEPT"] == "1"
