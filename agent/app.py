@@ -114,6 +114,7 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
     app.router.add_delete("/v1/tasks/{task_id}", views.cancel_task)
     app.router.add_post("/v1/enrol/csr", views.enrol_csr)
     app.router.add_post("/v1/enrol/cert", views.enrol_cert)
+    app.router.add_get("/debug/network", views.debug_network)
     return app
 
 
@@ -135,4 +136,5 @@ def create_debug_app(main: web.Application) -> web.Application:
     app.router.add_get("/debug/tasks", views.debug_tasks)
     app.router.add_get("/debug/config", views.debug_config)
     app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/debug/network", views.debug_network)
     return app

@@ -16,6 +16,7 @@ from shared.config import load_config, parse_listen
 from shared.errors import StrataError
 from shared.http import JsonErrorRunner
 from shared.logs import FORMATS, setup_logging
+from shared.sdnotify import ready_and_alive
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,9 +52,11 @@ async def serve(config: AgentConfig) -> None:
         "agent listening on https://%s (%s)", config.listen,
         "enrolled" if app[TLS].enrolled else f"waiting for enrolment; join token file "
                                               f"{config.join_token_path}")
+    notifier = asyncio.create_task(ready_and_alive())
     try:
         await asyncio.Event().wait()
     finally:
+        notifier.cancel()
         await debug_runner.cleanup()
         await runner.cleanup()
 

@@ -9,11 +9,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.commands import HANDLERS
+from agent.commands.host import network_facts
 from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TLS
 from shared.errors import InvalidInput, NotFound
 from shared.http import json_model, read_json
 from shared.protocol.enrol import CertRequest, CsrRequest
 from shared.protocol.envelope import CommandEnvelope, TaskInfo
+from shared.protocol.host import NetworkQuery
 from shared.protocol.types import Model
 
 MAX_WAIT = 60.0
@@ -92,6 +94,14 @@ async def debug_config(request: web.Request) -> web.Response:
     data = config.model_dump()
     data["enrolled"] = request.app[MAIN][TLS].enrolled
     return web.json_response(data)
+
+
+async def debug_network(request: web.Request) -> web.Response:
+    """Interfaces and routes to the storage servers (`?server=` adds one): served to
+    the controller over mutual TLS, and to the host's operator on the loopback port."""
+    main = request.app.get(MAIN, request.app)
+    query = NetworkQuery(servers=request.query.getall("server", []))
+    return json_model(await network_facts(main[SERVICES], query.servers))
 
 
 async def enrol_csr(request: web.Request) -> web.Response:

@@ -207,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         "host's agent again").add_argument("id")
     hosts.add_parser("revoke", help="revoke the host agent's credential").add_argument("id")
     waitable(hosts.add_parser("reconnect")).add_argument("id")
+    net = hosts.add_parser("network", help="the host's interfaces and routes to its storage "
+                                           "servers, as its agent sees them")
+    net.add_argument("id")
+    net.add_argument("--server", action="append", default=[],
+                     help="also the route to this server (repeatable)")
     waitable(hosts.add_parser("delete")).add_argument("id")
 
     ps = resource("primary-storages", ["ps", "primary-storage"])
@@ -400,6 +405,10 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if action == "revoke":
             cli.out(c.post(f"/v1/hosts/{args.id}/revoke"), res)
+            return 0
+        if action == "network":
+            query = urllib.parse.urlencode([("server", s) for s in args.server])
+            cli.out(c.get(f"/v1/hosts/{args.id}/network?{query}"))
             return 0
         return cli.submitted(c.post(f"/v1/hosts/{args.id}/reconnect"))
     if res == "primary-storages":

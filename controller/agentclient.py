@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -29,6 +30,7 @@ from shared.logs import HEADER, REQUEST_ID
 from shared.protocol.command import Command
 from shared.protocol.enrol import CertRequest, CertResponse, CsrRequest, CsrResponse
 from shared.protocol.envelope import CommandEnvelope, TaskInfo, TaskState
+from shared.protocol.host import NetworkFacts
 from shared.protocol.types import Model
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,15 @@ class AgentClient:
         except (aiohttp.ClientError, OperationFailed) as exc:
             return getattr(exc, "message", None) or str(exc) or type(exc).__name__
         return None
+
+    async def network(self, target: AgentTarget, servers: list[str]) -> NetworkFacts:
+        """The agent's interfaces and its routes to `servers` (and to those it uses)."""
+        query = urllib.parse.urlencode([("server", server) for server in servers])
+        try:
+            return await self._request("GET", target, f"/debug/network?{query}", None,
+                                       NetworkFacts.model_validate, timeout=PROBE_TIMEOUT * 3)
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise AgentUnreachable(f"agent at {target.address} unreachable: {exc}") from exc
 
     async def _poll_or_resubmit(
         self, target: AgentTarget, command: str, task_id: str, envelope: CommandEnvelope

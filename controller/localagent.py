@@ -25,6 +25,7 @@ from controller.services.container import Services
 from controller.services.hosts import revoked
 from shared import pki
 from shared.protocol.enrol import CREDENTIAL_FILE, JOIN_TOKEN_FILE, TLS_DIR, JoinToken
+from shared.sdnotify import NOTIFY_VARS
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class LocalAgent:
         backoff = 1.0
         while True:
             started = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(*self._argv())
+            proc = await asyncio.create_subprocess_exec(*self._argv(), env=child_env())
             log.info("started local agent (pid %d) on %s", proc.pid,
                      self._config.local_agent_listen)
             try:
@@ -103,6 +104,12 @@ class LocalAgent:
             log.warning("local agent exited with %s; starting it again in %gs", code, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.MAX_BACKOFF)
+
+
+def child_env() -> dict[str, str]:
+    """The controller's environment minus systemd's notification variables: readiness
+    and the watchdog are the controller's to report, not its child's."""
+    return {k: v for k, v in os.environ.items() if k not in NOTIFY_VARS}
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

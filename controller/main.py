@@ -22,6 +22,7 @@ from shared.config import load_config, parse_listen
 from shared.errors import StrataError
 from shared.http import JsonErrorRunner
 from shared.logs import FORMATS, setup_logging
+from shared.sdnotify import ready_and_alive
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -83,7 +84,9 @@ async def serve(config: ControllerConfig) -> None:
         await web.TCPSite(runner, host, port).start()
         logging.getLogger("strata.controller").info("controller listening on %s",
                                                     config.listen)
+        notifier = asyncio.create_task(ready_and_alive())
         await stop.wait()
+        notifier.cancel()
     finally:
         await runner.cleanup()
 

@@ -21,6 +21,7 @@ class FileStores:
         self._local = LocalFileStore(Lane("local files", None, workers=8))
         self._servers: dict[str, NfsFileStore] = {}
         self._mounts: dict[str, LocalFileStore] = {}
+        self._mount_servers: dict[str, str] = {}
 
     def for_path(self, path: str) -> FileStore:
         if is_nfs_url(path):
@@ -42,11 +43,17 @@ class FileStores:
         if mount_point not in self._mounts:
             lane = Lane(f"NFS mount {source} on {mount_point}", self.nfs_timeout)
             self._mounts[mount_point] = LocalFileStore(lane)
+        self._mount_servers[mount_point] = source.partition(":/")[0]
 
     def remove_mount(self, mount_point: str) -> None:
         store = self._mounts.pop(mount_point, None)
+        self._mount_servers.pop(mount_point, None)
         if store is not None:
             store.lane.close()
+
+    def nfs_servers(self) -> set[str]:
+        """The NFS servers this agent reaches now, by libnfs or through a mount."""
+        return set(self._servers) | set(self._mount_servers.values())
 
     def close(self) -> None:
         for store in [self._local, *self._servers.values(), *self._mounts.values()]:

@@ -23,6 +23,7 @@ from controller.api.views import (
     volumes,
 )
 from controller.auth.tokens import Role
+from shared.protocol.host import NetworkFacts
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -67,6 +68,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/hosts/{id}/revoke", hosts.revoke_host,
           "Revoke a host agent's credential: it is locked out until enrolled again",
           response=s.HostOut, role=Role.ADMIN),
+    Route("GET", "/v1/hosts/{id}/network", hosts.host_network,
+          "A host's interfaces and its routes to its storage servers (and to each `server`)",
+          response=NetworkFacts, query=("server",)),
     Route("DELETE", "/v1/hosts/{id}", hosts.delete_host, "Remove a host",
           response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/primary-storages", storages.list_primary, "List primary storages",

@@ -130,6 +130,11 @@ class JobEngine:
         self._background: set[asyncio.Task[None]] = set()
         self.metrics = Metrics()
 
+    @property
+    def agents(self) -> AgentClient:
+        """For the few questions to an agent that are no job (its network report)."""
+        return self._agents
+
     def register(self, kind: str, handler: JobHandler,
                  on_failure: FailureHandler | None = None) -> None:
         """Binds `handler` to `kind`, the name job rows keep: a job resumed after a restart

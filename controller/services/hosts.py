@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from yarl import URL
 
+from controller.agentchannel import AgentTarget
 from controller.db.lookup import get_or_404
 from controller.db.models import (
     AttachState,
@@ -26,7 +27,7 @@ from controller.services.enrolment import NO_ENROLMENT, NO_JOIN_TOKEN, Enrolment
 from controller.services.primary_storages import PrimaryStorageService
 from shared.errors import Conflict, InUse, StrataError
 from shared.protocol.enrol import JoinToken
-from shared.protocol.host import HOST_INFO
+from shared.protocol.host import HOST_INFO, NetworkFacts
 from shared.protocol.types import EmptyPayload
 
 REVOKED = "credential revoked"
@@ -147,7 +148,25 @@ class HostService:
             except StrataError as exc:
                 failed[store.name] = exc.message
         return {"hostname": info.hostname, "qemu_img_version": info.qemu_img_version,
-                "storages_failed": failed}
+                "storages_failed": failed,
+                "network": info.network.model_dump(mode="json") if info.network else None}
+
+    async def network(self, host_id: str, servers: list[str]) -> NetworkFacts:
+        """The host agent's network report: its interfaces, and its routes to the
+        servers of every storage attached to it and to `servers`."""
+        async with self._d.db() as session:
+            host = await get_or_404(session, Host, host_id, "host")
+            if host.enrolment_id is None:
+                raise Conflict(f"host {host.name} has no enrolled agent to ask",
+                               code="host_not_enrolled")
+            stores = (await session.scalars(
+                select(PrimaryStorage)
+                .join(PrimaryStorageHostRef,
+                      PrimaryStorageHostRef.primary_storage_id == PrimaryStorage.id)
+                .where(PrimaryStorageHostRef.host_id == host.id))).all()
+        for store in stores:
+            servers = [*servers, *self._d.registry.primary(store).config.servers()]
+        return await self._d.jobs.agents.network(AgentTarget.of(host), sorted(set(servers)))
 
     async def delete(self, host_id: str) -> Job:
         async with self._d.db.begin() as session:

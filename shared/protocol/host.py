@@ -5,7 +5,47 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.protocol.command import Command
-from shared.protocol.types import EmptyPayload, Iqn, Model
+from shared.protocol.types import EmptyPayload, HostName, Iqn, Model
+
+# Bounds a network report's question: how many servers one request may ask about.
+MAX_SERVERS = 32
+
+
+class NetInterface(Model):
+    """A network interface as the kernel reports it (netlink)."""
+
+    name: str
+    index: int
+    state: str = Field(description="Operational state: UP, DOWN, UNKNOWN (loopback)...")
+    mtu: int
+    mac: str | None = None
+    addresses: list[str] = Field(default_factory=list,
+                                 description="Addresses with their prefix, `10.0.0.2/24`.")
+
+
+class ServerRoute(Model):
+    """How this host would reach a storage server: the kernel's answer to `ip route get`."""
+
+    server: str = Field(description="The server as asked about (name or address).")
+    address: str | None = Field(default=None, description="The address it resolves to.")
+    interface: str | None = None
+    source: str | None = Field(default=None,
+                               description="The source address packets would carry.")
+    gateway: str | None = None
+    mtu: int | None = Field(default=None, description="The outgoing interface's MTU.")
+    error: str | None = Field(default=None,
+                              description="Why there is no route (or no address).")
+
+
+class NetworkFacts(Model):
+    interfaces: list[NetInterface]
+    routes: list[ServerRoute] = Field(
+        default_factory=list,
+        description="For each storage server the host uses or was asked about.")
+
+
+class NetworkQuery(Model):
+    servers: list[HostName] = Field(default_factory=list, max_length=MAX_SERVERS)
 
 
 class HostInfoResult(Model):
@@ -16,6 +56,8 @@ class HostInfoResult(Model):
     qemu_img_version: str
     initiator_iqn: Iqn | None = Field(
         default=None, description="The host's iSCSI initiator name, if it has one.")
+    network: NetworkFacts | None = Field(
+        default=None, description="Interfaces, and routes to the storage servers in use.")
 
 
 class SleepPayload(Model):

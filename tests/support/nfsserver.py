@@ -13,15 +13,17 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from agent.nfs.libnfs import NfsContext, NfsError
+from tests.support.netns import Host
 
 CONFIG = """
-NFS_CORE_PARAM {{ Protocols = 3, 4; Bind_addr = 127.0.0.1; }}
-NFSV4 {{ Graceless = true; RecoveryBackend = fs; }}
+NFS_CORE_PARAM {{ Protocols = 3, 4; Bind_addr = {address}; }}
+NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = {recovery}; }}
 EXPORT {{
     Export_Id = 1; Path = {export}; Pseudo = /strata; Access_Type = RW;
     Squash = No_Root_Squash; Protocols = 3, 4; Transports = TCP; SecType = sys;
@@ -39,24 +41,33 @@ START_ATTEMPTS = 3
 
 
 class NfsServer:
-    server = "127.0.0.1"
+    """With `host`, it runs in that network namespace on the host's address, with an
+    rpcbind of its own: both in a mount namespace whose /run is private, since rpcbind's
+    socket lives there and the machine's rpcbind serves the loopback server."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, host: Host | None = None) -> None:
         if shutil.which("ganesha.nfsd") is None:
             raise RuntimeError("nfs-ganesha is not installed (./dev installs it)")
         self.dir = workdir
+        self.server = host.address if host else "127.0.0.1"
         self.export = workdir / "export"
         self.export.mkdir(parents=True)
+        (workdir / "recovery").mkdir()
         conf = workdir / "ganesha.conf"
-        conf.write_text(CONFIG.format(export=self.export))
-        _ensure_rpcbind()
+        conf.write_text(CONFIG.format(export=self.export, address=self.server,
+                                      recovery=workdir / "recovery"))
+        ganesha = ["ganesha.nfsd", "-F", "-f", str(conf), "-L", str(workdir / "ganesha.log"),
+                   "-p", str(workdir / "ganesha.pid")]
+        if host is None:
+            _ensure_rpcbind()
+        else:
+            ganesha = host.argv(["unshare", "--mount", "--propagation", "private",
+                                 sys.executable, "-m", "tests.support.nfsserver", *ganesha])
         # ganesha binds fixed ports, one of them (rquota, 875) in the range root clients
         # take source ports from: a start that found it briefly taken is tried again.
         for attempt in range(START_ATTEMPTS):
-            self.proc = subprocess.Popen(
-                ["ganesha.nfsd", "-F", "-f", str(conf), "-L", str(workdir / "ganesha.log"),
-                 "-p", str(workdir / "ganesha.pid")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(ganesha, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
             if self._wait_ready(last=attempt == START_ATTEMPTS - 1):
                 return
 
@@ -99,6 +110,26 @@ class NfsServer:
             os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """ganesha, and in a namespace its rpcbind too (one process group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def main() -> None:
+    """Inside a fresh mount namespace: a private /run, an rpcbind there, then ganesha
+    (argv) in its place, so that killing the group ends both."""
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"], check=True)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.Popen(["rpcbind", "-f", "-w"])  # in the foreground: one of the group
+    deadline = time.monotonic() + 10
+    while subprocess.run(["rpcinfo", "-p", "127.0.0.1"], capture_output=True).returncode:
+        if time.monotonic() > deadline:
+            sys.exit("rpcbind did not start")
+        time.sleep(0.1)
+    os.execvp(sys.argv[1], sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

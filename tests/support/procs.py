@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import ADMIN_TOKEN_FILE
 from tests.support import fileserver
+from tests.support.netns import Host
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,10 +66,12 @@ class Proc:
                 self.popen.wait()
 
 
-def spawn(module: str, args: list[str], log: Path, url: str, timeout: float = 30) -> Proc:
+def spawn(module: str, args: list[str], log: Path, url: str, timeout: float = 30,
+          wrap: Callable[[list[str]], list[str]] = list) -> Proc:
+    """`wrap`: what runs the argv, e.g. a network namespace's `ip netns exec`."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log, "ab") as out:
-        popen = subprocess.Popen([sys.executable, "-m", module, *args], stdout=out,
+        popen = subprocess.Popen(wrap([sys.executable, "-m", module, *args]), stdout=out,
                                  stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     proc = Proc(popen, url, log)
     try:
@@ -88,17 +92,21 @@ def toml_args(state: Path, name: str, config: dict[str, object] | None) -> list[
 
 
 def start_agent(state: Path, config: dict[str, object] | None = None,
-                port: int | None = None, timeout: float = 30) -> tuple[Proc, str]:
+                port: int | None = None, timeout: float = 30,
+                host: Host | None = None) -> tuple[Proc, str]:
     """Returns the agent process (its https URL) and its loopback debug URL. It waits
     for enrolment (see `tests.support.enrol`) unless its state already holds a
     credential. Unless `config` says otherwise, the agent may download from the test
-    file server's address only."""
+    file server's address only. With `host`, it runs in that namespace and listens on
+    its address (its debug URL is then that namespace's loopback)."""
     port, debug_port = port or free_port(), free_port()
+    address = host.address if host else "127.0.0.1"
     state.mkdir(parents=True, exist_ok=True)
     config = {"download_allow": [f"{fileserver.HOST}/32"], **(config or {})}
-    args = ["--listen", f"127.0.0.1:{port}", "--debug-listen", f"127.0.0.1:{debug_port}",
+    args = ["--listen", f"{address}:{port}", "--debug-listen", f"127.0.0.1:{debug_port}",
             "--state-dir", str(state), *toml_args(state, "agent.toml", config)]
-    proc = spawn("agent", args, state / "agent.log", f"https://127.0.0.1:{port}", timeout)
+    proc = spawn("agent", args, state / "agent.log", f"https://{address}:{port}", timeout,
+                 host.argv if host else list)
     return proc, f"http://127.0.0.1:{debug_port}"
 
 

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.support.netns import Host
 from tests.support.procs import free_port
 
 SSHD = "/usr/sbin/sshd"
@@ -24,7 +25,9 @@ def keypair(path: Path) -> tuple[str, str]:
 
 
 class SshServer:
-    def __init__(self, workdir: Path) -> None:
+    """With `host`, it runs in that network namespace and listens on its address."""
+
+    def __init__(self, workdir: Path, host: Host | None = None) -> None:
         if not os.path.exists(SSHD):
             raise RuntimeError("sshd is not installed (./dev installs openssh-server)")
         self.dir = workdir
@@ -33,21 +36,23 @@ class SshServer:
         self.private_key, public = keypair(workdir / "client_key")
         (workdir / "authorized_keys").write_text(public + "\n")
         self.port = free_port()
+        self.address = host.address if host else "127.0.0.1"
         config = workdir / "sshd_config"
         config.write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host_key'}\n"
+            f"Port {self.port}\nListenAddress {self.address}\nHostKey {workdir / 'host_key'}\n"
             f"AuthorizedKeysFile {workdir / 'authorized_keys'}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             f"PidFile {workdir / 'sshd.pid'}\nSubsystem sftp internal-sftp\n")
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+        argv = [SSHD, "-D", "-e", "-f", str(config)]
+        self.proc = subprocess.Popen(host.argv(argv) if host else argv,
                                      stdout=subprocess.DEVNULL,
                                      stderr=open(workdir / "sshd.log", "wb"))
         deadline = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                with socket.create_connection((self.address, self.port), timeout=1):
                     return
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -58,7 +63,7 @@ class SshServer:
         return (self.dir / "sshd.log").read_text(errors="replace")
 
     def endpoint(self, **override: object) -> dict[str, object]:
-        return {"host": "127.0.0.1", "port": self.port, "username": "root",
+        return {"host": self.address, "port": self.port, "username": "root",
                 "host_key": self.host_key, "private_key": self.private_key, **override}
 
     def stop(self) -> None:

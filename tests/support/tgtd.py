@@ -21,12 +21,15 @@ def _free_control_port() -> int:
 
 
 class Tgtd:
-    def __init__(self) -> None:
+    """`address`: where its portal listens (loopback unless a test's lab says)."""
+
+    def __init__(self, address: str = "127.0.0.1") -> None:
         if shutil.which("tgtd") is None:
             raise RuntimeError("tgtd is not installed (./dev installs the tgt package)")
         self.control_port = _free_control_port()
         self.iscsi_port = free_port()
-        self.portal = f"127.0.0.1:{self.iscsi_port}"
+        self.address = address
+        self.portal = f"{address}:{self.iscsi_port}"
         self.start()
 
     def start(self) -> None:
@@ -37,7 +40,7 @@ class Tgtd:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.iscsi_port), timeout=1):
+                with socket.create_connection((self.address, self.iscsi_port), timeout=1):
                     return
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:

@@ -14,6 +14,7 @@ from controller.api.views.common import accepted, listing, ok, showing
 from controller.db.models import Host
 from controller.services.commands import AddHost
 from controller.services.container import Services
+from shared.protocol.host import NetworkQuery
 
 
 async def _hosts_out(_: Services, __: AsyncSession, hosts: Sequence[Host]) -> list[HostOut]:
@@ -55,6 +56,12 @@ async def revoke_host(request: web.Request) -> web.Response:
 
 async def reconnect_host(request: web.Request) -> web.Response:
     return accepted(await request.app[SERVICES].hosts.reconnect(request.match_info["id"]))
+
+
+async def host_network(request: web.Request) -> web.Response:
+    query = NetworkQuery(servers=request.query.getall("server", []))
+    return ok(await request.app[SERVICES].hosts.network(request.match_info["id"],
+                                                          query.servers))
 
 
 async def delete_host(request: web.Request) -> web.Response:

@@ -60,6 +60,11 @@ class StoreConfig(BaseModel):
                 if any(m is HOST_DIR for m in field.metadata)
                 and isinstance(value := getattr(self, name), str)]
 
+    def servers(self) -> list[str]:
+        """The network servers hosts reach for this store (names or addresses), whose
+        routes a host's network report shows."""
+        return []
+
     @classmethod
     def from_row(cls, stored: dict[str, Any]) -> Self:
         return cls.model_validate(stored, context=_STORED)

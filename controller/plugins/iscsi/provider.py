@@ -40,6 +40,9 @@ class IscsiConfig(StoreConfig):
         default=None,
         description="Make volumes logical volumes in this LVM volume group, not files.")
 
+    def servers(self) -> list[str]:
+        return [self.portal.rpartition(":")[0]]
+
 
 def target_name(store: Primary[IscsiConfig], volume: Volume) -> str:
     return f"{store.config.target_prefix}:{volume.id}"

@@ -50,6 +50,9 @@ class NfsConfig(StoreConfig):
     mount_point: HostDir | None = Field(
         default=None, description=f"Where hosts mount it; default {MOUNT_ROOT}/<storage id>.")
 
+    def servers(self) -> list[str]:
+        return [self.server]
+
     @field_validator("mount_options", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
