@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.jobs.engine import JobEngine
 from controller.plugins.registry import PluginRegistry
+from controller.services.attachments import AttachmentService
 from controller.services.backup_storages import BackupStorageService
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
@@ -29,3 +30,4 @@ class Services:
     volumes: VolumeService
     tokens: TokenService
     snapshots: SnapshotService
+    attachments: AttachmentService

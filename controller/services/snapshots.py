@@ -34,6 +34,7 @@ from controller.db.transitions import (
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.backend import PrimaryStorageBackend, VolumeCreated
 from controller.plugins.interfaces.stores import Primary
+from controller.services.attachments import refuse_attached
 from controller.services.base import ServiceDeps
 from shared.errors import Conflict, InUse, InvalidInput
 
@@ -236,6 +237,7 @@ class SnapshotService:
                                 ObjectState.SNAPSHOTTING):
             raise Conflict(f"volume {volume.name} is {volume.state}, not ready; try again "
                            "when it settles", code="volume_busy")
+        await refuse_attached(session, volume, "snapshotted or reverted offline")
 
     @staticmethod
     async def _unlock(session: AsyncSession, volume_id: str) -> None:

@@ -10,9 +10,10 @@ from typing import Any, Generic, TypeVar
 from controller.db.models import Host, ImageCache, Snapshot, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.stores import Primary, StoreConfig
-from shared.errors import Unsupported
+from shared.errors import Conflict, Unsupported
 from shared.protocol.files import BackingFile
 from shared.protocol.iscsi import IscsiTarget
+from shared.protocol.libvirt import VolumeSource
 from shared.protocol.types import FsCapacity, ImageFormat
 
 C = TypeVar("C", bound=StoreConfig)
@@ -74,6 +75,13 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
                             host: Host, size: int) -> VolumeGrown:
         """Grows the volume to `size` bytes through `host`; never shrinks it, and growing
         it to the size it has already succeeds (so a retried job does)."""
+
+    def volume_source(self, ctx: JobContext, store: Primary[C], volume: Volume) -> VolumeSource:
+        """What a hypervisor opens to attach the volume: its active layer, by path or
+        `nfs://` URL, for file-based storages."""
+        if volume.path is None:
+            raise Conflict(f"volume {volume.name} has no file yet", code="volume_busy")
+        return VolumeSource(path=volume.path, format=volume.format)
 
     # Snapshots (CloudStack's takeSnapshot / revertSnapshot / deleteSnapshot). A backend
     # without them refuses up front, through `check_snapshots`.

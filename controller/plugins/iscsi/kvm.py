@@ -16,7 +16,7 @@ from controller.plugins.interfaces.backend import (
     VolumeGrown,
 )
 from controller.plugins.interfaces.stores import Primary
-from controller.plugins.iscsi.provider import ISCSI, IscsiConfig, target_name
+from controller.plugins.iscsi.provider import ISCSI, IscsiConfig, export_of, target_name
 from shared.protocol.files import BackingFile
 from shared.protocol.iscsi import (
     EXPORT_LUN,
@@ -27,6 +27,7 @@ from shared.protocol.iscsi import (
     ResizeLunPayload,
     UnexportLunPayload,
 )
+from shared.protocol.libvirt import VolumeSource
 from shared.protocol.types import FsCapacity
 
 
@@ -79,6 +80,17 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
                                    volume_group=store.config.volume_group)
         result = await ctx.call(host, RESIZE_LUN, payload, step="resize-lun")
         return VolumeGrown(result.size, result.capacity)
+
+    def volume_source(self, ctx: JobContext, store: Primary[IscsiConfig],
+                      volume: Volume) -> VolumeSource:
+        """The LUN, with its CHAP credentials unsealed for the hypervisor's agent (which
+        makes them a libvirt secret object, never part of the domain XML)."""
+        target = export_of(volume)
+        chap = (volume.export or {}).get("chap")
+        if chap:
+            target = target.model_copy(update={"chap": ChapCredentials(
+                user=chap["user"], password=ctx.secrets.open(chap["password"]))})
+        return VolumeSource(iscsi=target, format="raw")
 
 
 ISCSI_KVM = IscsiKvmBackend()

@@ -1,0 +1,36 @@
+"""volume attachments: a volume plugged into a libvirt domain on a host
+
+Revision ID: 0008
+Revises: 0006
+Create Date: 2026-11-22 11:00:00
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0008'
+down_revision = '0006'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('volume_attachments',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('volume_id', sa.String(length=36), nullable=False),
+    sa.Column('host_id', sa.String(length=36), nullable=False),
+    sa.Column('domain', sa.String(length=64), nullable=False),
+    sa.Column('device', sa.String(length=8), nullable=True),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.Column('since', sa.Float(), nullable=True),
+    sa.Column('created_at', sa.Float(), nullable=False),
+    sa.Column('updated_at', sa.Float(), nullable=False),
+    sa.ForeignKeyConstraint(['host_id'], ['hosts.id'], ),
+    sa.ForeignKeyConstraint(['volume_id'], ['volumes.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('volume_id')
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('volume_attachments')
