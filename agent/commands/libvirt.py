@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 
 import libvirt
@@ -9,6 +10,7 @@ import libvirt
 from agent.commands.registry import handles
 from agent.libvirt import disks
 from agent.libvirt.attach import Attacher
+from agent.libvirt.snapshots import take_live
 from agent.services import AgentServices
 from agent.tools.libvirt import Libvirt
 from shared.errors import Unsupported
@@ -16,12 +18,15 @@ from shared.protocol.libvirt import (
     ATTACH_VOLUME,
     DETACH_VOLUME,
     DOMAIN_INFO,
+    LIVE_SNAPSHOT,
     AttachVolumePayload,
     AttachVolumeResult,
     DetachVolumePayload,
     DetachVolumeResult,
     DomainFacts,
     DomainPayload,
+    LiveSnapshotFacts,
+    LiveSnapshotPayload,
 )
 
 Progress = Callable[[float], None]
@@ -62,3 +67,18 @@ async def domain_info(svc: AgentServices, payload: DomainPayload,
     state, _, _ = await lv.domain_state(payload.domain)
     return DomainFacts(state=_STATES.get(state, "other"),  # type: ignore[arg-type]
                        disks=disks.disks_by_target(await lv.domain_xml(payload.domain)))
+
+
+@handles(LIVE_SNAPSHOT)
+async def live_snapshot(svc: AgentServices, payload: LiveSnapshotPayload,
+                        progress: Progress) -> LiveSnapshotFacts:
+    frozen = posixpath.join(payload.dir, payload.active)
+    overlay = posixpath.join(payload.dir, payload.overlay)
+    quiesced, seconds = await take_live(_libvirt(svc), payload.domain, payload.serial,
+                                        frozen, overlay)
+    # The frozen file is now a backing file: read-only to QEMU, so qemu-img may open it.
+    info = await svc.qemu_img.info(frozen, fmt="qcow2")
+    return LiveSnapshotFacts(path=overlay, snapshot_path=frozen,
+                             actual_size=info.actual_size or 0, virtual_size=info.virtual_size,
+                             capacity=await svc.files.for_path(payload.dir).capacity(payload.dir),
+                             quiesced=quiesced, seconds=seconds)

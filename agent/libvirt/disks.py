@@ -45,7 +45,7 @@ class IscsiSource:
     secret_usage: str | None = None
 
 
-def _source(parent: ET.Element, layer: Layer) -> None:
+def set_source(parent: ET.Element, layer: Layer) -> None:
     """`type` on `parent` and its `<source>` child."""
     if is_nfs_url(layer.path):
         server, path = split_nfs_url(layer.path)
@@ -65,7 +65,7 @@ def _backing(parent: ET.Element, chain: list[Layer]) -> None:
     for layer in chain:
         store = ET.SubElement(parent, "backingStore")
         ET.SubElement(store, "format", type=layer.format)
-        _source(store, layer)
+        set_source(store, layer)
         parent = store
     ET.SubElement(parent, "backingStore")
 
@@ -90,7 +90,7 @@ def disk_xml(*, serial: str, device: str, bus: Bus, chain: list[Layer] | None = 
         _iscsi_source(disk, iscsi)
         ET.SubElement(disk, "backingStore")
     elif chain:
-        _source(disk, chain[0])
+        set_source(disk, chain[0])
         _backing(disk, chain[1:])
     else:
         raise ValueError("a disk needs a chain or an iSCSI source")
@@ -107,14 +107,14 @@ def secret_xml(usage: str, description: str) -> str:
     return ET.tostring(secret, encoding="unicode")
 
 
-def _parse(domain_xml: str) -> ET.Element:
+def parse(domain_xml: str) -> ET.Element:
     """A domain's XML as libvirtd, which this host trusts, describes it."""
     return ET.fromstring(domain_xml)  # noqa: S314 (from the local libvirtd)
 
 
 def find_disk(domain_xml: str, serial: str) -> ET.Element | None:
     """The disk with this serial, as the domain describes it."""
-    for disk in _parse(domain_xml).iterfind("devices/disk"):
+    for disk in parse(domain_xml).iterfind("devices/disk"):
         if disk.findtext("serial") == serial:
             return disk
     return None
@@ -123,7 +123,7 @@ def find_disk(domain_xml: str, serial: str) -> ET.Element | None:
 def disks_by_target(domain_xml: str) -> dict[str, str]:
     """Target name -> serial ('' without one) of every disk."""
     found = {}
-    for disk in _parse(domain_xml).iterfind("devices/disk"):
+    for disk in parse(domain_xml).iterfind("devices/disk"):
         target = disk.find("target")
         if target is not None and target.get("dev"):
             found[target.get("dev", "")] = disk.findtext("serial") or ""
@@ -144,7 +144,7 @@ def free_target(taken: Iterable[str], bus: Bus) -> str:
 
 def has_scsi_controller(domain_xml: str) -> bool:
     return any(c.get("type") == "scsi" and c.get("model") == "virtio-scsi"
-               for c in _parse(domain_xml).iterfind("devices/controller"))
+               for c in parse(domain_xml).iterfind("devices/controller"))
 
 
 def scsi_controller_xml() -> str:

@@ -131,6 +131,11 @@ class Libvirt:
         await self.call(lambda c: c.lookupByName(domain).detachDeviceFlags(xml, flags),
                         f"detaching a device from domain {domain}")
 
+    async def snapshot(self, domain: str, xml: str, flags: int) -> None:
+        """snapshotCreateXML; with NO_METADATA libvirt keeps no record of it."""
+        await self.call(lambda c: c.lookupByName(domain).snapshotCreateXML(xml, flags),
+                        f"snapshotting domain {domain}", timeout=max(self.timeout, 120))
+
     async def define_secret(self, xml: str, value: bytes) -> str:
         """A secret object (made, or found by its usage, and given its value); its UUID."""
         def define(c: libvirt.virConnect) -> str:

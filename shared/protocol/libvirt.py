@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from shared.protocol.command import Command
 from shared.protocol.iscsi import IscsiTarget
 from shared.protocol.types import ImageFormat, Model, StorePath
+from shared.protocol.volumes import SnapshotFacts, TakeSnapshotPayload
 
 # libvirt allows more in a domain name; Strata names the domains it touches plainly.
 DomainName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -78,3 +79,20 @@ class DomainFacts(Model):
 ATTACH_VOLUME = Command("attach_volume", AttachVolumePayload, AttachVolumeResult, timeout=300)
 DETACH_VOLUME = Command("detach_volume", DetachVolumePayload, DetachVolumeResult, timeout=900)
 DOMAIN_INFO = Command("domain_info", DomainPayload, DomainFacts, timeout=60)
+
+
+class LiveSnapshotPayload(TakeSnapshotPayload):
+    """take_snapshot's freeze, done by the running domain: libvirt makes the overlay
+    `dir/overlay` on the disk's current file `dir/active`, and QEMU writes to it from then
+    on. Quiesced through the guest agent when the domain has one, else crash-consistent."""
+
+    domain: DomainName
+    serial: DiskSerial
+
+
+class LiveSnapshotFacts(SnapshotFacts):
+    quiesced: bool
+    seconds: float = Field(description="How long the domain's disk was frozen for it.")
+
+
+LIVE_SNAPSHOT = Command("live_snapshot", LiveSnapshotPayload, LiveSnapshotFacts, timeout=300)

@@ -247,3 +247,36 @@ def test_domain_gone_and_libvirtd_restart(host: Host) -> None:
                                                    "source": source})
     assert state == "failed" and err["code"] == "domain_not_found", err
     conn.close()
+
+
+def test_live_snapshot(host: Host) -> None:
+    """The frozen file keeps what was written before; the running domain writes to the
+    new overlay, which sits on it; a repeat is the same snapshot."""
+    top, base = str(host.tmp / "vol.qcow2"), str(host.tmp / "base.qcow2")
+    chain_with_patterns(top, base)
+    shutil.copy(top, host.tmp / "before.qcow2")
+    dom = host.domain()
+    source = {"path": top, "format": "qcow2"}
+    assert host.agent.call("attach_volume", {"domain": "vm1", "serial": VOLUME_ID,
+                                             "source": source})[0] == "succeeded"
+    payload = {"domain": "vm1", "serial": VOLUME_ID, "dir": str(host.tmp),
+               "active": "vol.qcow2", "overlay": "vol.s1.qcow2"}
+    state, facts = host.agent.call("live_snapshot", payload)
+    assert state == "succeeded", facts
+    overlay = str(host.tmp / "vol.s1.qcow2")
+    assert facts["path"] == overlay and facts["snapshot_path"] == top
+    assert facts["quiesced"] is False, "no guest agent: crash-consistent"
+    assert 0 < float(facts["seconds"]) < 10  # type: ignore[arg-type]
+    assert {overlay, top, base} <= open_files(block_nodes(dom))
+    for xml in (disk_of(dom), disk_of(dom, inactive=True)):
+        assert f"file='{overlay}'" in xml and f"file='{top}'" in xml
+    assert host.agent.call("live_snapshot", payload)[1]["path"] == overlay, "idempotent"
+
+    state, res = host.agent.call("detach_volume", {"domain": "vm1", "serial": VOLUME_ID,
+                                                   "source": {"path": overlay,
+                                                              "format": "qcow2"}})
+    assert state == "succeeded" and res["existed"] is True, res
+    run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", top, str(host.tmp / "before.qcow2"))
+    run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", overlay, top)
+    info = json.loads(run("qemu-img", "info", "--output=json", overlay))
+    assert info["full-backing-filename"] == top
