@@ -301,6 +301,9 @@ class SnapshotOut(Out):
     state: str
     reason: str | None
     created_at: float
+    consistency: str | None = Field(
+        default=None, description="offline (no VM had the volume open), or taken live: "
+                                  "crash (crash-consistent) or quiesced (guest agent).")
 
 
 class JobOut(Out):

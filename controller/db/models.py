@@ -250,6 +250,8 @@ class Snapshot(Timestamps, Base):
     actual_size: Mapped[int | None] = mapped_column()
     state: Mapped[str] = mapped_column(String(16), default=ObjectState.CREATING)
     reason: Mapped[str | None] = mapped_column(Text)
+    # "offline" (no VM had the volume open), "crash" or "quiesced" (taken live).
+    consistency: Mapped[str | None] = mapped_column(String(16))
 
 
 class AccessState(enum.StrEnum):

@@ -56,6 +56,19 @@ async def refuse_attached(session: AsyncSession, volume: Volume, what: str) -> N
                        f"{what}", code="volume_attached")
 
 
+async def live_target(session: AsyncSession, volume: Volume) -> dict[str, str] | None:
+    """Where a live operation on the volume runs (its host and domain), None when it is
+    not attached; a 409 while it is being attached or detached."""
+    attachment = await session.scalar(select(VolumeAttachment).where(
+        VolumeAttachment.volume_id == volume.id))
+    if attachment is None:
+        return None
+    if attachment.state != AttachmentState.ATTACHED:
+        raise Conflict(f"volume {volume.name} is {attachment.state} to domain "
+                       f"{attachment.domain}; try again when it settles", code="volume_busy")
+    return {"host_id": attachment.host_id, "domain": attachment.domain}
+
+
 class AttachmentService:
     def __init__(self, deps: ServiceDeps, volumes: VolumeService) -> None:
         self._d = deps
@@ -146,6 +159,10 @@ class AttachmentService:
                 VolumeAttachment.volume_id == volume.id))
             if attachment is None:
                 raise NotFound(f"volume {volume.name} is not attached", code="not_attached")
+            if not await transition(session, Volume, volume.id, ObjectState.READY,
+                                    ObjectState.READY):
+                raise Conflict(f"volume {volume.name} is {volume.state}; it can be detached "
+                               "when ready", code="volume_busy")
             if not await transition(session, VolumeAttachment, attachment.id,
                                     (AttachmentState.ATTACHED, AttachmentState.DETACHING),
                                     AttachmentState.DETACHING):

@@ -34,7 +34,7 @@ from controller.db.transitions import (
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.backend import PrimaryStorageBackend, VolumeCreated
 from controller.plugins.interfaces.stores import Primary
-from controller.services.attachments import refuse_attached
+from controller.services.attachments import live_target, refuse_attached
 from controller.services.base import ServiceDeps
 from shared.errors import Conflict, InUse, InvalidInput
 
@@ -67,7 +67,8 @@ class SnapshotService:
                                f"most a chain may hold ({MAX_CHAIN_DEPTH}); delete one of "
                                "them first (its data is merged, not lost)",
                                code="chain_too_deep")
-            await self._lock(session, volume)
+            live = await live_target(session, volume)
+            await self._lock(session, volume, live=live is not None)
             await reserve_capacity(session, store.row, volume.size)
             snapshot = Snapshot(name=name, volume_id=volume.id, parent_id=volume.snapshot_id,
                                 primary_storage_id=volume.primary_storage_id,
@@ -78,7 +79,8 @@ class SnapshotService:
             job = self._d.jobs.new_job(session, self.run_take, resource_type="snapshot",
                                        resource_id=snapshot.id,
                                        params={"volume_id": volume.id,
-                                               "overlay": overlay_name(volume)})
+                                               "overlay": overlay_name(volume),
+                                               "live": live})
         self._d.jobs.start(job)
         return snapshot, job
 
@@ -86,13 +88,22 @@ class SnapshotService:
         async with ctx.db() as session:
             snapshot, volume, store, host = await self._where(session,
                                                               ctx.job.resource_id or "")
-        taken = await self._d.registry.backend_of(store).take_snapshot(
-            ctx, store, volume, snapshot, ctx.params["overlay"], host)
-        result = {"path": taken.path, "snapshot_path": taken.snapshot_path}
+        backend = self._d.registry.backend_of(store)
+        if live := ctx.params.get("live"):
+            async with ctx.db() as session:
+                host = await get_fresh(session, Host, live["host_id"], "host")
+            taken = await backend.take_live_snapshot(ctx, store, volume, snapshot,
+                                                     ctx.params["overlay"], host,
+                                                     live["domain"])
+        else:
+            taken = await backend.take_snapshot(ctx, store, volume, snapshot,
+                                                ctx.params["overlay"], host)
+        result = {"path": taken.path, "snapshot_path": taken.snapshot_path,
+                  "consistency": taken.consistency}
         async with ctx.db.begin() as session:
             await transition(session, Snapshot, snapshot.id, ObjectState.CREATING,
                              ObjectState.READY, path=taken.snapshot_path,
-                             actual_size=taken.actual_size)
+                             actual_size=taken.actual_size, consistency=taken.consistency)
             await transition(session, Volume, volume.id, ObjectState.SNAPSHOTTING,
                              ObjectState.READY, path=taken.path, snapshot_id=snapshot.id)
             await record_fs_capacity(session, store.id, taken.capacity.total,
@@ -232,12 +243,14 @@ class SnapshotService:
     # ---- helpers ------------------------------------------------------------------------
 
     @staticmethod
-    async def _lock(session: AsyncSession, volume: Volume) -> None:
+    async def _lock(session: AsyncSession, volume: Volume, live: bool = False) -> None:
+        """`live`: the job works through the domain the volume is attached to."""
         if not await transition(session, Volume, volume.id, ObjectState.READY,
                                 ObjectState.SNAPSHOTTING):
             raise Conflict(f"volume {volume.name} is {volume.state}, not ready; try again "
                            "when it settles", code="volume_busy")
-        await refuse_attached(session, volume, "snapshotted or reverted offline")
+        if not live:
+            await refuse_attached(session, volume, "snapshotted or reverted offline")
 
     @staticmethod
     async def _unlock(session: AsyncSession, volume_id: str) -> None:

@@ -119,7 +119,6 @@ def test_local_volume_attach_refusals_detach(site: Site) -> None:
     assert path in open_files(block_nodes(dom))
 
     for method, sub, body in (("DELETE", "", None), ("POST", "/resize", {"size": 32 << 20}),
-                              ("POST", "/snapshots", {"name": "s1"}),
                               ("POST", "/attach", {"host_id": site.host, "domain": "vm2"})):
         message = site.refused(method, f"/v1/volumes/{vol['id']}{sub}", body, "volume_attached")
         assert "vm1" in message, "the 409 names the domain"
@@ -179,3 +178,38 @@ def test_iscsi_chap_volume_attach_detach(site: Site) -> None:
     site.wait(api.post(f"/v1/volumes/{vol['id']}/access", {"host_id": site.host}))
     out = qemu_io(spec, "read -P 0x7e 0 1M")
     assert out.returncode == 0 and "verification failed" not in out.stdout, out
+
+
+def test_live_snapshot_of_an_attached_volume(site: Site) -> None:
+    """A snapshot of an attached volume is taken by its domain and joins the same tree:
+    detached, the volume reverts offline to it."""
+    api = site.api
+    vol = site.volume(site.local, "data-4")
+    path = str(vol["path"])
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x21 0 1M", path], check=True,
+                   capture_output=True)
+    shutil.copy(path, site.tmp / "before.qcow2")
+    dom = site.domain()
+    site.wait(api.post(f"/v1/volumes/{vol['id']}/attach", {"host_id": site.host,
+                                                          "domain": "vm1"}))
+    job = site.wait(api.post(f"/v1/volumes/{vol['id']}/snapshots", {"name": "live-1"}))
+    snap = api.get(f"/v1/snapshots/{job['resource_id']}")
+    assert snap["consistency"] == "crash" and snap["path"] == path, snap
+    moved = api.get(f"/v1/volumes/{vol['id']}")
+    assert moved["path"] != path and moved["snapshot_id"] == snap["id"]
+    assert moved["attachment"]["state"] == "attached"
+    assert {moved["path"], path} <= open_files(block_nodes(dom)), "QEMU writes the overlay"
+    site.refused("POST", f"/v1/volumes/{vol['id']}/revert", {"snapshot_id": snap["id"]},
+                 "volume_attached")
+
+    site.wait(api.post(f"/v1/volumes/{vol['id']}/detach", {}))
+    subprocess.run(["qemu-img", "compare", path, str(site.tmp / "before.qcow2")], check=True,
+                   capture_output=True)
+    subprocess.run(["qemu-img", "compare", str(moved["path"]), path], check=True,
+                   capture_output=True)
+    site.wait(api.post(f"/v1/volumes/{vol['id']}/revert", {"snapshot_id": snap["id"]}))
+    reverted = api.get(f"/v1/volumes/{vol['id']}")
+    chain = json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", str(reverted["path"])], check=True,
+        capture_output=True, text=True).stdout)
+    assert chain["full-backing-filename"] == path, "the tree the database describes"

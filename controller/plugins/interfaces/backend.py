@@ -36,6 +36,7 @@ class SnapshotTaken:
     snapshot_path: str
     actual_size: int
     capacity: FsCapacity
+    consistency: str = "offline"
 
 
 # Records a reverted volume's new active layer; called before the old one is dropped.
@@ -94,6 +95,12 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
                             snapshot: Snapshot, overlay: str, host: Host) -> SnapshotTaken:
         """Freezes the volume's active layer as `snapshot`; a new active layer named
         `overlay` goes on top of it."""
+        raise snapshots_not_supported(store)
+
+    async def take_live_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                                 snapshot: Snapshot, overlay: str, host: Host,
+                                 domain: str) -> SnapshotTaken:
+        """take_snapshot, done by the domain on `host` that has the volume attached."""
         raise snapshots_not_supported(store)
 
     async def revert_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,

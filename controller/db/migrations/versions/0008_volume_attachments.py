@@ -1,4 +1,5 @@
-"""volume attachments: a volume plugged into a libvirt domain on a host
+"""volume attachments: a volume plugged into a libvirt domain on a host; how consistent
+a snapshot is (taken offline, or live: crash-consistent or quiesced)
 
 Revision ID: 0008
 Revises: 0006
@@ -30,7 +31,11 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('volume_id')
     )
+    with op.batch_alter_table('snapshots', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('consistency', sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('snapshots', schema=None) as batch_op:
+        batch_op.drop_column('consistency')
     op.drop_table('volume_attachments')
