@@ -25,6 +25,7 @@ from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
 from agent.sftp.keyfiles import clear_leftover_keys
 from agent.tasks import TaskManager, TaskStore
+from agent.tools.libvirt import Libvirt
 from agent.tools.qemuimg import QemuImg
 from shared.config import parse_listen, secret_file
 from shared.http import Handler, error_middleware, error_response
@@ -90,6 +91,7 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
         files = FileStores(config.nfs_timeout)
         mounts = MountTable(executor, files, os.path.join(config.state_dir, "mounts.json"))
         policy = url_policy(config)
+        lv = Libvirt(config.libvirt_uri, config.libvirt_timeout)  # connects when first used
         connector = aiohttp.TCPConnector(resolver=PolicyResolver(policy))
         async with aiohttp.ClientSession(connector=connector) as http:
             app[SERVICES] = AgentServices(
@@ -101,8 +103,10 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
                 running_tasks=lambda: {task.task_id for task in tasks.running()},
                 target_driver=target_driver,
                 initiator=build_initiator(config, executor, qemu_img),
+                libvirt=lv,
             )
             yield
+            lv.close()
             await app[TASKS].shutdown()
         files.close()
         store.close()

@@ -64,6 +64,14 @@ class AgentConfig(BaseModel):
     iscsi_access: Literal["kernel", "qemu"] = Field(
         default="kernel",
         description="How QEMU here opens iSCSI volumes: kernel sessions or libiscsi.")
+    libvirt_uri: str = Field(default="qemu:///system",
+                             description="The libvirtd whose domains volumes are attached to.")
+    libvirt_timeout: float = Field(default=30, gt=0,
+                                   description="Seconds a libvirt call may take.")
+    disk_bus: Literal["virtio", "scsi"] = Field(
+        default="virtio",
+        description="How volumes are plugged: virtio-blk (vdX), or disks on a virtio-scsi "
+                    "controller (sdX; unplugged without the guest's help).")
     s3_part_size: int = Field(
         default=32 << 20, ge=5 << 20,
         description="Bytes per S3 multipart part and ranged GET (S3's minimum part: 5 MiB).")

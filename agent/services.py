@@ -17,6 +17,7 @@ from agent.images.urlpolicy import UrlPolicy
 from agent.iscsi.initiator import Initiator
 from agent.iscsi.target import TargetDriver
 from agent.nfs.mounts import MountTable
+from agent.tools.libvirt import Libvirt
 from agent.tools.qemuimg import QemuImg
 
 
@@ -36,3 +37,4 @@ class AgentServices:
     running_tasks: Callable[[], Collection[str]]
     target_driver: TargetDriver | None = None
     initiator: Initiator | None = None
+    libvirt: Libvirt | None = None

@@ -272,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
         a = waitable(volumes.add_parser(verb, help=f"{verb} a host's access (iSCSI)"))
         a.add_argument("id")
         a.add_argument("host_id")
+    a = waitable(volumes.add_parser("attach", help="plug into a libvirt domain on a host"))
+    a.add_argument("id")
+    a.add_argument("--host", required=True, help="host id")
+    a.add_argument("--domain", required=True, help="libvirt domain name")
+    a = waitable(volumes.add_parser("detach", help="unplug from its domain"))
+    a.add_argument("id")
+    a.add_argument("--timeout", type=float, default=30,
+                   help="seconds the guest has to release the disk")
 
     snapshots = resource("snapshots", ["snapshot"])
     t = waitable(snapshots.add_parser("take", help="take a snapshot of a volume"))
@@ -449,6 +457,12 @@ def run(args: argparse.Namespace) -> int:
     if res == "volumes" and action == "resize":
         return cli.submitted(c.post(f"/v1/volumes/{args.id}/resize",
                                     {"size": parse_size(args.size)}))
+    if res == "volumes" and action == "attach":
+        return cli.submitted(c.post(f"/v1/volumes/{args.id}/attach",
+                                    {"host_id": args.host, "domain": args.domain}))
+    if res == "volumes" and action == "detach":
+        return cli.submitted(c.post(f"/v1/volumes/{args.id}/detach",
+                                    {"timeout": args.timeout}))
     if res == "volumes" and action == "revoke":
         return cli.submitted(c.delete(f"/v1/volumes/{args.id}/access/{args.host_id}"))
     if res == "volumes":

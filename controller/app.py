@@ -29,6 +29,7 @@ from controller.motion.strategies import MediatorMotionStrategy
 from controller.plugins.matrix import default_registry
 from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
+from controller.services.attachments import AttachmentService
 from controller.services.backup_storages import BackupStorageService
 from controller.services.backups import SnapshotBackupService
 from controller.services.base import ServiceDeps
@@ -83,13 +84,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                            secrets=secrets, motion=motion, paths=path_policy(config),
                            install=CacheThenCloneInstall(motion, registry, selector))
         primary_storages = PrimaryStorageService(deps)
+        volumes = VolumeService(deps)
         services = Services(
             db=db, jobs=jobs, registry=registry,
             hosts=HostService(deps, primary_storages,
                               Enrolment(ca, secrets, config.join_token_ttl)),
             primary_storages=primary_storages, backup_storages=BackupStorageService(deps),
-            images=ImageService(deps), volumes=VolumeService(deps), tokens=TokenService(db),
+            images=ImageService(deps), volumes=volumes, tokens=TokenService(db),
             snapshots=SnapshotService(deps), backups=SnapshotBackupService(deps),
+            attachments=AttachmentService(deps, volumes),
         )
         app[SERVICES] = services
         await services.tokens.bootstrap(config.admin_token_path)

@@ -13,6 +13,7 @@ import pytest
 from cli.client import Client
 from tests.support.enrol import enrol_host
 from tests.support.fileserver import FileServer
+from tests.support.libvirtd import Libvirtd
 from tests.support.nfsserver import NfsServer
 from tests.support.postgres import PostgresServer
 from tests.support.procs import Proc, start_agent, start_controller
@@ -42,6 +43,14 @@ def nfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NfsServer]:
     server = NfsServer(tmp_path_factory.mktemp("nfs"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def libvirtd(tmp_path: Path) -> Iterator[Libvirtd]:
+    """A private libvirtd (TCG domains, no network); stopped with every QEMU it started."""
+    daemon = Libvirtd(tmp_path / "libvirt")
+    yield daemon
+    daemon.stop()
 
 
 @pytest.fixture

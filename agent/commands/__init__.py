@@ -5,6 +5,7 @@ from agent.commands import (  # noqa: F401
     host,
     images,
     iscsi,
+    libvirt,
     nfs,
     objects,
     s3,

@@ -127,6 +127,14 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/volumes/{id}/access/{host_id}", volumes.revoke_access,
           "Revoke a host's access to a volume", response=s.JobAccepted, status=202,
           role=Role.OPERATOR),
+    Route("POST", "/v1/volumes/{id}/attach", volumes.attach_volume,
+          "Attach a volume to a libvirt domain on a host (hot-plugged, live and persistent; "
+          "iSCSI: granted to the host first)", body=s.VolumeAttach, response=s.JobAccepted,
+          status=202, role=Role.OPERATOR),
+    Route("POST", "/v1/volumes/{id}/detach", volumes.detach_volume,
+          "Detach a volume from its domain (the host's access is released once the guest "
+          "let go)", body=s.VolumeDetach, response=s.JobAccepted, status=202,
+          role=Role.OPERATOR),
     Route("GET", "/v1/volumes/{id}/snapshots", snapshots.list_volume_snapshots,
           "List a volume's snapshots", response=s.Page[s.SnapshotOut],
           query=(*LIST_QUERY, "name", "state", "parent_id")),

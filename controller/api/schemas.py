@@ -15,6 +15,7 @@ from pydantic import (
 
 from controller.auth.tokens import Role
 from shared.names import validate_name
+from shared.protocol.libvirt import DomainName
 from shared.protocol.types import SHA256_RE, HttpUrl, ImageFormat, Iqn
 
 Name = Annotated[str, AfterValidator(validate_name)]
@@ -141,6 +142,16 @@ class VolumeResize(Request):
     size: int = Field(gt=0, le=MAX_VOLUME_SIZE, multiple_of=512,
                       description="The new size in bytes (a multiple of 512): larger than "
                                   "the volume's, or equal (nothing to do); never smaller.")
+
+
+class VolumeAttach(Request):
+    host_id: str
+    domain: DomainName = Field(description="The libvirt domain on that host.")
+
+
+class VolumeDetach(Request):
+    timeout: float = Field(default=30, gt=0, le=600,
+                           description="Seconds the guest has to release the disk.")
 
 
 class TokenCreate(Request):
@@ -271,6 +282,15 @@ class AccessOut(Out):
     reason: str | None
 
 
+class VolumeAttachmentOut(Out):
+    host_id: str
+    domain: str
+    device: str | None
+    state: str
+    reason: str | None
+    since: float | None
+
+
 class VolumeOut(Out):
     id: str
     name: str
@@ -284,6 +304,8 @@ class VolumeOut(Out):
     export: ExportOut | None
     access: list[AccessOut]
     snapshot_id: str | None = Field(description="The snapshot the active layer sits on.")
+    attachment: VolumeAttachmentOut | None = Field(
+        default=None, description="The libvirt domain the volume is plugged into.")
     created_at: float
 
 
@@ -300,6 +322,9 @@ class SnapshotOut(Out):
     state: str
     reason: str | None
     created_at: float
+    consistency: str | None = Field(
+        default=None, description="offline (no VM had the volume open), or taken live: "
+                                  "crash (crash-consistent) or quiesced (guest agent).")
 
 
 class SnapshotBackupOut(Out):

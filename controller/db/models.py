@@ -252,6 +252,8 @@ class Snapshot(Timestamps, Base):
     actual_size: Mapped[int | None] = mapped_column()
     state: Mapped[str] = mapped_column(String(16), default=ObjectState.CREATING)
     reason: Mapped[str | None] = mapped_column(Text)
+    # "offline" (no VM had the volume open), "crash" or "quiesced" (taken live).
+    consistency: Mapped[str | None] = mapped_column(String(16))
 
 
 class SnapshotBackup(Timestamps, Base):
@@ -295,6 +297,27 @@ class VolumeAccess(Timestamps, Base):
     state: Mapped[str] = mapped_column(String(16), default=AccessState.GRANTING)
     uri: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AttachmentState(enum.StrEnum):
+    ATTACHING = "attaching"
+    ATTACHED = "attached"
+    DETACHING = "detaching"
+
+
+class VolumeAttachment(Timestamps, Base):
+    """A volume plugged into a libvirt domain on a host: at most one per volume. While
+    it exists the volume is not deleted, shrunk, reverted or snapshotted offline."""
+
+    __tablename__ = "volume_attachments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id"), unique=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"))
+    domain: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str | None] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16), default=AttachmentState.ATTACHING)
+    reason: Mapped[str | None] = mapped_column(Text)
+    since: Mapped[float | None] = mapped_column(Float)
 
 
 class Job(Timestamps, Base):

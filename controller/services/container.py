@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.jobs.engine import JobEngine
 from controller.plugins.registry import PluginRegistry
+from controller.services.attachments import AttachmentService
 from controller.services.backup_storages import BackupStorageService
 from controller.services.backups import SnapshotBackupService
 from controller.services.hosts import HostService
@@ -31,3 +32,4 @@ class Services:
     tokens: TokenService
     snapshots: SnapshotService
     backups: SnapshotBackupService
+    attachments: AttachmentService

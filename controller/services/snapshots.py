@@ -34,6 +34,7 @@ from controller.db.transitions import (
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.backend import PrimaryStorageBackend, VolumeCreated
 from controller.plugins.interfaces.stores import Primary
+from controller.services.attachments import live_target, refuse_attached
 from controller.services.base import ServiceDeps
 from shared.errors import Conflict, InUse, InvalidInput
 
@@ -66,7 +67,10 @@ class SnapshotService:
                                f"most a chain may hold ({MAX_CHAIN_DEPTH}); delete one of "
                                "them first (its data is merged, not lost)",
                                code="chain_too_deep")
+            live = await live_target(session, volume)
             await lock_volume(session, volume)
+            if live is None:
+                await refuse_attached(session, volume, "snapshotted offline")
             await reserve_capacity(session, store.row, volume.size)
             snapshot = Snapshot(name=name, volume_id=volume.id, parent_id=volume.snapshot_id,
                                 primary_storage_id=volume.primary_storage_id,
@@ -77,7 +81,8 @@ class SnapshotService:
             job = self._d.jobs.new_job(session, self.run_take, resource_type="snapshot",
                                        resource_id=snapshot.id,
                                        params={"volume_id": volume.id,
-                                               "overlay": overlay_name(volume)})
+                                               "overlay": overlay_name(volume),
+                                               "live": live})
         self._d.jobs.start(job)
         return snapshot, job
 
@@ -85,13 +90,22 @@ class SnapshotService:
         async with ctx.db() as session:
             snapshot, volume, store, host = await self._where(session,
                                                               ctx.job.resource_id or "")
-        taken = await self._d.registry.backend_of(store).take_snapshot(
-            ctx, store, volume, snapshot, ctx.params["overlay"], host)
-        result = {"path": taken.path, "snapshot_path": taken.snapshot_path}
+        backend = self._d.registry.backend_of(store)
+        if live := ctx.params.get("live"):
+            async with ctx.db() as session:
+                host = await get_fresh(session, Host, live["host_id"], "host")
+            taken = await backend.take_live_snapshot(ctx, store, volume, snapshot,
+                                                     ctx.params["overlay"], host,
+                                                     live["domain"])
+        else:
+            taken = await backend.take_snapshot(ctx, store, volume, snapshot,
+                                                ctx.params["overlay"], host)
+        result = {"path": taken.path, "snapshot_path": taken.snapshot_path,
+                  "consistency": taken.consistency}
         async with ctx.db.begin() as session:
             await transition(session, Snapshot, snapshot.id, ObjectState.CREATING,
                              ObjectState.READY, path=taken.snapshot_path,
-                             actual_size=taken.actual_size)
+                             actual_size=taken.actual_size, consistency=taken.consistency)
             await transition(session, Volume, volume.id, ObjectState.SNAPSHOTTING,
                              ObjectState.READY, path=taken.path, snapshot_id=snapshot.id)
             await record_fs_capacity(session, store.id, taken.capacity.total,
@@ -121,6 +135,7 @@ class SnapshotService:
             store = await self._d.store_of(session, volume)
             self._d.registry.backend_of(store).check_snapshots(store)
             await lock_volume(session, volume)
+            await refuse_attached(session, volume, "reverted offline")
             job = self._d.jobs.new_job(session, self.run_revert, resource_type="volume",
                                        resource_id=volume.id,
                                        params={"snapshot_id": snapshot.id,
@@ -176,6 +191,7 @@ class SnapshotService:
                 raise Conflict(f"snapshot {snapshot.name} has children that are not ready: "
                                f"{', '.join(unsettled)}; delete them first")
             await lock_volume(session, volume)
+            await refuse_attached(session, volume, "changed offline (a snapshot of it merged)")
             if not await transition(session, Snapshot, snapshot.id,
                                     (ObjectState.READY, ObjectState.ERROR),
                                     ObjectState.DESTROYING):

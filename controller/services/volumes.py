@@ -40,6 +40,7 @@ from controller.plugins.interfaces.backend import VolumeCreated
 from controller.plugins.interfaces.mediator import RestoreRequest
 from controller.plugins.interfaces.primary import PrimaryDataStoreDriver
 from controller.plugins.interfaces.stores import Primary
+from controller.services.attachments import refuse_attached
 from controller.services.backups import ready_backup_storage
 from controller.services.base import ServiceDeps
 from controller.services.commands import CreateVolume, ResizeVolume
@@ -289,6 +290,7 @@ class VolumeService:
                                     ObjectState.DESTROYING):
                 raise Conflict(f"volume {volume.name} is {volume.state}; "
                                "try again when it settles")
+            await refuse_attached(session, volume, "deleted")
             job = self._d.jobs.new_job(session, self.run_delete, resource_type="volume",
                                        resource_id=volume.id, params={"release": release})
         self._d.jobs.start(job)
@@ -305,7 +307,7 @@ class VolumeService:
                 .where(VolumeAccess.volume_id == volume.id))).all()
         backend = self._d.registry.backend_of(store)
         for access, grantee in grants:
-            await self._revoke(ctx, store, volume, access, grantee)
+            await self.revoke_grant(ctx, store, volume, access, grantee)
         capacity = await backend.delete_volume(ctx, store, volume, host)
         await drop_snapshots(ctx, backend, store, host, volume.id)
         async with ctx.db.begin() as session:
@@ -335,29 +337,43 @@ class VolumeService:
             self._driver(store).check_grant(store, host)
             if volume.state != ObjectState.READY:
                 raise Conflict(f"volume {volume.name} is {volume.state}, not ready")
-            access = await session.scalar(select(VolumeAccess).where(
-                VolumeAccess.volume_id == volume.id, VolumeAccess.host_id == host.id))
-            if access is None:
-                session.add(VolumeAccess(volume_id=volume.id, host_id=host.id,
-                                         state=AccessState.GRANTING))
-            elif not await transition(session, VolumeAccess, access.id,
-                                      (AccessState.GRANTED, AccessState.ERROR,
-                                       AccessState.GRANTING), AccessState.GRANTING):
-                raise Conflict(f"access of host {host.name} to {volume.name} is being revoked")
+            await self.mark_granting(session, volume, host)
             job = self._d.jobs.new_job(session, self.run_grant, resource_type="volume",
                                        resource_id=volume.id, params={"host_id": host.id})
         self._d.jobs.start(job)
         return job
 
     async def run_grant(self, ctx: JobContext) -> dict[str, Any]:
-        store, volume, access, host = await self._access(ctx)
+        store, volume, _, host = await self._access(ctx)
         uri = await self._driver(store).grant_access(ctx, store, volume, host)
         result = {"host_id": host.id, "uri": uri}
         async with ctx.db.begin() as session:
-            await transition(session, VolumeAccess, access.id, AccessState.GRANTING,
-                             AccessState.GRANTED, uri=uri, reason=None)
+            await self.mark_granted(session, volume.id, host.id, uri)
             await ctx.succeed(session, result)
         return result
+
+    @staticmethod
+    async def mark_granting(session: AsyncSession, volume: Volume, host: Host) -> None:
+        """The host's grant row, made or moved to `granting` (a 409 while it is revoked)."""
+        access = await session.scalar(select(VolumeAccess).where(
+            VolumeAccess.volume_id == volume.id, VolumeAccess.host_id == host.id))
+        if access is None:
+            session.add(VolumeAccess(volume_id=volume.id, host_id=host.id,
+                                     state=AccessState.GRANTING))
+        elif not await transition(session, VolumeAccess, access.id,
+                                  (AccessState.GRANTED, AccessState.ERROR,
+                                   AccessState.GRANTING), AccessState.GRANTING):
+            raise Conflict(f"access of host {host.name} to {volume.name} is being revoked")
+
+    @staticmethod
+    async def mark_granted(session: AsyncSession, volume_id: str, host_id: str,
+                           uri: str) -> None:
+        await session.execute(
+            update(VolumeAccess)
+            .where(VolumeAccess.volume_id == volume_id, VolumeAccess.host_id == host_id,
+                   VolumeAccess.state == AccessState.GRANTING)
+            .values(state=AccessState.GRANTED, uri=uri, reason=None)
+            .execution_options(synchronize_session=False))
 
     async def _fail_grant(self, ctx: JobContext, reason: str) -> None:
         async with ctx.db.begin() as session:
@@ -389,7 +405,7 @@ class VolumeService:
 
     async def run_revoke(self, ctx: JobContext) -> None:
         store, volume, access, host = await self._access(ctx)
-        await self._revoke(ctx, store, volume, access, host)
+        await self.revoke_grant(ctx, store, volume, access, host)
 
     def _driver(self, store: Primary[Any]) -> PrimaryDataStoreDriver[Any]:
         return self._d.registry.primary_provider(store.row.type).driver
@@ -408,7 +424,7 @@ class VolumeService:
                            code="no_access")
         return store, volume, access, host
 
-    async def _revoke(self, ctx: JobContext, store: Primary[Any], volume: Volume,
+    async def revoke_grant(self, ctx: JobContext, store: Primary[Any], volume: Volume,
                       access: VolumeAccess, host: Host) -> None:
         """Removes the host's ACL on the server, then the grant's row."""
         try:
@@ -433,6 +449,7 @@ class VolumeService:
             if volume.state != ObjectState.READY:
                 raise Conflict(f"volume {volume.name} is {volume.state}; it can be resized "
                                "when ready", code="volume_busy")
+            await refuse_attached(session, volume, "resized")
             if req.size < volume.size:
                 raise InvalidInput(f"volume {volume.name} is {volume.size} bytes; it cannot "
                                    f"shrink to {req.size}", code="volume_shrink")

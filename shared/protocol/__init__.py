@@ -8,4 +8,14 @@ finished `TaskInfo` or `202` with a running one; `GET /v1/tasks/<id>?wait=N` lon
 
 # Importing every concern module declares every command, whichever module a caller
 # imports first.
-from shared.protocol import files, host, iscsi, nfs, objects, s3, sftp, volumes  # noqa: F401
+from shared.protocol import (  # noqa: F401
+    files,
+    host,
+    iscsi,
+    libvirt,
+    nfs,
+    objects,
+    s3,
+    sftp,
+    volumes,
+)

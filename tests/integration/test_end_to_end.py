@@ -141,7 +141,8 @@ def test_capabilities_and_openapi(stack: Stack) -> None:
     assert doc["openapi"].startswith("3.")
     for path in ("/v1/hosts", "/v1/primary-storages/{id}/attach", "/v1/backup-storages",
                  "/v1/images", "/v1/volumes", "/v1/jobs/{id}", "/v1/capabilities",
-                 "/v1/volumes/{id}/snapshots", "/v1/volumes/{id}/revert", "/v1/snapshots/{id}"):
+                 "/v1/volumes/{id}/snapshots", "/v1/volumes/{id}/revert", "/v1/snapshots/{id}",
+                 "/v1/volumes/{id}/attach", "/v1/volumes/{id}/detach"):
         assert path in doc["paths"], path
     post = doc["paths"]["/v1/volumes"]["post"]
     schema_name = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]

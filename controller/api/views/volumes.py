@@ -1,4 +1,5 @@
-"""/v1/volumes, /v1/volumes/<id>/access and /v1/volumes/<id>/resize"""
+"""/v1/volumes, /v1/volumes/<id>/access, /v1/volumes/<id>/resize, /v1/volumes/<id>/attach
+and /v1/volumes/<id>/detach"""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from controller.api.schemas import (
     AccessOut,
     ExportOut,
     HostRef,
+    VolumeAttach,
+    VolumeAttachmentOut,
     VolumeCreate,
+    VolumeDetach,
     VolumeOut,
     VolumeResize,
 )
 from controller.api.views.common import accepted, listing, showing
-from controller.db.models import Volume, VolumeAccess
+from controller.db.models import Volume, VolumeAccess, VolumeAttachment
 from controller.services.commands import CreateVolume, ResizeVolume
 from controller.services.container import Services
 
@@ -28,6 +32,8 @@ async def _volumes_out(_: Services, session: AsyncSession,
                        volumes: Sequence[Volume]) -> list[VolumeOut]:
     grants = (await session.scalars(select(VolumeAccess).where(
         VolumeAccess.volume_id.in_([v.id for v in volumes])))).all()
+    attached = {a.volume_id: a for a in (await session.scalars(select(VolumeAttachment).where(
+        VolumeAttachment.volume_id.in_([v.id for v in volumes])))).all()}
     out = []
     for v in volumes:
         export = v.export
@@ -39,6 +45,8 @@ async def _volumes_out(_: Services, session: AsyncSession,
                              lun=export["lun"], chap=bool(export.get("chap")))
             if export else None,
             access=[AccessOut.model_validate(g) for g in grants if g.volume_id == v.id],
+            attachment=VolumeAttachmentOut.model_validate(attached[v.id]) if v.id in attached
+            else None,
         ))
     return out
 
@@ -80,3 +88,15 @@ async def resize_volume(request: web.Request) -> web.Response:
     req = await body(request, VolumeResize)
     return accepted(await request.app[SERVICES].volumes.resize(
         ResizeVolume(volume_id=request.match_info["id"], size=req.size)))
+
+
+async def attach_volume(request: web.Request) -> web.Response:
+    req = await body(request, VolumeAttach)
+    return accepted(await request.app[SERVICES].attachments.attach(
+        request.match_info["id"], req.host_id, req.domain))
+
+
+async def detach_volume(request: web.Request) -> web.Response:
+    req = await body(request, VolumeDetach)
+    return accepted(await request.app[SERVICES].attachments.detach(
+        request.match_info["id"], req.timeout))

@@ -10,9 +10,10 @@ from typing import Any, Generic, TypeVar
 from controller.db.models import Host, ImageCache, Snapshot, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.stores import Primary, StoreConfig
-from shared.errors import Unsupported
+from shared.errors import Conflict, Unsupported
 from shared.protocol.files import BackingFile
 from shared.protocol.iscsi import IscsiTarget
+from shared.protocol.libvirt import VolumeSource
 from shared.protocol.types import FsCapacity, ImageFormat
 
 C = TypeVar("C", bound=StoreConfig)
@@ -35,6 +36,7 @@ class SnapshotTaken:
     snapshot_path: str
     actual_size: int
     capacity: FsCapacity
+    consistency: str = "offline"
 
 
 # Records a reverted volume's new active layer; called before the old one is dropped.
@@ -75,6 +77,13 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
         """Grows the volume to `size` bytes through `host`; never shrinks it, and growing
         it to the size it has already succeeds (so a retried job does)."""
 
+    def volume_source(self, ctx: JobContext, store: Primary[C], volume: Volume) -> VolumeSource:
+        """What a hypervisor opens to attach the volume: its active layer, by path or
+        `nfs://` URL, for file-based storages."""
+        if volume.path is None:
+            raise Conflict(f"volume {volume.name} has no file yet", code="volume_busy")
+        return VolumeSource(path=volume.path, format=volume.format)
+
     # Snapshots (CloudStack's takeSnapshot / revertSnapshot / deleteSnapshot). A backend
     # without them refuses up front, through `check_snapshots`.
     def check_snapshots(self, store: Primary[C]) -> None:
@@ -94,6 +103,12 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
                             snapshot: Snapshot, overlay: str, host: Host) -> SnapshotTaken:
         """Freezes the volume's active layer as `snapshot`; a new active layer named
         `overlay` goes on top of it."""
+        raise snapshots_not_supported(store)
+
+    async def take_live_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                                 snapshot: Snapshot, overlay: str, host: Host,
+                                 domain: str) -> SnapshotTaken:
+        """take_snapshot, done by the domain on `host` that has the volume attached."""
         raise snapshots_not_supported(store)
 
     async def revert_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,

@@ -53,6 +53,9 @@ class PrimaryDataStoreDriver(abc.ABC, Generic[C]):
         server); None when the attached hosts reach the volumes themselves."""
         return None
 
+    # Whether a host needs a grant (grant_access) before it may open a volume.
+    grants_per_host: bool = False
+
     def check_grant(self, store: Primary[C], host: Host) -> None:
         """Raises a 4xx error when `host` cannot be granted this storage's volumes; the
         API calls it before accepting a grant. Storages without grants refuse all."""

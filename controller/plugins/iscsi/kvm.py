@@ -29,6 +29,7 @@ from controller.plugins.iscsi.provider import (
     ISCSI,
     SNAPSHOTS,
     IscsiConfig,
+    export_of,
     target_name,
 )
 from shared.protocol.files import BackingFile
@@ -47,6 +48,7 @@ from shared.protocol.iscsi import (
     RevertLunPayload,
     UnexportLunPayload,
 )
+from shared.protocol.libvirt import VolumeSource
 from shared.protocol.types import FsCapacity
 
 
@@ -156,6 +158,17 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
         result = await ctx.call(host, DELETE_LUN_SNAPSHOT, payload,
                                 step=f"delete-{snapshot.id}")
         return result.capacity
+
+    def volume_source(self, ctx: JobContext, store: Primary[IscsiConfig],
+                      volume: Volume) -> VolumeSource:
+        """The LUN, with its CHAP credentials unsealed for the hypervisor's agent (which
+        makes them a libvirt secret object, never part of the domain XML)."""
+        target = export_of(volume)
+        chap = (volume.export or {}).get("chap")
+        if chap:
+            target = target.model_copy(update={"chap": ChapCredentials(
+                user=chap["user"], password=ctx.secrets.open(chap["password"]))})
+        return VolumeSource(iscsi=target, format="raw")
 
 
 ISCSI_KVM = IscsiKvmBackend()

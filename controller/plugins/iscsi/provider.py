@@ -95,6 +95,8 @@ class IscsiLifeCycle(PrimaryLifeCycle[IscsiConfig]):
 
 
 class IscsiDriver(PrimaryDataStoreDriver[IscsiConfig]):
+    grants_per_host = True
+
     def check_grant(self, store: Primary[IscsiConfig], host: Host) -> None:
         require_iqn(host)
 

@@ -31,6 +31,7 @@ from controller.plugins.local.provider import LOCAL
 from shared.errors import Conflict
 from shared.names import validate_file_name
 from shared.protocol.files import BackingFile
+from shared.protocol.libvirt import LIVE_SNAPSHOT, LiveSnapshotPayload
 from shared.protocol.types import FsCapacity
 from shared.protocol.volumes import (
     CLONE_LAYER,
@@ -117,6 +118,16 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
         facts = await ctx.call(host, TAKE_SNAPSHOT, payload, step=f"take-{snapshot.id}")
         return SnapshotTaken(facts.path, facts.snapshot_path, facts.actual_size,
                              facts.capacity)
+
+    async def take_live_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                                 snapshot: Snapshot, overlay: str, host: Host,
+                                 domain: str) -> SnapshotTaken:
+        directory = self._driver.volume_dir(store)
+        payload = LiveSnapshotPayload(dir=directory, active=layer_name(directory, volume.path),
+                                      overlay=overlay, domain=domain, serial=volume.id)
+        facts = await ctx.call(host, LIVE_SNAPSHOT, payload, step=f"live-take-{snapshot.id}")
+        return SnapshotTaken(facts.path, facts.snapshot_path, facts.actual_size,
+                             facts.capacity, "quiesced" if facts.quiesced else "crash")
 
     async def revert_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
                               snapshot: Snapshot, overlay: str, host: Host,

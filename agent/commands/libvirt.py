@@ -1,0 +1,84 @@
+"""Hot-plugging volumes into libvirt domains on this host, and unplugging them."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+
+import libvirt
+
+from agent.commands.registry import handles
+from agent.libvirt import disks
+from agent.libvirt.attach import Attacher
+from agent.libvirt.snapshots import take_live
+from agent.services import AgentServices
+from agent.tools.libvirt import Libvirt
+from shared.errors import Unsupported
+from shared.protocol.libvirt import (
+    ATTACH_VOLUME,
+    DETACH_VOLUME,
+    DOMAIN_INFO,
+    LIVE_SNAPSHOT,
+    AttachVolumePayload,
+    AttachVolumeResult,
+    DetachVolumePayload,
+    DetachVolumeResult,
+    DomainFacts,
+    DomainPayload,
+    LiveSnapshotFacts,
+    LiveSnapshotPayload,
+)
+
+Progress = Callable[[float], None]
+
+_STATES = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
+           libvirt.VIR_DOMAIN_SHUTOFF: "shut off"}
+
+
+def _libvirt(svc: AgentServices) -> Libvirt:
+    if svc.libvirt is None:
+        raise Unsupported("this agent has no libvirt connection", code="no_libvirt")
+    return svc.libvirt
+
+
+def _attacher(svc: AgentServices) -> Attacher:
+    return Attacher(_libvirt(svc), svc.qemu_img, svc.initiator, svc.config.disk_bus)
+
+
+@handles(ATTACH_VOLUME)
+async def attach_volume(svc: AgentServices, payload: AttachVolumePayload,
+                        progress: Progress) -> AttachVolumeResult:
+    device = await _attacher(svc).attach(payload.domain, payload.serial, payload.source)
+    return AttachVolumeResult(device=device)
+
+
+@handles(DETACH_VOLUME)
+async def detach_volume(svc: AgentServices, payload: DetachVolumePayload,
+                        progress: Progress) -> DetachVolumeResult:
+    existed = await _attacher(svc).detach(payload.domain, payload.serial, payload.source,
+                                          payload.timeout)
+    return DetachVolumeResult(existed=existed)
+
+
+@handles(DOMAIN_INFO)
+async def domain_info(svc: AgentServices, payload: DomainPayload,
+                      progress: Progress) -> DomainFacts:
+    lv = _libvirt(svc)
+    state, _, _ = await lv.domain_state(payload.domain)
+    return DomainFacts(state=_STATES.get(state, "other"),  # type: ignore[arg-type]
+                       disks=disks.disks_by_target(await lv.domain_xml(payload.domain)))
+
+
+@handles(LIVE_SNAPSHOT)
+async def live_snapshot(svc: AgentServices, payload: LiveSnapshotPayload,
+                        progress: Progress) -> LiveSnapshotFacts:
+    frozen = posixpath.join(payload.dir, payload.active)
+    overlay = posixpath.join(payload.dir, payload.overlay)
+    quiesced, seconds = await take_live(_libvirt(svc), payload.domain, payload.serial,
+                                        frozen, overlay)
+    # The frozen file is now a backing file: read-only to QEMU, so qemu-img may open it.
+    info = await svc.qemu_img.info(frozen, fmt="qcow2")
+    return LiveSnapshotFacts(path=overlay, snapshot_path=frozen,
+                             actual_size=info.actual_size or 0, virtual_size=info.virtual_size,
+                             capacity=await svc.files.for_path(payload.dir).capacity(payload.dir),
+                             quiesced=quiesced, seconds=seconds)

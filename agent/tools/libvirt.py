@@ -1,0 +1,162 @@
+"""libvirtd through libvirt-python: one connection per agent, opened again after the
+daemon restarts; each call runs in a worker thread, off the event loop, with a timeout.
+
+Thin on purpose: XML in, XML or a typed value out, and named errors. What a disk looks
+like, and when to attach or detach it, is policy (`agent/libvirt/`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import libvirt
+
+from shared.errors import NotFound, OperationFailed
+
+T = TypeVar("T")
+
+LIVE_AND_CONFIG = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+AFFECT_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+AFFECT_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+# Errors that mean the connection, not the request, failed: open it again and retry once.
+_CONNECTION_ERRORS = frozenset({libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC,
+                                libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN})
+
+
+class LibvirtFailed(OperationFailed):
+    default_code = "libvirt_failed"
+
+
+class LibvirtUnavailable(LibvirtFailed):
+    """libvirtd does not answer (not running, or too slow)."""
+
+    default_code = "libvirt_unavailable"
+
+
+class DomainNotFound(NotFound):
+    default_code = "domain_not_found"
+
+
+def _quiet(_ctx: object, _err: object) -> None:
+    """libvirt prints every error on stderr unless a handler takes them."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+class Libvirt:
+    def __init__(self, uri: str, timeout: float = 30) -> None:
+        self.uri = uri
+        self.timeout = timeout
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._drop_locked()
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise LibvirtUnavailable(f"cannot connect to libvirt at {self.uri}: "
+                                         f"{exc.get_error_message()}") from exc
+            return self._conn
+
+    def _drop_locked(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except libvirt.libvirtError:
+                pass
+            self._conn = None
+
+    def _drop(self) -> None:
+        with self._lock:
+            self._drop_locked()
+
+    def _run(self, fn: Callable[[libvirt.virConnect], T], what: str) -> T:
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                return fn(conn)
+            except libvirt.libvirtError as exc:
+                code = exc.get_error_code()
+                if code == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise DomainNotFound(f"{what}: no such domain") from exc
+                if code in _CONNECTION_ERRORS and attempt == 1:
+                    self._drop()
+                    continue
+                raise LibvirtFailed(f"{what}: {exc.get_error_message()}") from exc
+        raise AssertionError("unreachable")
+
+    async def call(self, fn: Callable[[libvirt.virConnect], T], what: str,
+                   timeout: float | None = None) -> T:
+        """`fn(connection)` in a worker thread. On timeout the caller gets
+        LibvirtUnavailable; the thread finishes the call on its own (libvirt calls
+        can't be interrupted), its result unused."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._run, fn, what),
+                                          timeout or self.timeout)
+        except TimeoutError:
+            raise LibvirtUnavailable(f"{what}: libvirt did not answer within "
+                                     f"{timeout or self.timeout:g}s") from None
+
+    async def domain_xml(self, domain: str, *, inactive: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        return await self.call(lambda c: str(c.lookupByName(domain).XMLDesc(flags)),
+                               f"reading domain {domain}")
+
+    async def domain_state(self, domain: str) -> tuple[int, bool, bool]:
+        """libvirt's VIR_DOMAIN_* state code, whether it runs, whether it is defined."""
+        def state(c: libvirt.virConnect) -> tuple[int, bool, bool]:
+            dom = c.lookupByName(domain)
+            return int(dom.state()[0]), bool(dom.isActive()), bool(dom.isPersistent())
+        return await self.call(state, f"reading the state of domain {domain}")
+
+    async def attach_device(self, domain: str, xml: str, flags: int = LIVE_AND_CONFIG) -> None:
+        await self.call(lambda c: c.lookupByName(domain).attachDeviceFlags(xml, flags),
+                        f"attaching a device to domain {domain}")
+
+    async def detach_device(self, domain: str, xml: str, flags: int = LIVE_AND_CONFIG) -> None:
+        """Asks for the unplug; the guest may take its time (or never) to let go."""
+        await self.call(lambda c: c.lookupByName(domain).detachDeviceFlags(xml, flags),
+                        f"detaching a device from domain {domain}")
+
+    async def snapshot(self, domain: str, xml: str, flags: int) -> None:
+        """snapshotCreateXML; with NO_METADATA libvirt keeps no record of it."""
+        await self.call(lambda c: c.lookupByName(domain).snapshotCreateXML(xml, flags),
+                        f"snapshotting domain {domain}", timeout=max(self.timeout, 120))
+
+    async def define_secret(self, xml: str, value: bytes) -> str:
+        """A secret object (made, or found by its usage, and given its value); its UUID."""
+        def define(c: libvirt.virConnect) -> str:
+            secret = c.secretDefineXML(xml)
+            secret.setValue(value)
+            return str(secret.UUIDString())
+        return await self.call(define, "defining a libvirt secret")
+
+    async def undefine_secret(self, usage_type: int, usage: str) -> bool:
+        """Whether it existed."""
+        def undefine(c: libvirt.virConnect) -> bool:
+            try:
+                secret = c.secretLookupByUsage(usage_type, usage)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_SECRET:
+                    return False
+                raise
+            secret.undefine()
+            return True
+        return await self.call(undefine, "removing a libvirt secret")
+
+    def close(self) -> None:
+        self._drop()
+

@@ -1,0 +1,98 @@
+"""VMs on volumes: a hypervisor host hot-plugs a volume into a libvirt domain, and
+unplugs it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, model_validator
+
+from shared.protocol.command import Command
+from shared.protocol.iscsi import IscsiTarget
+from shared.protocol.types import ImageFormat, Model, StorePath
+from shared.protocol.volumes import SnapshotFacts, TakeSnapshotPayload
+
+# libvirt allows more in a domain name; Strata names the domains it touches plainly.
+DomainName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+# The disk's serial, what the guest sees (/dev/disk/by-id/virtio-<serial>): the volume id.
+DiskSerial = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$")]
+# A disk's target name in the domain: vdX on virtio-blk, sdX on virtio-scsi.
+DiskDevice = Annotated[str, Field(pattern=r"^[vs]d[a-z]{1,2}$")]
+
+
+class VolumeSource(Model):
+    """What the host opens: a file by path (local storage, an NFS mount), an `nfs://` URL
+    QEMU opens with libnfs, or an iSCSI LUN (the kernel initiator or QEMU's libiscsi, as
+    the agent's `iscsi_access` says)."""
+
+    path: StorePath | None = None
+    iscsi: IscsiTarget | None = None
+    format: ImageFormat = "qcow2"
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if (self.path is None) == (self.iscsi is None):
+            raise ValueError("give exactly one of path and iscsi")
+        if self.iscsi is not None and self.format != "raw":
+            raise ValueError("an iSCSI LUN is a raw volume")
+        return self
+
+
+class AttachVolumePayload(Model):
+    """Hot-plug the volume into the running domain and its persistent definition, on the
+    first free virtio target name. Attaching what is already attached (same serial) is
+    the answer again."""
+
+    domain: DomainName
+    serial: DiskSerial
+    source: VolumeSource
+
+
+class AttachVolumeResult(Model):
+    device: DiskDevice
+
+
+class DetachVolumePayload(Model):
+    """Unplug the disk with this serial (live and persistent), wait until the guest has
+    released it, then release the host's access. A disk that is not there is done."""
+
+    domain: DomainName
+    serial: DiskSerial
+    source: VolumeSource
+    timeout: float = Field(default=30, gt=0, le=600,
+                           description="Seconds the guest has to release the disk.")
+
+
+class DetachVolumeResult(Model):
+    existed: bool
+
+
+class DomainPayload(Model):
+    domain: DomainName
+
+
+class DomainFacts(Model):
+    state: Literal["running", "paused", "shut off", "other"]
+    disks: dict[str, str] = Field(description="target name -> serial, of the live disks")
+
+
+ATTACH_VOLUME = Command("attach_volume", AttachVolumePayload, AttachVolumeResult, timeout=300)
+DETACH_VOLUME = Command("detach_volume", DetachVolumePayload, DetachVolumeResult, timeout=900)
+DOMAIN_INFO = Command("domain_info", DomainPayload, DomainFacts, timeout=60)
+
+
+class LiveSnapshotPayload(TakeSnapshotPayload):
+    """take_snapshot's freeze, done by the running domain: libvirt makes the overlay
+    `dir/overlay` on the disk's current file `dir/active`, and QEMU writes to it from then
+    on. Quiesced through the guest agent when the domain has one, else crash-consistent."""
+
+    domain: DomainName
+    serial: DiskSerial
+
+
+class LiveSnapshotFacts(SnapshotFacts):
+    quiesced: bool
+    seconds: float = Field(description="How long the domain's disk was frozen for it.")
+
+
+LIVE_SNAPSHOT = Command("live_snapshot", LiveSnapshotPayload, LiveSnapshotFacts, timeout=300)
