@@ -123,6 +123,11 @@ class VolumeResize(Request):
                                   "the volume's, or equal (nothing to do); never smaller.")
 
 
+class VolumeMigrate(Request):
+    primary_storage_id: str = Field(description="The primary storage to move the volume "
+                                                "to (ready, of the same hypervisor).")
+
+
 class TokenCreate(Request):
     name: Name
     role: Role = Field(description="admin: hosts, storages, tokens; operator: images, "

@@ -66,7 +66,9 @@ class FileCacheMediator(PrimaryToBackupStorageMediator[PC, BC]):
         """Where the image lands in the cache, and what it must prove to be."""
         image = request.image
         assert image.sha256 and image.format
-        return {"dest_dir": self._primary.cache_dir(request.primary), "file_name": image.id,
+        dest_dir, file_name = request.dest or (self._primary.cache_dir(request.primary),
+                                               image.id)
+        return {"dest_dir": dest_dir, "file_name": file_name,
                 "expected_sha256": image.sha256, "expected_format": image.format}
 
     @staticmethod

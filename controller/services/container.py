@@ -11,6 +11,7 @@ from controller.plugins.registry import PluginRegistry
 from controller.services.backup_storages import BackupStorageService
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
+from controller.services.migration import MigrationService
 from controller.services.primary_storages import PrimaryStorageService
 from controller.services.snapshots import SnapshotService
 from controller.services.tokens import TokenService
@@ -29,3 +30,4 @@ class Services:
     volumes: VolumeService
     tokens: TokenService
     snapshots: SnapshotService
+    migration: MigrationService

@@ -1,4 +1,5 @@
-"""/v1/volumes, /v1/volumes/<id>/access and /v1/volumes/<id>/resize"""
+"""/v1/volumes, /v1/volumes/<id>/access, /v1/volumes/<id>/resize and
+/v1/volumes/<id>/migrate"""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from controller.api.schemas import (
     ExportOut,
     HostRef,
     VolumeCreate,
+    VolumeMigrate,
     VolumeOut,
     VolumeResize,
 )
@@ -80,3 +82,9 @@ async def resize_volume(request: web.Request) -> web.Response:
     req = await body(request, VolumeResize)
     return accepted(await request.app[SERVICES].volumes.resize(
         ResizeVolume(volume_id=request.match_info["id"], size=req.size)))
+
+
+async def migrate_volume(request: web.Request) -> web.Response:
+    req = await body(request, VolumeMigrate)
+    return accepted(await request.app[SERVICES].migration.migrate(request.match_info["id"],
+                                                                  req.primary_storage_id))
