@@ -6,6 +6,7 @@ listed for leftovers."""
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import subprocess
 import time
@@ -16,8 +17,11 @@ from typing import Any
 import pytest
 
 from cli.client import ApiError
-from tests.conftest import Stack
+from tests.conftest import Stack, make_image
 from tests.integration.test_cli import strata
+from tests.integration.test_iscsi import Cloud, cloud, spec
+from tests.integration.test_iscsi_agent import IQN_A
+from tests.integration.test_iscsi_agent import qemu_io as iscsi_io
 from tests.integration.test_nfs import chain, nfs_storage, register, volume
 from tests.integration.test_snapshots import IMAGE_PATTERN, qemu_io, take
 from tests.support.enrol import enrol_host
@@ -47,6 +51,9 @@ def migrate(stack: Stack, vol: dict[str, Any], dest: str) -> dict[str, Any]:
     assert moved["state"] == "ready" and moved["primary_storage_id"] == dest
     assert job["result"]["path"] == moved["path"]
     return moved
+
+
+__all__ = ["cloud"]  # the iSCSI fixture, used below
 
 
 def read_shared(path: str, *commands: str) -> None:
@@ -268,3 +275,68 @@ def test_bad_migration_requests(stack: Stack, tmp_path: Path) -> None:
     stack.wait(accepted)
     for v in (vol, snapped, big):
         assert api.get(f"/v1/volumes/{v['id']}")["state"] == "ready"
+
+
+def test_between_local_and_iscsi(cloud: Cloud, file_server: FileServer,
+                                 image_dir: Path) -> None:
+    """The iSCSI storage server also serves a local storage: its agent fills a LUN from the
+    local volume's chain (and compares them), and copies a LUN into a qcow2 file; a
+    granted host reads the migrated LUN through libiscsi. A local storage on another host
+    is staged through the dir backup storage from iSCSI, and refused towards it (no host
+    reaches both, and a LUN is not filled from a backup storage)."""
+    api = cloud.api
+    server_dir, kvm_dir = cloud.state / "local-server", cloud.state / "local-kvm"
+    on_server = str(cloud.wait(api.post("/v1/primary-storages", {
+        "name": "local-server", "type": "local", "config": {"path": str(server_dir)},
+        "hosts": [cloud.server]}))["resource_id"])
+    on_kvm = str(cloud.wait(api.post("/v1/primary-storages", {
+        "name": "local-kvm", "type": "local", "config": {"path": str(kvm_dir)},
+        "hosts": [cloud.host_a]}))["resource_id"])
+    path, _ = make_image(image_dir, "base.qcow2")
+    subprocess.run(["qemu-io", "-c", "write -P 0x5a 1M 1M", str(path)], check=True,
+                   capture_output=True)
+    image = cloud.wait(api.post("/v1/images", {
+        "name": "base", "url": file_server.url(path.name), "backup_storage_id": cloud.backup,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
+    made = cloud.wait(api.post("/v1/volumes", {"name": "root", "primary_storage_id": on_server,
+                                               "image_id": image["resource_id"]}))
+    vol = api.get(f"/v1/volumes/{made['resource_id']}")
+    patterns = Patterns()
+    patterns.write(vol["path"])
+
+    def move(dest: str) -> dict[str, Any]:
+        cloud.wait(api.post(f"/v1/volumes/{vol['id']}/migrate", {"primary_storage_id": dest}))
+        moved = dict(api.get(f"/v1/volumes/{vol['id']}"))
+        assert moved["state"] == "ready" and moved["primary_storage_id"] == dest
+        return moved
+
+    vol = move(cloud.primary)
+    assert vol["format"] == "raw" and vol["path"] == str(cloud.luns / f"{vol['id']}.raw")
+    read_shared(f"json:{{\"driver\": \"raw\", \"file\": {{\"driver\": \"file\", "
+                f"\"filename\": \"{vol['path']}\"}}}}",
+                *[f"read -P {p} {2 + i}M 64k" for i, p in enumerate(patterns.written)],
+                *IMAGE_PATTERN)
+    assert names(server_dir / "volumes") == []
+    job = cloud.wait(api.post(f"/v1/volumes/{vol['id']}/access", {"host_id": cloud.host_a}))
+    out = iscsi_io(spec(job["result"]["uri"], IQN_A), "read -P 0x21 2M 64k",
+                   "write -P 0x22 3M 64k")
+    assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out
+    patterns.written.append(0x22)
+    with pytest.raises(ApiError) as refused:
+        api.post(f"/v1/volumes/{vol['id']}/migrate", {"primary_storage_id": on_server})
+    assert refused.value.status == 409 and refused.value.code == "volume_in_use"
+    cloud.wait(api.delete(f"/v1/volumes/{vol['id']}/access/{cloud.host_a}"))
+
+    vol = move(on_server)
+    assert vol["format"] == "qcow2" and chain(vol["path"]) == [vol["path"]]
+    patterns.check(vol["path"])
+    assert names(cloud.luns) == []
+
+    vol = move(cloud.primary)
+    vol = move(on_kvm)
+    assert names(kvm_dir / "volumes") == [f"{vol['id']}.qcow2"]
+    assert [n for n in names(cloud.luns) if not n.startswith("lost")] == []
+    patterns.check(vol["path"])
+    with pytest.raises(ApiError) as refused:
+        api.post(f"/v1/volumes/{vol['id']}/migrate", {"primary_storage_id": cloud.primary})
+    assert refused.value.status == 409 and refused.value.code == "no_migration_path"
