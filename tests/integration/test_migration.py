@@ -218,6 +218,10 @@ def test_controller_killed_mid_snapshot_merge(stack: Stack) -> None:
 
 def test_bad_migration_requests(stack: Stack, tmp_path: Path) -> None:
     api = stack.api
+    op = api.get("/v1/openapi.json")["paths"]["/v1/volumes/{id}/migrate"]["post"]
+    assert "operator" in op["description"] and "202" in op["responses"]
+    assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/VolumeMigrate")
     local_b = local_storage(stack, "local-b", tmp_path / "primary-b", stack.host_id)
     # An NFS storage whose server does not answer: its first attach fails, it is in error.
     broken = str(stack.wait(api.post("/v1/primary-storages", {
