@@ -74,6 +74,7 @@ class MigrationService:
                 raise Conflict(f"primary storage {row.name} serves {row.hypervisor}, volume "
                                f"{volume.name} is for {source.row.hypervisor}",
                                code="hypervisor_mismatch")
+            self._check_apart(source, dest)
             await self._check_free(session, volume)
             request = await self._request(session, volume, source, dest, None, "")
             self._d.motion.migration_strategy(request)
@@ -88,6 +89,16 @@ class MigrationService:
                 params={"source": source.id, "dest": row.id, "source_path": volume.path})
         self._d.jobs.start(job)
         return job
+
+    def _check_apart(self, source: Primary[Any], dest: Primary[Any]) -> None:
+        """Two storages over the same volume directory (two rows for one NFS export) would
+        have the copy land on the source's own file, and a failed copy's clean-up remove
+        it: refused."""
+        driver = self._d.registry.primary_provider
+        directory = driver(dest.row.type).driver.volume_dir(dest)
+        if driver(source.row.type).driver.volume_dir(source) == directory:
+            raise Conflict(f"primary storages {source.name} and {dest.name} keep volumes in "
+                           f"the same directory ({directory})", code="same_directory")
 
     @staticmethod
     async def _check_free(session: AsyncSession, volume: Volume) -> None:

@@ -126,6 +126,17 @@ def test_root_volume_between_local_and_nfs_every_way(
     # The CLI moves it too.
     strata(stack, "volumes", "migrate", vol["id"], local_b, "--wait")
     patterns.check(stack.api.get(f"/v1/volumes/{vol['id']}")["path"])
+    strata(stack, "volumes", "migrate", vol["id"], nfs_a, "--wait")
+    # A second storage row over the same export is the same directory: refused, and the
+    # volume's file is untouched.
+    again = stack.wait(stack.api.post("/v1/primary-storages", {
+        "name": "nfs-again", "type": "nfs", "hosts": [stack.host_id],
+        "config": {"server": nfs.server, "export": str(share_a), "mode": "libnfs"}}))
+    with pytest.raises(ApiError) as refused:
+        stack.api.post(f"/v1/volumes/{vol['id']}/migrate",
+                       {"primary_storage_id": again["resource_id"]})
+    assert refused.value.status == 409 and refused.value.code == "same_directory"
+    patterns.check(stack.api.get(f"/v1/volumes/{vol['id']}")["path"])
 
 
 def test_staged_through_backup_storage_when_no_host_reaches_both(

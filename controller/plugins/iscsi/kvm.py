@@ -56,7 +56,9 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
         return BackingFile(path=volume.path, format="raw")
 
     def can_copy(self, store: Primary[IscsiConfig], source: BackingFile) -> bool:
-        return True
+        """From qcow2 volumes only: a raw source is another LUN, whose target, on the same
+        server with the same prefix, would be the copy's own name."""
+        return source.format == "qcow2"
 
     async def copy(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
                    source: BackingFile, host: Host,

@@ -145,6 +145,7 @@ async def test_iscsi_is_filled_by_its_server_and_compared(
     shared, staged = SharedHostMigration(registry), StagedMigration(registry)
     assert staged.bid_migrate(request(LOCAL_A, SAN, [A], [SERVER])) == 0
     assert shared.bid_migrate(request(LOCAL_A, SAN, [A], [SERVER])) == 0
+    assert shared.bid_migrate(request(SAN, SAN, [SERVER], [SERVER])) == 0, "LUN to LUN"
     req = request(LOCAL_A, SAN, [SERVER], [SERVER], backing=CACHE)
     assert shared.bid_migrate(req) == SHARED_HOST_BID
     done = await service(registry, shared, staged).migrate(ctx, req)
