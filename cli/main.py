@@ -38,6 +38,7 @@ REFERENCES: dict[str, str] = {
     "image": "images", "from_volume": "volumes", "volume_id": "volumes",
     "snapshot_id": "snapshots", "snapshot": "snapshots", "from_snapshot": "snapshots",
     "host_id": "hosts", "server_host": "hosts", "host": "hosts",
+    "primary_storage_id": "primary-storages",
 }
 
 
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = waitable(volumes.add_parser("resize", help="grow a volume (never shrinks)"))
     g.add_argument("id")
     g.add_argument("size", help="the new size: bytes, or with a K/M/G/T suffix")
+    m = waitable(volumes.add_parser("migrate", help="move to another primary storage"))
+    m.add_argument("id")
+    m.add_argument("primary_storage_id", help="the destination primary storage id")
     for verb in ("grant", "revoke"):
         a = waitable(volumes.add_parser(verb, help=f"{verb} a host's access (iSCSI)"))
         a.add_argument("id")
@@ -463,6 +467,9 @@ def run(args: argparse.Namespace) -> int:
     if res == "volumes" and action == "detach":
         return cli.submitted(c.post(f"/v1/volumes/{args.id}/detach",
                                     {"timeout": args.timeout}))
+    if res == "volumes" and action == "migrate":
+        return cli.submitted(c.post(f"/v1/volumes/{args.id}/migrate",
+                                    {"primary_storage_id": args.primary_storage_id}))
     if res == "volumes" and action == "revoke":
         return cli.submitted(c.delete(f"/v1/volumes/{args.id}/access/{args.host_id}"))
     if res == "volumes":

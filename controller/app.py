@@ -24,6 +24,7 @@ from controller.jobs.engine import JobEngine
 from controller.localagent import embedded
 from controller.motion.endpoints import ConnectedHostSelector
 from controller.motion.install import CacheThenCloneInstall
+from controller.motion.migration import SharedHostMigration, StagedMigration
 from controller.motion.service import DataMotionService
 from controller.motion.strategies import MediatorMotionStrategy
 from controller.plugins.matrix import default_registry
@@ -37,6 +38,7 @@ from controller.services.container import Services
 from controller.services.enrolment import Enrolment
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
+from controller.services.migration import MigrationService
 from controller.services.monitor import HostMonitor
 from controller.services.paths import path_policy
 from controller.services.primary_storages import PrimaryStorageService
@@ -79,7 +81,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         jobs = JobEngine(db, agents, secrets)
         registry = app[REGISTRY]
         selector = ConnectedHostSelector(registry)
-        motion = DataMotionService(registry, selector, [MediatorMotionStrategy(registry)])
+        motion = DataMotionService(registry, selector, [
+            MediatorMotionStrategy(registry), SharedHostMigration(registry),
+            StagedMigration(registry)])
         deps = ServiceDeps(db=db, jobs=jobs, registry=registry, selector=selector,
                            secrets=secrets, motion=motion, paths=path_policy(config),
                            install=CacheThenCloneInstall(motion, registry, selector))
@@ -92,7 +96,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             primary_storages=primary_storages, backup_storages=BackupStorageService(deps),
             images=ImageService(deps), volumes=volumes, tokens=TokenService(db),
             snapshots=SnapshotService(deps), backups=SnapshotBackupService(deps),
-            attachments=AttachmentService(deps, volumes),
+            attachments=AttachmentService(deps, volumes), migration=MigrationService(deps),
         )
         app[SERVICES] = services
         await services.tokens.bootstrap(config.admin_token_path)

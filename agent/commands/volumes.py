@@ -7,18 +7,24 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 
+from agent import fsops
 from agent.clones import CloneKey
 from agent.commands.registry import handles
 from agent.services import AgentServices
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.errors import Conflict, InvalidInput, NotFound, OperationFailed
 from shared.protocol.files import DELETE_FILE, DeleteFilePayload, DeleteFileResult
 from shared.protocol.volumes import (
+    COMPARE_VOLUMES,
+    COPY_VOLUME,
     CREATE_VOLUME,
     RESIZE_VOLUME,
+    CompareVolumesPayload,
+    CopyVolumePayload,
     CreateVolumePayload,
     ResizeVolumePayload,
     VolumeFacts,
     VolumeResized,
+    VolumesCompared,
 )
 
 
@@ -74,3 +80,52 @@ async def resize_volume(
         await svc.qemu_img.resize(path, payload.size, fmt="qcow2")
     return VolumeResized(path=path, virtual_size=payload.size,
                          capacity=await files.capacity(payload.dir))
+
+
+@handles(COPY_VOLUME)
+async def copy_volume(
+    svc: AgentServices, payload: CopyVolumePayload, progress: Callable[[float], None]
+) -> VolumeFacts:
+    """A volume's copy on another storage (a migration): converted under a temporary name,
+    compared with the source, then published without overwriting. The source is only
+    read, so a copy cut short leaves it as it was, and a temporary the sweep removes."""
+    files = svc.files.for_path(payload.dest_dir)
+    final = posixpath.join(payload.dest_dir, payload.file_name)
+    if await files.lexists(final):
+        raise Conflict(f"{final} already exists; a ready object is never overwritten")
+    source, backing = payload.source, payload.backing
+    for needed in (source, backing):
+        if needed is not None and not await svc.files.for_path(needed.path).is_file(
+                needed.path):
+            raise NotFound(f"{needed.path} does not exist")
+    await files.makedirs(payload.dest_dir)
+    tmp = fsops.temp_path(payload.dest_dir, payload.file_name)
+    try:
+        await svc.qemu_img.convert(
+            source.path, tmp, src_fmt=source.format, dest_fmt="qcow2",
+            backing=backing.path if backing else None,
+            backing_fmt=backing.format if backing else None,
+            progress=lambda pct: progress(pct * 0.8))
+        if not await svc.qemu_img.compare(source.path, tmp, first_fmt=source.format,
+                                          second_fmt="qcow2"):
+            raise OperationFailed(f"the copy of {source.path} differs from it",
+                                  code="copy_mismatch")
+        await files.publish(tmp, final)
+    finally:
+        await files.remove(tmp)
+    info = await svc.qemu_img.info(final, fmt="qcow2")
+    return VolumeFacts(path=final, virtual_size=info.virtual_size,
+                       capacity=await files.capacity(payload.dest_dir))
+
+
+@handles(COMPARE_VOLUMES)
+async def compare_volumes(
+    svc: AgentServices, payload: CompareVolumesPayload, progress: Callable[[float], None]
+) -> VolumesCompared:
+    """The check of a copy another command made (a LUN filled from a volume)."""
+    first, second = payload.first, payload.second
+    for needed in (first, second):
+        if not await svc.files.for_path(needed.path).is_file(needed.path):
+            raise NotFound(f"{needed.path} does not exist")
+    return VolumesCompared(same=await svc.qemu_img.compare(
+        first.path, second.path, first_fmt=first.format, second_fmt=second.format))

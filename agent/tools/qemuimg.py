@@ -157,15 +157,29 @@ class QemuImg:
     async def convert(
         self, src: str, dest: str, *, src_fmt: str, dest_fmt: str,
         sparse: bool = True, existing_target: bool = False,
+        backing: str | None = None, backing_fmt: str | None = None,
         progress: ProgressCallback | None = None, timeout: float = 3600,
     ) -> None:
-        """`existing_target` writes into `dest` as it is (a block device) with `-n`."""
+        """`existing_target` writes into `dest` as it is (a block device) with `-n`;
+        `backing` makes `dest` sit on it (`-B`), holding only what differs from it."""
         args = ["convert", "-p", "-f", src_fmt, "-O", dest_fmt]
         if not sparse:
             args += ["-S", "0"]
+        if backing:
+            if not backing_fmt:
+                raise ValueError("backing_fmt is required with a backing file")
+            args += ["-B", backing, "-F", backing_fmt]
         if existing_target:
             args.append("-n")
         await self._run(*args, src, dest, timeout=timeout, progress=progress)
+
+    async def compare(self, first: str, second: str, *, first_fmt: str, second_fmt: str,
+                      timeout: float = 3600) -> bool:
+        """Whether the two images read the same to a guest (`qemu-img compare`, exit 0
+        same, 1 different); past the shorter one's end the longer must read zeroes."""
+        res = await self._run("compare", "-q", "-f", first_fmt, "-F", second_fmt, first,
+                              second, timeout=timeout, ok_codes=(0, 1))
+        return res.returncode == 0
 
     async def rebase(
         self, path: str, *, backing: str | None, backing_fmt: str | None = None,

@@ -154,6 +154,11 @@ class VolumeDetach(Request):
                            description="Seconds the guest has to release the disk.")
 
 
+class VolumeMigrate(Request):
+    primary_storage_id: str = Field(description="The primary storage to move the volume "
+                                                "to (ready, of the same hypervisor).")
+
+
 class TokenCreate(Request):
     name: Name
     role: Role = Field(description="admin: hosts, storages, tokens; operator: images, "

@@ -36,7 +36,8 @@ class ObjectState(enum.StrEnum):
     """allocated -> creating -> ready; ready -> copying -> ready;
     ready -> resizing -> ready (a volume being grown);
     ready -> destroying -> destroyed; error from every transitional state. A volume is
-    `snapshotting` while a job takes, reverts to or deletes one of its snapshots."""
+    `snapshotting` while a job takes, reverts to or deletes one of its snapshots, and
+    `migrating` while a job moves it to another primary storage."""
 
     ALLOCATED = "allocated"
     CREATING = "creating"
@@ -47,14 +48,16 @@ class ObjectState(enum.StrEnum):
     DESTROYED = "destroyed"
     ERROR = "error"
     SNAPSHOTTING = "snapshotting"
+    MIGRATING = "migrating"
 
 
 TRANSITIONAL = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.COPYING,
-                ObjectState.RESIZING, ObjectState.DESTROYING, ObjectState.SNAPSHOTTING)
+                ObjectState.RESIZING, ObjectState.DESTROYING, ObjectState.SNAPSHOTTING,
+                ObjectState.MIGRATING)
 # Objects that still hold (or will hold) bytes somewhere.
 LIVE = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY, ObjectState.COPYING,
         ObjectState.RESIZING, ObjectState.DESTROYING, ObjectState.ERROR,
-        ObjectState.SNAPSHOTTING)
+        ObjectState.SNAPSHOTTING, ObjectState.MIGRATING)
 
 
 class StoreState(enum.StrEnum):

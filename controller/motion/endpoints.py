@@ -44,6 +44,20 @@ class ConnectedHostSelector(EndPointSelector):
             )
         return host
 
+    async def reaching(self, session: AsyncSession, store: Primary[Any]) -> list[Host]:
+        """The storage server alone where one serves the storage; else every connected
+        host attached to it. None at all is a 409, as for `for_primary`."""
+        first = await self.for_primary(session, store)
+        if self._registry.primary_provider(store.row.type).driver.server_host_id(store):
+            return [first]
+        return list((await session.scalars(
+            select(Host)
+            .join(PrimaryStorageHostRef, PrimaryStorageHostRef.host_id == Host.id)
+            .where(PrimaryStorageHostRef.primary_storage_id == store.id,
+                   PrimaryStorageHostRef.state == AttachState.CONNECTED,
+                   Host.state == HostState.CONNECTED)
+            .order_by(Host.name))).all())
+
     async def for_backup(self, session: AsyncSession, store: Backup[Any],
                          near: Primary[Any] | None = None) -> Host:
         if near is not None:

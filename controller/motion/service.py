@@ -22,7 +22,12 @@ from controller.plugins.interfaces.mediator import (
     Uploaded,
     UploadRequest,
 )
-from controller.plugins.interfaces.motion import DataMotionStrategy, EndPointSelector
+from controller.plugins.interfaces.motion import (
+    DataMotionStrategy,
+    EndPointSelector,
+    Migrated,
+    MigrateRequest,
+)
 from controller.plugins.interfaces.stores import Backup, Primary
 from controller.plugins.registry import PluginRegistry
 from shared.errors import Conflict, Unsupported
@@ -75,6 +80,21 @@ class DataMotionService:
         strategy = self._winner([s.bid_restore(request) for s in self._strategies],
                                 request.primary, request.backup)
         return await strategy.restore(ctx, request)
+
+    def migration_strategy(self, request: MigrateRequest) -> DataMotionStrategy:
+        """The first of the highest bidders on moving a volume; none bids: a 409."""
+        bids = [strategy.bid_migrate(request) for strategy in self._strategies]
+        best = max(bids, default=0)
+        if best <= 0:
+            raise Conflict(
+                f"no strategy can move volume {request.volume.name} from "
+                f"{request.source.name} to {request.dest.name}: no connected host reaches "
+                "both, and no backup storage has matrix cells for both to stage through",
+                code="no_migration_path")
+        return self._strategies[bids.index(best)]
+
+    async def migrate(self, ctx: JobContext, request: MigrateRequest) -> Migrated:
+        return await self.migration_strategy(request).migrate(ctx, request)
 
     def check_download(self, primary: PrimaryStorage, backup_types: Sequence[str]) -> None:
         """Refuses up front (a 409 naming a missing matrix cell) an image that no strategy

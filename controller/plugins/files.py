@@ -69,9 +69,10 @@ class FileCacheMediator(PrimaryToBackupStorageMediator[PC, BC]):
     async def download(self, ctx: JobContext, request: DownloadRequest[PC, BC]) -> ImageFacts:
         image = request.image
         assert image.sha256 and image.format and request.ref.path
-        target = FetchTarget(dest_dir=self._primary.cache_dir(request.primary),
-                             file_name=image.id, expected_sha256=image.sha256,
-                             expected_format=image.format)
+        dest_dir, file_name = request.dest or (self._primary.cache_dir(request.primary),
+                                               image.id)
+        target = FetchTarget(dest_dir=dest_dir, file_name=file_name,
+                             expected_sha256=image.sha256, expected_format=image.format)
         command, payload = self.fetch_command(ctx, request.backup, request.ref.path, target)
         return await ctx.call(request.host, command, payload, task_id=request.task_id,
                               span=(0, 50))

@@ -13,6 +13,7 @@ from controller.services.backup_storages import BackupStorageService
 from controller.services.backups import SnapshotBackupService
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
+from controller.services.migration import MigrationService
 from controller.services.primary_storages import PrimaryStorageService
 from controller.services.snapshots import SnapshotService
 from controller.services.tokens import TokenService
@@ -33,3 +34,4 @@ class Services:
     snapshots: SnapshotService
     backups: SnapshotBackupService
     attachments: AttachmentService
+    migration: MigrationService

@@ -110,8 +110,34 @@ class SnapshotDeleted(Model):
     capacity: FsCapacity
 
 
+class CopyVolumePayload(Model):
+    """Copy the volume `source` (its whole chain, as a guest reads it) into the qcow2 file
+    `dest_dir/file_name`. With `backing` (the destination's image cache, the same image as
+    the bottom of the source's chain) the copy sits on it and holds only what differs.
+    The copy is compared with the source before it is published."""
+
+    source: BackingFile
+    dest_dir: StorePath
+    file_name: FileName
+    backing: BackingFile | None = None
+
+
+class CompareVolumesPayload(Model):
+    """Whether `first` and `second` read the same to a guest."""
+
+    first: BackingFile
+    second: BackingFile
+
+
+class VolumesCompared(Model):
+    same: bool
+
+
 TAKE_SNAPSHOT = Command("take_snapshot", TakeSnapshotPayload, SnapshotFacts, timeout=600)
 REVERT_SNAPSHOT = Command("revert_snapshot", RevertSnapshotPayload, VolumeFacts, timeout=600)
 DELETE_SNAPSHOT = Command("delete_snapshot", DeleteSnapshotPayload, SnapshotDeleted)
 CLONE_LAYER = Command("clone_layer", CloneLayerPayload, VolumeFacts)
 RESIZE_VOLUME = Command("resize_volume", ResizeVolumePayload, VolumeResized, timeout=300)
+COPY_VOLUME = Command("copy_volume", CopyVolumePayload, VolumeFacts, timeout=7200)
+COMPARE_VOLUMES = Command("compare_volumes", CompareVolumesPayload, VolumesCompared,
+                          timeout=7200)

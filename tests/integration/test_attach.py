@@ -119,7 +119,8 @@ def test_local_volume_attach_refusals_detach(site: Site) -> None:
     assert path in open_files(block_nodes(dom))
 
     for method, sub, body in (("DELETE", "", None), ("POST", "/resize", {"size": 32 << 20}),
-                              ("POST", "/attach", {"host_id": site.host, "domain": "vm2"})):
+                              ("POST", "/attach", {"host_id": site.host, "domain": "vm2"}),
+                              ("POST", "/migrate", {"primary_storage_id": site.san})):
         message = site.refused(method, f"/v1/volumes/{vol['id']}{sub}", body, "volume_attached")
         assert "vm1" in message, "the 409 names the domain"
     assert api.get(f"/v1/volumes/{vol['id']}")["state"] == "ready"

@@ -211,3 +211,22 @@ async def test_info_is_typed_and_unreadable_output_is_named() -> None:
     fake.on(["qemu-img", "measure"], stdout='{"required": 1}')
     with pytest.raises(QemuImgFailed, match="measure gave unreadable output"):
         await QemuImg(fake).measure("/img", src_fmt="raw")
+
+
+async def test_convert_onto_a_backing_file_and_compare_argv() -> None:
+    fake = FakeExecutor()
+    qemu = QemuImg(fake, binary="qemu-img")
+    await qemu.convert("/v.qcow2", "/d/t", src_fmt="qcow2", dest_fmt="qcow2",
+                       backing="/d/cache", backing_fmt="qcow2")
+    assert fake.calls[-1] == ["qemu-img", "convert", "-p", "-f", "qcow2", "-O", "qcow2",
+                              "-B", "/d/cache", "-F", "qcow2", "/v.qcow2", "/d/t"]
+    with pytest.raises(ValueError):
+        await qemu.convert("/v", "/d", src_fmt="qcow2", dest_fmt="qcow2", backing="/c")
+    assert await qemu.compare("/a", "/b", first_fmt="raw", second_fmt="qcow2")
+    assert fake.calls[-1] == ["qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2", "/a",
+                              "/b"]
+    fake.on(["qemu-img", "compare"], rc=1)
+    assert not await qemu.compare("/a", "/b", first_fmt="raw", second_fmt="raw")
+    fake.on(["qemu-img", "compare"], rc=2, stderr="cannot open /a")
+    with pytest.raises(QemuImgFailed):
+        await qemu.compare("/a", "/b", first_fmt="raw", second_fmt="raw")

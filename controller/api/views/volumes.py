@@ -1,5 +1,5 @@
-"""/v1/volumes, /v1/volumes/<id>/access, /v1/volumes/<id>/resize, /v1/volumes/<id>/attach
-and /v1/volumes/<id>/detach"""
+"""/v1/volumes, /v1/volumes/<id>/access, /v1/volumes/<id>/resize, /v1/volumes/<id>/attach,
+/v1/volumes/<id>/detach and /v1/volumes/<id>/migrate"""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from controller.api.schemas import (
     VolumeAttachmentOut,
     VolumeCreate,
     VolumeDetach,
+    VolumeMigrate,
     VolumeOut,
     VolumeResize,
 )
@@ -100,3 +101,9 @@ async def detach_volume(request: web.Request) -> web.Response:
     req = await body(request, VolumeDetach)
     return accepted(await request.app[SERVICES].attachments.detach(
         request.match_info["id"], req.timeout))
+
+
+async def migrate_volume(request: web.Request) -> web.Response:
+    req = await body(request, VolumeMigrate)
+    return accepted(await request.app[SERVICES].migration.migrate(request.match_info["id"],
+                                                                  req.primary_storage_id))

@@ -133,6 +133,29 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
         `drop_source`, `source` is removed whatever happens."""
         raise snapshots_not_supported(store)
 
+    # Copies between primary storages (CloudStack's canCopy / copyAsync), for migration.
+    # A backend reads its volumes as files (`copy_source`) and writes volumes from a file
+    # of another storage that the same host reaches (`can_copy`, `copy`).
+    copies_onto_cache = False
+
+    def copy_source(self, store: Primary[C], volume: Volume) -> BackingFile | None:
+        """What a host reaching `store` opens to read `volume` whole; None when no host
+        can read it as a file."""
+        return None
+
+    def can_copy(self, store: Primary[C], source: BackingFile) -> bool:
+        """Whether `copy` can make a volume of `store` from `source`."""
+        return False
+
+    async def copy(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                   source: BackingFile, host: Host,
+                   backing: BackingFile | None) -> VolumeCreated:
+        """Makes `volume` on `store` a verified copy of `source`, which `host` reads,
+        published under its final name only once it matches; `backing`, where the backend
+        `copies_onto_cache`, is the image cache the copy sits on."""
+        raise Unsupported(f"primary storage {store.name} ({store.row.type}) takes no "
+                          "copies of volumes", code="copy_not_supported")
+
 
 def snapshots_not_supported(store: Primary[Any]) -> Unsupported:
     return Unsupported(f"primary storage {store.name} is {store.row.type}: its volumes "

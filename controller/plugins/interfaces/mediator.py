@@ -25,7 +25,8 @@ BC = TypeVar("BC", bound=StoreConfig)
 class DownloadRequest(Generic[PC, BC]):
     """Bring `image` from `backup` (where `ref` is its copy) into the image cache `cache`
     of `primary`, through `host`, as the agent task `task_id` (shared by every job
-    waiting for that cache)."""
+    waiting for that cache). `dest`, a (directory, file name) of the primary storage,
+    lands the copy there instead (a volume staged through the backup storage)."""
 
     image: Image
     ref: ImageStoreRef
@@ -34,6 +35,7 @@ class DownloadRequest(Generic[PC, BC]):
     cache: ImageCache
     host: Host
     task_id: str
+    dest: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

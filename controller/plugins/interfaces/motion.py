@@ -4,12 +4,15 @@ moves bytes between two stores, how an image becomes the base of volumes."""
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.models import Host, Image, ImageCache
+from controller.db.models import Host, Image, ImageCache, Volume
 from controller.jobs.engine import JobContext
+from controller.plugins.interfaces.backend import VolumeCreated
 from controller.plugins.interfaces.mediator import (
     DownloadRequest,
     RestoreRequest,
@@ -17,7 +20,8 @@ from controller.plugins.interfaces.mediator import (
     UploadRequest,
 )
 from controller.plugins.interfaces.stores import Backup, Primary
-from shared.protocol.files import ImageFacts
+from shared.errors import Unsupported
+from shared.protocol.files import BackingFile, ImageFacts
 
 
 class EndPointSelector(abc.ABC):
@@ -29,6 +33,37 @@ class EndPointSelector(abc.ABC):
     @abc.abstractmethod
     async def for_backup(self, session: AsyncSession, store: Backup[Any],
                          near: Primary[Any] | None = None) -> Host: ...
+
+    async def reaching(self, session: AsyncSession, store: Primary[Any]) -> list[Host]:
+        """Every connected host whose agent reaches `store`'s files; by default the one
+        `for_primary` picks."""
+        return [await self.for_primary(session, store)]
+
+
+@dataclass(frozen=True)
+class MigrateRequest:
+    """Move `volume` from `source` to `dest`. `source_hosts` and `dest_hosts` reach each
+    storage's files; `backing` is the destination's image cache the copy sits on (None:
+    a whole copy); `staging` the backup storages a copy may pass through; agent tasks
+    are named from `task_prefix`."""
+
+    volume: Volume
+    source: Primary[Any]
+    dest: Primary[Any]
+    source_hosts: Sequence[Host]
+    dest_hosts: Sequence[Host]
+    backing: BackingFile | None
+    staging: Sequence[Backup[Any]]
+    task_prefix: str
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """The volume's verified copy on the destination; `on_cache`: it sits on the
+    destination's image cache (else it holds all its data)."""
+
+    created: VolumeCreated
+    on_cache: bool
 
 
 class DataMotionStrategy(abc.ABC):
@@ -55,6 +90,15 @@ class DataMotionStrategy(abc.ABC):
     async def restore(self, ctx: JobContext, request: RestoreRequest[Any, Any]) -> ImageFacts:
         """Copies a snapshot's backup from a backup storage into a volume directory."""
         raise NotImplementedError
+
+    def bid_migrate(self, request: MigrateRequest) -> int:
+        """A strategy that does not move volumes between primary storages bids nothing."""
+        return 0
+
+    async def migrate(self, ctx: JobContext, request: MigrateRequest) -> Migrated:
+        """Makes a verified copy of the volume on the destination; the source is only
+        read."""
+        raise Unsupported("this data motion strategy does not migrate volumes")
 
 
 class TemplateInstallStrategy(abc.ABC):

@@ -32,6 +32,7 @@ from controller.plugins.iscsi.provider import (
     export_of,
     target_name,
 )
+from shared.errors import OperationFailed
 from shared.protocol.files import BackingFile
 from shared.protocol.iscsi import (
     DELETE_LUN_SNAPSHOT,
@@ -50,6 +51,7 @@ from shared.protocol.iscsi import (
 )
 from shared.protocol.libvirt import VolumeSource
 from shared.protocol.types import FsCapacity
+from shared.protocol.volumes import COMPARE_VOLUMES, CompareVolumesPayload
 
 
 def lun_file_name(volume_id: str) -> str:
@@ -76,13 +78,42 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
 
     async def create_volume(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
                             host: Host, backing: BackingFile | None) -> VolumeCreated:
+        return await self._export(ctx, store, volume, host, backing, "export-lun")
+
+    def copy_source(self, store: Primary[IscsiConfig], volume: Volume) -> BackingFile | None:
+        """A file LUN on the storage server; a logical volume is not read as a file."""
+        if store.config.volume_group or not volume.path:
+            return None
+        return BackingFile(path=volume.path, format="raw")
+
+    def can_copy(self, store: Primary[IscsiConfig], source: BackingFile) -> bool:
+        """From qcow2 volumes only: a raw source is another LUN, whose target, on the same
+        server with the same prefix, would be the copy's own name."""
+        return source.format == "qcow2"
+
+    async def copy(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
+                   source: BackingFile, host: Host,
+                   backing: BackingFile | None) -> VolumeCreated:
+        """The LUN is filled from `source` as from an image cache (converted under a
+        temporary name, then published), then compared with it on the storage server."""
+        created = await self._export(ctx, store, volume, host, source, f"copy-to-{store.id}")
+        compared = await ctx.call(host, COMPARE_VOLUMES, CompareVolumesPayload(
+            first=source, second=BackingFile(path=created.path, format="raw")),
+            step=f"verify-{store.id}", span=(90, 95))
+        if not compared.same:
+            raise OperationFailed(f"the copy of volume {volume.name} on {store.name} differs "
+                                  "from its source", code="copy_mismatch")
+        return created
+
+    async def _export(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
+                      host: Host, backing: BackingFile | None, step: str) -> VolumeCreated:
         payload = ExportLunPayload(
             dir=ISCSI.driver.volume_dir(store), file_name=lun_file_name(volume.id),
             size=volume.size, target=target_name(store, volume), source=backing,
             chap=new_chap(volume) if store.config.chap else None,
             volume_group=store.config.volume_group,
         )
-        result = await ctx.call(host, EXPORT_LUN, payload, step="export-lun",
+        result = await ctx.call(host, EXPORT_LUN, payload, step=step,
                                 span=(50 if backing else 0, 100))
         return VolumeCreated(result.path, volume.size, result.capacity, format="raw",
                              export=result.target.model_copy(update={"chap": payload.chap}))

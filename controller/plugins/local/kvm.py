@@ -35,12 +35,14 @@ from shared.protocol.libvirt import LIVE_SNAPSHOT, LiveSnapshotPayload
 from shared.protocol.types import FsCapacity
 from shared.protocol.volumes import (
     CLONE_LAYER,
+    COPY_VOLUME,
     CREATE_VOLUME,
     DELETE_SNAPSHOT,
     RESIZE_VOLUME,
     REVERT_SNAPSHOT,
     TAKE_SNAPSHOT,
     CloneLayerPayload,
+    CopyVolumePayload,
     CreateVolumePayload,
     DeleteSnapshotPayload,
     ResizeVolumePayload,
@@ -103,6 +105,26 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
                                       size=size)
         result = await ctx.call(host, RESIZE_VOLUME, payload, step="resize-volume")
         return VolumeGrown(result.virtual_size, result.capacity)
+
+    copies_onto_cache = True
+
+    def copy_source(self, store: Primary[C], volume: Volume) -> BackingFile | None:
+        """The active layer: qemu-img reads the chain under it."""
+        return BackingFile(path=volume.path, format="qcow2") if volume.path else None
+
+    def can_copy(self, store: Primary[C], source: BackingFile) -> bool:
+        return True
+
+    async def copy(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                   source: BackingFile, host: Host,
+                   backing: BackingFile | None) -> VolumeCreated:
+        """`qemu-img convert` (onto `backing` when given: only what differs from the
+        image is copied), `qemu-img compare`, then publish, all on `host`."""
+        payload = CopyVolumePayload(source=source, dest_dir=self._driver.volume_dir(store),
+                                    file_name=volume_file_name(volume), backing=backing)
+        facts = await ctx.call(host, COPY_VOLUME, payload, step=f"copy-to-{store.id}",
+                               span=(10, 90))
+        return VolumeCreated(facts.path, facts.virtual_size, facts.capacity)
 
     def check_snapshots(self, store: Primary[C]) -> None:
         return None

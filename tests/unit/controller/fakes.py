@@ -44,7 +44,7 @@ from shared.protocol.nfs import NfsMountResult
 from shared.protocol.s3 import S3Endpoint
 from shared.protocol.sftp import SftpEndpoint
 from shared.protocol.types import EmptyPayload, FsCapacity, Model
-from shared.protocol.volumes import SnapshotDeleted, SnapshotFacts, VolumeFacts
+from shared.protocol.volumes import SnapshotDeleted, SnapshotFacts, VolumeFacts, VolumesCompared
 
 P = TypeVar("P", bound=Model)
 R = TypeVar("R", bound=Model)
@@ -95,6 +95,9 @@ ANSWERS: dict[str, Callable[[Any], Model]] = {
     "create_volume": lambda p: VolumeFacts(path=f"{p.dest_dir}/{p.file_name}",
                                            virtual_size=p.size, capacity=CAPACITY),
     "delete_file": lambda p: DeleteFileResult(existed=True, capacity=CAPACITY),
+    "copy_volume": lambda p: VolumeFacts(path=f"{p.dest_dir}/{p.file_name}",
+                                         virtual_size=1 << 30, capacity=CAPACITY),
+    "compare_volumes": lambda p: VolumesCompared(same=True),
     "take_snapshot": lambda p: SnapshotFacts(
         path=f"{p.dir}/{p.overlay}", snapshot_path=f"{p.dir}/{p.active}", actual_size=4 << 20,
         virtual_size=1 << 30, capacity=CAPACITY),

@@ -1,0 +1,143 @@
+"""Data motion strategies that move a volume between two primary storages (cold
+migration). Each bids on a `MigrateRequest`; the service hands the copy to the highest:
+
+- `SharedHostMigration`: one host reaches both storages' files (two local storages of a
+  host, local and NFS, NFS and NFS, an iSCSI storage server that also reaches the other
+  storage), so its agent copies the volume directly, onto the destination's image cache.
+- `StagedMigration`: no host reaches both; a host of the source makes a whole copy of
+  the volume beside it, sends it up to a backup storage through its matrix cell's upload
+  direction, and a host of the destination brings it down into the destination's volume
+  directory through the download direction, sha256-checked at both ends. Every staged
+  file is removed once the next step has it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.db.models import Host, Image, ImageCache, ImageStoreRef, Volume
+from controller.jobs.engine import JobContext
+from controller.plugins.files import delete_file
+from controller.plugins.interfaces.backend import VolumeCreated
+from controller.plugins.interfaces.mediator import (
+    Cell,
+    DownloadRequest,
+    Uploaded,
+    UploadRequest,
+)
+from controller.plugins.interfaces.motion import DataMotionStrategy, Migrated, MigrateRequest
+from controller.plugins.interfaces.stores import Backup
+from controller.plugins.local.kvm import volume_file_name
+from controller.plugins.registry import PluginRegistry
+from shared.errors import Unsupported
+from shared.protocol.files import ImageFacts
+from shared.protocol.volumes import COPY_VOLUME, CopyVolumePayload
+
+SHARED_HOST_BID = 20
+STAGED_BID = 5
+
+
+class VolumeMigrationStrategy(DataMotionStrategy):
+    """A strategy for volumes between primary storages only: it bids nothing on images."""
+
+    def __init__(self, registry: PluginRegistry) -> None:
+        self._registry = registry
+
+    def bid_download(self, request: DownloadRequest[Any, Any]) -> int:
+        return 0
+
+    async def download(self, ctx: JobContext, request: DownloadRequest[Any, Any]) -> ImageFacts:
+        raise Unsupported("this strategy only migrates volumes")
+
+    def bid_upload(self, request: UploadRequest[Any, Any]) -> int:
+        return 0
+
+    async def upload(self, ctx: JobContext, request: UploadRequest[Any, Any]) -> Uploaded:
+        raise Unsupported("this strategy only migrates volumes")
+
+
+def shared_hosts(request: MigrateRequest) -> list[Host]:
+    dest = {host.id for host in request.dest_hosts}
+    return [host for host in request.source_hosts if host.id in dest]
+
+
+class SharedHostMigration(VolumeMigrationStrategy):
+    def bid_migrate(self, request: MigrateRequest) -> int:
+        source = self._registry.backend_of(request.source).copy_source(request.source,
+                                                                       request.volume)
+        dest = self._registry.backend_of(request.dest)
+        if source is None or not dest.can_copy(request.dest, source):
+            return 0
+        return SHARED_HOST_BID if shared_hosts(request) else 0
+
+    async def migrate(self, ctx: JobContext, request: MigrateRequest) -> Migrated:
+        source = self._registry.backend_of(request.source).copy_source(request.source,
+                                                                       request.volume)
+        assert source is not None
+        dest = self._registry.backend_of(request.dest)
+        backing = request.backing if dest.copies_onto_cache else None
+        created = await dest.copy(ctx, request.dest, request.volume, source,
+                                  shared_hosts(request)[0], backing)
+        return Migrated(created, on_cache=backing is not None)
+
+
+class StagedMigration(VolumeMigrationStrategy):
+    def _route(self, request: MigrateRequest) -> tuple[Backup[Any], Cell, Cell] | None:
+        """The first staging backup storage with a cell from the source and one to the
+        destination."""
+        cells = self._registry.cells
+        for backup in request.staging:
+            up = cells.get((request.source.row.type, backup.row.type,
+                            request.source.row.hypervisor))
+            down = cells.get((request.dest.row.type, backup.row.type,
+                              request.dest.row.hypervisor))
+            if up is not None and down is not None:
+                return backup, up, down
+        return None
+
+    def bid_migrate(self, request: MigrateRequest) -> int:
+        """Only into storages whose volumes are qcow2 files: what comes down is one."""
+        source = self._registry.backend_of(request.source).copy_source(request.source,
+                                                                       request.volume)
+        if (source is None or not self._registry.backend_of(request.dest).copies_onto_cache
+                or not request.source_hosts or not request.dest_hosts):
+            return 0
+        return STAGED_BID if self._route(request) else 0
+
+    async def migrate(self, ctx: JobContext, request: MigrateRequest) -> Migrated:
+        route = self._route(request)
+        assert route is not None
+        backup, up, down = route
+        volume, prefix = request.volume, request.task_prefix
+        source = self._registry.backend_of(request.source).copy_source(request.source,
+                                                                       volume)
+        assert source is not None
+        src_host, dest_host = request.source_hosts[0], request.dest_hosts[0]
+        staged_name = f"{volume.id}.staged.qcow2"
+        src_dir = self._registry.primary_provider(request.source.row.type).driver.volume_dir(
+            request.source)
+        whole = await ctx.call(src_host, COPY_VOLUME, CopyVolumePayload(
+            source=source, dest_dir=src_dir, file_name=staged_name),
+            task_id=f"{prefix}.stage", span=(0, 30))
+        try:
+            uploaded = await up.mediator.upload(ctx, UploadRequest(
+                volume=Volume(id=volume.id, name=volume.name, path=whole.path),
+                primary=request.source, backup=backup, host=src_host, file_name=staged_name,
+                task_id=f"{prefix}.up"))
+        finally:
+            await delete_file(ctx, src_host, src_dir, staged_name, "unstage-source")
+        ref = ImageStoreRef(id=f"staged-{volume.id}", image_id=staged_name,
+                            backup_storage_id=backup.id, path=uploaded.path)
+        dest_dir = self._registry.primary_provider(request.dest.row.type).driver.volume_dir(
+            request.dest)
+        try:
+            facts = await down.mediator.download(ctx, DownloadRequest(
+                image=Image(id=staged_name, name=volume.name, sha256=uploaded.sha256,
+                            format="qcow2"),
+                ref=ref, backup=backup, primary=request.dest,
+                cache=ImageCache(id=ref.id), host=dest_host, task_id=f"{prefix}.down",
+                dest=(dest_dir, volume_file_name(volume))))
+        finally:
+            await self._registry.backup_provider(backup.row.type).driver.delete(
+                ctx, backup, ref, dest_host)
+        return Migrated(VolumeCreated(facts.path, facts.virtual_size, facts.capacity),
+                        on_cache=False)

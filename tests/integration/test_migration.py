@@ -1,0 +1,357 @@
+"""Cold migration end to end: real controller and agents, qemu-img and qemu-io, local
+storages, NFS in libnfs mode (nfs-ganesha; the only mode this kernel can run) and a
+dir backup storage to stage through. A distinct byte pattern is written with qemu-io
+before each migration and every pattern is checked after; the storage directories are
+listed for leftovers."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.client import ApiError
+from tests.conftest import Stack, make_image
+from tests.integration.test_cli import strata
+from tests.integration.test_iscsi import Cloud, cloud, spec
+from tests.integration.test_iscsi_agent import IQN_A
+from tests.integration.test_iscsi_agent import qemu_io as iscsi_io
+from tests.integration.test_nfs import chain, nfs_storage, register, volume
+from tests.integration.test_snapshots import IMAGE_PATTERN, qemu_io, take
+from tests.support.enrol import enrol_host
+from tests.support.fileserver import FileServer
+from tests.support.nfsserver import NfsServer
+from tests.support.procs import debug_tasks, start_agent
+
+MIB = 1 << 20
+
+
+@pytest.fixture(params=["sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'controller' / 'strata.sqlite'}"
+
+
+def local_storage(stack: Stack, name: str, path: Path, host: str) -> str:
+    job = stack.wait(stack.api.post("/v1/primary-storages", {
+        "name": name, "type": "local", "config": {"path": str(path)}, "hosts": [host],
+        "overprovision_factor": 4.0}))
+    return str(job["resource_id"])
+
+
+def migrate(stack: Stack, vol: dict[str, Any], dest: str) -> dict[str, Any]:
+    job = stack.wait(stack.api.post(f"/v1/volumes/{vol['id']}/migrate",
+                                    {"primary_storage_id": dest}))
+    moved = dict(stack.api.get(f"/v1/volumes/{vol['id']}"))
+    assert moved["state"] == "ready" and moved["primary_storage_id"] == dest
+    assert job["result"]["path"] == moved["path"]
+    return moved
+
+
+__all__ = ["cloud"]  # the iSCSI fixture, used below
+
+
+def read_shared(path: str, *commands: str) -> None:
+    argv = ["qemu-io", "-r", "-U"]
+    for cmd in commands:
+        argv += ["-c", cmd]
+    out = subprocess.run([*argv, path], capture_output=True, text=True)
+    assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out
+
+
+def allocated(stack: Stack, primary: str) -> int:
+    return int(stack.api.get(f"/v1/primary-storages/{primary}")["capacity"]["allocated"])
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+class Patterns:
+    """One 64 KiB region per write, each with its own pattern, all checked every time."""
+
+    def __init__(self) -> None:
+        self.written: list[int] = []
+
+    def write(self, path: str) -> None:
+        pattern = 0x21 + len(self.written)
+        qemu_io(path, f"write -P {pattern} {2 + len(self.written)}M 64k")
+        self.written.append(pattern)
+
+    def check(self, path: str, image: bool = True) -> None:
+        reads = [f"read -P {p} {2 + i}M 64k" for i, p in enumerate(self.written)]
+        qemu_io(path, *reads, *(IMAGE_PATTERN if image else ()))
+
+
+def test_root_volume_between_local_and_nfs_every_way(
+        stack: Stack, nfs: NfsServer, file_server: FileServer, image_dir: Path,
+        tmp_path: Path) -> None:
+    """local -> local -> nfs -> nfs -> local, one host reaching every storage: each copy
+    sits on the destination's image cache (fetched there when missing), the source goes,
+    and the capacity moves with the volume."""
+    share_a, share_b = nfs.share("mig-a"), nfs.share("mig-b")
+    local_b = local_storage(stack, "local-b", tmp_path / "primary-b", stack.host_id)
+    nfs_a = nfs_storage(stack, nfs, share_a, [stack.host_id])
+    nfs_b = nfs_storage(stack, nfs, share_b, [stack.host_id])
+    image = register(stack, file_server, image_dir, stack.backup_id, "base")
+    vol = volume(stack, stack.primary_id, name="root", image_id=image["id"], size=64 * MIB)
+    patterns = Patterns()
+    patterns.write(vol["path"])
+    dirs = {stack.primary_id: stack.primary_path, local_b: tmp_path / "primary-b",
+            nfs_a: share_a, nfs_b: share_b}
+    caches = {stack.primary_id: str(stack.primary_path / "imagecache" / image["id"]),
+              local_b: str(tmp_path / "primary-b" / "imagecache" / image["id"]),
+              nfs_a: nfs.url(share_a / "imagecache" / image["id"]),
+              nfs_b: nfs.url(share_b / "imagecache" / image["id"])}
+    where, cached = stack.primary_id, {stack.primary_id}
+    for dest in (local_b, nfs_a, nfs_b, stack.primary_id):
+        before_src, before_dest = allocated(stack, where), allocated(stack, dest)
+        vol = migrate(stack, vol, dest)
+        assert chain(vol["path"]) == [vol["path"], caches[dest]], "rebased, not flattened"
+        patterns.check(vol["path"])
+        assert names(dirs[where] / "volumes") == [], "the source is removed"
+        assert names(dirs[dest] / "volumes") == [f"{vol['id']}.qcow2"]
+        assert allocated(stack, where) == before_src - 64 * MIB
+        cache_size = 0 if dest in cached else int(image["size"])
+        assert allocated(stack, dest) == before_dest + 64 * MIB + cache_size
+        cached.add(dest)
+        patterns.write(vol["path"])
+        where = dest
+    patterns.check(vol["path"])
+    # The CLI moves it too.
+    strata(stack, "volumes", "migrate", vol["id"], local_b, "--wait")
+    patterns.check(stack.api.get(f"/v1/volumes/{vol['id']}")["path"])
+    strata(stack, "volumes", "migrate", vol["id"], nfs_a, "--wait")
+    # A second storage row over the same export is the same directory: refused, and the
+    # volume's file is untouched.
+    again = stack.wait(stack.api.post("/v1/primary-storages", {
+        "name": "nfs-again", "type": "nfs", "hosts": [stack.host_id],
+        "config": {"server": nfs.server, "export": str(share_a), "mode": "libnfs"}}))
+    with pytest.raises(ApiError) as refused:
+        stack.api.post(f"/v1/volumes/{vol['id']}/migrate",
+                       {"primary_storage_id": again["resource_id"]})
+    assert refused.value.status == 409 and refused.value.code == "same_directory"
+    patterns.check(stack.api.get(f"/v1/volumes/{vol['id']}")["path"])
+
+
+def test_staged_through_backup_storage_when_no_host_reaches_both(
+        stack: Stack, file_server: FileServer, image_dir: Path, tmp_path: Path) -> None:
+    """Two hosts, a local storage each: the volume goes up to the dir backup storage from
+    host A and comes down on host B, whole (sha256-checked both ways); nothing is left
+    staged on either side or in the backup storage."""
+    agent_b, debug_b = start_agent(tmp_path / "agent-b")
+    try:
+        host_b = enrol_host(stack.api, "host-b", agent_b)
+        local_b = local_storage(stack, "local-b", tmp_path / "primary-b", host_b)
+        image = register(stack, file_server, image_dir, stack.backup_id, "base")
+        vol = volume(stack, stack.primary_id, name="root", image_id=image["id"])
+        patterns = Patterns()
+        patterns.write(vol["path"])
+        images_before = names(stack.backup_path / "images")
+        vol = migrate(stack, vol, local_b)
+        assert chain(vol["path"]) == [vol["path"]], "a staged copy holds all its data"
+        patterns.check(vol["path"])
+        assert names(tmp_path / "primary-b" / "volumes") == [f"{vol['id']}.qcow2"]
+        assert names(stack.primary_path / "volumes") == []
+        assert names(stack.backup_path / "images") == images_before
+        commands = {t["command"] for t in debug_tasks(debug_b)["recent"]}
+        assert "copy_image" in commands and "copy_volume" not in commands
+    finally:
+        agent_b.stop()
+
+
+def test_controller_killed_mid_migration(stack: Stack, tmp_path: Path) -> None:
+    """kill -9 of the controller while the agent copies: the restarted controller resumes
+    the job, which re-attaches to the same agent task; all data arrives, the source is
+    removed, and no temporary is left on either storage."""
+    local_b = local_storage(stack, "local-b", tmp_path / "primary-b", stack.host_id)
+    vol = volume(stack, stack.primary_id, name="big", size=1024 * MIB)
+    qemu_io(vol["path"], "write -P 0x3c 0 1000M")
+    patterns = Patterns()
+    patterns.write(vol["path"])
+    accepted = stack.api.post(f"/v1/volumes/{vol['id']}/migrate",
+                              {"primary_storage_id": local_b})
+    deadline = time.monotonic() + 30
+    while not any(t["command"] == "copy_volume" for t in
+                  debug_tasks(stack.agent_debug)["running"]):
+        assert time.monotonic() < deadline, "the copy never started"
+        time.sleep(0.05)
+    assert stack.api.get(f"/v1/volumes/{vol['id']}")["state"] == "migrating"
+    stack.controller.stop(signal.SIGKILL)
+    # While no controller runs, the source is the volume, whole (read beside the copy's
+    # shared lock).
+    read_shared(vol["path"], "read -P 0x3c 0 1M", "read -P 0x3c 999M 1M")
+    stack.restart_controller()
+    stack.wait(accepted)
+    moved = stack.api.get(f"/v1/volumes/{vol['id']}")
+    assert moved["primary_storage_id"] == local_b and moved["state"] == "ready"
+    copies = [t for t in debug_tasks(stack.agent_debug)["recent"]
+              if t["command"] == "copy_volume"]
+    assert len(copies) == 1, "the resumed job re-attaches, it does not copy again"
+    qemu_io(moved["path"], "read -P 0x3c 0 1M", "read -P 0x3c 999M 1M")
+    patterns.check(moved["path"], image=False)
+    assert names(stack.primary_path / "volumes") == []
+    assert names(tmp_path / "primary-b" / "volumes") == [f"{vol['id']}.qcow2"]
+    assert allocated(stack, stack.primary_id) == 0
+    assert allocated(stack, local_b) == 1024 * MIB
+
+
+def test_controller_killed_mid_snapshot_merge(stack: Stack) -> None:
+    """kill -9 of the controller while a snapshot delete merges a large snapshot into the
+    active layer: after restart the delete completes, every pattern reads as before, and
+    the volume directory holds the active layer and nothing else."""
+    vol = volume(stack, stack.primary_id, name="merge", size=1024 * MIB)
+    qemu_io(vol["path"], "write -P 0x4d 0 1000M")
+    snap = take(stack, vol["id"], "s1")
+    vol = stack.api.get(f"/v1/volumes/{vol['id']}")
+    qemu_io(vol["path"], "write -P 0x2e 0 64k")
+    accepted = stack.api.delete(f"/v1/snapshots/{snap['id']}")
+    deadline = time.monotonic() + 30
+    while not any(t["command"] == "delete_snapshot" for t in
+                  debug_tasks(stack.agent_debug)["running"]):
+        assert time.monotonic() < deadline, "the merge never started"
+        time.sleep(0.05)
+    stack.controller.stop(signal.SIGKILL)
+    stack.restart_controller()
+    stack.wait(accepted)
+    vol = stack.api.get(f"/v1/volumes/{vol['id']}")
+    assert vol["snapshot_id"] is None and chain(vol["path"]) == [vol["path"]]
+    qemu_io(vol["path"], "read -P 0x2e 0 64k", "read -P 0x4d 64k 1M",
+            "read -P 0x4d 999M 1M")
+    assert names(stack.primary_path / "volumes") == [Path(vol["path"]).name]
+    assert stack.api.get(f"/v1/snapshots/{snap['id']}")["state"] == "destroyed"
+
+
+def test_bad_migration_requests(stack: Stack, tmp_path: Path) -> None:
+    api = stack.api
+    op = api.get("/v1/openapi.json")["paths"]["/v1/volumes/{id}/migrate"]["post"]
+    assert "operator" in op["description"] and "202" in op["responses"]
+    assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/VolumeMigrate")
+    local_b = local_storage(stack, "local-b", tmp_path / "primary-b", stack.host_id)
+    # An NFS storage whose server does not answer: its first attach fails, it is in error.
+    broken = str(stack.wait(api.post("/v1/primary-storages", {
+        "name": "broken", "type": "nfs", "hosts": [stack.host_id],
+        "config": {"server": "127.0.0.2", "export": "/nowhere", "mode": "libnfs"}}),
+        ok=False)["resource_id"])
+    assert api.get(f"/v1/primary-storages/{broken}")["state"] == "error"
+    vol = volume(stack, stack.primary_id, name="v", size=MIB)
+    snapped = volume(stack, stack.primary_id, name="snapped", size=MIB)
+    take(stack, snapped["id"], "keep-me")
+    calls: list[tuple[Callable[[], object], int, str | None]] = [
+        (lambda: api.post(f"/v1/volumes/{vol['id']}/migrate",
+                          {"primary_storage_id": stack.primary_id}), 400, "same_storage"),
+        (lambda: api.post(f"/v1/volumes/{vol['id']}/migrate",
+                          {"primary_storage_id": "nope"}), 404, None),
+        (lambda: api.post("/v1/volumes/nope/migrate", {"primary_storage_id": local_b}),
+         404, None),
+        (lambda: api.post(f"/v1/volumes/{vol['id']}/migrate", {}), 400, None),
+        (lambda: api.post(f"/v1/volumes/{vol['id']}/migrate",
+                          {"primary_storage_id": broken}), 409, "storage_not_ready"),
+        (lambda: api.post(f"/v1/volumes/{snapped['id']}/migrate",
+                          {"primary_storage_id": local_b}), 409, "volume_has_snapshots"),
+    ]
+    for call, status, code in calls:
+        with pytest.raises(ApiError) as refused:
+            call()
+        assert refused.value.status == status, refused.value
+        if code:
+            assert refused.value.code == code, refused.value
+    with pytest.raises(ApiError) as refused:
+        api.post(f"/v1/volumes/{snapped['id']}/migrate", {"primary_storage_id": local_b})
+    assert "keep-me" in refused.value.message
+
+    # A volume another job holds: a migration under way refuses a second, a resize, a
+    # snapshot, a delete.
+    big = volume(stack, stack.primary_id, name="big", size=1024 * MIB)
+    qemu_io(big["path"], "write -P 0x3c 0 1000M")
+    accepted = api.post(f"/v1/volumes/{big['id']}/migrate", {"primary_storage_id": local_b})
+    deadline = time.monotonic() + 30
+    while not any(t["command"] == "copy_volume" for t in
+                  debug_tasks(stack.agent_debug)["running"]):
+        assert time.monotonic() < deadline, "the copy never started"
+        time.sleep(0.05)
+    busy: list[Callable[[], object]] = [
+        lambda: api.post(f"/v1/volumes/{big['id']}/migrate",
+                         {"primary_storage_id": local_b}),
+        lambda: api.post(f"/v1/volumes/{big['id']}/resize", {"size": 2048 * MIB}),
+        lambda: api.post(f"/v1/volumes/{big['id']}/snapshots", {"name": "x"}),
+        lambda: api.delete(f"/v1/volumes/{big['id']}"),
+    ]
+    for call in busy:
+        with pytest.raises(ApiError) as refused:
+            call()
+        assert refused.value.status == 409, refused.value
+    stack.wait(accepted)
+    for v in (vol, snapped, big):
+        assert api.get(f"/v1/volumes/{v['id']}")["state"] == "ready"
+
+
+def test_between_local_and_iscsi(cloud: Cloud, file_server: FileServer,
+                                 image_dir: Path) -> None:
+    """The iSCSI storage server also serves a local storage: its agent fills a LUN from the
+    local volume's chain (and compares them), and copies a LUN into a qcow2 file; a
+    granted host reads the migrated LUN through libiscsi. A local storage on another host
+    is staged through the dir backup storage from iSCSI, and refused towards it (no host
+    reaches both, and a LUN is not filled from a backup storage)."""
+    api = cloud.api
+    server_dir, kvm_dir = cloud.state / "local-server", cloud.state / "local-kvm"
+    on_server = str(cloud.wait(api.post("/v1/primary-storages", {
+        "name": "local-server", "type": "local", "config": {"path": str(server_dir)},
+        "hosts": [cloud.server]}))["resource_id"])
+    on_kvm = str(cloud.wait(api.post("/v1/primary-storages", {
+        "name": "local-kvm", "type": "local", "config": {"path": str(kvm_dir)},
+        "hosts": [cloud.host_a]}))["resource_id"])
+    path, _ = make_image(image_dir, "base.qcow2")
+    subprocess.run(["qemu-io", "-c", "write -P 0x5a 1M 1M", str(path)], check=True,
+                   capture_output=True)
+    image = cloud.wait(api.post("/v1/images", {
+        "name": "base", "url": file_server.url(path.name), "backup_storage_id": cloud.backup,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
+    made = cloud.wait(api.post("/v1/volumes", {"name": "root", "primary_storage_id": on_server,
+                                               "image_id": image["resource_id"]}))
+    vol = api.get(f"/v1/volumes/{made['resource_id']}")
+    patterns = Patterns()
+    patterns.write(vol["path"])
+
+    def move(dest: str) -> dict[str, Any]:
+        cloud.wait(api.post(f"/v1/volumes/{vol['id']}/migrate", {"primary_storage_id": dest}))
+        moved = dict(api.get(f"/v1/volumes/{vol['id']}"))
+        assert moved["state"] == "ready" and moved["primary_storage_id"] == dest
+        return moved
+
+    vol = move(cloud.primary)
+    assert vol["format"] == "raw" and vol["path"] == str(cloud.luns / f"{vol['id']}.raw")
+    read_shared(f"json:{{\"driver\": \"raw\", \"file\": {{\"driver\": \"file\", "
+                f"\"filename\": \"{vol['path']}\"}}}}",
+                *[f"read -P {p} {2 + i}M 64k" for i, p in enumerate(patterns.written)],
+                *IMAGE_PATTERN)
+    assert names(server_dir / "volumes") == []
+    job = cloud.wait(api.post(f"/v1/volumes/{vol['id']}/access", {"host_id": cloud.host_a}))
+    out = iscsi_io(spec(job["result"]["uri"], IQN_A), "read -P 0x21 2M 64k",
+                   "write -P 0x22 3M 64k")
+    assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out
+    patterns.written.append(0x22)
+    with pytest.raises(ApiError) as refused:
+        api.post(f"/v1/volumes/{vol['id']}/migrate", {"primary_storage_id": on_server})
+    assert refused.value.status == 409 and refused.value.code == "volume_in_use"
+    cloud.wait(api.delete(f"/v1/volumes/{vol['id']}/access/{cloud.host_a}"))
+
+    vol = move(on_server)
+    assert vol["format"] == "qcow2" and chain(vol["path"]) == [vol["path"]]
+    patterns.check(vol["path"])
+    assert names(cloud.luns) == []
+
+    vol = move(cloud.primary)
+    vol = move(on_kvm)
+    assert names(kvm_dir / "volumes") == [f"{vol['id']}.qcow2"]
+    assert [n for n in names(cloud.luns) if not n.startswith("lost")] == []
+    patterns.check(vol["path"])
+    with pytest.raises(ApiError) as refused:
+        api.post(f"/v1/volumes/{vol['id']}/migrate", {"primary_storage_id": cloud.primary})
+    assert refused.value.status == 409 and refused.value.code == "no_migration_path"
