@@ -78,13 +78,13 @@ class MigrationService:
             self._check_apart(source, dest)
             await self._check_free(session, volume)
             request = await self._request(session, volume, source, dest, None, "")
-            self._d.motion.migration_strategy(request)
             if not await transition(session, Volume, volume.id, ObjectState.READY,
                                     ObjectState.MIGRATING,
                                     where={"primary_storage_id": source.id}):
                 raise Conflict(f"volume {volume.name} changed meanwhile; try again",
                                code="volume_busy")
             await refuse_attached(session, volume, "migrated cold")
+            self._d.motion.migration_strategy(request)
             await reserve_capacity(session, row, volume.size)
             job = self._d.jobs.new_job(
                 session, self.run_migrate, resource_type="volume", resource_id=volume.id,
