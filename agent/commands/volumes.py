@@ -1,18 +1,24 @@
-"""Volumes: linked clones of an image cache, empty volumes, deletion. The same steps for
-a local or mounted directory and for an NFS export through libnfs, whose `nfs://` URLs
-qemu-img opens directly."""
+"""Volumes: linked clones of an image cache, empty volumes, verified copies onto another
+storage (migration), deletion. The same steps for a local or mounted directory and for an
+NFS export through libnfs, whose `nfs://` URLs qemu-img opens directly."""
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from agent import fsops
 from agent.clones import CloneKey
 from agent.commands.registry import handles
+from agent.files import FileStore
 from agent.services import AgentServices
 from shared.errors import Conflict, InvalidInput, NotFound, OperationFailed
-from shared.protocol.files import DELETE_FILE, DeleteFilePayload, DeleteFileResult
+from shared.protocol.files import (
+    DELETE_FILE,
+    BackingFile,
+    DeleteFilePayload,
+    DeleteFileResult,
+)
 from shared.protocol.volumes import (
     COMPARE_VOLUMES,
     COPY_VOLUME,
@@ -28,20 +34,31 @@ from shared.protocol.volumes import (
 )
 
 
+async def new_file(svc: AgentServices, dest_dir: str, file_name: str,
+                   inputs: Iterable[BackingFile | None]) -> tuple[FileStore, str]:
+    """The store and final path of a volume file about to be made in `dest_dir` (made if
+    missing), once it is sure that no file has that name yet and that every input
+    exists."""
+    files = svc.files.for_path(dest_dir)
+    final = posixpath.join(dest_dir, file_name)
+    if await files.lexists(final):
+        raise Conflict(f"{final} already exists; a ready object is never overwritten")
+    for needed in inputs:
+        if needed is not None and not await svc.files.for_path(needed.path).is_file(
+                needed.path):
+            raise NotFound(f"{needed.path} does not exist")
+    await files.makedirs(dest_dir)
+    return files, final
+
+
 @handles(CREATE_VOLUME)
 async def create_volume(
     svc: AgentServices, payload: CreateVolumePayload, progress: Callable[[float], None]
 ) -> VolumeFacts:
-    files = svc.files.for_path(payload.dest_dir)
-    final = posixpath.join(payload.dest_dir, payload.file_name)
-    if await files.lexists(final):
-        raise Conflict(f"{final} already exists; a ready object is never overwritten")
     if payload.backing is None and payload.size is None:
         raise InvalidInput("an empty volume needs a size")
     backing = payload.backing
-    if backing is not None and not await svc.files.for_path(backing.path).is_file(backing.path):
-        raise NotFound(f"backing file {backing.path} does not exist")
-    await files.makedirs(payload.dest_dir)
+    files, final = await new_file(svc, payload.dest_dir, payload.file_name, [backing])
     virtual_size = await svc.clones.create(files, final, CloneKey(
         backing=backing.path if backing else None,
         backing_fmt=backing.format if backing else None, size=payload.size))
@@ -89,16 +106,8 @@ async def copy_volume(
     """A volume's copy on another storage (a migration): converted under a temporary name,
     compared with the source, then published without overwriting. The source is only
     read, so a copy cut short leaves it as it was, and a temporary the sweep removes."""
-    files = svc.files.for_path(payload.dest_dir)
-    final = posixpath.join(payload.dest_dir, payload.file_name)
-    if await files.lexists(final):
-        raise Conflict(f"{final} already exists; a ready object is never overwritten")
     source, backing = payload.source, payload.backing
-    for needed in (source, backing):
-        if needed is not None and not await svc.files.for_path(needed.path).is_file(
-                needed.path):
-            raise NotFound(f"{needed.path} does not exist")
-    await files.makedirs(payload.dest_dir)
+    files, final = await new_file(svc, payload.dest_dir, payload.file_name, [source, backing])
     tmp = fsops.temp_path(payload.dest_dir, payload.file_name)
     try:
         await svc.qemu_img.convert(
