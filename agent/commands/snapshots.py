@@ -105,11 +105,8 @@ async def clone_layer(svc: AgentServices, payload: CloneLayerPayload,
     if final == source:
         raise Conflict(f"{final} cannot be a copy of itself")
     try:
-        if await files.lexists(final):
-            info = await svc.qemu_img.info(final, fmt="qcow2")
-            if info.backing_filename != backing:
-                raise Conflict(f"{final} already exists; a ready object is never overwritten")
-        else:
+        info = await _earlier_run(svc, files, final, backing)
+        if info is None:
             await _qcow2_layer(svc, files, source)
             info = await _rebased_copy(svc, files, source, final, payload.backing, progress)
     finally:
@@ -144,6 +141,18 @@ async def _qcow2_layer(svc: AgentServices, files: FileStore, path: str) -> Image
     return info
 
 
+async def _earlier_run(svc: AgentServices, files: FileStore, final: str,
+                       backing: str | None) -> ImageInfo | None:
+    """The layer `final` when an earlier run of the same step made it (it sits on
+    `backing`); None when there is none yet. Any other file of that name is a 409."""
+    if not await files.lexists(final):
+        return None
+    info = await svc.qemu_img.info(final, fmt="qcow2")
+    if info.backing_filename != backing:
+        raise Conflict(f"{final} already exists; a ready object is never overwritten")
+    return info
+
+
 async def _overlay(svc: AgentServices, files: FileStore, directory: str, name: str,
                    backing: str, size: int | None = None) -> ImageInfo:
     """A new empty qcow2 overlay `name` on `backing` (as large as it, or `size`),
@@ -152,10 +161,8 @@ async def _overlay(svc: AgentServices, files: FileStore, directory: str, name: s
     final = posixpath.join(directory, name)
     if final == backing:
         raise Conflict(f"{final} cannot sit on itself")
-    if await files.lexists(final):
-        info = await svc.qemu_img.info(final, fmt="qcow2")
-        if info.backing_filename != backing:
-            raise Conflict(f"{final} already exists; a ready object is never overwritten")
+    info = await _earlier_run(svc, files, final, backing)
+    if info is not None:
         return info
     tmp = fsops.temp_path(directory, name)
     try:

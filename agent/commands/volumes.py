@@ -43,12 +43,17 @@ async def new_file(svc: AgentServices, dest_dir: str, file_name: str,
     final = posixpath.join(dest_dir, file_name)
     if await files.lexists(final):
         raise Conflict(f"{final} already exists; a ready object is never overwritten")
+    await require_files(svc, inputs)
+    await files.makedirs(dest_dir)
+    return files, final
+
+
+async def require_files(svc: AgentServices, inputs: Iterable[BackingFile | None]) -> None:
+    """A 404 naming the first of `inputs` (None entries skipped) that is not a file."""
     for needed in inputs:
         if needed is not None and not await svc.files.for_path(needed.path).is_file(
                 needed.path):
             raise NotFound(f"{needed.path} does not exist")
-    await files.makedirs(dest_dir)
-    return files, final
 
 
 @handles(CREATE_VOLUME)
@@ -133,8 +138,6 @@ async def compare_volumes(
 ) -> VolumesCompared:
     """The check of a copy another command made (a LUN filled from a volume)."""
     first, second = payload.first, payload.second
-    for needed in (first, second):
-        if not await svc.files.for_path(needed.path).is_file(needed.path):
-            raise NotFound(f"{needed.path} does not exist")
+    await require_files(svc, (first, second))
     return VolumesCompared(same=await svc.qemu_img.compare(
         first.path, second.path, first_fmt=first.format, second_fmt=second.format))
