@@ -2,9 +2,10 @@
 copy of the database lets no one in; the whole token is shown once, when it is made.
 
 Verifying a secret costs an scrypt computation (tens of milliseconds, by design), so a
-token whose secret verified is remembered, keyed by a SHA-256 of the whole token; whether
-the token is still live is read from the database on every request, so revoking it
-locks it out at once, on every controller.
+token whose secret verified is remembered, keyed by a SHA-256 of the whole token, with
+its caller. Whether the token is still live is read from the database again once its
+entry is older than `KnownTokens.ttl` (a second): revoking through a controller locks the
+token out of it at once, and out of every other controller on the database within that.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import enum
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -86,22 +88,38 @@ class Caller:
     role: Role
 
 
-class VerifiedSecrets:
-    """Tokens whose secret verified, so that scrypt runs once per token."""
+class KnownTokens:
+    """Tokens whose secret verified, with their caller and when their row was last read:
+    scrypt runs once per token, the row is read at most once per `ttl` seconds."""
 
     LIMIT = 10_000
 
-    def __init__(self) -> None:
-        self._known: set[bytes] = set()
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self._known: dict[bytes, tuple[Caller, float]] = {}
+        # Bumped by each revocation: a row read before it is not remembered after it.
+        self.generation = 0
 
     @staticmethod
     def _key(token: str) -> bytes:
         return hashlib.sha256(token.encode()).digest()
 
-    def __contains__(self, token: str) -> bool:
-        return self._key(token) in self._known
+    def get(self, token: str) -> tuple[Caller, bool] | None:
+        """The caller of a token whose secret verified, and whether its row was read
+        within `ttl`; None for a token never verified here."""
+        entry = self._known.get(self._key(token))
+        if entry is None:
+            return None
+        return entry[0], time.monotonic() - entry[1] < self.ttl
 
-    def add(self, token: str) -> None:
+    def add(self, token: str, caller: Caller, generation: int) -> None:
+        """`generation`: the one the row was read in."""
+        if generation != self.generation:
+            return
         if len(self._known) >= self.LIMIT:
             self._known.clear()
-        self._known.add(self._key(token))
+        self._known[self._key(token)] = (caller, time.monotonic())
+
+    def forget(self, token_id: str) -> None:
+        self.generation += 1
+        self._known = {k: v for k, v in self._known.items() if v[0].token_id != token_id}

@@ -24,6 +24,8 @@ from controller.db.models import (
 )
 from shared.errors import InsufficientCapacity
 
+PRIMARY: Any = PrimaryStorage.__table__
+
 
 async def transition(
     session: AsyncSession, model: type[Base], obj_id: str,
@@ -33,13 +35,14 @@ async def transition(
     """Moves one row from one of `expected` to `new` (and any `where` column equal to its
     value); False if the row was not in that state."""
     states = [expected] if isinstance(expected, str) else list(expected)
-    table: Any = model
-    conditions = [getattr(table, col) == val for col, val in (where or {}).items()]
+    table: Any = model.__table__
+    cols = table.c
+    conditions = [cols[col] == val for col, val in (where or {}).items()]
+    # A Core statement on the table: the ORM's bulk-update layer adds nothing here.
     stmt = (
         update(table)
-        .where(table.id == obj_id, table.state.in_(states), *conditions)
+        .where(cols.id == obj_id, cols.state.in_(states), *conditions)
         .values(state=new, **values)
-        .execution_options(synchronize_session=False)
     )
     result: Any = await session.execute(stmt)
     return bool(result.rowcount == 1)
@@ -47,16 +50,15 @@ async def transition(
 
 async def reserve_capacity(session: AsyncSession, storage: PrimaryStorage, size: int) -> None:
     """Adds `size` to the allocated bytes if the over-provisioned total still allows it."""
-    ps = PrimaryStorage
+    ps = PRIMARY.c
     result: Any = await session.execute(
-        update(ps)
+        update(PRIMARY)
         .where(
             ps.id == storage.id,
             ps.state == StoreState.READY,
             ps.capacity_allocated + size <= ps.capacity_total * ps.overprovision_factor,
         )
         .values(capacity_allocated=ps.capacity_allocated + size)
-        .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         limit = int(storage.capacity_total * storage.overprovision_factor)
@@ -68,12 +70,11 @@ async def reserve_capacity(session: AsyncSession, storage: PrimaryStorage, size:
 
 
 async def release_capacity(session: AsyncSession, storage_id: str, size: int) -> None:
-    ps = PrimaryStorage
+    ps = PRIMARY.c
     await session.execute(
-        update(ps)
+        update(PRIMARY)
         .where(ps.id == storage_id)
         .values(capacity_allocated=ps.capacity_allocated - size)
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -81,11 +82,9 @@ async def record_fs_capacity(
     session: AsyncSession, storage_id: str, total: int, available: int
 ) -> None:
     """What the agent's statvfs reported after a change."""
-    ps = PrimaryStorage
     await session.execute(
-        update(ps).where(ps.id == storage_id)
+        update(PRIMARY).where(PRIMARY.c.id == storage_id)
         .values(capacity_total=total, capacity_available=available)
-        .execution_options(synchronize_session=False)
     )
 
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 P = TypeVar("P", bound=Model)
 R = TypeVar("R", bound=Model)
 
+JOBS: Any = Job.__table__
 PROGRESS_INTERVAL = 1.0
 FINISHED_KEPT = 10_000
 
@@ -81,8 +82,8 @@ class JobContext:
         new state and the job's end commit together (and cost one transaction, not two).
         The handler must return once that transaction has committed."""
         self._success = finished_values(JobState.SUCCEEDED, progress=100.0, result=result)
-        await session.execute(update(Job).where(Job.id == self.job.id).values(**self._success)
-                              .execution_options(synchronize_session=False))
+        await session.execute(update(JOBS).where(JOBS.c.id == self.job.id)
+                              .values(**self._success))
 
     def progress(self, pct: float) -> None:
         """Shown at once to pollers; written to the database at most once a second, so a

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.auth.tokens import (
     Caller,
+    KnownTokens,
     Role,
-    VerifiedSecrets,
     format_token,
     hash_secret,
     new_id_and_secret,
@@ -31,7 +31,7 @@ BOOTSTRAP_NAME = "admin"
 class TokenService:
     def __init__(self, db: async_sessionmaker[AsyncSession]) -> None:
         self._db = db
-        self._verified = VerifiedSecrets()
+        self._known = KnownTokens()
 
     async def create(self, name: str, role: Role) -> tuple[ApiToken, str]:
         """The new token's row, and the token itself: shown this once, kept nowhere."""
@@ -64,23 +64,31 @@ class TokenService:
                 await session.execute(update(ApiToken).where(ApiToken.id == token_id)
                                       .values(revoked_at=time.time()))
                 await session.refresh(row)
+        self._known.forget(token_id)
         return row
 
     async def caller(self, token: str) -> Caller | None:
         """Who presents `token`, or None when it is no live token of this controller."""
+        known = self._known.get(token)
+        if known is not None and known[1]:
+            return known[0]
         parsed = parse_token(token)
         if parsed is None:
             return None
         token_id, secret = parsed
+        generation = self._known.generation
         async with self._db() as session:
-            row = await session.get(ApiToken, token_id)
-        if row is None or row.revoked_at is not None:
+            row = (await session.execute(
+                select(ApiToken.name, ApiToken.role, ApiToken.secret_hash)
+                .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None)))).first()
+        if row is None:
             return None
-        if token not in self._verified:
-            if not await asyncio.to_thread(verify_secret, secret, row.secret_hash):
-                return None
-            self._verified.add(token)
-        return Caller(row.id, row.name, Role(row.role))
+        if known is None and not await asyncio.to_thread(verify_secret, secret,
+                                                          row.secret_hash):
+            return None
+        caller = Caller(token_id, row.name, Role(row.role))
+        self._known.add(token, caller, generation)
+        return caller
 
     async def bootstrap(self, path: str) -> None:
         """On a controller with no token at all, an admin token in `path` (0600): the

@@ -68,9 +68,22 @@ class Copy:
     params: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _Read:
+    """What a create job needs of the database before it calls the agent."""
+
+    volume: Volume
+    store: Primary[Any]
+    image: Image | None
+    cache: ImageCache | None
+    host: Host
+
+
 class VolumeService:
     def __init__(self, deps: ServiceDeps) -> None:
         self._d = deps
+        # The rows `create` read, for the job it starts in this process: job id -> rows.
+        self._read: dict[str, _Read] = {}
         deps.jobs.register("volume.create", self.run_create, on_failure=self._fail_create)
         deps.jobs.register("volume.delete", self.run_delete, on_failure=self._fail_delete)
         deps.jobs.register("volume.grant", self.run_grant, on_failure=self._fail_grant)
@@ -78,20 +91,24 @@ class VolumeService:
         deps.jobs.register("volume.resize", self.run_resize, on_failure=self._fail_resize)
 
     async def create(self, req: CreateVolume) -> tuple[Volume, Job]:
+        """The volume is `creating` from the start: its job is in the same transaction."""
         async with self._d.db.begin() as session:
-            store = await get_fresh(session, PrimaryStorage, req.primary_storage_id,
-                                    "primary storage")
-            self._d.registry.backend(store.type, store.hypervisor)
-            if store.state != StoreState.READY:
-                raise Conflict(f"primary storage {store.name} is {store.state}, not ready",
+            row = await get_fresh(session, PrimaryStorage, req.primary_storage_id,
+                                  "primary storage")
+            self._d.registry.backend(row.type, row.hypervisor)
+            if row.state != StoreState.READY:
+                raise Conflict(f"primary storage {row.name} is {row.state}, not ready",
                                code="storage_not_ready")
-            await self._d.selector.for_primary(session, self._d.registry.primary(store))
+            store = self._d.registry.primary(row)
+            host = await self._d.selector.for_primary(session, store)
             size = req.size
             copy: Copy | None = None
+            image: Image | None = None
+            cache: ImageCache | None = None
             if req.snapshot_id is not None:
-                copy = await self._of_snapshot(session, req.snapshot_id, store)
+                copy = await self._of_snapshot(session, req.snapshot_id, row)
             elif req.backup_id is not None:
-                copy = await self._of_backup(session, req.backup_id, store)
+                copy = await self._of_backup(session, req.backup_id, row)
             if copy is not None:
                 size = copy.size
             elif req.image_id is not None:
@@ -99,22 +116,24 @@ class VolumeService:
                 if image.state != ObjectState.READY:
                     raise Conflict(f"image {image.name} is {image.state}, not ready",
                                    code="image_not_ready")
-                await self._check_matrix(session, image, store)
+                cache = await self._check_matrix(session, image, store)
                 assert image.virtual_size is not None
                 size = max(size or 0, image.virtual_size)
             elif size is None:
                 raise InvalidInput("an empty volume needs a size in bytes")
             assert size is not None
-            await reserve_capacity(session, store, size)
-            volume = Volume(name=req.name, primary_storage_id=store.id,
+            await reserve_capacity(session, row, size)
+            volume = Volume(name=req.name, primary_storage_id=row.id,
                             image_id=copy.image_id if copy else req.image_id,
                             image_cache_id=copy.image_cache_id if copy else None,
-                            size=size, state=ObjectState.ALLOCATED)
+                            size=size, state=ObjectState.CREATING)
             session.add(volume)
             await session.flush()
             job = self._d.jobs.new_job(session, self.run_create, resource_type="volume",
                                        resource_id=volume.id,
                                        params=copy.params if copy else None)
+        if copy is None:
+            self._read[job.id] = _Read(volume, store, image, cache, host)
         self._d.jobs.start(job)
         return volume, job
 
@@ -136,38 +155,29 @@ class VolumeService:
         return len(orphans)
 
     async def _check_matrix(self, session: AsyncSession, image: Image,
-                            store: PrimaryStorage) -> None:
+                            store: Primary[Any]) -> ImageCache | None:
         """Refuses up front (409 naming the cell) what no data motion strategy could carry
-        out."""
-        cached = await session.scalar(select(ImageCache.id).where(
-            ImageCache.image_id == image.id, ImageCache.primary_storage_id == store.id,
-            ImageCache.state == ObjectState.READY))
+        out. Returns the image's ready cache on `store`, if there is one."""
+        cached = await self._d.install.installed(session, image, store)
         if cached is not None:
-            return
+            return cached
         backup_types = (await session.scalars(
             select(BackupStorage.type)
             .join(ImageStoreRef, ImageStoreRef.backup_storage_id == BackupStorage.id)
             .where(ImageStoreRef.image_id == image.id,
                    ImageStoreRef.state == ObjectState.READY))).all()
-        self._d.motion.check_download(store, backup_types)
+        self._d.motion.check_download(store.row, backup_types)
+        return None
 
     async def run_create(self, ctx: JobContext) -> dict[str, Any]:
-        volume_id = ctx.job.resource_id or ""
-        cache: ImageCache | None = None
+        """A job started by `create` in this process uses the rows `create` read in its
+        transaction; a resumed one reads them again."""
+        read = self._read.pop(ctx.job.id, None) or await self._read_for_create(ctx)
+        if isinstance(read, dict):
+            return read
+        volume, store, image, cache, host = (read.volume, read.store, read.image, read.cache,
+                                             read.host)
         copy = "snapshot_id" in ctx.params or "backup_id" in ctx.params
-        async with ctx.db.begin() as session:
-            await transition(session, Volume, volume_id, ObjectState.ALLOCATED,
-                             ObjectState.CREATING)
-            volume = await get_fresh(session, Volume, volume_id, "volume")
-            if volume.state == ObjectState.READY:
-                return {"path": volume.path}
-            store = await self._d.store_of(session, volume)
-            image = await session.get(Image, volume.image_id) if volume.image_id else None
-            if copy and volume.image_cache_id is not None:
-                cache = await session.get(ImageCache, volume.image_cache_id)
-            elif image is not None:
-                cache = await self._d.install.installed(session, image, store)
-            host = await self._d.selector.for_primary(session, store)
         backing = None
         if image is not None:
             ctx.engine.metrics.cache_lookup(hit=cache is not None)
@@ -194,6 +204,28 @@ class VolumeService:
                                      facts.capacity.available)
             await ctx.succeed(session, result)
         return result
+
+    async def _read_for_create(self, ctx: JobContext) -> _Read | dict[str, Any]:
+        """The rows a resumed create job needs, or its result when the volume is ready
+        already (the controller stopped after the end was committed)."""
+        volume_id = ctx.job.resource_id or ""
+        cache: ImageCache | None = None
+        async with ctx.db.begin() as session:
+            # A volume allocated by an older controller, which made it `creating` here.
+            await transition(session, Volume, volume_id, ObjectState.ALLOCATED,
+                             ObjectState.CREATING)
+            volume = await get_fresh(session, Volume, volume_id, "volume")
+            if volume.state == ObjectState.READY:
+                return {"path": volume.path}
+            store = await self._d.store_of(session, volume)
+            image = await session.get(Image, volume.image_id) if volume.image_id else None
+            if ("snapshot_id" in ctx.params or "backup_id" in ctx.params) \
+                    and volume.image_cache_id is not None:
+                cache = await session.get(ImageCache, volume.image_cache_id)
+            elif image is not None:
+                cache = await self._d.install.installed(session, image, store)
+            host = await self._d.selector.for_primary(session, store)
+        return _Read(volume, store, image, cache, host)
 
     # ---- a volume made of a snapshot, or of a snapshot's backup ----------------------
 

@@ -24,7 +24,9 @@ def _bindir() -> Path:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """`fsync`: off for tests (speed); on for benchmarks, which measure durable commits."""
+
+    def __init__(self, fsync: bool = False) -> None:
         self.bindir = _bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="strata-pg-"))
         self.port = free_port()
@@ -38,7 +40,7 @@ class PostgresServer:
                   "--no-sync")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start",
                   "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                        "-c fsync=off -c max_connections=200")
+                        f"-c fsync={'on' if fsync else 'off'} -c max_connections=200")
         self._counter = 0
 
     def _run(self, tool: str, *args: str) -> None:
@@ -50,6 +52,9 @@ class PostgresServer:
         name = f"strata_{os.getpid()}_{self._counter}_{int(time.time() * 1000) % 100000}"
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "strata", name)
         return f"postgresql://strata@127.0.0.1:{self.port}/{name}"
+
+    def server_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def stop(self) -> None:
         subprocess.run([*self._as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data),
