@@ -31,6 +31,7 @@ from controller.plugins.matrix import default_registry
 from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
 from controller.services.attachments import AttachmentService
+from controller.services.audit import AuditLog
 from controller.services.backup_storages import BackupStorageService
 from controller.services.backups import SnapshotBackupService
 from controller.services.base import ServiceDeps
@@ -97,6 +98,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             images=ImageService(deps), volumes=volumes, tokens=TokenService(db),
             snapshots=SnapshotService(deps), backups=SnapshotBackupService(deps),
             attachments=AttachmentService(deps, volumes), migration=MigrationService(deps),
+            audit=AuditLog(db),
         )
         app[SERVICES] = services
         await services.tokens.bootstrap(config.admin_token_path)

@@ -4,12 +4,12 @@ out of it into a cache, upload files to it, delete from it; sha256 checked end t
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from agent.commands.images import flattened, staged_download
 from agent.commands.registry import handles
 from agent.commands.sftp import span
 from agent.images.writer import VerifiedImageWriter
-from agent.s3.store import UNMEASURED, S3Store
 from agent.services import AgentServices
 from shared.errors import ChecksumMismatch
 from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult
@@ -29,12 +29,21 @@ from shared.protocol.s3 import (
     S3RegisterPayload,
     S3UploadPayload,
 )
+from shared.protocol.types import FsCapacity
+
+if TYPE_CHECKING:
+    from agent.s3.store import S3Store
 
 Progress = Callable[[float], None]
+# S3 reports no capacity: zeros mean "not measured".
+UNMEASURED = FsCapacity(total=0, available=0)
 
 
 def _store(svc: AgentServices, endpoint: S3Endpoint) -> S3Store:
-    """Large parts: fewer requests per object; a retried part still costs little."""
+    """Large parts: fewer requests per object; a retried part still costs little. The
+    store (and boto3, a third of a second to import) is loaded on first use."""
+    from agent.s3.store import S3Store
+
     return S3Store(endpoint, part_size=svc.config.s3_part_size)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
 
 from agent import fsops
 from agent.commands.images import flattened, staged_download
@@ -12,7 +14,6 @@ from agent.commands.registry import handles
 from agent.images.writer import VerifiedImageWriter
 from agent.services import AgentServices
 from agent.sftp.keyfiles import key_dir
-from agent.sftp.session import connect
 from agent.tools import ssh
 from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult
 from shared.protocol.objects import ObjectList, StoreObject
@@ -25,13 +26,24 @@ from shared.protocol.sftp import (
     SFTP_UPLOAD,
     SftpDeletePayload,
     SftpDownloadPayload,
+    SftpEndpoint,
     SftpListPayload,
     SftpPreparePayload,
     SftpRegisterPayload,
     SftpUploadPayload,
 )
 
+if TYPE_CHECKING:
+    from agent.sftp.session import SftpSession
+
 Progress = Callable[[float], None]
+
+
+def connect(endpoint: SftpEndpoint) -> AbstractAsyncContextManager[SftpSession]:
+    """The SFTP session; asyncssh (a third of a second to import) is loaded on first use."""
+    from agent.sftp import session
+
+    return session.connect(endpoint)
 
 
 def span(progress: Progress, lo: float, hi: float) -> Progress:

@@ -22,10 +22,8 @@ import botocore.exceptions
 from agent.files import FileReader, FileStores
 from shared.errors import Conflict, NotFound, OperationFailed, StrataError
 from shared.protocol.s3 import S3Endpoint
-from shared.protocol.types import FsCapacity
 
 RETRIES = 4
-UNMEASURED = FsCapacity(total=0, available=0)
 SHA_KEY = "sha256"
 
 ClientFactory = Callable[[S3Endpoint], Any]

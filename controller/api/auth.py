@@ -9,7 +9,6 @@ from aiohttp import web
 
 from controller.api.keys import SERVICES
 from controller.auth.tokens import Caller, Role
-from controller.db.models import AuditEvent
 from shared.errors import Forbidden, Unauthorized
 from shared.http import Handler, error_to_response
 
@@ -59,11 +58,9 @@ async def _audit(request: web.Request, caller: Caller, response: web.StreamRespo
             and response.content_type == "application/json":
         parsed = json.loads(response.body)
         data = parsed if isinstance(parsed, dict) else {}
-    event = AuditEvent(
+    await request.app[SERVICES].audit.record(
         token_id=caller.token_id, token_name=caller.name, method=request.method,
         route=resource.canonical if resource else request.path[:255],
         resource_type=data.get("resource_type"),
         resource_id=data.get("resource_id") or request.match_info.get("id"),
         status=response.status, code=data.get("code"))
-    async with request.app[SERVICES].db.begin() as session:
-        session.add(event)

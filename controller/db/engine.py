@@ -3,13 +3,14 @@ The schema is managed by Alembic and upgraded at start."""
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from controller.db import sqlite_inloop
@@ -69,7 +70,43 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def head_revision() -> str | None:
+    """The newest revision among the migration files, read from their `revision` and
+    `down_revision` lines; None unless there is exactly one."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in glob.glob(os.path.join(MIGRATIONS, "versions", "*.py")):
+        with open(path) as f:
+            source = f.read()
+        revision = re.search(r"^revision\s*=\s*['\"]([^'\"]+)['\"]", source, re.M)
+        down = re.search(r"^down_revision\s*=\s*(.*)$", source, re.M)
+        if revision is None or down is None:
+            return None
+        revisions.add(revision.group(1))
+        parents.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+async def _revisions(engine: AsyncEngine) -> list[str] | None:
+    """The revisions the database is at; None before its first migration."""
+    async with engine.connect() as conn:
+        try:
+            return list((await conn.execute(
+                text("SELECT version_num FROM alembic_version"))).scalars())
+        except DBAPIError:
+            return None
+
+
 async def migrate(engine: AsyncEngine) -> None:
+    """Upgrades the schema to the newest revision. A database at it already costs one
+    read: Alembic, a good part of a second to import, is loaded only when there is work."""
+    head = head_revision()
+    if head is not None and await _revisions(engine) == [head]:
+        return
+    from alembic import command
+    from alembic.config import Config
+
     def upgrade(conn: Connection) -> None:
         cfg = Config()
         cfg.set_main_option("script_location", MIGRATIONS)

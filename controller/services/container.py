@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from controller.jobs.engine import JobEngine
 from controller.plugins.registry import PluginRegistry
 from controller.services.attachments import AttachmentService
+from controller.services.audit import AuditLog
 from controller.services.backup_storages import BackupStorageService
 from controller.services.backups import SnapshotBackupService
 from controller.services.hosts import HostService
@@ -35,3 +36,4 @@ class Services:
     backups: SnapshotBackupService
     attachments: AttachmentService
     migration: MigrationService
+    audit: AuditLog

@@ -27,6 +27,7 @@ from controller.db.models import (
     StoreState,
     Volume,
     VolumeAccess,
+    new_id,
 )
 from controller.db.transitions import (
     record_fs_capacity,
@@ -123,12 +124,12 @@ class VolumeService:
                 raise InvalidInput("an empty volume needs a size in bytes")
             assert size is not None
             await reserve_capacity(session, row, size)
-            volume = Volume(name=req.name, primary_storage_id=row.id,
+            # The id is set here, so the volume and its job are written in one flush.
+            volume = Volume(id=new_id(), name=req.name, primary_storage_id=row.id,
                             image_id=copy.image_id if copy else req.image_id,
                             image_cache_id=copy.image_cache_id if copy else None,
                             size=size, state=ObjectState.CREATING)
             session.add(volume)
-            await session.flush()
             job = self._d.jobs.new_job(session, self.run_create, resource_type="volume",
                                        resource_id=volume.id,
                                        params=copy.params if copy else None)
