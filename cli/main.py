@@ -123,8 +123,9 @@ class Cli:
             print(json.dumps(data, indent=2))
         elif resource and isinstance(data, dict) and "items" in data:
             print_table(data["items"], COLUMNS[resource])
-            if data["total"] > len(data["items"]):
-                print(f"({len(data['items'])} of {data['total']}; use --limit/--offset)")
+            if data.get("next"):
+                print(f"({len(data['items'])} of {data['total']}; next page: "
+                      f"--after {data['next']})")
         elif resource and isinstance(data, dict):
             print_table([data], COLUMNS[resource])
         else:
@@ -163,6 +164,8 @@ class Cli:
 
     def listing(self, resource: str, filters: list[str]) -> int:
         query = [f"limit={self.args.limit}", f"offset={self.args.offset}"]
+        if self.args.after:
+            query.append(f"after={self.args.after}")
         for f in filters:
             if "=" not in f:
                 raise ApiError(0, "invalid_input", f"filter {f!r} is not KEY=VALUE")
@@ -188,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         ls.add_argument("filters", nargs="*", help="KEY=VALUE filters, e.g. state=ready")
         ls.add_argument("--limit", type=int, default=50)
         ls.add_argument("--offset", type=int, default=0)
+        ls.add_argument("--after", help="the cursor a previous page printed (keyset paging)")
         show = actions.add_parser("show")
         show.add_argument("id", help="id (or name)")
         show.add_argument("--field", help="print only this field's value, e.g. path")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import InvalidInput
@@ -57,18 +60,44 @@ class PageResult:
     total: int
     limit: int
     offset: int
+    # The cursor of the next page (`?after=`), when this one was full.
+    next: str | None = None
 
     def page(self, items: list[Any]) -> dict[str, Any]:
-        return {"items": items, "total": self.total, "limit": self.limit, "offset": self.offset}
+        return {"items": items, "total": self.total, "limit": self.limit, "offset": self.offset,
+                "next": self.next}
+
+
+def _cursor(row: Any, order: tuple[Any, ...]) -> str:
+    values = [getattr(row, column.key) for column in order]
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+
+
+def _after(raw: str, order: tuple[Any, ...]) -> Any:
+    """The condition "after the row this cursor names", in `order`: (a, b) > (x, y) spelt
+    out, which both databases serve from an index on the order's columns."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(raw.encode()))
+    except (ValueError, binascii.Error):
+        values = None
+    if not isinstance(values, list) or len(values) != len(order) \
+            or not all(isinstance(v, str | int | float) for v in values):
+        raise InvalidInput("after must be the next cursor of a previous page")
+    later = []
+    for i, column in enumerate(order):
+        later.append(and_(*(order[j] == values[j] for j in range(i)), column > values[i]))
+    return or_(*later)
 
 
 async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any],
                    model: Any, filters: tuple[str, ...],
                    order: tuple[Any, ...] | None = None) -> PageResult:
-    """Applies `?name=value` equality filters (only the listed ones), `limit` and `offset`,
-    in `order` (creation by default). Unknown query parameters are refused rather than
-    silently ignored."""
-    allowed = {*filters, "limit", "offset"}
+    """Applies `?name=value` equality filters (only the listed ones) and a page of `limit`
+    rows in `order` (creation by default; its last column must be unique): after the
+    row of the cursor `after` (keyset paging: deep pages cost what the first does, and
+    rows inserted meanwhile neither repeat nor hide others), or at `offset`. Unknown
+    query parameters are refused rather than silently ignored."""
+    allowed = {*filters, "limit", "offset", "after"}
     unknown = sorted(set(request.query) - allowed)
     if unknown:
         raise InvalidInput(f"unknown query parameter(s) {', '.join(unknown)}; "
@@ -76,10 +105,16 @@ async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any
     for name in filters:
         if name in request.query:
             stmt = stmt.where(getattr(model, name) == request.query[name])
+    order = order or (model.created_at, model.id)
     limit = number_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = number_param(request, "offset", 0, 0, 1 << 31)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = (await session.scalars(
-        stmt.order_by(*(order or (model.created_at, model.id))).limit(limit).offset(offset)
-    )).all()
-    return PageResult(list(rows), total, limit, offset)
+    after = request.query.get("after")
+    if after is not None:
+        if offset:
+            raise InvalidInput("give after or offset, not both")
+        stmt = stmt.where(_after(after, order))
+    rows = list((await session.scalars(
+        stmt.order_by(*order).limit(limit).offset(offset))).all())
+    return PageResult(rows, total, limit, offset,
+                      _cursor(rows[-1], order) if len(rows) == limit else None)

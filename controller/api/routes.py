@@ -45,7 +45,7 @@ class Route:
     text: bool = False
 
 
-LIST_QUERY = ("limit", "offset")
+LIST_QUERY = ("limit", "offset", "after")
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/capabilities", meta.capabilities, "Storage types and the matrix",
           response=s.Capabilities),

@@ -384,6 +384,8 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+    # Pass as `?after=` for the next page (keyset paging); null on the last page.
+    next: str | None = None
 
 
 class StorageType(BaseModel):
