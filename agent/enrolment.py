@@ -6,7 +6,9 @@ client certificate; only /healthz and the enrolment endpoints answer. Once enrol
 (and at every start after), its certificate is the one the controller's CA issued, the
 CA is its only trust anchor, and every connection must present a client certificate
 the CA signed whose subject is the controller's. Enrolment changes the live
-`SSLContext` in place, which applies to every handshake after it.
+`SSLContext` in place, which applies to every handshake after it. `shared.pki` (and
+`cryptography` under it) is imported only for enrolling and for the throw-away
+certificate: an enrolled agent starts without it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,8 @@ import os
 import ssl
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from shared import pki
 from shared.errors import Conflict, InvalidInput, JoinTokenMismatch, JoinTokenMissing
 from shared.protocol.enrol import (
     CA_FILE,
@@ -38,6 +37,9 @@ from shared.protocol.enrol import (
     mac_matches,
 )
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
 log = logging.getLogger(__name__)
 
 AGENT_CN = "strata-agent"
@@ -48,6 +50,8 @@ def install_credential(tls_dir: str, key_pem: str, cert_pem: str, ca_pem: str) -
     """Keeps an enrolment's outcome, readable by the agent only: the CA first, then the
     key and certificate in one file replaced whole, which is what marks the agent
     enrolled."""
+    from shared import pki
+
     os.makedirs(tls_dir, mode=0o700, exist_ok=True)
     pki.write_private(os.path.join(tls_dir, CA_FILE), ca_pem)
     pki.write_private(os.path.join(tls_dir, CREDENTIAL_FILE), key_pem + cert_pem)
@@ -90,6 +94,8 @@ class AgentTls:
         self.context.verify_mode = ssl.CERT_REQUIRED
 
     def _load_ephemeral(self) -> None:
+        from shared import pki
+
         pair = pki.self_signed(f"{AGENT_CN}-unenrolled", EPHEMERAL_DAYS)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "ephemeral.pem")
@@ -123,6 +129,8 @@ class AgentTls:
 
     def begin(self, req: CsrRequest) -> CsrResponse:
         """A fresh key, kept pending, and its signing request, MAC'd with the join secret."""
+        from shared import pki
+
         token = self._token_for(req.token_id)
         key = pki.new_key()
         csr = pki.make_csr(key, AGENT_CN)
@@ -134,6 +142,8 @@ class AgentTls:
     def complete(self, req: CertRequest) -> CertResponse:
         """Installs the certificate for the pending key once the controller proved it made
         the join token; from then on only the controller's certificate is let in."""
+        from shared import pki
+
         pending = self._pending
         if pending is None or not mac_matches(pending.nonce, req.nonce):
             raise Conflict("no enrolment of this nonce is in progress",

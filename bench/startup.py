@@ -1,7 +1,7 @@
 """Benchmark: cold starts and the agent's idle memory, against the targets of issue 15.
 
-- agent: from exec to an answered `https://.../healthz`, then its resident memory after
-  it has been idle for a while;
+- agent (enrolled, as it runs in production): from exec to an answered
+  `https://.../healthz`, then its resident memory after it has been idle for a while;
 - controller (SQLite, no local agent): from exec to an answered `/healthz`, on a state
   directory whose database is migrated already (a first start made it).
 
@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.enrol import provision_agent  # noqa: E402
 from tests.support.procs import free_port  # noqa: E402
 
 AGENT_START_TARGET, CONTROLLER_START_TARGET, AGENT_RSS_TARGET = 1.0, 2.0, 60.0
@@ -71,16 +72,13 @@ def rss_mb(pid: int) -> float:
 
 
 def agent_runs(work: Path, runs: int, idle: float) -> tuple[list[float], float]:
-    # Before enrolment the agent serves a throw-away certificate: nothing to verify.
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     starts, rss = [], 0.0
     for i in range(runs):
+        state = work / f"agent-{i}"
+        context = provision_agent(state).client_context()
         port = free_port()
         argv = [sys.executable, "-m", "agent", "--listen", f"127.0.0.1:{port}",
-                "--debug-listen", f"127.0.0.1:{free_port()}", "--state-dir",
-                str(work / f"agent-{i}")]
+                "--debug-listen", f"127.0.0.1:{free_port()}", "--state-dir", str(state)]
         proc, seconds = timed_start(argv, f"https://127.0.0.1:{port}", work / "agent.log",
                                     context)
         starts.append(seconds)
@@ -119,7 +117,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     agent_start = statistics.median(agent_starts)
     controller_start = statistics.median(controller_starts)
-    print(f"cold starts, median of {args.runs}, and agent memory after {args.idle:g} s idle")
+    print(f"cold starts, median of {args.runs}, and the enrolled agent's memory after "
+          f"{args.idle:g} s idle")
     print(f"  agent start to healthy /healthz:   {agent_start:6.2f} s "
           f"(target <= {AGENT_START_TARGET:g} s)")
     print(f"  agent idle RSS:                    {rss:6.1f} MB  "
