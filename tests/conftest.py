@@ -1,4 +1,24 @@
-"""Fixtures: real agent and controller processes, a PostgreSQL server, an image server."""
+"""Fixtures: real agent and controller processes, a PostgreSQL server, an image server.
+
+`./dev test` runs the suite on two pytest-xdist workers (`--dist loadfile`: a module's
+tests stay on one worker, so module-scoped fixtures are made once). Whatever a test or
+fixture starts must therefore be able to run twice on one machine at the same time:
+
+- TCP ports from `tests.support.procs.free_port` (each worker has its own share), never
+  a fixed one; a server that needs fixed ports (nfs-ganesha: rpcbind's 111, NFS's 2049)
+  runs in a network namespace of its own, like the `nfs` fixture's.
+- Network namespaces and addresses from `tests.support.netns` (a lab: each worker has
+  its own share of the 10.253.N.0/24 subnets); tgtd from `tests.support.tgtd` (control
+  sockets from the worker's share).
+- Files, sockets, pid and lock files under the test's tmp_path (or tmp_path_factory for
+  session fixtures, which are made once per worker), never fixed paths in /run, /etc,
+  /var or the checkout; daemons that insist on system paths get a mount namespace
+  (`tests.support.libvirtd`, the `nfs` fixture).
+- No assertion about machine-wide state (processes by name, addresses, free space) that
+  the other worker's tests could change: match what the test itself started (its pids,
+  a marker argument unique in the suite).
+- `tests.support.workers` tells which worker a process is, to split anything else.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +34,29 @@ from cli.client import Client
 from tests.support.enrol import enrol_host
 from tests.support.fileserver import FileServer
 from tests.support.libvirtd import Libvirtd
+from tests.support.netns import lab
 from tests.support.nfsserver import NfsServer
 from tests.support.postgres import PostgresServer
 from tests.support.procs import Proc, start_agent, start_controller
 from tests.support.s3server import S3Server
 from tests.support.sshd import SshServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Workers take modules in the order collected (see below), not largest first."""
+    if config.pluginmanager.hasplugin("xdist"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The real-kernel tier first (its one guest boot is the longest module, and
+    overlaps everything else on the other worker), then the integration and fuzz tiers,
+    then the short unit and database tests, which even out the workers' ends."""
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("kernel"):
+            return 0
+        return 1 if {"integration", "fuzz"} & set(item.path.parts) else 2
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +77,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def nfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NfsServer]:
-    """nfs-ganesha on the standard NFS ports: one per session, a directory per test."""
-    server = NfsServer(tmp_path_factory.mktemp("nfs"))
-    yield server
-    server.stop()
+    """nfs-ganesha on the standard NFS ports (QEMU's `nfs://` URLs carry none), which a
+    network namespace has once: so each worker's server is a lab host of its own, which
+    the tests' processes reach. One per worker session, a directory per test."""
+    with lab() as net:
+        server = NfsServer(tmp_path_factory.mktemp("nfs"), net.add_host("nfs"))
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture

@@ -180,7 +180,7 @@ def test_hung_nfs_server(stack: Stack, nfs: NfsServer, tmp_path: Path) -> None:
             assert time.monotonic() - started < 30
             assert job["state"] == "failed"
             assert job["error"]["code"] == "storage_unresponsive", job["error"]
-            assert "127.0.0.1" in job["error"]["message"]
+            assert nfs.server in job["error"]["message"]
 
             stack.wait(stack.api.post(f"/v1/hosts/{host}/reconnect"))
             ref = stack.api.get(f"/v1/primary-storages/{primary}")["hosts"][0]

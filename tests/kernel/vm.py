@@ -30,7 +30,8 @@ KVM_ENV = "STRATA_KERNEL_KVM"
 GUEST_ENV = "STRATA_KERNEL_GUEST"
 MEMORY = "2G"
 CPUS = 2
-BOOT_TIMEOUT = 900
+# About 9 minutes alone; up to twice that while the other test worker shares the cores.
+BOOT_TIMEOUT = 1800
 GUEST_FILES = ("guest_lio.py", "guest_initiator.py", "guest_nfs.py", "guest_lvm.py",
                "guest_stack.py")
 HERE = Path(__file__).resolve().parent

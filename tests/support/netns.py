@@ -16,18 +16,31 @@ import contextlib
 import ipaddress
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute, NetNS, netns
 
+from tests.support.workers import share
+
 BRIDGE = "br0"
 SUBNET_BASE = "10.253"
+# The third byte of a lab's subnet: each worker of a run has a share of its own.
+SUBNETS = range(1, 251)
 
 
 def _require_root_tools() -> None:
     if shutil.which("ip") is None:
         raise RuntimeError("iproute2's `ip` is needed to run commands in a namespace")
+
+
+def _subnets_in_use() -> set[int]:
+    """Third bytes of the lab subnets that have an address in this namespace."""
+    prefix = f"{SUBNET_BASE}."
+    with IPRoute() as ipr:
+        addresses = [a.get_attr("IFA_ADDRESS") or "" for a in ipr.get_addr(family=socket.AF_INET)]
+    return {int(a.split(".")[2]) for a in addresses if a.startswith(prefix)}
 
 
 @dataclass
@@ -48,10 +61,14 @@ class Lab:
     def __init__(self) -> None:
         _require_root_tools()
         self.tag = secrets.token_hex(3)
-        # One of 250 subnets, so that labs of concurrent test runs rarely meet; the
-        # test's end of the lab carries a route to it, which must be the only one.
-        self.subnet = ipaddress.ip_network(
-            f"{SUBNET_BASE}.{secrets.randbelow(250) + 1}.0/24")
+        # The test's end of the lab carries a route to its subnet, which must be the only
+        # one: a subnet of this worker's share (other workers' labs never meet it) that
+        # no lab here uses now (a worker may hold two at once, e.g. the `nfs` fixture's
+        # and a test's own).
+        free = [n for n in share(SUBNETS) if n not in _subnets_in_use()]
+        if not free:
+            raise RuntimeError(f"every lab subnet of this worker is in use: {SUBNET_BASE}.*")
+        self.subnet = ipaddress.ip_network(f"{SUBNET_BASE}.{secrets.choice(free)}.0/24")
         self.hosts: list[Host] = []
         self.bridge_ns = f"strata-{self.tag}-br"
         self._root_veth = f"st{self.tag}r"

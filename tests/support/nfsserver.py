@@ -1,9 +1,9 @@
 """An nfs-ganesha NFS server (userspace, from the OS packages) with rpcbind, exporting a
-directory on loopback.
+directory on loopback or on a lab host's address.
 
 QEMU's `nfs://` URLs carry no port, so the server takes the standard ones (rpcbind on
-111, NFS on 2049): one server per test session, each test in a directory of its own
-under the export.
+111, NFS on 2049), which a network namespace has once: the `nfs` fixture runs one per
+test worker in a lab host, each test in a directory of its own under the export.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,14 +19,31 @@ from pathlib import Path
 from shared.config import ADMIN_TOKEN_FILE
 from tests.support import fileserver
 from tests.support.netns import Host
+from tests.support.workers import share
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Below the kernel's ephemeral range (32768-60999), which outgoing connections and
+# `bind(0)` take from: a port handed out here stays free until its server binds it.
+PORTS = range(20000, 32000)
+_next_port = itertools.count(random.randrange(len(PORTS)))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, from this worker's share of `PORTS` (so the
+    workers of one run never pick the same one), taken in turn so that a port is not
+    handed out again soon after."""
+    ports = share(PORTS)
+    for _ in range(len(ports)):
+        port = ports[next(_next_port) % len(ports)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's share")
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:

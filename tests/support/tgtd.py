@@ -10,12 +10,18 @@ import subprocess
 import time
 
 from tests.support.procs import free_port
+from tests.support.workers import share
+
+# tgtd's control "port" only names its local socket (/var/run/tgtd/socket.N, one
+# directory for the machine), and must be at most 32767.
+CONTROL_PORTS = range(2000, 32768)
 
 
 def _free_control_port() -> int:
-    """tgtd's control "port" only names its local socket, and must be at most 32767."""
+    """One of this worker's share, so that two workers never name the same socket."""
+    ports = share(CONTROL_PORTS)
     while True:
-        port = random.randint(2000, 32767)
+        port = random.choice(ports)
         if not os.path.exists(f"/var/run/tgtd/socket.{port}"):
             return port
 
