@@ -22,6 +22,7 @@ from controller.agentchannel import AgentChannel, AgentTarget
 from shared.errors import (
     AgentUnreachable,
     AgentUntrusted,
+    NotFound,
     OperationFailed,
     Unauthorized,
     from_body,
@@ -83,6 +84,19 @@ class AgentClient:
             return command.result.model_validate(info.result or {})
         assert info.error is not None
         raise from_body(info.error.code, info.error.message)
+
+    async def cancel(self, target: AgentTarget, task_id: str, wait: float = 60) -> None:
+        """Cancels the task and waits (up to `wait` seconds) until it has ended, so what
+        it leaves behind is settled; a task the agent does not know is nothing to do."""
+        deadline = time.monotonic() + wait
+        try:
+            info = await self._task("DELETE", target, f"/v1/tasks/{task_id}")
+            while not info.state.finished and time.monotonic() < deadline:
+                info = await self._task("GET", target, f"/v1/tasks/{task_id}?wait={POLL_WAIT}")
+        except (NotFound, _TaskUnknown):
+            return
+        if not info.state.finished:
+            log.warning("agent task %s still runs %ss after its cancel", task_id, wait)
 
     async def enrol_csr(self, target: AgentTarget, req: CsrRequest) -> CsrResponse:
         """Enrolment's first step (see `shared.protocol.enrol`): no server is verified."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import nullcontext
@@ -21,6 +20,7 @@ from controller.auth.agentca import AgentCa
 from controller.config import ControllerConfig
 from controller.db.engine import create_engine, migrate, sessionmaker
 from controller.jobs.engine import JobEngine
+from controller.leader import Leadership, new_instance_id
 from controller.localagent import embedded
 from controller.motion.endpoints import ConnectedHostSelector
 from controller.motion.install import CacheThenCloneInstall
@@ -75,11 +75,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     db = sessionmaker(engine)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        secrets = SecretBox.from_file(config.secret_key_path)
+        # A key is made only for a new database: on one that holds sealed credentials
+        # already, every controller must be given the key they were sealed with.
+        secrets = SecretBox.from_file(config.secret_key_path,
+                                      create=not await AgentCa.exists(db))
         ca = await AgentCa.load_or_create(db, secrets)
         channel = AgentChannel(ca.cert_pem, ca.issue_controller_credential(config.tls_dir))
         agents = AgentClient(http, channel, config.agent_unreachable_timeout)
-        jobs = JobEngine(db, agents, secrets)
+        owner = new_instance_id()
+        jobs = JobEngine(db, agents, secrets, owner=owner, lease_ttl=config.lease_ttl,
+                         lease_renew=config.lease_renew_interval)
+        leader = Leadership(engine, owner, config.lease_ttl, config.lease_renew_interval,
+                            jobs.metrics)
         registry = app[REGISTRY]
         selector = ConnectedHostSelector(registry)
         motion = DataMotionService(registry, selector, [
@@ -91,7 +98,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         primary_storages = PrimaryStorageService(deps)
         volumes = VolumeService(deps)
         services = Services(
-            db=db, jobs=jobs, registry=registry,
+            db=db, jobs=jobs, leader=leader, registry=registry,
             hosts=HostService(deps, primary_storages,
                               Enrolment(ca, secrets, config.join_token_ttl)),
             primary_storages=primary_storages, backup_storages=BackupStorageService(deps),
@@ -104,15 +111,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await services.tokens.bootstrap(config.admin_token_path)
         async with embedded(config, services, agents) if config.local_agent else nullcontext():
             await services.volumes.release_orphan_caches()
-            await jobs.resume_all()
-            monitor = None
+            await jobs.adopt()
             if config.host_check_interval > 0:
-                monitor = asyncio.create_task(HostMonitor(
-                    db, jobs, services.hosts, agents, config.host_check_interval).run())
+                monitor = HostMonitor(db, jobs, services.hosts, agents)
+                leader.periodic("host monitor", config.host_check_interval, monitor.check_all)
+            background = [asyncio.create_task(leader.run()),
+                          asyncio.create_task(jobs.keep_leases())]
             yield
-            if monitor is not None:
-                monitor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await monitor
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await jobs.shutdown()
     await engine.dispose()

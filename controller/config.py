@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.config import ADMIN_TOKEN_FILE, parse_listen
 from shared.protocol.types import AbsPath
@@ -36,6 +36,16 @@ class ControllerConfig(BaseModel):
         default=120, gt=0,
         description="Seconds a job waits for an agent that does not answer before it fails "
                     "with agent_unreachable.")
+    lease_ttl: float = Field(
+        default=15, gt=0,
+        description="Seconds a controller's hold on its running jobs, and on leadership "
+                    "(SQLite), lasts unless renewed; once it lapses, another controller on "
+                    "the same database takes over. Controllers' clocks must agree (NTP).")
+    lease_renew_interval: float = Field(
+        default=5, gt=0,
+        description="Seconds between renewals of those leases (less than lease_ttl); also "
+                    "how often a controller looks for jobs to take over and for cancel "
+                    "requests.")
     storage_roots: list[AbsPath] = Field(
         default_factory=lambda: ["/var/lib/strata", "/srv"],
         description="Storage directories must sit below one of these (on embedded "
@@ -52,6 +62,12 @@ class ControllerConfig(BaseModel):
     def _listen(cls, v: str) -> str:
         parse_listen(v)
         return v
+
+    @model_validator(mode="after")
+    def _leases(self) -> ControllerConfig:
+        if self.lease_renew_interval >= self.lease_ttl:
+            raise ValueError("lease_renew_interval must be less than lease_ttl")
+        return self
 
     @property
     def db_url(self) -> str:

@@ -35,10 +35,17 @@ class Metrics:
             ["storage_kind", "id", "name", "state"], registry=self.registry)
         self._host_state = Gauge("strata_host_state", "1 for the state each host is in",
                                  ["id", "name", "state"], registry=self.registry)
+        self._leader = Gauge(
+            "strata_controller_leader",
+            "1 while this controller leads (runs the host monitor and periodic work)",
+            registry=self.registry)
 
     def job_finished(self, kind: str, outcome: str, seconds: float) -> None:
         self._jobs.labels(kind, outcome).inc()
         self._job_seconds.labels(kind, outcome).observe(max(seconds, 0.0))
+
+    def leader(self, leading: bool) -> None:
+        self._leader.set(1 if leading else 0)
 
     def cache_lookup(self, hit: bool) -> None:
         self._cache.labels("hit" if hit else "miss").inc()

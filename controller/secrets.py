@@ -20,14 +20,29 @@ class SecretKeyMismatch(StrataError):
     default_code = "secret_key_mismatch"
 
 
+class SecretKeyMissing(StrataError):
+    status = 500
+    default_code = "secret_key_missing"
+
+
 class SecretBox:
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
 
     @classmethod
-    def from_file(cls, path: str) -> SecretBox:
-        """The key in `path`, made (readable by the controller only) on first use."""
-        return cls(secret_file(path, lambda: Fernet.generate_key().decode()).encode())
+    def from_file(cls, path: str, create: bool = True) -> SecretBox:
+        """The key in `path`, made (readable by the controller only) on first use when
+        `create`; without it a missing file is an error that says where the key is."""
+
+        def make() -> str:
+            if not create:
+                raise SecretKeyMissing(
+                    f"no secret key at {path}, and the database holds credentials sealed "
+                    "with one: give this controller the key file of the controllers that "
+                    "share the database (secret_key_file)")
+            return Fernet.generate_key().decode()
+
+        return cls(secret_file(path, make).encode())
 
     def seal(self, plaintext: str) -> str:
         return PREFIX + self._fernet.encrypt(plaintext.encode()).decode()

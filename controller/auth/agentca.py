@@ -47,6 +47,12 @@ class AgentCa:
     def cert_pem(self) -> str:
         return self._pair.cert_pem
 
+    @staticmethod
+    async def exists(db: async_sessionmaker[AsyncSession]) -> bool:
+        """Whether the database has its CA, and so credentials sealed under some key."""
+        async with db() as session:
+            return await session.get(CertificateAuthority, CA_ID) is not None
+
     @classmethod
     async def load_or_create(cls, db: async_sessionmaker[AsyncSession],
                              secrets: SecretBox) -> AgentCa:

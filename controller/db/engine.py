@@ -17,6 +17,8 @@ from controller.db import sqlite_inloop
 from shared.errors import InvalidInput
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+# An advisory lock's key: "StrataMg" as a (positive) bigint.
+MIGRATION_LOCK_KEY = int.from_bytes(b"StrataMg", "big")
 
 
 def normalize_url(url: str) -> str:
@@ -114,4 +116,8 @@ async def migrate(engine: AsyncEngine) -> None:
         command.upgrade(cfg, "head")
 
     async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Controllers starting together on one database upgrade it one at a time.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK_KEY})
         await conn.run_sync(upgrade)

@@ -330,6 +330,8 @@ class VolumeAttachment(Timestamps, Base):
 
 class Job(Timestamps, Base):
     __tablename__ = "jobs"
+    # Every controller looks for running jobs whose lease lapsed, every few seconds.
+    __table_args__ = (Index("ix_jobs_state_lease", "state", "lease_expires_at"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default=JobState.RUNNING)
@@ -343,6 +345,22 @@ class Job(Timestamps, Base):
     resource_id: Mapped[str | None] = mapped_column(String(36))
     # The API request that made it: its logs, and its agent tasks', carry the same id.
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # The controller running it, until its lease lapses (it renews it by heartbeat); a
+    # peer then takes the job over by compare-and-swap on these two columns.
+    owner: Mapped[str | None] = mapped_column(String(96))
+    lease_expires_at: Mapped[float | None] = mapped_column(Float)
+    # Set by `DELETE /v1/jobs/{id}`: the owner stops the job and rolls its resource back.
+    cancel_requested_at: Mapped[float | None] = mapped_column(Float)
+
+
+class LeaderLease(Base):
+    """Who leads the controllers on SQLite (PostgreSQL uses an advisory lock instead):
+    the holder renews `expires_at`; once it lapses another controller takes the row."""
+
+    __tablename__ = "leader_leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(96))
+    expires_at: Mapped[float] = mapped_column(Float)
 
 
 class ApiToken(Timestamps, Base):

@@ -1,8 +1,16 @@
 """The job engine. Every mutating API call writes a job row in the same transaction as the
-resource it concerns, then the engine runs it. Jobs found pending or running at start
-(the controller died mid-job) are run again: handlers are idempotent and their agent
+resource it concerns, then the engine runs it. Jobs found running with no live owner (the
+controller that ran them died) are run again: handlers are idempotent and their agent
 steps use task ids derived from the job id, so a resumed job re-attaches to the same
-agent task instead of starting a second one."""
+agent task instead of starting a second one.
+
+Several controllers share one database: each job row names its owner (a controller
+instance) and a lease the owner renews every `lease_renew` seconds. A job whose lease
+lapsed is taken over by the first peer to swap itself in as owner (compare-and-swap on
+the row), so no two controllers run one job; a controller that finds a job it runs owned
+by another stops its copy. A cancel request is a mark on the row that the owner acts on:
+it cancels the job's own agent tasks, and the job fails with `cancelled` after its
+resource is rolled back (the kind's `on_cancel`, else its `on_failure`)."""
 
 from __future__ import annotations
 
@@ -15,15 +23,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+import aiohttp
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.agentchannel import AgentTarget
 from controller.agentclient import AgentClient
 from controller.db.models import Host, Job, JobState
+from controller.leader import new_instance_id
 from controller.metrics import Metrics
 from controller.secrets import SecretBox
-from shared.errors import NotFound, StrataError
+from shared.errors import Conflict, NotFound, StrataError
 from shared.logs import REQUEST_ID
 from shared.protocol.command import Command
 from shared.protocol.types import Model
@@ -36,6 +46,7 @@ R = TypeVar("R", bound=Model)
 JOBS: Any = Job.__table__
 PROGRESS_INTERVAL = 1.0
 FINISHED_KEPT = 10_000
+CANCELLED = "cancelled"
 
 
 @dataclass
@@ -49,6 +60,8 @@ class JobContext:
     secrets: SecretBox
     _last_write: float = field(default_factory=time.monotonic)
     _success: dict[str, Any] | None = None
+    # The job's own agent tasks in flight (id -> agent): what a cancel stops.
+    _calls: dict[str, AgentTarget] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -71,9 +84,17 @@ class JobContext:
         def on_progress(pct: float) -> None:
             self.progress(lo + (hi - lo) * pct / 100.0)
 
-        result = await self.agents.call(
-            AgentTarget.of(host), command, task_id or self.task_id(step or ""), payload,
-            timeout=timeout, progress=on_progress, notice=self.notice)
+        target, task = AgentTarget.of(host), task_id or self.task_id(step or "")
+        # A task other jobs may share (an image cache's fill) is never cancelled for one.
+        own = task.startswith(self.task_id(""))
+        if own:
+            self._calls[task] = target
+        try:
+            result = await self.agents.call(target, command, task, payload, timeout=timeout,
+                                            progress=on_progress, notice=self.notice)
+        finally:
+            if own:
+                self._calls.pop(task, None)
         self.progress(hi)
         return result
 
@@ -104,7 +125,7 @@ class JobContext:
 
 JobHandler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
 # Moves the job's resource out of its transitional state once the job failed, whatever
-# failed: the reason is the job's error message.
+# failed (a cancel included): the reason is the job's error message.
 FailureHandler = Callable[[JobContext, str], Awaitable[None]]
 
 
@@ -117,13 +138,21 @@ class JobEngine:
     (with recently finished ones), so long-polls on them cost no database reads."""
 
     def __init__(self, db: async_sessionmaker[AsyncSession], agents: AgentClient,
-                 secrets: SecretBox) -> None:
+                 secrets: SecretBox, *, owner: str | None = None, lease_ttl: float = 15,
+                 lease_renew: float = 5) -> None:
+        """`owner`: this controller's instance id (see `controller.leader`)."""
+        self.owner = owner or new_instance_id()
+        self._lease_ttl = lease_ttl
+        self._lease_renew = lease_renew
+        self._renewed_at = time.monotonic()
+        self._cancelling: set[str] = set()
         self._db = db
         self._agents = agents
         self._secrets = secrets
         self._handlers: dict[str, JobHandler] = {}
         self._kinds: dict[JobHandler, str] = {}
         self._on_failure: dict[str, FailureHandler] = {}
+        self._on_cancel: dict[str, FailureHandler] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, Job] = {}
         self._done: dict[str, asyncio.Event] = {}
@@ -137,14 +166,18 @@ class JobEngine:
         return self._agents
 
     def register(self, kind: str, handler: JobHandler,
-                 on_failure: FailureHandler | None = None) -> None:
+                 on_failure: FailureHandler | None = None,
+                 on_cancel: FailureHandler | None = None) -> None:
         """Binds `handler` to `kind`, the name job rows keep: a job resumed after a restart
         finds its handler by it. `on_failure` runs whenever such a job fails, a bug
-        included, so that no resource stays in a transitional state."""
+        included, so that no resource stays in a transitional state; `on_cancel`, when
+        given, runs instead when the job was cancelled (e.g. to remove what it made)."""
         self._handlers[kind] = handler
         self._kinds[handler] = kind
         if on_failure is not None:
             self._on_failure[kind] = on_failure
+        if on_cancel is not None:
+            self._on_cancel[kind] = on_cancel
 
     def kind_of(self, handler: JobHandler) -> str:
         kind = self._kinds.get(handler)
@@ -159,9 +192,11 @@ class JobEngine:
         """Adds a job row that `handler` will run to the caller's transaction; call `start`
         after commit. It is `running` from the start: a controller that dies before `start`
         resumes it."""
+        now = time.time()
         job = Job(kind=self.kind_of(handler), params=params or {}, resource_type=resource_type,
                   resource_id=resource_id, state=JobState.RUNNING, progress=0.0,
-                  request_id=REQUEST_ID.get(), created_at=time.time(), updated_at=time.time())
+                  request_id=REQUEST_ID.get(), created_at=now, updated_at=now,
+                  owner=self.owner, lease_expires_at=now + self._lease_ttl)
         session.add(job)
         return job
 
@@ -174,16 +209,73 @@ class JobEngine:
         self._tasks[job.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
 
-    async def resume_all(self) -> int:
+    async def adopt(self) -> int:
+        """Takes over the running jobs no live controller holds (no owner, or a lapsed
+        lease), each by compare-and-swap on its row; returns how many. Run at start and
+        after each lease renewal."""
+        now = time.time()
+        orphaned = or_(Job.owner.is_(None), Job.lease_expires_at.is_(None),
+                       Job.lease_expires_at < now)
         async with self._db() as session:
-            jobs = (await session.scalars(
-                select(Job).where(Job.state == JobState.RUNNING)
-                .order_by(Job.created_at)
-            )).all()
-        for job in jobs:
-            log.info("resuming job %s (%s)", job.id, job.kind)
+            found = (await session.execute(
+                select(Job.id, Job.owner).where(Job.state == JobState.RUNNING, orphaned)
+                .order_by(Job.created_at))).all()
+        adopted = 0
+        for job_id, previous in found:
+            if job_id in self._tasks:
+                continue
+            async with self._db.begin() as session:
+                taken: Any = await session.execute(
+                    update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING,
+                                      orphaned)
+                    .values(owner=self.owner, lease_expires_at=now + self._lease_ttl,
+                            updated_at=Job.updated_at)
+                    .execution_options(synchronize_session=False))
+                if taken.rowcount != 1:
+                    continue  # a peer took it first
+                job = await session.get(Job, job_id, populate_existing=True)
+            assert job is not None
+            log.info("resuming job %s (%s), held before by %s", job.id, job.kind,
+                     previous or "no controller")
+            adopted += 1
             self.start(job)
-        return len(jobs)
+        return adopted
+
+    async def keep_leases(self) -> None:
+        """Until cancelled: renews this controller's leases, acts on cancel requests and
+        on jobs a peer took over, and adopts jobs whose owner died."""
+        while True:
+            await asyncio.sleep(self._lease_renew)
+            try:
+                await self._renew_leases()
+                await self.adopt()
+            except Exception:
+                log.exception("renewing job leases failed")
+                if time.monotonic() - self._renewed_at >= self._lease_ttl:
+                    # Peers may take these jobs over now: stop running them here.
+                    for job_id in list(self._tasks):
+                        self._stop_local(job_id)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Asks the job's owner to cancel it (this controller at once, a peer at its next
+        lease renewal); a finished job is a 409."""
+        async with self._db.begin() as session:
+            marked: Any = await session.execute(
+                update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING)
+                .values(cancel_requested_at=func.coalesce(Job.cancel_requested_at,
+                                                          time.time()),
+                        updated_at=Job.updated_at)
+                .execution_options(synchronize_session=False))
+            job = await session.get(Job, job_id, populate_existing=True)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        if marked.rowcount != 1:
+            raise Conflict(f"job {job_id} has already {job.state}", code="job_finished")
+        log.info("job %s (%s): cancel requested", job.id, job.kind)
+        if job_id in self._tasks:
+            self._cancelling.add(job_id)
+            self._tasks[job_id].cancel()
+        return self._live.get(job_id) or job
 
     async def get(self, job_id: str, wait: float = 0) -> Job:
         """The job, waiting up to `wait` seconds for it to finish."""
@@ -212,10 +304,46 @@ class JobEngine:
         task.add_done_callback(self._background.discard)
 
     async def shutdown(self) -> None:
+        """Stops the jobs here and lets go of their leases, so a peer resumes them at its
+        next check instead of waiting for the leases to lapse."""
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, *self._background, return_exceptions=True)
+        try:
+            async with self._db.begin() as session:
+                await session.execute(
+                    update(Job).where(Job.owner == self.owner, Job.state == JobState.RUNNING)
+                    .values(owner=None, lease_expires_at=None, updated_at=Job.updated_at)
+                    .execution_options(synchronize_session=False))
+        except Exception as exc:
+            log.warning("could not hand back job leases (they lapse on their own): %s", exc)
+
+    async def _renew_leases(self) -> None:
+        now = time.time()
+        async with self._db.begin() as session:
+            await session.execute(
+                update(Job).where(Job.owner == self.owner, Job.state == JobState.RUNNING)
+                .values(lease_expires_at=now + self._lease_ttl, updated_at=Job.updated_at)
+                .execution_options(synchronize_session=False))
+            rows = (await session.execute(
+                select(Job.id, Job.owner, Job.state, Job.cancel_requested_at)
+                .where(Job.id.in_(list(self._tasks))))).all() if self._tasks else []
+        self._renewed_at = time.monotonic()
+        for job_id, owner, state, cancel_requested in rows:
+            if job_id not in self._tasks or state != JobState.RUNNING:
+                continue
+            if owner != self.owner:
+                log.warning("job %s is held by %s now; stopping it here", job_id, owner)
+                self._stop_local(job_id)
+            elif cancel_requested is not None and job_id not in self._cancelling:
+                self._cancelling.add(job_id)
+                self._tasks[job_id].cancel()
+
+    def _stop_local(self, job_id: str) -> None:
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
 
     async def _update(self, job_id: str, **values: Any) -> None:
         async with self._db.begin() as session:
@@ -228,7 +356,8 @@ class JobEngine:
         values = finished_values(state, **values)
         async with self._db.begin() as session:
             await session.execute(
-                update(Job).where(Job.id == job.id).values(**values)
+                update(Job).where(Job.id == job.id, Job.state == JobState.RUNNING)
+                .values(**values)
                 .execution_options(synchronize_session=False))
         self._finished_in_memory(job, values)
 
@@ -247,7 +376,8 @@ class JobEngine:
             done.set()
 
     async def _fail(self, ctx: JobContext, code: str, message: str) -> None:
-        settle = self._on_failure.get(ctx.job.kind)
+        settle = ((code == CANCELLED and self._on_cancel.get(ctx.job.kind))
+                  or self._on_failure.get(ctx.job.kind))
         if settle is not None:
             try:
                 await settle(ctx, message)
@@ -268,8 +398,12 @@ class JobEngine:
         try:
             result = await handler(ctx)
         except asyncio.CancelledError:
-            log.info("job %s interrupted by shutdown; it resumes at next start", job.id)
-            raise
+            if job.id not in self._cancelling:
+                log.info("job %s stopped here; the controller that holds it next resumes "
+                         "it", job.id)
+                self._let_go(job)
+                raise
+            await self._cancelled(ctx)
         except StrataError as exc:
             log.info("job %s (%s) failed: %s", job.id, job.kind, exc.message)
             await self._fail(ctx, exc.code, exc.message)
@@ -281,3 +415,35 @@ class JobEngine:
                 self._finished_in_memory(job, ctx._success)
             else:
                 await self._finish(job, JobState.SUCCEEDED, progress=100.0, result=result)
+
+    def _let_go(self, job: Job) -> None:
+        """Forgets a job this controller stopped running: pollers read the row again."""
+        self._live.pop(job.id, None)
+        done = self._done.pop(job.id, None)
+        if done is not None:
+            done.set()
+
+    async def _cancelled(self, ctx: JobContext) -> None:
+        """Stops the job's own agent tasks (each has removed its partial output when it
+        ends), then rolls the resource back, unless the handler ended the job in the
+        moment it was cancelled."""
+        job = ctx.job
+        self._cancelling.discard(job.id)
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        for task_id, target in list(ctx._calls.items()):
+            try:
+                await self._agents.cancel(target, task_id)
+            except (StrataError, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("cancelling agent task %s failed: %s", task_id, exc)
+        async with self._db() as session:
+            row = await session.get(Job, job.id, populate_existing=True)
+        if row is not None and JobState(row.state).finished:
+            self._finished_in_memory(job, {
+                key: getattr(row, key) for key in ("state", "progress", "result",
+                                                   "error_code", "error_message",
+                                                   "updated_at")})
+            return
+        log.info("job %s (%s) cancelled", job.id, job.kind)
+        await self._fail(ctx, CANCELLED, "cancelled on request")

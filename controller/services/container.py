@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.jobs.engine import JobEngine
+from controller.leader import Leadership
 from controller.plugins.registry import PluginRegistry
 from controller.services.attachments import AttachmentService
 from controller.services.audit import AuditLog
@@ -25,6 +26,7 @@ from controller.services.volumes import VolumeService
 class Services:
     db: async_sessionmaker[AsyncSession]
     jobs: JobEngine
+    leader: Leadership
     registry: PluginRegistry
     hosts: HostService
     primary_storages: PrimaryStorageService

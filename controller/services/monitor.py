@@ -5,6 +5,9 @@ checked and remounted). A host whose first connect failed because its agent was 
 up yet (a slow start, a host registered before its agent) is connected, and so enrolled
 with its join token, as soon as its agent answers. A host disconnected for another
 reason (a revoked credential among them) is left to the operator.
+
+Only the leading controller runs the checks (`controller.leader`), every
+`host_check_interval` seconds.
 """
 
 from __future__ import annotations
@@ -31,21 +34,12 @@ AGENT_UNREACHABLE = AgentUnreachable.default_code
 
 class HostMonitor:
     def __init__(self, db: async_sessionmaker[AsyncSession], jobs: JobEngine,
-                 hosts: HostService, agents: AgentClient, interval: float) -> None:
+                 hosts: HostService, agents: AgentClient) -> None:
         self._db = db
         self._jobs = jobs
         self._hosts = hosts
         self._agents = agents
-        self._interval = interval
         self._reconnects: dict[str, str] = {}  # host id -> its reconnect job
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.check_all()
-            except Exception:
-                log.exception("checking the agents failed")
 
     async def check_all(self) -> None:
         async with self._db() as session:

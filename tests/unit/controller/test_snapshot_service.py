@@ -109,9 +109,10 @@ async def test_a_revert_resumed_after_the_switch_drops_the_old_layer_only(
     assert halfway.path != taken.path, "the new layer is recorded before the old one goes"
 
     agent.calls.clear()
+    await first.jobs.shutdown()  # which lets go of the job's lease
     second = deps(db, agent)
     SnapshotService(second)
-    assert await second.jobs.resume_all() == 1
+    assert await second.jobs.adopt() == 1
     await succeeded(second.jobs, job.id)
     reverted = await row(db, Volume, "vol-1")
     assert reverted.state == ObjectState.READY and reverted.path == halfway.path
@@ -119,7 +120,6 @@ async def test_a_revert_resumed_after_the_switch_drops_the_old_layer_only(
     dropped = [c.payload.file_name for c in agent.calls
                if isinstance(c.payload, DeleteFilePayload)]
     assert taken.path is not None and dropped == [taken.path.rsplit("/", 1)[1]]
-    await first.jobs.shutdown()
     await second.jobs.shutdown()
 
 
