@@ -120,6 +120,31 @@ def find_disk(domain_xml: str, serial: str) -> ET.Element | None:
     return None
 
 
+def source_path(element: ET.Element) -> str | None:
+    """A `<disk>`'s or `<backingStore>`'s image as Strata names it: a path, a device, or
+    an `nfs://` URL (None for an iSCSI LUN or an empty element)."""
+    src = element.find("source")
+    if src is None:
+        return None
+    if src.get("protocol") == "nfs":
+        host = src.find("host")
+        return f"nfs://{host.get('name') if host is not None else ''}{src.get('name')}"
+    return src.get("file") or src.get("dev")
+
+
+def chain_of(disk: ET.Element) -> list[str]:
+    """The images the domain has open for this disk, top first, as its XML lists them."""
+    chain = []
+    element: ET.Element | None = disk
+    while element is not None:
+        path = source_path(element)
+        if path is None:
+            break
+        chain.append(path)
+        element = element.find("backingStore")
+    return chain
+
+
 def disks_by_target(domain_xml: str) -> dict[str, str]:
     """Target name -> serial ('' without one) of every disk."""
     found = {}

@@ -22,17 +22,6 @@ _FLAGS = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
           | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
 
 
-def _source_path(disk: ET.Element) -> str | None:
-    """The disk's current top as Strata names it: a path, or an `nfs://` URL."""
-    src = disk.find("source")
-    if src is None:
-        return None
-    if src.get("protocol") == "nfs":
-        host = src.find("host")
-        return f"nfs://{host.get('name') if host is not None else ''}{src.get('name')}"
-    return src.get("file") or src.get("dev")
-
-
 def snapshot_xml(device: str, overlay: str, others: list[str]) -> str:
     """`overlay` for `device`; every other disk of the domain left out."""
     snap = ET.Element("domainsnapshot")
@@ -58,7 +47,7 @@ async def take_live(lv: Libvirt, domain: str, serial: str, active: str,
     if disk is None:
         raise NotFound(f"domain {domain} has no disk of volume {serial}",
                        code="disk_not_attached")
-    current = _source_path(disk)
+    current = disks.source_path(disk)
     if current == overlay:
         return False, 0.0
     if current != active:
