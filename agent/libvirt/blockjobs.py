@@ -113,12 +113,16 @@ class BlockJobs:
 
     async def _look(self, job: BlockJob) -> _Seen:
         try:
-            info = await self._lv.block_job_info(job.domain, job.disk)
+            try:
+                info = await self._lv.block_job_info(job.domain, job.disk)
+            except LibvirtInvalid:
+                if (await self._lv.domain_state(job.domain))[1]:
+                    raise
+                raise DomainNotFound(f"domain {job.domain} is not running") from None
             xml = await self._lv.domain_xml(job.domain)
         except DomainNotFound:
-            raise DomainVanished(f"domain {job.domain} disappeared during {job}; its "
-                                 f"images are left as they were (the job's work, if any, "
-                                 f"is not recorded)") from None
+            raise DomainVanished(f"domain {job.domain} stopped or disappeared during "
+                                 f"{job}; its images are left as they were") from None
         for disk in disks.parse(xml).iterfind("devices/disk"):
             target = disk.find("target")
             if target is not None and target.get("dev") == job.disk:

@@ -132,17 +132,26 @@ def source_path(element: ET.Element) -> str | None:
     return src.get("file") or src.get("dev")
 
 
-def chain_of(disk: ET.Element) -> list[str]:
-    """The images the domain has open for this disk, top first, as its XML lists them."""
-    chain = []
+def chain_indexes(disk: ET.Element) -> dict[str, int]:
+    """The images the domain has open for this disk, top first, each with libvirt's
+    index of it in the chain (`sda[2]` names it in a block job; 0 where the XML gives
+    none)."""
+    chain = {}
     element: ET.Element | None = disk
     while element is not None:
         path = source_path(element)
         if path is None:
             break
-        chain.append(path)
+        src = element.find("source")
+        index = element.get("index") or (src.get("index") if src is not None else None)
+        chain[path] = int(index or 0)
         element = element.find("backingStore")
     return chain
+
+
+def chain_of(disk: ET.Element) -> list[str]:
+    """The images the domain has open for this disk, top first, as its XML lists them."""
+    return list(chain_indexes(disk))
 
 
 def disks_by_target(domain_xml: str) -> dict[str, str]:
