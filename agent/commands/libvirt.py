@@ -10,7 +10,7 @@ import libvirt
 from agent.commands.registry import handles
 from agent.libvirt import disks
 from agent.libvirt.attach import Attacher
-from agent.libvirt.snapshots import take_live
+from agent.libvirt.snapshots import commit_live, take_live
 from agent.services import AgentServices
 from agent.tools.libvirt import Libvirt
 from shared.errors import Unsupported
@@ -18,6 +18,7 @@ from shared.protocol.libvirt import (
     ATTACH_VOLUME,
     DETACH_VOLUME,
     DOMAIN_INFO,
+    LIVE_COMMIT,
     LIVE_SNAPSHOT,
     AttachVolumePayload,
     AttachVolumeResult,
@@ -25,6 +26,8 @@ from shared.protocol.libvirt import (
     DetachVolumeResult,
     DomainFacts,
     DomainPayload,
+    LiveCommitFacts,
+    LiveCommitPayload,
     LiveSnapshotFacts,
     LiveSnapshotPayload,
 )
@@ -82,3 +85,19 @@ async def live_snapshot(svc: AgentServices, payload: LiveSnapshotPayload,
                              actual_size=info.actual_size or 0, virtual_size=info.virtual_size,
                              capacity=await svc.files.for_path(payload.dir).capacity(payload.dir),
                              quiesced=quiesced, seconds=seconds)
+
+
+@handles(LIVE_COMMIT)
+async def live_commit(svc: AgentServices, payload: LiveCommitPayload,
+                      progress: Progress) -> LiveCommitFacts:
+    """The block commit (progress: its bytes), then `top`'s file goes: no image of the
+    domain's uses it any more."""
+    top = posixpath.join(payload.dir, payload.top)
+    chain = await commit_live(_libvirt(svc), payload.domain, payload.serial,
+                              posixpath.join(payload.dir, payload.base), top,
+                              bandwidth=svc.config.block_job_bandwidth,
+                              timeout=LIVE_COMMIT.timeout, progress=progress)
+    files = svc.files.for_path(payload.dir)
+    await files.remove(top)
+    return LiveCommitFacts(path=chain[0], chain=chain,
+                           capacity=await files.capacity(payload.dir))

@@ -5,6 +5,7 @@ hot-plug; on the way back the unplug, and the host's access only once the disk i
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from agent.libvirt.disks import Bus, IscsiSource, Layer
 from agent.tools.libvirt import AFFECT_CONFIG, AFFECT_LIVE, DomainNotFound, Libvirt
 from agent.tools.qemuimg import QemuImg
 from shared.errors import OperationFailed, Unsupported
+from shared.names import validate_store_path
 from shared.protocol.iscsi import IscsiTarget
 from shared.protocol.libvirt import VolumeSource
 
@@ -58,11 +60,28 @@ class Attacher:
         _, active, persistent = await self._lv.domain_state(domain)
         return (AFFECT_LIVE if active else 0) | (AFFECT_CONFIG if persistent else 0)
 
-    async def _chain(self, path: str, fmt: str) -> list[Layer]:
-        if fmt == "raw":
-            return [Layer(path, "raw")]
-        return [Layer(layer.filename, layer.format)
-                for layer in await self._qemu_img.chain(path, fmt=fmt)]
+    async def _chain(self, source: VolumeSource) -> list[Layer]:
+        """The chain from the images' headers, each image confined to the source's
+        directories: a header naming any other file never reaches the domain."""
+        assert source.path is not None
+        if source.format == "raw":
+            return [Layer(source.path, "raw")]
+        dirs = source.dirs or [posixpath.dirname(source.path)]
+        chain = [Layer(layer.filename, layer.format)
+                 for layer in await self._qemu_img.chain(source.path, fmt=source.format)]
+        for layer in chain:
+            try:
+                validate_store_path(layer.path)
+            except ValueError:
+                confined = False
+            else:
+                confined = posixpath.dirname(layer.path) in dirs and ".." not in layer.path
+            if not confined:
+                raise OperationFailed(
+                    f"the chain of {source.path} names {layer.path}, outside the "
+                    f"storage's directories ({', '.join(dirs)}); refusing to attach it",
+                    code="chain_outside_storage")
+        return chain
 
     def _need_initiator(self) -> Initiator:
         if self._initiator is None:
@@ -106,8 +125,7 @@ class Attacher:
         if source.iscsi is not None:
             opened = await self._open_iscsi(serial, source.iscsi)
         else:
-            assert source.path is not None
-            opened = Opened(chain=await self._chain(source.path, source.format))
+            opened = Opened(chain=await self._chain(source))
         try:
             if self._bus == "scsi" and not disks.has_scsi_controller(live):
                 await self._lv.attach_device(domain, disks.scsi_controller_xml(), flags)

@@ -120,6 +120,40 @@ def find_disk(domain_xml: str, serial: str) -> ET.Element | None:
     return None
 
 
+def source_path(element: ET.Element) -> str | None:
+    """A `<disk>`'s or `<backingStore>`'s image as Strata names it: a path, a device, or
+    an `nfs://` URL (None for an iSCSI LUN or an empty element)."""
+    src = element.find("source")
+    if src is None:
+        return None
+    if src.get("protocol") == "nfs":
+        host = src.find("host")
+        return f"nfs://{host.get('name') if host is not None else ''}{src.get('name')}"
+    return src.get("file") or src.get("dev")
+
+
+def chain_indexes(disk: ET.Element) -> dict[str, int]:
+    """The images the domain has open for this disk, top first, each with libvirt's
+    index of it in the chain (`sda[2]` names it in a block job; 0 where the XML gives
+    none)."""
+    chain = {}
+    element: ET.Element | None = disk
+    while element is not None:
+        path = source_path(element)
+        if path is None:
+            break
+        src = element.find("source")
+        index = element.get("index") or (src.get("index") if src is not None else None)
+        chain[path] = int(index or 0)
+        element = element.find("backingStore")
+    return chain
+
+
+def chain_of(disk: ET.Element) -> list[str]:
+    """The images the domain has open for this disk, top first, as its XML lists them."""
+    return list(chain_indexes(disk))
+
+
 def disks_by_target(domain_xml: str) -> dict[str, str]:
     """Target name -> serial ('' without one) of every disk."""
     found = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import libvirt
@@ -37,8 +38,25 @@ class LibvirtUnavailable(LibvirtFailed):
     default_code = "libvirt_unavailable"
 
 
+class LibvirtInvalid(LibvirtFailed):
+    """The request does not fit the domain's state (e.g. no block job on that disk)."""
+
+    default_code = "libvirt_invalid"
+
+
 class DomainNotFound(NotFound):
     default_code = "domain_not_found"
+
+
+@dataclass(frozen=True)
+class BlockJobInfo:
+    """virDomainBlockJobInfo: the job's type (VIR_DOMAIN_BLOCK_JOB_TYPE_*), bytes done of
+    bytes to do (`cur == end` once a mirroring job is ready), and its speed limit."""
+
+    type: int
+    cur: int
+    end: int
+    bandwidth: int
 
 
 def _quiet(_ctx: object, _err: object) -> None:
@@ -92,9 +110,13 @@ class Libvirt:
                 code = exc.get_error_code()
                 if code == libvirt.VIR_ERR_NO_DOMAIN:
                     raise DomainNotFound(f"{what}: no such domain") from exc
-                if code in _CONNECTION_ERRORS and attempt == 1:
+                if code in _CONNECTION_ERRORS:
                     self._drop()
-                    continue
+                    if attempt == 1:
+                        continue
+                    raise LibvirtUnavailable(f"{what}: {exc.get_error_message()}") from exc
+                if code == libvirt.VIR_ERR_OPERATION_INVALID:
+                    raise LibvirtInvalid(f"{what}: {exc.get_error_message()}") from exc
                 raise LibvirtFailed(f"{what}: {exc.get_error_message()}") from exc
         raise AssertionError("unreachable")
 
@@ -135,6 +157,37 @@ class Libvirt:
         """snapshotCreateXML; with NO_METADATA libvirt keeps no record of it."""
         await self.call(lambda c: c.lookupByName(domain).snapshotCreateXML(xml, flags),
                         f"snapshotting domain {domain}", timeout=max(self.timeout, 120))
+
+    async def block_commit(self, domain: str, disk: str, base: str | None, top: str | None,
+                           flags: int, bandwidth: int = 0) -> None:
+        """Starts a block commit of `top` into `base` (None: the disk's top, or its
+        bottom); `bandwidth` in bytes per second, 0 for no limit."""
+        await self.call(lambda c: c.lookupByName(domain).blockCommit(
+            disk, base, top, bandwidth,
+            flags | (libvirt.VIR_DOMAIN_BLOCK_COMMIT_BANDWIDTH_BYTES if bandwidth else 0)),
+            f"starting a block commit on {disk} of domain {domain}")
+
+    async def block_job_info(self, domain: str, disk: str) -> BlockJobInfo | None:
+        """The disk's block job, None when it has none."""
+        def info(c: libvirt.virConnect) -> BlockJobInfo | None:
+            raw = c.lookupByName(domain).blockJobInfo(
+                disk, libvirt.VIR_DOMAIN_BLOCK_JOB_INFO_BANDWIDTH_BYTES)
+            if not raw:
+                return None
+            return BlockJobInfo(type=int(raw["type"]), cur=int(raw["cur"]),
+                                end=int(raw["end"]), bandwidth=int(raw["bandwidth"]))
+        return await self.call(info, f"reading the block job on {disk} of domain {domain}")
+
+    async def block_job_abort(self, domain: str, disk: str, flags: int) -> None:
+        """blockJobAbort: ends the job (PIVOT: onto its new image), ASYNC returns at once."""
+        await self.call(lambda c: c.lookupByName(domain).blockJobAbort(disk, flags),
+                        f"ending the block job on {disk} of domain {domain}")
+
+    async def block_job_speed(self, domain: str, disk: str, bandwidth: int) -> None:
+        """A running job's speed limit, bytes per second (0: none)."""
+        await self.call(lambda c: c.lookupByName(domain).blockJobSetSpeed(
+            disk, bandwidth, libvirt.VIR_DOMAIN_BLOCK_JOB_SPEED_BANDWIDTH_BYTES),
+            f"setting the speed of the block job on {disk} of domain {domain}")
 
     async def define_secret(self, xml: str, value: bytes) -> str:
         """A secret object (made, or found by its usage, and given its value); its UUID."""

@@ -155,7 +155,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/snapshots/{id}", snapshots.get_snapshot, "Show a snapshot",
           response=s.SnapshotOut),
     Route("DELETE", "/v1/snapshots/{id}", snapshots.delete_snapshot,
-          "Delete a snapshot, merging its data into the layers that sit on it",
+          "Delete a snapshot, merging its data into the layers that sit on it; of an "
+          "attached volume, live by a block commit in its domain (409 "
+          "snapshot_has_branches when the files it joins carry other branches)",
           response=s.JobAccepted, status=202, role=Role.OPERATOR),
     Route("POST", "/v1/snapshots/{id}/backups", snapshots.back_up_snapshot,
           "Back up a snapshot (its chain flattened, sha256 verified) to a backup storage; "

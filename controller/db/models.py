@@ -326,6 +326,9 @@ class VolumeAttachment(Timestamps, Base):
     state: Mapped[str] = mapped_column(String(16), default=AttachmentState.ATTACHING)
     reason: Mapped[str | None] = mapped_column(Text)
     since: Mapped[float | None] = mapped_column(Float)
+    # The attach job made the host's grant (iSCSI), so the detach revokes it; a grant
+    # the operator made stays.
+    owns_grant: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Job(Timestamps, Base):

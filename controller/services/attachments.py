@@ -1,7 +1,9 @@
 """AttachmentService: plugging a volume into a libvirt domain on a host, and unplugging
 it. The attach job grants the host access first where the storage has grants (iSCSI),
 and hands the hypervisor's agent what it opens (CHAP credentials unsealed only for that
-call); the detach job revokes the grant only once the agent reports the disk gone.
+call); the detach job revokes the grant only once the agent reports the disk gone, and
+only a grant the attach job made (`VolumeAttachment.owns_grant`), as a failed attach
+does: one the operator made stays.
 
 While a volume is attached, operations that would change its files under the running
 VM are refused (`refuse_attached`)."""
@@ -92,8 +94,12 @@ class AttachmentService:
                 raise Conflict(f"volume {volume.name} is {volume.state}; it can be attached "
                                "when ready", code="volume_busy")
             await refuse_attached(session, volume, "attached again")
+            owns_grant = driver.grants_per_host and await session.scalar(
+                select(VolumeAccess.id).where(VolumeAccess.volume_id == volume.id,
+                                              VolumeAccess.host_id == host.id)) is None
             session.add(VolumeAttachment(volume_id=volume.id, host_id=host.id, domain=domain,
-                                         state=AttachmentState.ATTACHING))
+                                         state=AttachmentState.ATTACHING,
+                                         owns_grant=owns_grant))
             if driver.grants_per_host:
                 await self._volumes.mark_granting(session, volume, host)
             job = self._d.jobs.new_job(session, self.run_attach, resource_type="volume",
@@ -146,11 +152,26 @@ class AttachmentService:
 
     async def _fail_attach(self, ctx: JobContext, reason: str) -> None:
         """Nothing stays attached (the agent unplugs and releases what it did on a
-        failure); a grant made for it stays listed, as an ordinary grant would."""
-        async with ctx.db.begin() as session:
-            await session.execute(delete(VolumeAttachment).where(
-                VolumeAttachment.volume_id == ctx.job.resource_id,
-                VolumeAttachment.state == AttachmentState.ATTACHING))
+        failure), nor the grant this attach made; one the operator made stays."""
+        store, volume, host, attachment = await self._load(ctx)
+        if attachment.state != AttachmentState.ATTACHING:
+            return
+        try:
+            if attachment.owns_grant:
+                await self._revoke(ctx, store, volume, host)
+        finally:
+            async with ctx.db.begin() as session:
+                await session.execute(delete(VolumeAttachment).where(
+                    VolumeAttachment.id == attachment.id,
+                    VolumeAttachment.state == AttachmentState.ATTACHING))
+
+    async def _revoke(self, ctx: JobContext, store: Primary[Any], volume: Volume,
+                      host: Host) -> None:
+        async with ctx.db() as session:
+            access = await session.scalar(select(VolumeAccess).where(
+                VolumeAccess.volume_id == volume.id, VolumeAccess.host_id == host.id))
+        if access is not None:
+            await self._volumes.revoke_grant(ctx, store, volume, access, host)
 
     async def detach(self, volume_id: str, timeout: float) -> Job:
         async with self._d.db.begin() as session:
@@ -180,13 +201,8 @@ class AttachmentService:
         detached = await ctx.call(host, DETACH_VOLUME, DetachVolumePayload(
             domain=attachment.domain, serial=volume.id, source=source, timeout=timeout),
             step="detach", timeout=timeout + 120)
-        driver = self._d.registry.primary_provider(store.row.type).driver
-        if driver.grants_per_host:
-            async with ctx.db() as session:
-                access = await session.scalar(select(VolumeAccess).where(
-                    VolumeAccess.volume_id == volume.id, VolumeAccess.host_id == host.id))
-            if access is not None:
-                await self._volumes.revoke_grant(ctx, store, volume, access, host)
+        if attachment.owns_grant:
+            await self._revoke(ctx, store, volume, host)
         result = {"host_id": host.id, "domain": attachment.domain,
                   "was_attached": detached.existed}
         async with ctx.db.begin() as session:

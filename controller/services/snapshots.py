@@ -190,35 +190,55 @@ class SnapshotService:
             if unsettled:
                 raise Conflict(f"snapshot {snapshot.name} has children that are not ready: "
                                f"{', '.join(unsettled)}; delete them first")
+            live = await live_target(session, volume)
             await lock_volume(session, volume)
-            await refuse_attached(session, volume, "changed offline (a snapshot of it merged)")
+            merge = None
+            if live is None:
+                await refuse_attached(session, volume,
+                                      "changed offline (a snapshot of it merged)")
+            elif self._d.registry.backend_of(store).merges_live:
+                merge = live_merge(tree, volume, snapshot)
             if not await transition(session, Snapshot, snapshot.id,
                                     (ObjectState.READY, ObjectState.ERROR),
                                     ObjectState.DESTROYING):
                 raise Conflict(f"snapshot {snapshot.name} is {snapshot.state}; try again "
                                "when it settles")
-            job = self._d.jobs.new_job(session, self.run_delete, resource_type="snapshot",
-                                       resource_id=snapshot.id,
-                                       params={"volume_id": volume.id})
+            job = self._d.jobs.new_job(
+                session, self.run_delete, resource_type="snapshot", resource_id=snapshot.id,
+                params={"volume_id": volume.id,
+                        "live": {**live, **merge} if live and merge else None})
         self._d.jobs.start(job)
         return job
 
     async def run_delete(self, ctx: JobContext) -> None:
         """Merges the snapshot into every file that sits on it, then moves them (in the
-        tree) onto its parent, in one transaction with its end."""
+        tree) onto its parent, in one transaction with its end. Live, the one file on it
+        is merged into it instead, and takes over its path."""
         async with ctx.db() as session:
             snapshot, volume, store, host = await self._where(session,
                                                               ctx.job.resource_id or "")
             children = [s for s in await snapshots_of(session, volume.id)
                         if s.parent_id == snapshot.id]
         capacity = None
-        if snapshot.path is not None:
+        live = ctx.params.get("live")
+        if live is not None:
+            async with ctx.db() as session:
+                host = await get_fresh(session, Host, live["host_id"], "host")
+            capacity = await self._d.registry.backend_of(store).delete_live_snapshot(
+                ctx, store, volume, snapshot, live["top"], host, live["domain"])
+        elif snapshot.path is not None:
             paths = [s.path for s in children if s.path is not None]
             if volume.snapshot_id == snapshot.id and volume.path is not None:
                 paths.append(volume.path)
             backend = self._d.registry.backend_of(store)
             capacity = await backend.delete_snapshot(ctx, store, snapshot, paths, host)
         async with ctx.db.begin() as session:
+            if live is not None:
+                merged = (update(Snapshot).where(Snapshot.id == live["child_id"])
+                          if live["child_id"] is not None
+                          else update(Volume).where(Volume.id == volume.id))
+                await session.execute(merged.values(path=snapshot.path)
+                                      .execution_options(synchronize_session=False))
             await session.execute(
                 update(Snapshot).where(Snapshot.parent_id == snapshot.id)
                 .values(parent_id=snapshot.parent_id)
@@ -278,6 +298,35 @@ async def ready_snapshot(session: AsyncSession, snapshot_id: str) -> Snapshot:
         raise Conflict(f"snapshot {snapshot.name} is {snapshot.state}, not ready",
                        code="snapshot_not_ready")
     return snapshot
+
+
+def live_merge(tree: Sequence[Snapshot], volume: Volume,
+               snapshot: Snapshot) -> dict[str, Any] | None:
+    """How a snapshot in the chain an attached volume's domain runs is deleted live: the
+    layer right above its file (`top`: a child snapshot's file, `child_id`, or the active
+    layer) is block-committed into it. None for a snapshot off that chain: no file the
+    domain has open changes, so the offline merge serves. Each of the two files must
+    carry only that chain: a commit changes what reads through the lower one, and
+    removes the upper one."""
+    chain = chain_of(tree, volume.snapshot_id)
+    ids = [s.id for s in chain]
+    if snapshot.id not in ids or snapshot.path is None:
+        return None
+    at = ids.index(snapshot.id)
+    child = chain[at - 1] if at > 0 else None
+    for point in (snapshot, child):
+        if point is None:
+            continue
+        on_it = [s.name for s in tree if s.parent_id == point.id and s.path is not None]
+        if volume.snapshot_id == point.id:
+            on_it.append("the active layer")
+        if len(on_it) > 1:
+            raise Conflict(f"snapshot {point.name} carries more than the running chain "
+                           f"({', '.join(on_it)}); delete the other branches first, or "
+                           "detach the volume to merge it offline",
+                           code="snapshot_has_branches")
+    top = child.path if child is not None else volume.path
+    return {"top": top, "child_id": child.id if child is not None else None}
 
 
 def overlay_name(volume: Volume) -> str:

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from shared.protocol.command import Command
 from shared.protocol.iscsi import IscsiTarget
-from shared.protocol.types import ImageFormat, Model, StorePath
+from shared.protocol.types import FileName, FsCapacity, ImageFormat, Model, StorePath
 from shared.protocol.volumes import SnapshotFacts, TakeSnapshotPayload
 
 # libvirt allows more in a domain name; Strata names the domains it touches plainly.
@@ -28,6 +28,10 @@ class VolumeSource(Model):
     path: StorePath | None = None
     iscsi: IscsiTarget | None = None
     format: ImageFormat = "qcow2"
+    dirs: list[StorePath] = Field(
+        default_factory=list, max_length=4,
+        description="The directories every image of the file's chain must lie in (the "
+                    "volume directory and the image cache); none: the file's own.")
 
     @model_validator(mode="after")
     def _one(self) -> Self:
@@ -96,3 +100,26 @@ class LiveSnapshotFacts(SnapshotFacts):
 
 
 LIVE_SNAPSHOT = Command("live_snapshot", LiveSnapshotPayload, LiveSnapshotFacts, timeout=300)
+
+
+class LiveCommitPayload(Model):
+    """Merge `top` into `base`, the file it sits on (both files of `dir` on the chain of
+    the disk with this serial), through the running domain: an intermediate block commit
+    when `top` is a backing file, an active commit and a pivot when it is the disk's top.
+    Then `top` is removed. Done already when the chain has `base` and no `top`."""
+
+    domain: DomainName
+    serial: DiskSerial
+    dir: StorePath
+    base: FileName
+    top: FileName
+
+
+class LiveCommitFacts(Model):
+    path: str = Field(description="The disk's top once merged (`base` if `top` was it).")
+    chain: list[str] = Field(description="The disk's images, top first, as the domain has "
+                                         "them open.")
+    capacity: FsCapacity
+
+
+LIVE_COMMIT = Command("live_commit", LiveCommitPayload, LiveCommitFacts, timeout=7200)

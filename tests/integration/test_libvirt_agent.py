@@ -96,6 +96,16 @@ def test_local_file_attach_detach(host: Host) -> None:
     dom = host.domain()
     source = {"path": top, "format": "qcow2"}
 
+    # A header naming a file outside the storage's directories never reaches libvirt.
+    (host.tmp / "vols").mkdir()
+    outside = str(host.tmp / "vols" / "vol.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", outside)
+    state, err = host.agent.call("attach_volume", {
+        "domain": "vm1", "serial": VOLUME_ID,
+        "source": {"path": outside, "format": "qcow2", "dirs": [str(host.tmp / "vols")]}})
+    assert state == "failed" and err["code"] == "chain_outside_storage", err
+    assert base in str(err["message"]) and disk_of(dom) == "" and disk_of(dom, True) == ""
+
     state, res = host.agent.call("attach_volume", {"domain": "vm1", "serial": VOLUME_ID,
                                                    "source": source})
     assert state == "succeeded", res

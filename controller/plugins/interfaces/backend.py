@@ -111,6 +111,20 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
         """take_snapshot, done by the domain on `host` that has the volume attached."""
         raise snapshots_not_supported(store)
 
+    # Whether a snapshot's file is a layer of the volume's chain, so deleting one the
+    # running domain has open is a live merge (`delete_live_snapshot`); where snapshots
+    # are copies beside the volume (iSCSI), deleting one never touches what runs.
+    merges_live = False
+
+    async def delete_live_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                                   snapshot: Snapshot, top: str, host: Host,
+                                   domain: str) -> FsCapacity:
+        """Merges `top` (the layer right above the snapshot's file in the chain the domain
+        on `host` runs: a child snapshot's file, or the active layer) into the snapshot's
+        file, by a block commit, and removes `top`: the snapshot's file then holds what
+        `top` held."""
+        raise snapshots_not_supported(store)
+
     async def revert_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
                               snapshot: Snapshot, overlay: str, host: Host,
                               switch: Switch) -> FsCapacity:

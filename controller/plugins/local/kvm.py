@@ -31,7 +31,13 @@ from controller.plugins.local.provider import LOCAL
 from shared.errors import Conflict
 from shared.names import validate_file_name
 from shared.protocol.files import BackingFile
-from shared.protocol.libvirt import LIVE_SNAPSHOT, LiveSnapshotPayload
+from shared.protocol.libvirt import (
+    LIVE_COMMIT,
+    LIVE_SNAPSHOT,
+    LiveCommitPayload,
+    LiveSnapshotPayload,
+    VolumeSource,
+)
 from shared.protocol.types import FsCapacity
 from shared.protocol.volumes import (
     CLONE_LAYER,
@@ -150,6 +156,26 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
         facts = await ctx.call(host, LIVE_SNAPSHOT, payload, step=f"live-take-{snapshot.id}")
         return SnapshotTaken(facts.path, facts.snapshot_path, facts.actual_size,
                              facts.capacity, "quiesced" if facts.quiesced else "crash")
+
+    merges_live = True
+
+    def volume_source(self, ctx: JobContext, store: Primary[C], volume: Volume) -> VolumeSource:
+        """The active layer; its chain may only use the volume directory and the image
+        cache, which the agent checks before describing it to libvirt."""
+        source = super().volume_source(ctx, store, volume)
+        return VolumeSource.model_validate({
+            **source.model_dump(),
+            "dirs": [self._driver.volume_dir(store), self._driver.cache_dir(store)]})
+
+    async def delete_live_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                                   snapshot: Snapshot, top: str, host: Host,
+                                   domain: str) -> FsCapacity:
+        directory = self._driver.volume_dir(store)
+        payload = LiveCommitPayload(domain=domain, serial=volume.id, dir=directory,
+                                    base=layer_name(directory, snapshot.path),
+                                    top=layer_name(directory, top))
+        facts = await ctx.call(host, LIVE_COMMIT, payload, step=f"live-merge-{snapshot.id}")
+        return facts.capacity
 
     async def revert_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
                               snapshot: Snapshot, overlay: str, host: Host,
