@@ -3,12 +3,13 @@ migration). Each bids on a `MigrateRequest`; the service hands the copy to the h
 
 - `SharedHostMigration`: one host reaches both storages' files (two local storages of a
   host, local and NFS, NFS and NFS, an iSCSI storage server that also reaches the other
-  storage), so its agent copies the volume directly, onto the destination's image cache.
+  storage), so its agent copies the volume directly, onto the destination's image cache;
+  a volume with snapshots layer by layer, its chain rebuilt on the destination.
 - `StagedMigration`: no host reaches both; a host of the source makes a whole copy of
   the volume beside it, sends it up to a backup storage through its matrix cell's upload
   direction, and a host of the destination brings it down into the destination's volume
   directory through the download direction, sha256-checked at both ends. Every staged
-  file is removed once the next step has it."""
+  file is removed once the next step has it. A volume with snapshots is not staged."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from controller.plugins.interfaces.stores import Backup
 from controller.plugins.local.kvm import volume_file_name
 from controller.plugins.registry import PluginRegistry
 from shared.errors import Unsupported
-from shared.protocol.files import ImageFacts
+from shared.protocol.files import BackingFile, ImageFacts
 from shared.protocol.volumes import COPY_VOLUME, CopyVolumePayload
 
 SHARED_HOST_BID = 20
@@ -67,17 +68,33 @@ class SharedHostMigration(VolumeMigrationStrategy):
         dest = self._registry.backend_of(request.dest)
         if source is None or not dest.can_copy(request.dest, source):
             return 0
+        if request.layers and not dest.copies_onto_cache:
+            return 0
         return SHARED_HOST_BID if shared_hosts(request) else 0
 
     async def migrate(self, ctx: JobContext, request: MigrateRequest) -> Migrated:
+        """Snapshots first, parents before children, each copy onto its parent's copy (the
+        oldest onto the image cache), so the destination's chain has the source's shape
+        and every layer is compared with the one it copies; the active layer last."""
         source = self._registry.backend_of(request.source).copy_source(request.source,
                                                                        request.volume)
         assert source is not None
         dest = self._registry.backend_of(request.dest)
         backing = request.backing if dest.copies_onto_cache else None
-        created = await dest.copy(ctx, request.dest, request.volume, source,
-                                  shared_hosts(request)[0], backing)
-        return Migrated(created, on_cache=backing is not None)
+        host = shared_hosts(request)[0]
+        copies: dict[str, VolumeCreated] = {}
+
+        def onto(parent: str | None) -> BackingFile | None:
+            return backing if parent is None else BackingFile(path=copies[parent].path,
+                                                              format="qcow2")
+
+        for layer in request.layers:
+            copies[layer.snapshot_id] = await dest.copy(
+                ctx, request.dest, request.volume, layer.source, host, onto(layer.parent),
+                layer.file_name)
+        created = await dest.copy(ctx, request.dest, request.volume, source, host,
+                                  onto(request.active_parent), request.file_name)
+        return Migrated(created, on_cache=backing is not None, layers=copies)
 
 
 class StagedMigration(VolumeMigrationStrategy):
@@ -99,7 +116,7 @@ class StagedMigration(VolumeMigrationStrategy):
         source = self._registry.backend_of(request.source).copy_source(request.source,
                                                                        request.volume)
         if (source is None or not self._registry.backend_of(request.dest).copies_onto_cache
-                or not request.source_hosts or not request.dest_hosts):
+                or not request.source_hosts or not request.dest_hosts or request.layers):
             return 0
         return STAGED_BID if self._route(request) else 0
 

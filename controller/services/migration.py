@@ -9,15 +9,22 @@ image cache where it has, or gets, one), switches the row (storage, path, format
 export, image cache, the capacity of both storages) in one transaction, and only then
 removes the source. Until the switch the source is the volume, untouched; a job that
 fails before it removes the half-made copy, and a job resumed after a controller
-restart re-attaches to its agent tasks (task ids derived from the job). A volume with
-snapshots is refused (409 naming them): their chain is not moved.
+restart re-attaches to its agent tasks (task ids derived from the job).
+
+A volume with snapshots moves with its whole tree, between storages of qcow2 files
+that one host reaches: each frozen file is copied onto its parent's copy (the oldest
+onto the image cache) and verified, and the switch moves every snapshot row (storage,
+path) and their share of the capacity ledger with the volume's. Elsewhere such a volume
+is refused (409 naming the snapshots).
 """
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.lookup import get_fresh
@@ -39,12 +46,13 @@ from controller.db.transitions import (
     transition,
 )
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.motion import Migrated, MigrateRequest
+from controller.plugins.interfaces.motion import Layer, Migrated, MigrateRequest
 from controller.plugins.interfaces.stores import Primary
 from controller.services.attachments import refuse_attached
 from controller.services.base import ServiceDeps
-from controller.services.snapshots import HELD
+from controller.services.snapshots import chain_of, snapshots_of
 from shared.errors import Conflict, InvalidInput, StrataError
+from shared.names import validate_file_name
 from shared.protocol.files import BackingFile
 
 
@@ -76,7 +84,7 @@ class MigrationService:
                                f"{volume.name} is for {source.row.hypervisor}",
                                code="hypervisor_mismatch")
             self._check_apart(source, dest)
-            await self._check_free(session, volume)
+            tree = await self._check_free(session, volume, source, dest)
             request = await self._request(session, volume, source, dest, None, "")
             if not await transition(session, Volume, volume.id, ObjectState.READY,
                                     ObjectState.MIGRATING,
@@ -85,10 +93,13 @@ class MigrationService:
                                code="volume_busy")
             await refuse_attached(session, volume, "migrated cold")
             self._d.motion.migration_strategy(request)
-            await reserve_capacity(session, row, volume.size)
+            held = volume.size + sum(s.size for s in tree)
+            await reserve_capacity(session, row, held)
             job = self._d.jobs.new_job(
                 session, self.run_migrate, resource_type="volume", resource_id=volume.id,
-                params={"source": source.id, "dest": row.id, "source_path": volume.path})
+                params={"source": source.id, "dest": row.id, "source_path": volume.path,
+                        "held": held, "layers": [[layer.snapshot_id, layer.source.path]
+                                                 for layer in request.layers]})
         self._d.jobs.start(job)
         return job
 
@@ -102,33 +113,45 @@ class MigrationService:
             raise Conflict(f"primary storages {source.name} and {dest.name} keep volumes in "
                            f"the same directory ({directory})", code="same_directory")
 
-    @staticmethod
-    async def _check_free(session: AsyncSession, volume: Volume) -> None:
-        """No snapshots to leave behind, no host holding the volume."""
-        snapshots = (await session.scalars(select(Snapshot.name).where(
-            Snapshot.volume_id == volume.id, Snapshot.state.in_(HELD))
-            .order_by(Snapshot.name))).all()
-        if snapshots:
-            raise Conflict(f"volume {volume.name} has snapshots ({', '.join(snapshots)}), "
-                           "which are not migrated; delete them first",
+    async def _check_free(self, session: AsyncSession, volume: Volume, source: Primary[Any],
+                          dest: Primary[Any]) -> list[Snapshot]:
+        """No host holding the volume; snapshots (returned) only where their chain can
+        move, and all settled."""
+        tree = await snapshots_of(session, volume.id)
+        registry = self._d.registry
+        chains = (registry.backend_of(source).copies_onto_cache
+                  and registry.backend_of(dest).copies_onto_cache)
+        if tree and not chains:
+            names = ", ".join(sorted(s.name for s in tree))
+            raise Conflict(f"volume {volume.name} has snapshots ({names}), which move only "
+                           "between storages of qcow2 files; delete them first",
                            code="volume_has_snapshots")
+        unsettled = sorted(s.name for s in tree if s.state != ObjectState.READY and s.path)
+        if unsettled:
+            raise Conflict(f"volume {volume.name} has snapshots that are not ready "
+                           f"({', '.join(unsettled)}); delete them first",
+                           code="snapshot_not_ready")
         granted = await session.scalar(select(VolumeAccess.host_id).where(
             VolumeAccess.volume_id == volume.id).limit(1))
         if granted is not None:
             raise Conflict(f"volume {volume.name} is granted to host {granted}; revoke the "
                            "access first", code="volume_in_use")
+        return tree
 
     async def _request(self, session: AsyncSession, volume: Volume, source: Primary[Any],
                        dest: Primary[Any], backing: BackingFile | None,
                        task_prefix: str) -> MigrateRequest:
         staging = (await session.scalars(select(BackupStorage).where(
             BackupStorage.state == StoreState.READY).order_by(BackupStorage.name))).all()
+        tree = [s for s in await snapshots_of(session, volume.id) if s.path]
         return MigrateRequest(
             volume=volume, source=source, dest=dest,
             source_hosts=await self._d.selector.reaching(session, source),
             dest_hosts=await self._d.selector.reaching(session, dest),
             backing=backing, staging=[self._d.registry.backup(b) for b in staging],
-            task_prefix=task_prefix)
+            task_prefix=task_prefix, layers=layers(tree),
+            file_name=file_name(volume.path) if tree else None,
+            active_parent=volume.snapshot_id if tree else None)
 
     async def run_migrate(self, ctx: JobContext) -> dict[str, Any]:
         source_id, dest_id = ctx.params["source"], ctx.params["dest"]
@@ -153,8 +176,10 @@ class MigrationService:
                      primary_storage_id=source_id, size=volume.size)
         async with ctx.db() as session:
             host = await self._d.selector.for_primary(session, source)
-        capacity = await self._d.registry.backend_of(source).delete_volume(ctx, source, old,
-                                                                           host)
+        backend = self._d.registry.backend_of(source)
+        capacity = await backend.delete_volume(ctx, source, old, host)
+        for snapshot in leaves_first(ctx.params.get("layers", [])):
+            capacity = await backend.delete_snapshot(ctx, source, snapshot, [], host)
         async with ctx.db.begin() as session:
             moved = await get_fresh(session, Volume, volume.id, "volume")
             await transition(session, Volume, volume.id, ObjectState.MIGRATING,
@@ -190,8 +215,9 @@ class MigrationService:
     async def _switch(self, ctx: JobContext, volume: Volume, source: Primary[Any],
                       dest: Primary[Any], migrated: Migrated,
                       cache_id: str | None) -> None:
-        """The row moves to the copy (on the image cache `cache_id`, if any), and the
-        capacity with it, in one transaction."""
+        """The row moves to the copy (on the image cache `cache_id`, if any), every
+        snapshot row to its layer's copy, and the capacity with them, in one
+        transaction."""
         created = migrated.created
         export = created.export.model_dump() if created.export else None
         if export and export["chap"]:
@@ -202,14 +228,24 @@ class MigrationService:
                     where={"primary_storage_id": source.id}, primary_storage_id=dest.id,
                     path=created.path, format=created.format, export=export,
                     image_cache_id=cache_id):
-                await release_capacity(session, source.id, volume.size)
+                await session.execute(
+                    update(Snapshot).where(Snapshot.volume_id == volume.id,
+                                           Snapshot.primary_storage_id == source.id)
+                    .values(primary_storage_id=dest.id)
+                    .execution_options(synchronize_session=False))
+                for snapshot_id, copy in migrated.layers.items():
+                    await session.execute(
+                        update(Snapshot).where(Snapshot.id == snapshot_id).values(path=copy.path)
+                        .execution_options(synchronize_session=False))
+                await release_capacity(session, source.id,
+                                       ctx.params.get("held", volume.size))
             await record_fs_capacity(session, dest.id, created.capacity.total,
                                      created.capacity.available)
 
     async def _fail_migrate(self, ctx: JobContext, reason: str) -> None:
         """Before the switch, the volume stays where it was, ready, and the destination's
-        copy (if any was made) goes; after it, the volume is ready on the destination
-        and only the source's file may be left."""
+        copies (if any were made) go; after it, the volume is ready on the destination
+        and only the source's files may be left."""
         dest_id = ctx.params["dest"]
         async with ctx.db.begin() as session:
             volume = await session.get(Volume, ctx.job.resource_id, populate_existing=True)
@@ -219,14 +255,40 @@ class MigrationService:
             if await transition(session, Volume, volume.id, ObjectState.MIGRATING,
                                 ObjectState.READY,
                                 reason=f"migration failed: {reason}") and not switched:
-                await release_capacity(session, dest_id, volume.size)
+                await release_capacity(session, dest_id, ctx.params.get("held", volume.size))
         if switched:
             return
         async with ctx.db() as session:
             dest = self._d.registry.primary(await get_fresh(
                 session, PrimaryStorage, dest_id, "primary storage"))
             host = await self._d.selector.for_primary(session, dest)
-        copy = Volume(id=volume.id, name=volume.name, path=None, primary_storage_id=dest_id,
+        backend = self._d.registry.backend_of(dest)
+        copied = ctx.params.get("layers", [])
+        directory = self._d.registry.primary_provider(dest.row.type).driver.volume_dir(dest)
+        path = (posixpath.join(directory, file_name(ctx.params["source_path"])) if copied
+                else None)
+        copy = Volume(id=volume.id, name=volume.name, path=path, primary_storage_id=dest_id,
                       size=volume.size)
-        await self._d.registry.backend_of(dest).delete_volume(ctx, dest, copy, host)
+        await backend.delete_volume(ctx, dest, copy, host)
+        moved = [[sid, posixpath.join(directory, file_name(src))] for sid, src in copied]
+        for snapshot in leaves_first(moved):
+            await backend.delete_snapshot(ctx, dest, snapshot, [], host)
+
+
+def file_name(path: str | None) -> str:
+    """A layer's name, which its copy keeps on the destination."""
+    return validate_file_name(posixpath.basename(path or ""))
+
+
+def layers(tree: Sequence[Snapshot]) -> list[Layer]:
+    """The snapshots' frozen files, parents first."""
+    ordered = sorted(tree, key=lambda s: len(chain_of(tree, s.id)))
+    return [Layer(snapshot_id=s.id, source=BackingFile(path=s.path or "", format="qcow2"),
+                  file_name=file_name(s.path), parent=s.parent_id) for s in ordered]
+
+
+def leaves_first(copied: list[list[str]]) -> list[Snapshot]:
+    """Snapshot files to remove (`copied`: snapshot id and path, parents first), each
+    once nothing sits on it any more."""
+    return [Snapshot(id=sid, path=path) for sid, path in reversed(copied)]
 

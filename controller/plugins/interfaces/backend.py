@@ -162,11 +162,13 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
         return False
 
     async def copy(self, ctx: JobContext, store: Primary[C], volume: Volume,
-                   source: BackingFile, host: Host,
-                   backing: BackingFile | None) -> VolumeCreated:
+                   source: BackingFile, host: Host, backing: BackingFile | None,
+                   file_name: str | None = None) -> VolumeCreated:
         """Makes `volume` on `store` a verified copy of `source`, which `host` reads,
         published under its final name only once it matches; `backing`, where the backend
-        `copies_onto_cache`, is the image cache the copy sits on."""
+        `copies_onto_cache`, is the file the copy sits on (the image cache, or the copy
+        of the layer under `source`), and `file_name` names the copy (one layer of a
+        volume with snapshots; by default the volume's own name)."""
         raise Unsupported(f"primary storage {store.name} ({store.row.type}) takes no "
                           "copies of volumes", code="copy_not_supported")
 

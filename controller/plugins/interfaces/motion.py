@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,11 +41,24 @@ class EndPointSelector(abc.ABC):
 
 
 @dataclass(frozen=True)
+class Layer:
+    """A snapshot's frozen file that moves with its volume: `source` is read, the copy is
+    named `file_name` and sits on the copy of the layer `parent` (a snapshot id; None:
+    on the destination's image cache, or on nothing)."""
+
+    snapshot_id: str
+    source: BackingFile
+    file_name: str
+    parent: str | None
+
+
+@dataclass(frozen=True)
 class MigrateRequest:
     """Move `volume` from `source` to `dest`. `source_hosts` and `dest_hosts` reach each
     storage's files; `backing` is the destination's image cache the copy sits on (None:
     a whole copy); `staging` the backup storages a copy may pass through; agent tasks
-    are named from `task_prefix`."""
+    are named from `task_prefix`. `layers`: the volume's snapshots, parents first; the
+    active layer is then copied as `file_name` onto the copy of `active_parent`."""
 
     volume: Volume
     source: Primary[Any]
@@ -55,15 +68,20 @@ class MigrateRequest:
     backing: BackingFile | None
     staging: Sequence[Backup[Any]]
     task_prefix: str
+    layers: Sequence[Layer] = ()
+    file_name: str | None = None
+    active_parent: str | None = None
 
 
 @dataclass(frozen=True)
 class Migrated:
     """The volume's verified copy on the destination; `on_cache`: it sits on the
-    destination's image cache (else it holds all its data)."""
+    destination's image cache (else it holds all its data); `layers`: each snapshot's
+    copy, by snapshot id."""
 
     created: VolumeCreated
     on_cache: bool
+    layers: dict[str, VolumeCreated] = field(default_factory=dict)
 
 
 class DataMotionStrategy(abc.ABC):

@@ -92,8 +92,8 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
         return source.format == "qcow2"
 
     async def copy(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
-                   source: BackingFile, host: Host,
-                   backing: BackingFile | None) -> VolumeCreated:
+                   source: BackingFile, host: Host, backing: BackingFile | None,
+                   file_name: str | None = None) -> VolumeCreated:
         """The LUN is filled from `source` as from an image cache (converted under a
         temporary name, then published), then compared with it on the storage server."""
         created = await self._export(ctx, store, volume, host, source, f"copy-to-{store.id}")

@@ -122,13 +122,15 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
         return True
 
     async def copy(self, ctx: JobContext, store: Primary[C], volume: Volume,
-                   source: BackingFile, host: Host,
-                   backing: BackingFile | None) -> VolumeCreated:
-        """`qemu-img convert` (onto `backing` when given: only what differs from the
-        image is copied), `qemu-img compare`, then publish, all on `host`."""
+                   source: BackingFile, host: Host, backing: BackingFile | None,
+                   file_name: str | None = None) -> VolumeCreated:
+        """`qemu-img convert` (onto `backing` when given: only what `source` holds above
+        its own backing file is copied), `qemu-img compare` of what the two read, then
+        publish, all on `host`."""
+        name = file_name or volume_file_name(volume)
         payload = CopyVolumePayload(source=source, dest_dir=self._driver.volume_dir(store),
-                                    file_name=volume_file_name(volume), backing=backing)
-        facts = await ctx.call(host, COPY_VOLUME, payload, step=f"copy-to-{store.id}",
+                                    file_name=name, backing=backing)
+        facts = await ctx.call(host, COPY_VOLUME, payload, step=f"copy-{name}",
                                span=(10, 90))
         return VolumeCreated(facts.path, facts.virtual_size, facts.capacity)
 
