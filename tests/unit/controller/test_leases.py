@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.db.engine import create_engine, migrate
 from controller.db.models import Job, JobState
 from controller.jobs.engine import JobContext, JobEngine
 from controller.leader import Leadership
@@ -116,18 +118,19 @@ async def test_cancel_rolls_back_once_and_a_finished_job_is_a_conflict(
     await peer.shutdown()
 
 
-async def test_leadership_moves_when_the_leader_stops(
-        db: async_sessionmaker[AsyncSession]) -> None:
-    engine_ = db.kw["bind"]
+async def test_leadership_moves_when_the_leader_stops(tmp_path: Path) -> None:
+    """On SQLite, through the lease row (a file: each connection sees the same table)."""
+    engine_ = create_engine(f"sqlite:///{tmp_path / 'strata.sqlite'}")
+    await migrate(engine_)
     ran: list[str] = []
-    leaders = [Leadership(engine_, name, ttl=0.5, renew=0.05, metrics=Metrics())
+    leaders = [Leadership(engine_, name, ttl=2, renew=0.2, metrics=Metrics())
                for name in ("one", "two")]
     for leader in leaders:
         leader.periodic("probe", 0.01, lambda name=leader.owner: _note(ran, name))
     first = asyncio.create_task(leaders[0].run())
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)
     second = asyncio.create_task(leaders[1].run())
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)
     assert [leader.is_leader() for leader in leaders] == [True, False]
     assert set(ran) == {"one"}
     first.cancel()
@@ -141,6 +144,7 @@ async def test_leadership_moves_when_the_leader_stops(
     assert set(ran) == {"two"}
     second.cancel()
     await asyncio.gather(second, return_exceptions=True)
+    await engine_.dispose()
 
 
 async def _note(ran: list[str], name: str) -> None:
