@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = resource("jobs", ["job"])
     w = jobs.add_parser("wait")
     w.add_argument("id")
+    waitable(jobs.add_parser(
+        "cancel", help="cancel a running job: its agent tasks stop and its resource is "
+                       "rolled back")).add_argument("id")
     tokens = resource("tokens", ["token"])
     t = tokens.add_parser("create", help="make an API token; it is printed once")
     t.add_argument("name")
@@ -400,6 +403,12 @@ def run(args: argparse.Namespace) -> int:
     if action == "delete":
         cascade = "?cascade=true" if getattr(args, "cascade", False) else ""
         return cli.submitted(c.delete(f"/v1/{res}/{args.id}{cascade}"))
+    if res == "jobs" and action == "cancel":
+        job = c.delete(f"/v1/jobs/{args.id}")
+        if args.wait:
+            job = c.wait_job(args.id)
+        cli.out(job, None if args.json else "jobs")
+        return 0
     if res == "jobs" and action == "wait":
         job = c.wait_job(args.id, on_progress=None if args.json else progress_bar)
         cli.out(job, None if args.json else "jobs")

@@ -178,6 +178,10 @@ ROUTES: tuple[Route, ...] = (
           query=(*LIST_QUERY, "kind", "state", "resource_type", "resource_id")),
     Route("GET", "/v1/jobs/{id}", jobs.get_job, "Show a job; ?wait=N long-polls",
           response=s.JobOut, query=("wait",)),
+    Route("DELETE", "/v1/jobs/{id}", jobs.cancel_job,
+          "Cancel a running job: its agent tasks stop, its resource is rolled back, and it "
+          "fails with `cancelled` (a finished job is a 409 `job_finished`)",
+          response=s.JobOut, status=202, role=Role.OPERATOR),
     Route("GET", "/v1/tokens", tokens.list_tokens, "List API tokens (never their secrets)",
           response=s.Page[s.TokenOut], query=(*LIST_QUERY, "name", "role"), role=Role.ADMIN),
     Route("POST", "/v1/tokens", tokens.create_token,

@@ -361,6 +361,8 @@ class JobOut(Out):
     error: Error | None
     request_id: str | None = Field(description="The X-Request-Id of the API call that "
                                    "made it, in its log lines and its agent tasks' too.")
+    owner: str | None = Field(description="The controller instance running it while it "
+                                          "runs (host-pid-random).")
     created_at: float
     updated_at: float
 

@@ -89,12 +89,10 @@ class JobContext:
         own = task.startswith(self.task_id(""))
         if own:
             self._calls[task] = target
-        try:
-            result = await self.agents.call(target, command, task, payload, timeout=timeout,
-                                            progress=on_progress, notice=self.notice)
-        finally:
-            if own:
-                self._calls.pop(task, None)
+        # Kept until the task has answered, so a cancel of the job still finds it.
+        result = await self.agents.call(target, command, task, payload, timeout=timeout,
+                                        progress=on_progress, notice=self.notice)
+        self._calls.pop(task, None)
         self.progress(hi)
         return result
 

@@ -85,7 +85,8 @@ class VolumeService:
         self._d = deps
         # The rows `create` read, for the job it starts in this process: job id -> rows.
         self._read: dict[str, _Read] = {}
-        deps.jobs.register("volume.create", self.run_create, on_failure=self._fail_create)
+        deps.jobs.register("volume.create", self.run_create, on_failure=self._fail_create,
+                           on_cancel=self._cancel_create)
         deps.jobs.register("volume.delete", self.run_delete, on_failure=self._fail_delete)
         deps.jobs.register("volume.grant", self.run_grant, on_failure=self._fail_grant)
         deps.jobs.register("volume.revoke", self.run_revoke)
@@ -310,6 +311,22 @@ class VolumeService:
                     session, Volume, volume.id, (ObjectState.ALLOCATED, ObjectState.CREATING),
                     ObjectState.ERROR, reason=reason):
                 await release_capacity(session, volume.primary_storage_id, volume.size)
+
+    async def _cancel_create(self, ctx: JobContext, reason: str) -> None:
+        """A cancelled create leaves nothing: the volume settles as a failed one, then its
+        file (made or not) is removed and it ends destroyed. Should the removal fail, it
+        stays in error, from which it is deleted as usual."""
+        await self._fail_create(ctx, reason)
+        async with ctx.db() as session:
+            volume = await session.get(Volume, ctx.job.resource_id, populate_existing=True)
+            if volume is None or volume.state != ObjectState.ERROR:
+                return
+            store = await self._d.store_of(session, volume)
+            host = await self._d.selector.for_primary(session, store)
+        await self._d.registry.backend_of(store).delete_volume(ctx, store, volume, host)
+        async with ctx.db.begin() as session:
+            await transition(session, Volume, volume.id, ObjectState.ERROR,
+                             ObjectState.DESTROYED, reason=reason)
 
     async def delete(self, volume_id: str, cascade: bool = False) -> Job:
         """`cascade`: its snapshots go too; without it, a volume with any is a 409."""

@@ -11,7 +11,7 @@ from controller.api.keys import SERVICES
 from controller.api.request import number_param
 from controller.api.schemas import Error, JobOut
 from controller.api.views.common import listing, ok
-from controller.db.models import Job
+from controller.db.models import Job, JobState
 from controller.services.container import Services
 
 MAX_WAIT = 60.0
@@ -23,6 +23,7 @@ def job_out(job: Job) -> JobOut:
         resource_type=job.resource_type, resource_id=job.resource_id, result=job.result,
         error=Error(code=job.error_code, message=job.error_message or "")
         if job.error_code else None, request_id=job.request_id,
+        owner=job.owner if job.state == JobState.RUNNING else None,
         created_at=job.created_at, updated_at=job.updated_at,
     )
 
@@ -41,3 +42,9 @@ async def get_job(request: web.Request) -> web.Response:
     wait = number_param(request, "wait", 0.0, 0.0, MAX_WAIT)
     job = await request.app[SERVICES].jobs.get(request.match_info["id"], wait)
     return ok(job_out(job))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """Answers at once: the job is still running until its owner has stopped it."""
+    job = await request.app[SERVICES].jobs.cancel(request.match_info["id"])
+    return ok(job_out(job), status=202)
