@@ -27,6 +27,7 @@ from controller.motion.install import CacheThenCloneInstall
 from controller.motion.migration import SharedHostMigration, StagedMigration
 from controller.motion.service import DataMotionService
 from controller.motion.strategies import MediatorMotionStrategy
+from controller.periodic import PeriodicRunner
 from controller.plugins.matrix import default_registry
 from controller.plugins.registry import PluginRegistry
 from controller.secrets import SecretBox
@@ -34,14 +35,17 @@ from controller.services.attachments import AttachmentService
 from controller.services.backup_storages import BackupStorageService
 from controller.services.backups import SnapshotBackupService
 from controller.services.base import ServiceDeps
+from controller.services.cache_gc import CacheGcService
 from controller.services.container import Services
 from controller.services.enrolment import Enrolment
+from controller.services.health import StorageHealth
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
 from controller.services.migration import MigrationService
 from controller.services.monitor import HostMonitor
 from controller.services.paths import path_policy
 from controller.services.primary_storages import PrimaryStorageService
+from controller.services.reconcile import ReconcileService
 from controller.services.snapshots import SnapshotService
 from controller.services.tokens import TokenService
 from controller.services.volumes import VolumeService
@@ -97,6 +101,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             images=ImageService(deps), volumes=volumes, tokens=TokenService(db),
             snapshots=SnapshotService(deps), backups=SnapshotBackupService(deps),
             attachments=AttachmentService(deps, volumes), migration=MigrationService(deps),
+            reconcile=ReconcileService(deps), cache_gc=CacheGcService(deps),
         )
         app[SERVICES] = services
         await services.tokens.bootstrap(config.admin_token_path)
@@ -107,7 +112,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             if config.host_check_interval > 0:
                 monitor = asyncio.create_task(HostMonitor(
                     db, jobs, services.hosts, agents, config.host_check_interval).run())
+            periodic = PeriodicRunner()
+            periodic.add("reconcile", config.reconcile_interval,
+                         services.reconcile.submit_all)
+            periodic.add("cache-gc", config.cache_gc_interval, services.cache_gc.submit_all)
+            periodic.add("storage-probe", config.storage_probe_interval, StorageHealth(
+                db, agents, registry, config.storage_probe_timeout).probe_all)
+            periodic.start()
             yield
+            await periodic.stop()
             if monitor is not None:
                 monitor.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

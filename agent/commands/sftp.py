@@ -6,7 +6,6 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 
-from agent import fsops
 from agent.commands.images import flattened, staged_download
 from agent.commands.registry import handles
 from agent.images.writer import VerifiedImageWriter
@@ -14,6 +13,7 @@ from agent.services import AgentServices
 from agent.sftp.keyfiles import key_dir
 from agent.sftp.session import connect
 from agent.tools import ssh
+from shared.names import TEMP_PREFIX
 from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult
 from shared.protocol.objects import ObjectList, StoreObject
 from shared.protocol.sftp import (
@@ -46,7 +46,7 @@ async def sftp_prepare(svc: AgentServices, payload: SftpPreparePayload,
     async with connect(payload.endpoint) as session:
         for sub in ["", *payload.subdirs]:
             await session.makedirs(posixpath.join(payload.path, sub) if sub else payload.path)
-        probe = posixpath.join(payload.path, f"{fsops.TEMP_PREFIX}write-probe")
+        probe = posixpath.join(payload.path, f"{TEMP_PREFIX}write-probe")
         async with await session.sftp.open(probe, "wb") as f:
             await f.write(b"strata")
         await session.remove(probe)
@@ -116,6 +116,6 @@ async def sftp_list(svc: AgentServices, payload: SftpListPayload,
                     else payload.root)
             for name, size in sorted(await session.files(path)):
                 rel = posixpath.join(directory.subdir, name) if directory.subdir else name
-                kind = "temporary" if name.startswith(fsops.TEMP_PREFIX) else directory.kind
+                kind = "temporary" if name.startswith(TEMP_PREFIX) else directory.kind
                 objects.append(StoreObject(path=rel, kind=kind, size=size))
         return ObjectList(objects=objects, capacity=await session.capacity(payload.root))
