@@ -170,9 +170,9 @@ class Cli:
                     raise
         print(f"{accepted['resource_type']} {accepted['resource_id']} done")
 
-    def reconcile_report(self, store_id: str) -> int:
-        """The report as three tables (or JSON); 0 when the storage and the rows agree."""
-        report = self.client.get(f"/v1/primary-storages/{store_id}/reconcile")
+    def reconcile_report(self, collection: str, store_id: str) -> int:
+        """The report as tables (or JSON); 0 when the storage and the rows agree."""
+        report = self.client.get(f"/v1/{collection}/{store_id}/reconcile")
         if self.args.json:
             self.out(report)
         else:
@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--path", help="dir/sftp: the directory")
     config_options(c, "e.g. host=10.0.0.9 or bucket=images")
     waitable(bs.add_parser("delete")).add_argument("id")
+    waitable(bs.add_parser("reconcile", help="compare its files with the rows; with --wait, "
+                                             "print the report")).add_argument("id")
+    bs.add_parser("report", help="the last reconcile report").add_argument("id")
 
     images = resource("images", ["image"])
     r = waitable(images.add_parser("register"))
@@ -464,6 +467,11 @@ def run(args: argparse.Namespace) -> int:
             cli.out(c.get(f"/v1/hosts/{args.id}/network?{query}"))
             return 0
         return cli.submitted(c.post(f"/v1/hosts/{args.id}/reconnect"))
+    if res in ("primary-storages", "backup-storages") and action == "report":
+        return cli.reconcile_report(res, args.id)
+    if res in ("primary-storages", "backup-storages") and action == "reconcile":
+        status = cli.submitted(c.post(f"/v1/{res}/{args.id}/reconcile"), show=False)
+        return cli.reconcile_report(res, args.id) if args.wait and not status else status
     if res == "primary-storages":
         if action == "create":
             config = store_config(args)
@@ -473,12 +481,6 @@ def run(args: argparse.Namespace) -> int:
             return cli.submitted(c.post("/v1/primary-storages", {
                 "name": args.name, "type": args.type, "config": config,
                 "hosts": args.host, "overprovision_factor": args.overprovision}))
-        if action == "report":
-            return cli.reconcile_report(args.id)
-        if action == "reconcile":
-            status = cli.submitted(c.post(f"/v1/primary-storages/{args.id}/reconcile"),
-                                   show=False)
-            return cli.reconcile_report(args.id) if args.wait and not status else status
         if action == "cache-gc":
             path = f"/v1/primary-storages/{args.id}/cache-gc"
             if args.high is not None or args.low is not None:

@@ -118,6 +118,13 @@ ROUTES: tuple[Route, ...] = (
           body=s.BackupStorageCreate, response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/backup-storages/{id}", storages.get_backup, "Show a backup storage",
           response=s.BackupStorageOut),
+    Route("POST", "/v1/backup-storages/{id}/reconcile", storages.reconcile_backup,
+          "Compare what the backup storage holds with the rows (orphans, missing files, "
+          "size mismatches); the report replaces the last one",
+          response=s.JobAccepted, status=202, role=Role.ADMIN),
+    Route("GET", "/v1/backup-storages/{id}/reconcile", storages.reconcile_backup_report,
+          "The last reconcile report of a backup storage (404 no_report before the first)",
+          response=ReconcileReport),
     Route("DELETE", "/v1/backup-storages/{id}", storages.delete_backup,
           "Delete a backup storage", response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/images", images.list_images, "List images", response=s.Page[s.ImageOut],

@@ -9,6 +9,9 @@ first and the rows read after, so every file listed whose row existed is known; 
 named after an object in a transitional state (being made, copied, moved, deleted), and
 temporaries whose writing task belongs to a running job or a cache being filled, are
 counted as in progress; and only `ready` rows can miss their file.
+
+Backup storages are reconciled too (report only): their layout is fixed by ids
+(`images/<image id>`, `snapshots/<volume id>.<snapshot id>.qcow2`), whatever the type.
 """
 
 from __future__ import annotations
@@ -27,20 +30,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from controller.db.lookup import get_or_404
 from controller.db.models import (
     TRANSITIONAL,
+    BackupStorage,
     Host,
     Image,
     ImageCache,
+    ImageStoreRef,
     Job,
     JobState,
     ObjectState,
     PrimaryStorage,
     Snapshot,
+    SnapshotBackup,
     StorageReport,
     StoreState,
     Volume,
 )
 from controller.jobs.engine import JobContext
+from controller.plugins.interfaces.backup import IMAGES, SNAPSHOTS
 from controller.plugins.interfaces.stores import Primary
+from controller.services.backups import backup_file_name
 from controller.services.base import ServiceDeps
 from shared.errors import Conflict, InvalidInput, NotFound, StrataError
 from shared.names import temp_task_id
@@ -50,6 +58,7 @@ log = logging.getLogger(__name__)
 
 KIND = "reconcile"
 STORAGE_KIND = "primary"
+BACKUP_KIND = "backup"
 
 
 class Orphan(BaseModel):
@@ -174,47 +183,55 @@ class ReconcileService:
         self._d = deps
         deps.jobs.register("primary_storage.reconcile", self.run)
         deps.jobs.register("primary_storage.quarantine", self.run_quarantine)
+        deps.jobs.register("backup_storage.reconcile", self.run_backup)
 
-    async def submit(self, store_id: str) -> Job:
+    async def submit(self, store_id: str, storage_kind: str = STORAGE_KIND) -> Job:
         """A reconcile job for the storage; the one running already, if there is one."""
+        handler = self.run if storage_kind == STORAGE_KIND else self.run_backup
         async with self._d.db.begin() as session:
-            store = await get_or_404(session, PrimaryStorage, store_id, "primary storage")
+            store = await _store_row(session, store_id, storage_kind)
             running = await self._running(session, store.id)
             if running is not None:
                 return running
             if store.state != StoreState.READY:
-                raise Conflict(f"primary storage {store.name} is {store.state}",
+                raise Conflict(f"{storage_kind} storage {store.name} is {store.state}",
                                code="storage_not_ready")
-            job = self._d.jobs.new_job(session, self.run, resource_type="primary_storage",
+            job = self._d.jobs.new_job(session, handler,
+                                       resource_type=f"{storage_kind}_storage",
                                        resource_id=store.id)
         self._d.jobs.start(job)
         return job
 
     async def submit_all(self) -> None:
-        """The periodic run: every ready primary storage (one at a time on the agents'
-        side is not needed: each listing is one agent task)."""
+        """The periodic run: every ready primary and backup storage."""
         async with self._d.db() as session:
-            ids = (await session.scalars(select(PrimaryStorage.id).where(
-                PrimaryStorage.state == StoreState.READY))).all()
-        for store_id in ids:
+            stores = [(STORAGE_KIND, i) for i in (await session.scalars(
+                select(PrimaryStorage.id).where(PrimaryStorage.state == StoreState.READY)
+            )).all()] + [(BACKUP_KIND, i) for i in (await session.scalars(
+                select(BackupStorage.id).where(BackupStorage.state == StoreState.READY)
+            )).all()]
+        for storage_kind, store_id in stores:
             try:
-                await self.submit(store_id)
+                await self.submit(store_id, storage_kind)
             except StrataError as exc:
-                log.info("no reconcile of primary storage %s: %s", store_id, exc.message)
+                log.info("no reconcile of %s storage %s: %s", storage_kind, store_id,
+                         exc.message)
 
     async def _running(self, session: AsyncSession, store_id: str) -> Job | None:
-        kinds = [self._d.jobs.kind_of(self.run), self._d.jobs.kind_of(self.run_quarantine)]
+        kinds = [self._d.jobs.kind_of(h) for h in (self.run, self.run_quarantine,
+                                                  self.run_backup)]
         return await session.scalar(select(Job).where(
             Job.kind.in_(kinds), Job.resource_id == store_id,
             Job.state == JobState.RUNNING).limit(1))
 
-    async def report(self, store_id: str) -> ReconcileReport:
+    async def report(self, store_id: str,
+                     storage_kind: str = STORAGE_KIND) -> ReconcileReport:
         async with self._d.db() as session:
-            store = await get_or_404(session, PrimaryStorage, store_id, "primary storage")
-            row = await self._report_row(session, store.id)
+            store = await _store_row(session, store_id, storage_kind)
+            row = await self._report_row(session, store.id, storage_kind)
         if row is None or row.report is None:
-            raise NotFound(f"primary storage {store.name} has no reconcile report yet; "
-                           "run one (POST .../reconcile)", code="no_report")
+            raise NotFound(f"{storage_kind} storage {store.name} has no reconcile report "
+                           "yet; run one (POST .../reconcile)", code="no_report")
         return ReconcileReport.model_validate(row.report)
 
     async def quarantine(self, store_id: str, paths: list[str]) -> Job:
@@ -236,9 +253,27 @@ class ReconcileService:
         return job
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
-        report = await self._reconcile(ctx)
+        return await self._finish(ctx, await self._reconcile(ctx), STORAGE_KIND)
+
+    async def run_backup(self, ctx: JobContext) -> dict[str, Any]:
+        """Through a connected host: the store's images and snapshot backups."""
+        started = time.time()
+        async with ctx.db() as session:
+            row = await get_or_404(session, BackupStorage, ctx.job.resource_id or "",
+                                   "backup storage")
+            store = self._d.registry.backup(row)
+            host = await self._d.selector.for_backup(session, store)
+        driver = self._d.registry.backup_provider(row.type).driver
+        listing = await driver.list_objects(ctx, store, host)
+        async with ctx.db() as session:
+            rows = await self._backup_rows(session, row.id, started)
+        return await self._finish(ctx, self._report(ctx, row.id, host, started, listing.objects,
+                                                    rows), BACKUP_KIND)
+
+    async def _finish(self, ctx: JobContext, report: ReconcileReport,
+                      storage_kind: str) -> dict[str, Any]:
         async with ctx.db.begin() as session:
-            await self._save(session, report)
+            await self._save(session, report, storage_kind)
             result = {"objects": report.objects, "orphans": len(report.orphans),
                       "missing": len(report.missing),
                       "size_mismatches": len(report.size_mismatches)}
@@ -272,7 +307,7 @@ class ReconcileService:
         report.orphans = [o for o in report.orphans if o.path not in moved]
         report.quarantined = [Quarantined(path=p, moved_to=t, at=now) for p, t in moved.items()]
         async with ctx.db.begin() as session:
-            await self._save(session, report)
+            await self._save(session, report, STORAGE_KIND)
             result_out = {"moved": moved, "skipped": skipped}
             await ctx.succeed(session, result_out)
         return result_out
@@ -292,10 +327,14 @@ class ReconcileService:
         listing = await driver.list_objects(ctx, store, host)
         async with ctx.db() as session:
             rows = await self._rows(session, store, driver.object_root(store), started)
-        orphans, missing, mismatches, in_progress = compare(listing.objects, rows)
+        return self._report(ctx, store.id, host, started, listing.objects, rows)
+
+    def _report(self, ctx: JobContext, store_id: str, host: Host, started: float,
+                objects: list[StoreObject], rows: Rows) -> ReconcileReport:
+        orphans, missing, mismatches, in_progress = compare(objects, rows)
         return ReconcileReport(
-            storage_id=store.id, job_id=ctx.job.id, host_id=host.id, started_at=started,
-            finished_at=time.time(), objects=len(listing.objects), orphans=orphans,
+            storage_id=store_id, job_id=ctx.job.id, host_id=host.id, started_at=started,
+            finished_at=time.time(), objects=len(objects), orphans=orphans,
             missing=missing, size_mismatches=mismatches, in_progress=in_progress)
 
     async def _rows(self, session: AsyncSession, store: Primary[Any], root: str,
@@ -324,24 +363,61 @@ class ReconcileService:
             if cache.path:
                 known[relative(root, cache.path)] = Known("image_cache", cache.id, image.name,
                                                           cache.state, image.virtual_size)
-        busy: set[str] = set()
-        for model in (Volume, Snapshot, ImageCache):
-            busy.update((await session.scalars(select(model.id).where(
-                model.state.in_(TRANSITIONAL)))).all())
-        running = (await session.scalars(select(Job.id).where(
-            Job.state == JobState.RUNNING))).all()
-        return Rows(known=known, busy_ids=frozenset(busy), running_jobs=frozenset(running))
+        return await _with_work(session, known, (Volume, Snapshot, ImageCache))
 
-    async def _report_row(self, session: AsyncSession, store_id: str) -> StorageReport | None:
+    async def _backup_rows(self, session: AsyncSession, store_id: str,
+                           listed_at: float) -> Rows:
+        """Images and snapshot backups, where the layout puts them."""
+        known: dict[str, Known] = {}
+        refs = (await session.execute(select(ImageStoreRef, Image).join(
+            Image, Image.id == ImageStoreRef.image_id).where(
+            ImageStoreRef.backup_storage_id == store_id,
+            or_(ImageStoreRef.state != ObjectState.DESTROYED,
+                ImageStoreRef.updated_at >= listed_at)))).all()
+        for ref, image in refs:
+            known[f"{IMAGES}/{image.id}"] = Known("image", image.id, image.name, ref.state,
+                                                  image.virtual_size)
+        backups = (await session.scalars(select(SnapshotBackup).where(
+            SnapshotBackup.backup_storage_id == store_id,
+            or_(SnapshotBackup.state != ObjectState.DESTROYED,
+                SnapshotBackup.updated_at >= listed_at)))).all()
+        for b in backups:
+            known[f"{SNAPSHOTS}/{backup_file_name(b)}"] = Known(
+                "snapshot_backup", b.id, b.id, b.state, b.virtual_size)
+        return await _with_work(session, known, (Image, ImageStoreRef, SnapshotBackup))
+
+    async def _report_row(self, session: AsyncSession, store_id: str,
+                          storage_kind: str = STORAGE_KIND) -> StorageReport | None:
         return await session.scalar(select(StorageReport).where(
-            StorageReport.storage_kind == STORAGE_KIND, StorageReport.storage_id == store_id,
+            StorageReport.storage_kind == storage_kind, StorageReport.storage_id == store_id,
             StorageReport.kind == KIND))
 
-    async def _save(self, session: AsyncSession, report: ReconcileReport) -> None:
-        row = await self._report_row(session, report.storage_id)
+    async def _save(self, session: AsyncSession, report: ReconcileReport,
+                    storage_kind: str) -> None:
+        row = await self._report_row(session, report.storage_id, storage_kind)
         if row is None:
-            row = StorageReport(storage_kind=STORAGE_KIND, storage_id=report.storage_id,
+            row = StorageReport(storage_kind=storage_kind, storage_id=report.storage_id,
                                 kind=KIND)
             session.add(row)
         row.job_id = report.job_id
         row.report = report.model_dump(mode="json")
+
+
+async def _with_work(session: AsyncSession, known: dict[str, Known],
+                     models: tuple[type[Any], ...]) -> Rows:
+    """`known`, with the ids of `models` rows in a transitional state and the running
+    jobs: what work in progress is named after."""
+    busy: set[str] = set()
+    for model in models:
+        busy.update((await session.scalars(select(model.id).where(
+            model.state.in_(TRANSITIONAL)))).all())
+    running = (await session.scalars(select(Job.id).where(
+        Job.state == JobState.RUNNING))).all()
+    return Rows(known=known, busy_ids=frozenset(busy), running_jobs=frozenset(running))
+
+
+async def _store_row(session: AsyncSession, store_id: str,
+                     storage_kind: str) -> PrimaryStorage | BackupStorage:
+    if storage_kind == STORAGE_KIND:
+        return await get_or_404(session, PrimaryStorage, store_id, "primary storage")
+    return await get_or_404(session, BackupStorage, store_id, "backup storage")

@@ -1,7 +1,7 @@
 """Reconcile against a real controller and agent: a local primary storage whose files
 were tampered with behind Strata's back (a stray file, a leftover temporary, a volume
 file removed, one grown), the report through the API and the CLI, the quarantine of the
-orphans the operator names, and the periodic run."""
+orphans the operator names, and the periodic run; a dir backup storage's report."""
 
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ def test_reconcile_reports_and_quarantines(stack: Stack, file_server: FileServer
                                            image_dir: Path) -> None:
     api, ps = stack.api, stack.primary_id
     image_id, _ = register(stack, file_server, image_dir, size="4M")
+    (stack.backup_path / "images" / "stray").write_bytes(b"x")
+    stack.wait(api.post(f"/v1/backup-storages/{stack.backup_id}/reconcile"))
+    store = api.get(f"/v1/backup-storages/{stack.backup_id}/reconcile")
+    assert [o["path"] for o in store["orphans"]] == ["images/stray"]
+    assert (store["objects"], store["missing"], store["size_mismatches"]) == (2, [], []), \
+        "the image is known, its virtual size the recorded one"
     vols = {}
     for name, extra in (("clone", {"image_id": image_id}), ("empty", {"size": 8 * MiB})):
         job = stack.wait(api.post("/v1/volumes", {"name": name, "primary_storage_id": ps,

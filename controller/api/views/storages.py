@@ -26,6 +26,7 @@ from controller.db.models import BackupStorage, PrimaryStorage, PrimaryStorageHo
 from controller.services.cache_gc import CacheGcSettings
 from controller.services.commands import CreateBackupStorage, CreatePrimaryStorage
 from controller.services.container import Services
+from controller.services.reconcile import BACKUP_KIND
 
 
 async def _primary_out(services: Services, session: AsyncSession,
@@ -119,6 +120,16 @@ async def cache_gc_run(request: web.Request) -> web.Response:
     req = await body(request, CacheGcRequest)
     return accepted(await request.app[SERVICES].cache_gc.submit(request.match_info["id"],
                                                                 req.dry_run))
+
+
+async def reconcile_backup(request: web.Request) -> web.Response:
+    return accepted(await request.app[SERVICES].reconcile.submit(request.match_info["id"],
+                                                                 BACKUP_KIND))
+
+
+async def reconcile_backup_report(request: web.Request) -> web.Response:
+    return ok(await request.app[SERVICES].reconcile.report(request.match_info["id"],
+                                                           BACKUP_KIND))
 
 
 async def list_backup(request: web.Request) -> web.Response:
