@@ -119,6 +119,7 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
     app.router.add_post("/v1/enrol/csr", views.enrol_csr)
     app.router.add_post("/v1/enrol/cert", views.enrol_cert)
     app.router.add_get("/debug/network", views.debug_network)
+    app.router.add_post("/v1/probe", views.probe_storages)
     return app
 
 
@@ -141,4 +142,5 @@ def create_debug_app(main: web.Application) -> web.Application:
     app.router.add_get("/debug/config", views.debug_config)
     app.router.add_get("/metrics", views.metrics)
     app.router.add_get("/debug/network", views.debug_network)
+    app.router.add_post("/v1/probe", views.probe_storages)
     return app

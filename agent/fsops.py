@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 from collections.abc import Collection
 from typing import TypeVar
@@ -14,15 +13,12 @@ from pydantic import TypeAdapter
 
 from agent.tasks import current_task_id
 from shared.errors import Conflict
+from shared.names import TEMP_HEAD, TEMP_PREFIX, temp_task_id
 from shared.protocol.types import FsCapacity
 
 T = TypeVar("T")
 
-TEMP_PREFIX = ".strata-tmp-"
 NAME_MAX = 255
-# What precedes the final file's name in a temporary name: the writing task's id and `~`
-# (task ids never hold a `~`), then a random part. Older names have no task id.
-_TEMP_HEAD = re.compile(re.escape(TEMP_PREFIX) + r"(?:([A-Za-z0-9._:-]+)~)?[0-9a-f]{12}-")
 
 
 def temp_name(file_name: str) -> str:
@@ -44,14 +40,14 @@ def is_leftover(name: str, running_tasks: Collection[str]) -> bool:
     agent restarted), or its name is of the older kind, with no task id."""
     if not name.startswith(TEMP_PREFIX):
         return False
-    head = _TEMP_HEAD.match(name)
-    return head is None or head.group(1) not in running_tasks
+    task_id = temp_task_id(name)
+    return task_id is None or task_id not in running_tasks
 
 
 def public_message(text: str, state_dir: str | None = None) -> str:
     """An error message fit for the controller: temporary names become the names of
     the files they were to be, and the agent's state directory is not spelled out."""
-    text = _TEMP_HEAD.sub("", text)
+    text = TEMP_HEAD.sub("", text)
     if state_dir:
         text = text.replace(state_dir.rstrip("/") + "/", "the agent's ")
     return text

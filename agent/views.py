@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -10,12 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.commands import HANDLERS
 from agent.commands.host import network_facts
+from agent.files.probe import probe
 from agent.keys import CONFIG, MAIN, SERVICES, TASKS, TLS
 from shared.errors import InvalidInput, NotFound
 from shared.http import json_model, read_json
 from shared.protocol.enrol import CertRequest, CsrRequest
 from shared.protocol.envelope import CommandEnvelope, TaskInfo
-from shared.protocol.host import NetworkQuery
+from shared.protocol.host import NetworkQuery, ProbeRequest, ProbeResults
 from shared.protocol.types import Model
 
 MAX_WAIT = 60.0
@@ -102,6 +104,15 @@ async def debug_network(request: web.Request) -> web.Response:
     main = request.app.get(MAIN, request.app)
     query = NetworkQuery(servers=request.query.getall("server", []))
     return json_model(await network_facts(main[SERVICES], query.servers))
+
+
+async def probe_storages(request: web.Request) -> web.Response:
+    """The controller's storage health probe: each root at once, each bounded by the
+    request's timeout (a question, not a task: nothing is kept of it)."""
+    req = ProbeRequest.model_validate(await read_json(request))
+    files = request.app[SERVICES].files
+    return json_model(ProbeResults(results=list(await asyncio.gather(
+        *(probe(files, path, req.timeout) for path in req.paths)))))
 
 
 async def enrol_csr(request: web.Request) -> web.Response:

@@ -51,6 +51,12 @@ def human_size(n: int) -> str:
         value /= 1024
     return f"{value:.1f}".removesuffix(".0") + unit
 
+RECONCILE_TABLES: dict[str, tuple[str, ...]] = {
+    "orphans": ("path", "kind", "size"),
+    "missing": ("resource_type", "id", "name", "path"),
+    "size_mismatches": ("path", "resource_type", "id", "expected", "found"),
+    "quarantined": ("path", "moved_to"),
+}
 CAPABILITY_TABLES: dict[str, tuple[str, ...]] = {
     "primary_storage_types": ("type", "description"),
     "backup_storage_types": ("type", "description"),
@@ -131,8 +137,9 @@ class Cli:
         else:
             print(json.dumps(data, indent=2))
 
-    def submitted(self, accepted: dict[str, Any]) -> int:
-        """Prints the job, or with --wait follows it to the end; non-zero if it failed."""
+    def submitted(self, accepted: dict[str, Any], show: bool = True) -> int:
+        """Prints the job, or with --wait follows it to the end (and shows the object it
+        made or changed, or with `show` off, its result); non-zero if it failed."""
         if not self.args.wait:
             self.out(accepted) if self.args.json else print(
                 f"job {accepted['job_id']} started for {accepted['resource_type']} "
@@ -144,8 +151,10 @@ class Cli:
             self.out(job)
         elif job["state"] == "failed":
             print(f"failed: {job['error']['code']}: {job['error']['message']}", file=sys.stderr)
-        else:
+        elif show:
             self.show_done(accepted)
+        elif job.get("result"):
+            print(json.dumps(job["result"], indent=2))
         return 0 if job["state"] == "succeeded" else 1
 
     def show_done(self, accepted: dict[str, Any]) -> None:
@@ -161,6 +170,21 @@ class Cli:
                 if exc.status != 404:
                     raise
         print(f"{accepted['resource_type']} {accepted['resource_id']} done")
+
+    def reconcile_report(self, collection: str, store_id: str) -> int:
+        """The report as tables (or JSON); 0 when the storage and the rows agree."""
+        report = self.client.get(f"/v1/{collection}/{store_id}/reconcile")
+        if self.args.json:
+            self.out(report)
+        else:
+            print(f"{report['objects']} objects listed through host {report['host_id']}, "
+                  f"{len(report['in_progress'])} in progress")
+            for key, columns in RECONCILE_TABLES.items():
+                print(f"{key.replace('_', ' ').upper()}: {len(report[key])}")
+                if report[key]:
+                    print_table(report[key], columns)
+        findings = report["orphans"] or report["missing"] or report["size_mismatches"]
+        return 1 if findings else 0
 
     def listing(self, resource: str, filters: list[str]) -> int:
         query = [f"limit={self.args.limit}", f"offset={self.args.offset}"]
@@ -236,6 +260,23 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("id")
         a.add_argument("host_id")
     waitable(ps.add_parser("delete")).add_argument("id")
+    waitable(ps.add_parser("reconcile", help="compare its files with the rows; with --wait, "
+                                             "print the report")).add_argument("id")
+    ps.add_parser("report", help="the last reconcile report: orphans, missing files, size "
+                                 "mismatches").add_argument("id")
+    q = waitable(ps.add_parser("quarantine", help="move orphans of the last report into the "
+                                                  "storage's quarantine directory"))
+    q.add_argument("id")
+    q.add_argument("paths", nargs="+", help="orphan paths as the report names them")
+    gc = ps.add_parser("cache-gc", help="image cache collection: the watermarks and the "
+                                        "last run; with --high/--low, set the watermarks")
+    gc.add_argument("id")
+    gc.add_argument("--high", type=float, help="percent of the disk used above which "
+                                               "unused caches go")
+    gc.add_argument("--low", type=float, help="percent of the disk used to bring it to")
+    gc_run = waitable(ps.add_parser("cache-gc-run", help="collect unused image caches now"))
+    gc_run.add_argument("id")
+    gc_run.add_argument("--dry-run", action="store_true", help="only show what would go")
 
     bs = resource("backup-storages", ["bs", "backup-storage"])
     c = waitable(bs.add_parser("create"))
@@ -244,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--path", help="dir/sftp: the directory")
     config_options(c, "e.g. host=10.0.0.9 or bucket=images")
     waitable(bs.add_parser("delete")).add_argument("id")
+    waitable(bs.add_parser("reconcile", help="compare its files with the rows; with --wait, "
+                                             "print the report")).add_argument("id")
+    bs.add_parser("report", help="the last reconcile report").add_argument("id")
 
     images = resource("images", ["image"])
     r = waitable(images.add_parser("register"))
@@ -436,6 +480,11 @@ def run(args: argparse.Namespace) -> int:
             cli.out(c.get(f"/v1/hosts/{args.id}/network?{query}"))
             return 0
         return cli.submitted(c.post(f"/v1/hosts/{args.id}/reconnect"))
+    if res in ("primary-storages", "backup-storages") and action == "report":
+        return cli.reconcile_report(res, args.id)
+    if res in ("primary-storages", "backup-storages") and action == "reconcile":
+        status = cli.submitted(c.post(f"/v1/{res}/{args.id}/reconcile"), show=False)
+        return cli.reconcile_report(res, args.id) if args.wait and not status else status
     if res == "primary-storages":
         if action == "create":
             config = store_config(args)
@@ -445,6 +494,28 @@ def run(args: argparse.Namespace) -> int:
             return cli.submitted(c.post("/v1/primary-storages", {
                 "name": args.name, "type": args.type, "config": config,
                 "hosts": args.host, "overprovision_factor": args.overprovision}))
+        if action == "cache-gc":
+            path = f"/v1/primary-storages/{args.id}/cache-gc"
+            if args.high is not None or args.low is not None:
+                settings = c.get(path)["settings"]
+                for key, value in (("high_watermark", args.high), ("low_watermark", args.low)):
+                    if value is not None:
+                        settings[key] = value
+                cli.out(c.request("PUT", path, settings))
+            else:
+                cli.out(c.get(path))
+            return 0
+        if action == "cache-gc-run":
+            status = cli.submitted(c.post(f"/v1/primary-storages/{args.id}/cache-gc/run",
+                                          {"dry_run": args.dry_run}), show=False)
+            if args.wait and not status and not args.json:
+                print_table(c.get(f"/v1/primary-storages/{args.id}/cache-gc")["last_run"]
+                            ["removed"], ("cache_id", "image_name", "path", "size",
+                                          "last_used_at"))
+            return status
+        if action == "quarantine":
+            return cli.submitted(c.post(f"/v1/primary-storages/{args.id}/reconcile/quarantine",
+                                        {"paths": args.paths}), show=False)
         return cli.submitted(c.post(f"/v1/primary-storages/{args.id}/{action}",
                                     {"host_id": args.host_id}))
     if res == "backup-storages":

@@ -31,7 +31,7 @@ from shared.logs import HEADER, REQUEST_ID
 from shared.protocol.command import Command
 from shared.protocol.enrol import CertRequest, CertResponse, CsrRequest, CsrResponse
 from shared.protocol.envelope import CommandEnvelope, TaskInfo, TaskState
-from shared.protocol.host import NetworkFacts
+from shared.protocol.host import NetworkFacts, ProbeRequest, ProbeResults
 from shared.protocol.types import Model
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,16 @@ class AgentClient:
         try:
             return await self._request("GET", target, f"/debug/network?{query}", None,
                                        NetworkFacts.model_validate, timeout=PROBE_TIMEOUT * 3)
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise AgentUnreachable(f"agent at {target.address} unreachable: {exc}") from exc
+
+    async def probe(self, target: AgentTarget, req: ProbeRequest) -> ProbeResults:
+        """The agent's heartbeat in each storage root; it answers within the probe's own
+        timeout, so waiting a little longer is enough."""
+        try:
+            return await self._request("POST", target, "/v1/probe", req.model_dump(),
+                                       ProbeResults.model_validate,
+                                       timeout=req.timeout + PROBE_TIMEOUT)
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise AgentUnreachable(f"agent at {target.address} unreachable: {exc}") from exc
 

@@ -35,14 +35,17 @@ from controller.services.audit import AuditLog
 from controller.services.backup_storages import BackupStorageService
 from controller.services.backups import SnapshotBackupService
 from controller.services.base import ServiceDeps
+from controller.services.cache_gc import CacheGcService
 from controller.services.container import Services
 from controller.services.enrolment import Enrolment
+from controller.services.health import StorageHealth
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
 from controller.services.migration import MigrationService
 from controller.services.monitor import HostMonitor
 from controller.services.paths import path_policy
 from controller.services.primary_storages import PrimaryStorageService
+from controller.services.reconcile import ReconcileService
 from controller.services.snapshots import SnapshotService
 from controller.services.tokens import TokenService
 from controller.services.volumes import VolumeService
@@ -105,16 +108,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             images=ImageService(deps), volumes=volumes, tokens=TokenService(db),
             snapshots=SnapshotService(deps), backups=SnapshotBackupService(deps),
             attachments=AttachmentService(deps, volumes), migration=MigrationService(deps),
-            audit=AuditLog(db),
+            audit=AuditLog(db), reconcile=ReconcileService(deps),
+            cache_gc=CacheGcService(deps),
         )
         app[SERVICES] = services
         await services.tokens.bootstrap(config.admin_token_path)
         async with embedded(config, services, agents) if config.local_agent else nullcontext():
             await services.volumes.release_orphan_caches()
             await jobs.adopt()
-            if config.host_check_interval > 0:
-                monitor = HostMonitor(db, jobs, services.hosts, agents)
-                leader.periodic("host monitor", config.host_check_interval, monitor.check_all)
+            leader.periodic("host monitor", config.host_check_interval,
+                            HostMonitor(db, jobs, services.hosts, agents).check_all)
+            leader.periodic("reconcile", config.reconcile_interval,
+                            services.reconcile.submit_all)
+            leader.periodic("cache-gc", config.cache_gc_interval, services.cache_gc.submit_all)
+            leader.periodic("storage-probe", config.storage_probe_interval, StorageHealth(
+                db, agents, registry, config.storage_probe_timeout).probe_all)
             background = [asyncio.create_task(leader.run()),
                           asyncio.create_task(jobs.keep_leases())]
             yield

@@ -32,6 +32,23 @@ class ControllerConfig(BaseModel):
     host_check_interval: float = Field(
         default=30, ge=0,
         description="Seconds between health checks of the agents (0: no checks).")
+    reconcile_interval: float = Field(
+        default=3600, ge=0,
+        description="Seconds between reconciles of every ready primary storage (its files "
+                    "against the rows; the last report is kept; 0: only on request).")
+    cache_gc_interval: float = Field(
+        default=600, ge=0,
+        description="Seconds between image cache collections on every ready primary "
+                    "storage (each storage's watermarks decide what goes; 0: only on "
+                    "request).")
+    storage_probe_interval: float = Field(
+        default=30, ge=0,
+        description="Seconds between health probes (a heartbeat file) of each storage from "
+                    "each host attached to it (0: no probes).")
+    storage_probe_timeout: float = Field(
+        default=10, gt=0, le=120,
+        description="Seconds a probe may take before the storage counts as unhealthy on "
+                    "that host.")
     agent_unreachable_timeout: float = Field(
         default=120, gt=0,
         description="Seconds a job waits for an agent that does not answer before it fails "

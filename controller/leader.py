@@ -72,7 +72,10 @@ class Leadership:
 
     def periodic(self, name: str, interval: float, step: Work) -> None:
         """`step()` every `interval` seconds while this controller leads; a step that
-        fails is logged, and the next one runs on time."""
+        fails is logged, and the next one runs on time. An `interval` of 0 (or less) is
+        the setting that turns the work off."""
+        if interval <= 0:
+            return
 
         async def loop() -> None:
             while True:

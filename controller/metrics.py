@@ -1,6 +1,7 @@
 """Prometheus metrics of the controller: jobs by kind and outcome, image cache hits and
 misses, and, read from the rows at each scrape, capacity and the state of every storage
-and host. Each controller app has a registry of its own."""
+and host, and each storage's health as each host's last probe found it. Each controller
+app has a registry of its own."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.models import BackupStorage, Host, PrimaryStorage
+from controller.db.models import (
+    BackupStorage,
+    Health,
+    Host,
+    PrimaryStorage,
+    PrimaryStorageHostRef,
+)
 
 # Job durations run from milliseconds (a linked clone) to hours (a large copy).
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
@@ -33,6 +40,10 @@ class Metrics:
         self._storage_state = Gauge(
             "strata_storage_state", "1 for the state each storage is in",
             ["storage_kind", "id", "name", "state"], registry=self.registry)
+        self._storage_health = Gauge(
+            "strata_storage_health",
+            "1 when the last probe from the host found the storage healthy, 0 when not",
+            ["storage_kind", "id", "name", "host_id"], registry=self.registry)
         self._host_state = Gauge("strata_host_state", "1 for the state each host is in",
                                  ["id", "name", "state"], registry=self.registry)
         self._leader = Gauge(
@@ -53,15 +64,23 @@ class Metrics:
     async def render(self, session: AsyncSession) -> bytes:
         """The exposition text, with the gauges read from the rows now: a storage or host
         that was deleted leaves no stale series behind."""
-        for gauge in (self._capacity, self._storage_state, self._host_state):
+        for gauge in (self._capacity, self._storage_state, self._storage_health,
+                      self._host_state):
             gauge.clear()
-        for ps in (await session.scalars(select(PrimaryStorage))).all():
+        stores = (await session.scalars(select(PrimaryStorage))).all()
+        for ps in stores:
             labels = ("primary", ps.id, ps.name)
             self._storage_state.labels(*labels, ps.state).set(1)
             for measure, value in (("total", ps.capacity_total),
                                    ("available", ps.capacity_available),
                                    ("allocated", ps.capacity_allocated)):
                 self._capacity.labels(*labels, measure).set(value)
+        names = {ps.id: ps.name for ps in stores}
+        for ref in (await session.scalars(select(PrimaryStorageHostRef).where(
+                PrimaryStorageHostRef.health.in_((Health.HEALTHY, Health.UNHEALTHY))))).all():
+            self._storage_health.labels(
+                "primary", ref.primary_storage_id, names.get(ref.primary_storage_id, ""),
+                ref.host_id).set(1 if ref.health == Health.HEALTHY else 0)
         for bs in (await session.scalars(select(BackupStorage))).all():
             labels = ("backup", bs.id, bs.name)
             self._storage_state.labels(*labels, bs.state).set(1)

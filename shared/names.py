@@ -94,6 +94,32 @@ def validate_store_path(path: str) -> str:
     return validate_abs_path(path)
 
 
+TEMP_PREFIX = ".strata-tmp-"
+# What precedes the final file's name in a temporary name: the writing task's id and `~`
+# (task ids never hold a `~`), then a random part. Older names have no task id.
+TEMP_HEAD = re.compile(re.escape(TEMP_PREFIX) + r"(?:([A-Za-z0-9._:-]+)~)?[0-9a-f]{12}-")
+
+
+def temp_task_id(name: str) -> str | None:
+    """The id of the task that writes temporary file `name`; None for any other name and
+    for temporaries of the older kind, which carry none."""
+    head = TEMP_HEAD.match(name)
+    return head.group(1) if head else None
+
+
+_OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9._:~-]{1,255}$")
+
+
+def validate_object_path(path: str) -> str:
+    """`<directory>/<file>` as a store's listing names a file: one directory below the
+    store's root and one file in it (temporary names included), never `..`."""
+    directory, sep, name = path.partition("/")
+    if (not sep or name in (".", "..") or not _OBJECT_NAME_RE.fullmatch(name)
+            or ".." in directory or not _FILE_RE.fullmatch(directory)):
+        raise InvalidInput(f"invalid object path {path!r}: expected <directory>/<file name>")
+    return path
+
+
 def join_under(root: str, name: str) -> str:
     """`root/name` with both halves validated, so the result stays under root."""
     return posixpath.join(validate_abs_path(root, "storage root"), validate_file_name(name))

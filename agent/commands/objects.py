@@ -13,11 +13,18 @@ from agent.files.base import FileStat
 from agent.images.formats import QCOW2_MAGIC
 from agent.services import AgentServices
 from agent.tools.lvm import LvInfo, Lvm
+from shared.errors import NotFound
+from shared.names import TEMP_PREFIX
 from shared.protocol.objects import (
     LIST_OBJECTS,
+    QUARANTINE_DIR,
+    QUARANTINE_OBJECTS,
     ListObjectsPayload,
     ObjectDir,
     ObjectList,
+    QuarantinePayload,
+    QuarantineResult,
+    QuarantineSkip,
     StoreObject,
 )
 
@@ -29,7 +36,7 @@ def file_object(directory: ObjectDir, found: FileStat) -> StoreObject:
     Else the format and virtual size come from the head: a qcow2 header's size field
     (at byte 24), or a raw file's length."""
     path = posixpath.join(directory.subdir, found.name) if directory.subdir else found.name
-    if found.name.startswith(fsops.TEMP_PREFIX):
+    if found.name.startswith(TEMP_PREFIX):
         return StoreObject(path=path, kind="temporary", size=found.allocated)
     if found.head[:4] == QCOW2_MAGIC and len(found.head) >= 32:
         virtual_size, = struct.unpack_from(">Q", found.head, 24)
@@ -66,3 +73,36 @@ async def list_objects(svc: AgentServices, payload: ListObjectsPayload,
     objects += [lv_object(lv) for lv in await lvm.lvs(payload.volume_group)
                 if lv.lv_name.startswith(LV_PREFIX)]
     return ObjectList(objects=objects, capacity=capacity)
+
+
+@handles(QUARANTINE_OBJECTS)
+async def quarantine_objects(svc: AgentServices, payload: QuarantinePayload,
+                             progress: Callable[[float], None]) -> QuarantineResult:
+    """Moves each file into `quarantine/<its directory>/` of the same store, by link and
+    unlink, so nothing is copied or lost; a name taken there gets a numbered suffix. A
+    temporary file a running task of this agent still writes is skipped, as is a file
+    that is gone. Safe to repeat: what was moved is no longer there to move."""
+    files = svc.files.for_path(payload.root)
+    moved: dict[str, str] = {}
+    skipped: list[QuarantineSkip] = []
+    for i, path in enumerate(payload.paths):
+        directory, name = path.split("/", 1)
+        if name.startswith(TEMP_PREFIX) and not fsops.is_leftover(
+                name, svc.running_tasks()):
+            skipped.append(QuarantineSkip(path=path, reason="a running task writes it"))
+            continue
+        target_dir = posixpath.join(QUARANTINE_DIR, directory)
+        # One level at a time: NFS servers refuse to mount a missing directory's parent.
+        await files.makedirs(posixpath.join(payload.root, QUARANTINE_DIR))
+        await files.makedirs(posixpath.join(payload.root, target_dir))
+        taken = {f.name for f in await files.scan(posixpath.join(payload.root, target_dir))}
+        target = next(posixpath.join(target_dir, candidate) for n in range(len(taken) + 1)
+                      if (candidate := name if n == 0 else f"{name}.{n}") not in taken)
+        try:
+            await files.move(payload.root, path, target)
+        except NotFound:
+            skipped.append(QuarantineSkip(path=path, reason="not found (or no regular file)"))
+            continue
+        moved[path] = target
+        progress(100.0 * (i + 1) / len(payload.paths))
+    return QuarantineResult(moved=moved, skipped=skipped)

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
-from agent import fsops
 from agent.commands.images import flattened, staged_download
 from agent.commands.registry import handles
 from agent.images.writer import VerifiedImageWriter
 from agent.services import AgentServices
 from agent.sftp.keyfiles import key_dir
 from agent.tools import ssh
+from shared.names import TEMP_PREFIX
 from shared.protocol.files import DeleteFileResult, ImageFacts, PrepareStorageResult, UploadResult
 from shared.protocol.objects import ObjectList, StoreObject
 from shared.protocol.sftp import (
@@ -58,7 +58,7 @@ async def sftp_prepare(svc: AgentServices, payload: SftpPreparePayload,
     async with connect(payload.endpoint) as session:
         for sub in ["", *payload.subdirs]:
             await session.makedirs(posixpath.join(payload.path, sub) if sub else payload.path)
-        probe = posixpath.join(payload.path, f"{fsops.TEMP_PREFIX}write-probe")
+        probe = posixpath.join(payload.path, f"{TEMP_PREFIX}write-probe")
         async with await session.sftp.open(probe, "wb") as f:
             await f.write(b"strata")
         await session.remove(probe)
@@ -128,6 +128,6 @@ async def sftp_list(svc: AgentServices, payload: SftpListPayload,
                     else payload.root)
             for name, size in sorted(await session.files(path)):
                 rel = posixpath.join(directory.subdir, name) if directory.subdir else name
-                kind = "temporary" if name.startswith(fsops.TEMP_PREFIX) else directory.kind
+                kind = "temporary" if name.startswith(TEMP_PREFIX) else directory.kind
                 objects.append(StoreObject(path=rel, kind=kind, size=size))
         return ObjectList(objects=objects, capacity=await session.capacity(payload.root))

@@ -8,15 +8,18 @@ and turns OS errors into Strata errors that name the path.
 from __future__ import annotations
 
 import abc
+import asyncio
 import errno
 import posixpath
+import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
 from agent import fsops
 from agent.files.lane import Lane
-from shared.errors import Conflict, NotFound, OperationFailed, StrataError
+from shared.errors import Conflict, NotFound, OperationFailed, StrataError, Timeout
 from shared.protocol.types import FsCapacity
 
 T = TypeVar("T")
@@ -77,6 +80,8 @@ class FileStore(abc.ABC):
 
     def __init__(self, lane: Lane) -> None:
         self.lane = lane
+        # Directories whose heartbeat is in a thread now, and since when.
+        self._beating: dict[str, float] = {}
 
     async def _run(self, what: str, fn: Callable[..., T], *args: object) -> T:
         try:
@@ -103,6 +108,12 @@ class FileStore(abc.ABC):
     @abc.abstractmethod
     def _publish(self, tmp: str, final: str) -> None:
         """Makes `tmp` durable and visible as `final`, never overwriting; removes `tmp`."""
+
+    @abc.abstractmethod
+    def _move(self, root: str, src: str, dst: str) -> None:
+        """Moves regular file `src` to `dst` (both relative to `root`, on one filesystem),
+        never overwriting: a hard link, then the old name removed. A missing `src`, or
+        one that is no regular file, is NotFound."""
 
     @abc.abstractmethod
     def _remove(self, path: str) -> bool: ...
@@ -180,6 +191,9 @@ class FileStore(abc.ABC):
 
         return await self._run(f"cannot read {path}", read)
 
+    async def move(self, root: str, src: str, dst: str) -> None:
+        await self._run(f"cannot move {src} to {dst}", self._move, root, src, dst)
+
     async def remove(self, path: str) -> bool:
         """True when the file existed; a missing file is not an error."""
         return await self._run(f"cannot remove {path}", self._remove, path)
@@ -216,6 +230,53 @@ class FileStore(abc.ABC):
         finally:
             await writer.close()
             await self.remove(probe)
+
+
+    async def heartbeat(self, directory: str, timeout: float) -> None:
+        """Writes a heartbeat file in `directory`, reads it back and removes it, in one
+        thread of the storage's lane, waiting at most `timeout` seconds. A hung server
+        keeps that thread blocked: until it returns, another heartbeat of the directory
+        fails at once rather than take a second thread, so probes never pile up."""
+        since = self._beating.get(directory)
+        if since is not None:
+            raise Timeout(f"{directory}: the last heartbeat has been blocked for "
+                          f"{time.monotonic() - since:.0f}s", code="storage_unresponsive")
+        self._beating[directory] = time.monotonic()
+
+        def beat() -> None:
+            try:
+                self._beat(fsops.temp_path(directory, "heartbeat"))
+            finally:
+                self._beating.pop(directory, None)
+
+        future = self.lane.submit(beat)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise Timeout(f"{directory}: no heartbeat within {timeout:g}s; the storage "
+                          "may be down or unreachable", code="storage_unresponsive") from None
+        except OSError as exc:
+            raise storage_error(exc, f"heartbeat in {directory}") from None
+
+    def _beat(self, path: str) -> None:
+        token = secrets.token_bytes(16)
+        writer = self._create(path)
+        try:
+            try:
+                writer.write(token)
+            except BaseException:
+                writer.close()
+                raise
+            writer.commit()
+            reader = self._open_read(path)
+            try:
+                back = reader.read(64)
+            finally:
+                reader.close()
+        finally:
+            self._remove(path)
+        if back != token:
+            raise OSError(errno.EIO, "the heartbeat read back differs from what was written")
 
 
 class FileReader:

@@ -35,5 +35,10 @@ class Lane:
                           "the storage server may be down or unreachable",
                           code="storage_unresponsive") from None
 
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """`fn` in one of the lane's threads, with no timeout: for a caller that bounds
+        its own wait and must know when the thread is free again."""
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from typing import IO
@@ -64,6 +65,15 @@ class LocalFileStore(FileStore):
 
     def _publish(self, tmp: str, final: str) -> None:
         fsops.publish(tmp, final)
+
+    def _move(self, root: str, src: str, dst: str) -> None:
+        source = os.path.join(root, src)
+        if not stat.S_ISREG(os.lstat(source).st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", source)
+        os.link(source, os.path.join(root, dst), follow_symlinks=False)
+        os.unlink(source)
+        fsops.fsync_dir(os.path.dirname(os.path.join(root, dst)))
+        fsops.fsync_dir(os.path.dirname(source))
 
     def _remove(self, path: str) -> bool:
         existed = os.path.lexists(path)

@@ -141,6 +141,13 @@ class NfsFileStore(FileStore):
                 with contextlib.suppress(NfsError):
                     ctx.unlink(tmp_name)
 
+    def _move(self, root: str, src: str, dst: str) -> None:
+        with self._mount_dir(root) as ctx:
+            if not ctx.is_file("/" + src):
+                raise FileNotFoundError(errno.ENOENT, "not a regular file", src)
+            ctx.link("/" + src, "/" + dst)
+            ctx.unlink("/" + src)
+
     def _remove(self, path: str) -> bool:
         try:
             ctx, name = self._mount_parent(path)

@@ -23,6 +23,8 @@ from controller.api.views import (
     volumes,
 )
 from controller.auth.tokens import Role
+from controller.services.cache_gc import CacheGcOut, CacheGcSettings
+from controller.services.reconcile import ReconcileReport
 from shared.protocol.host import NetworkFacts
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,7 +52,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/capabilities", meta.capabilities, "Storage types and the matrix",
           response=s.Capabilities),
     Route("GET", "/metrics", meta.metrics,
-          "Prometheus metrics: jobs, image cache lookups, capacity, storage and host state",
+          "Prometheus metrics: jobs, image cache lookups, capacity, storage and host state, "
+          "storage health",
           text=True),
     Route("GET", "/v1/hosts", hosts.list_hosts, "List hosts", response=s.Page[s.HostOut],
           query=(*LIST_QUERY, "name", "state", "hypervisor")),
@@ -86,6 +89,27 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/primary-storages/{id}/detach", storages.detach_primary,
           "Detach a primary storage from a host", body=s.HostRef, response=s.JobAccepted,
           status=202, role=Role.ADMIN),
+    Route("POST", "/v1/primary-storages/{id}/reconcile", storages.reconcile_primary,
+          "Compare what the storage holds with the rows (orphans, missing files, size "
+          "mismatches); the report replaces the last one (a running reconcile is answered)",
+          response=s.JobAccepted, status=202, role=Role.ADMIN),
+    Route("GET", "/v1/primary-storages/{id}/reconcile", storages.reconcile_report,
+          "The last reconcile report of a primary storage (404 no_report before the first)",
+          response=ReconcileReport),
+    Route("POST", "/v1/primary-storages/{id}/reconcile/quarantine", storages.quarantine_orphans,
+          "Move orphans of the last report into the storage's quarantine directory (never "
+          "deleted; each is checked again first; not_an_orphan 400)",
+          body=s.QuarantineRequest, response=s.JobAccepted, status=202, role=Role.ADMIN),
+    Route("GET", "/v1/primary-storages/{id}/cache-gc", storages.cache_gc_show,
+          "Image cache collection of a primary storage: its watermarks and its last run",
+          response=CacheGcOut),
+    Route("PUT", "/v1/primary-storages/{id}/cache-gc", storages.cache_gc_configure,
+          "Set the watermarks (percent of the disk used) of image cache collection",
+          body=CacheGcSettings, response=CacheGcOut, role=Role.ADMIN),
+    Route("POST", "/v1/primary-storages/{id}/cache-gc/run", storages.cache_gc_run,
+          "Collect image caches nothing needs, least recently used first, while the disk "
+          "is above the high watermark (dry_run: only report what would go)",
+          body=s.CacheGcRequest, response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("DELETE", "/v1/primary-storages/{id}", storages.delete_primary,
           "Delete a primary storage", response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/backup-storages", storages.list_backup, "List backup storages",
@@ -94,6 +118,13 @@ ROUTES: tuple[Route, ...] = (
           body=s.BackupStorageCreate, response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/backup-storages/{id}", storages.get_backup, "Show a backup storage",
           response=s.BackupStorageOut),
+    Route("POST", "/v1/backup-storages/{id}/reconcile", storages.reconcile_backup,
+          "Compare what the backup storage holds with the rows (orphans, missing files, "
+          "size mismatches); the report replaces the last one",
+          response=s.JobAccepted, status=202, role=Role.ADMIN),
+    Route("GET", "/v1/backup-storages/{id}/reconcile", storages.reconcile_backup_report,
+          "The last reconcile report of a backup storage (404 no_report before the first)",
+          response=ReconcileReport),
     Route("DELETE", "/v1/backup-storages/{id}", storages.delete_backup,
           "Delete a backup storage", response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/images", images.list_images, "List images", response=s.Page[s.ImageOut],

@@ -16,6 +16,7 @@ from pydantic import (
 from controller.auth.tokens import Role
 from shared.names import validate_name
 from shared.protocol.libvirt import DomainName
+from shared.protocol.objects import ObjectPath
 from shared.protocol.types import SHA256_RE, HttpUrl, ImageFormat, Iqn
 
 Name = Annotated[str, AfterValidator(validate_name)]
@@ -222,6 +223,11 @@ class AttachmentOut(Out):
     host_id: str
     state: str
     reason: str | None
+    health: str | None = Field(description="The last storage probe from this host: healthy, "
+                                            "unhealthy (see health_reason) or unknown (the "
+                                            "agent did not answer); null before the first.")
+    health_reason: str | None
+    health_checked_at: float | None
 
 
 class Capacity(BaseModel):
@@ -365,6 +371,18 @@ class JobOut(Out):
                                           "runs (host-pid-random).")
     created_at: float
     updated_at: float
+
+
+class QuarantineRequest(Request):
+    paths: list[ObjectPath] = Field(
+        min_length=1, max_length=1000,
+        description="Orphans of the last reconcile report (their `path`), to move into the "
+                    "storage's quarantine directory.")
+
+
+class CacheGcRequest(Request):
+    dry_run: bool = Field(default=False,
+                          description="Only report what would be removed, removing nothing.")
 
 
 class JobAccepted(BaseModel):

@@ -150,6 +150,12 @@ class PrimaryStorage(Timestamps, Base):
     capacity_available: Mapped[int] = mapped_column(default=0)
     capacity_allocated: Mapped[int] = mapped_column(default=0)
     overprovision_factor: Mapped[float] = mapped_column(Float, default=1.0)
+    # Image cache collection: above the high percentage of the disk used, least recently
+    # used caches nothing needs go until the low one would be reached.
+    cache_gc_high_watermark: Mapped[float] = mapped_column(Float, default=85.0,
+                                                           server_default="85")
+    cache_gc_low_watermark: Mapped[float] = mapped_column(Float, default=70.0,
+                                                          server_default="70")
 
 
 class PrimaryStorageHostRef(Timestamps, Base):
@@ -160,6 +166,17 @@ class PrimaryStorageHostRef(Timestamps, Base):
     host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"))
     state: Mapped[str] = mapped_column(String(16), default=AttachState.CONNECTING)
     reason: Mapped[str | None] = mapped_column(Text)
+    # The last health probe from this host (a heartbeat in the storage's root): healthy,
+    # unhealthy (with the reason) or unknown (the agent did not answer); None before one.
+    health: Mapped[str | None] = mapped_column(String(16))
+    health_reason: Mapped[str | None] = mapped_column(Text)
+    health_checked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Health(enum.StrEnum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
 
 
 class BackupStorage(Timestamps, Base):
@@ -391,3 +408,17 @@ class AuditEvent(Base):
     resource_id: Mapped[str | None] = mapped_column(String(36))
     status: Mapped[int] = mapped_column(Integer)
     code: Mapped[str | None] = mapped_column(String(64))
+
+
+class StorageReport(Timestamps, Base):
+    """The last report of one kind (`reconcile`) about one storage: a new run replaces
+    it. `job_id`: the run that made it (or is making it)."""
+
+    __tablename__ = "storage_reports"
+    __table_args__ = (UniqueConstraint("storage_kind", "storage_id", "kind"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    storage_kind: Mapped[str] = mapped_column(String(16))
+    storage_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -13,10 +13,12 @@ from controller.services.attachments import AttachmentService
 from controller.services.audit import AuditLog
 from controller.services.backup_storages import BackupStorageService
 from controller.services.backups import SnapshotBackupService
+from controller.services.cache_gc import CacheGcService
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
 from controller.services.migration import MigrationService
 from controller.services.primary_storages import PrimaryStorageService
+from controller.services.reconcile import ReconcileService
 from controller.services.snapshots import SnapshotService
 from controller.services.tokens import TokenService
 from controller.services.volumes import VolumeService
@@ -39,3 +41,5 @@ class Services:
     attachments: AttachmentService
     migration: MigrationService
     audit: AuditLog
+    reconcile: ReconcileService
+    cache_gc: CacheGcService

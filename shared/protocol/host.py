@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.protocol.command import Command
-from shared.protocol.types import EmptyPayload, HostName, Iqn, Model
+from shared.protocol.types import EmptyPayload, HostName, Iqn, Model, StorePath
 
 # Bounds a network report's question: how many servers one request may ask about.
 MAX_SERVERS = 32
@@ -72,3 +72,27 @@ class SleepResult(Model):
 
 HOST_INFO = Command("host_info", EmptyPayload, HostInfoResult, timeout=15)
 SLEEP = Command("sleep", SleepPayload, SleepResult)
+
+
+# How many storages one probe request may name, and the longest a probe may wait.
+MAX_PROBES = 64
+MAX_PROBE_TIMEOUT = 120.0
+
+
+class ProbeRequest(Model):
+    """Storage roots to prove: a heartbeat file written, read back and removed in each,
+    each within `timeout` seconds."""
+
+    paths: list[StorePath] = Field(min_length=1, max_length=MAX_PROBES)
+    timeout: float = Field(gt=0, le=MAX_PROBE_TIMEOUT)
+
+
+class ProbeOutcome(Model):
+    path: str
+    healthy: bool
+    reason: str | None = None
+    seconds: float
+
+
+class ProbeResults(Model):
+    results: list[ProbeOutcome]

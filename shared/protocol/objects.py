@@ -4,10 +4,11 @@ size."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from shared.names import validate_object_path
 from shared.protocol.command import Command
 from shared.protocol.types import FileName, FsCapacity, Model, StorePath, VolumeGroup
 
@@ -59,3 +60,31 @@ class ObjectList(Model):
 
 
 LIST_OBJECTS = Command("list_objects", ListObjectsPayload, ObjectList, timeout=300)
+
+
+ObjectPath = Annotated[str, AfterValidator(validate_object_path)]
+QUARANTINE_DIR = "quarantine"
+
+
+class QuarantinePayload(Model):
+    """Files of the store at `root` (`<directory>/<file>`, as listed) to move aside into
+    `quarantine/<directory>/` there, on the same filesystem: nothing is deleted."""
+
+    root: StorePath
+    paths: list[ObjectPath] = Field(min_length=1, max_length=1000)
+
+
+class QuarantineSkip(Model):
+    path: str
+    reason: str
+
+
+class QuarantineResult(Model):
+    """`moved`: each file moved, with where it is now (relative to the store's root)."""
+
+    moved: dict[str, str]
+    skipped: list[QuarantineSkip]
+
+
+QUARANTINE_OBJECTS = Command("quarantine_objects", QuarantinePayload, QuarantineResult,
+                             timeout=300)

@@ -130,3 +130,36 @@ def test_an_s3_bucket(agent: Agent, s3: S3Server) -> None:
     state, err = agent.call("s3_list", {"endpoint": s3.endpoint(), "prefix": "a b/",
                                         "dirs": [{"kind": "image"}]})
     assert state == "rejected" and err["code"] == "invalid_input"
+
+
+def quarantined(agent: Agent, root: str, paths: list[str]) -> dict[str, Any]:
+    state, result = agent.call("quarantine_objects", {"root": root, "paths": paths})
+    assert state == "succeeded", result
+    return result
+
+
+def test_quarantine_moves_files_aside(agent: Agent, nfs: NfsServer, tmp_path: Path) -> None:
+    """On a local directory and through libnfs: regular files move into
+    `quarantine/<dir>/` with their bytes (a second file of the same name gets a suffix);
+    a symlink, a directory and a missing file are left as they are."""
+    local = tmp_path / "primary"
+    share = nfs.share("quarantine")
+    for root, url in ((local, str(local)), (share, nfs.url(share))):
+        populate(root)
+        result = quarantined(agent, url, ["volumes/vol-2.qcow2", f"volumes/{TEMP}",
+                                          "volumes/link", "volumes/subdir", "volumes/gone"])
+        assert result["moved"] == {"volumes/vol-2.qcow2": "quarantine/volumes/vol-2.qcow2",
+                                   f"volumes/{TEMP}": f"quarantine/volumes/{TEMP}"}
+        assert sorted(s["path"] for s in result["skipped"]) == [
+            "volumes/gone", "volumes/link", "volumes/subdir"]
+        assert (root / "volumes" / "link").is_symlink() and (root / "volumes" / "subdir").is_dir()
+        assert (root / "quarantine" / "volumes" / TEMP).read_bytes() == b"QFI\xfb half"
+        assert not (root / "volumes" / "vol-2.qcow2").exists()
+        (root / "volumes" / "vol-2.qcow2").write_bytes(b"again")
+        again = quarantined(agent, url, ["volumes/vol-2.qcow2"])
+        assert again["moved"] == {"volumes/vol-2.qcow2": "quarantine/volumes/vol-2.qcow2.1"}
+        assert (root / "quarantine" / "volumes" / "vol-2.qcow2.1").read_bytes() == b"again"
+
+    state, err = agent.call("quarantine_objects", {"root": str(local),
+                                                   "paths": ["volumes/../../etc"]})
+    assert state == "rejected" and err["code"] == "invalid_input"

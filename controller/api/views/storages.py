@@ -14,15 +14,19 @@ from controller.api.schemas import (
     AttachmentOut,
     BackupStorageCreate,
     BackupStorageOut,
+    CacheGcRequest,
     Capacity,
     HostRef,
     PrimaryStorageCreate,
     PrimaryStorageOut,
+    QuarantineRequest,
 )
-from controller.api.views.common import accepted, listing, showing
+from controller.api.views.common import accepted, listing, ok, showing
 from controller.db.models import BackupStorage, PrimaryStorage, PrimaryStorageHostRef
+from controller.services.cache_gc import CacheGcSettings
 from controller.services.commands import CreateBackupStorage, CreatePrimaryStorage
 from controller.services.container import Services
+from controller.services.reconcile import BACKUP_KIND
 
 
 async def _primary_out(services: Services, session: AsyncSession,
@@ -86,6 +90,46 @@ async def detach_primary(request: web.Request) -> web.Response:
 
 async def delete_primary(request: web.Request) -> web.Response:
     return accepted(await request.app[SERVICES].primary_storages.delete(request.match_info["id"]))
+
+
+async def reconcile_primary(request: web.Request) -> web.Response:
+    return accepted(await request.app[SERVICES].reconcile.submit(request.match_info["id"]))
+
+
+async def reconcile_report(request: web.Request) -> web.Response:
+    return ok(await request.app[SERVICES].reconcile.report(request.match_info["id"]))
+
+
+async def quarantine_orphans(request: web.Request) -> web.Response:
+    req = await body(request, QuarantineRequest)
+    return accepted(await request.app[SERVICES].reconcile.quarantine(
+        request.match_info["id"], list(req.paths)))
+
+
+async def cache_gc_show(request: web.Request) -> web.Response:
+    return ok(await request.app[SERVICES].cache_gc.show(request.match_info["id"]))
+
+
+async def cache_gc_configure(request: web.Request) -> web.Response:
+    settings = await body(request, CacheGcSettings)
+    return ok(await request.app[SERVICES].cache_gc.configure(request.match_info["id"],
+                                                             settings))
+
+
+async def cache_gc_run(request: web.Request) -> web.Response:
+    req = await body(request, CacheGcRequest)
+    return accepted(await request.app[SERVICES].cache_gc.submit(request.match_info["id"],
+                                                                req.dry_run))
+
+
+async def reconcile_backup(request: web.Request) -> web.Response:
+    return accepted(await request.app[SERVICES].reconcile.submit(request.match_info["id"],
+                                                                 BACKUP_KIND))
+
+
+async def reconcile_backup_report(request: web.Request) -> web.Response:
+    return ok(await request.app[SERVICES].reconcile.report(request.match_info["id"],
+                                                           BACKUP_KIND))
 
 
 async def list_backup(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import posixpath
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -47,6 +48,11 @@ class PrimaryDataStoreDriver(abc.ABC, Generic[C]):
 
     @abc.abstractmethod
     def cache_dir(self, store: Primary[C]) -> str: ...
+
+    def object_root(self, store: Primary[C]) -> str:
+        """The directory `list_objects` names files relative to (its quarantine directory
+        is there too): the one that holds the volume directory."""
+        return posixpath.dirname(self.volume_dir(store))
 
     def server_host_id(self, store: Primary[C]) -> str | None:
         """The host that serves this storage's volumes when one does (an iSCSI storage

@@ -1,13 +1,13 @@
 """indexes for keyset pages of volumes, all and per primary storage
 
 Revision ID: 0014
-Revises: 0009
+Revises: 0013
 Create Date: 2026-11-22 14:00:00
 """
 from alembic import op
 
 revision = '0014'
-down_revision = '0009'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
