@@ -30,10 +30,15 @@ class FileStores:
                 lane = Lane(f"NFS server {server}", self.nfs_timeout)
                 self._servers[server] = NfsFileStore(lane, rpc_timeout=self.nfs_timeout * 0.8)
             return self._servers[server]
-        for mount_point, store in self._mounts.items():
+        mount_point = self.mount_point_of(path)
+        return self._local if mount_point is None else self._mounts[mount_point]
+
+    def mount_point_of(self, path: str) -> str | None:
+        """The kernel NFS mount `path` lies under, if any."""
+        for mount_point in self._mounts:
             if path == mount_point or path.startswith(mount_point + "/"):
-                return store
-        return self._local
+                return mount_point
+        return None
 
     async def open_read(self, path: str) -> FileReader:
         return await self.for_path(path).open_read(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import errno
+import os
 import posixpath
 import secrets
 import time
@@ -231,12 +232,14 @@ class FileStore(abc.ABC):
             await writer.close()
             await self.remove(probe)
 
-
-    async def heartbeat(self, directory: str, timeout: float) -> None:
+    async def heartbeat(self, directory: str, timeout: float,
+                        mount_point: str | None = None) -> None:
         """Writes a heartbeat file in `directory`, reads it back and removes it, in one
         thread of the storage's lane, waiting at most `timeout` seconds. A hung server
         keeps that thread blocked: until it returns, another heartbeat of the directory
-        fails at once rather than take a second thread, so probes never pile up."""
+        fails at once rather than take a second thread, so probes never pile up.
+        `mount_point`: the kernel NFS mount `directory` must be on; without it mounted,
+        a heartbeat would only prove the bare directory beneath."""
         since = self._beating.get(directory)
         if since is not None:
             raise Timeout(f"{directory}: the last heartbeat has been blocked for "
@@ -245,6 +248,8 @@ class FileStore(abc.ABC):
 
         def beat() -> None:
             try:
+                if mount_point is not None and not os.path.ismount(mount_point):
+                    raise OSError(errno.ENOTCONN, f"{mount_point} is not mounted")
                 self._beat(fsops.temp_path(directory, "heartbeat"))
             finally:
                 self._beating.pop(directory, None)

@@ -13,7 +13,7 @@ from shared.protocol.host import ProbeOutcome
 async def probe(files: FileStores, path: str, timeout: float) -> ProbeOutcome:
     started = time.monotonic()
     try:
-        await files.for_path(path).heartbeat(path, timeout)
+        await files.for_path(path).heartbeat(path, timeout, files.mount_point_of(path))
     except StrataError as exc:
         return ProbeOutcome(path=path, healthy=False, reason=exc.message,
                             seconds=round(time.monotonic() - started, 3))

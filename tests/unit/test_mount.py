@@ -18,6 +18,7 @@ import pytest
 
 from agent.executor import Result
 from agent.files import FileStores
+from agent.files.probe import probe
 from agent.nfs.mounts import MountTable
 from shared.errors import Conflict, OperationFailed, Timeout
 from tests.support.fakeexec import FakeExecutor, reply
@@ -218,3 +219,16 @@ async def test_hung_mount_stalls_only_its_own_calls(tools: FakeMountTools, store
         assert await asyncio.wait_for(stores.for_path(str(local)).lexists(str(local)), 1)
     finally:
         release.set()
+
+
+async def test_probe_of_an_unmounted_mount_point_is_unhealthy(
+        stores: FileStores, tmp_path: Path) -> None:
+    """A mount-mode storage whose export went away leaves a bare directory that takes
+    writes; the probe must not call that healthy."""
+    mount_point = str(tmp_path / "mnt")
+    os.makedirs(mount_point)
+    stores.add_mount(mount_point, SOURCE)
+    outcome = await probe(stores, mount_point, timeout=5)
+    assert not outcome.healthy
+    assert outcome.reason is not None and "is not mounted" in outcome.reason
+    assert os.listdir(mount_point) == []
