@@ -20,7 +20,7 @@ from controller.auth.agentca import AgentCa
 from controller.config import ControllerConfig
 from controller.db.engine import create_engine, migrate, sessionmaker
 from controller.jobs.engine import JobEngine
-from controller.leader import Leadership, new_instance_id
+from controller.leader import Leadership, new_instance_id, replace_instance
 from controller.localagent import embedded
 from controller.motion.endpoints import ConnectedHostSelector
 from controller.motion.install import CacheThenCloneInstall
@@ -86,6 +86,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         channel = AgentChannel(ca.cert_pem, ca.issue_controller_credential(config.tls_dir))
         agents = AgentClient(http, channel, config.agent_unreachable_timeout)
         owner = new_instance_id()
+        predecessor = replace_instance(config.instance_path, owner)
         jobs = JobEngine(db, agents, secrets, owner=owner, lease_ttl=config.lease_ttl,
                          lease_renew=config.lease_renew_interval)
         leader = Leadership(engine, owner, config.lease_ttl, config.lease_renew_interval,
@@ -115,7 +116,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await services.tokens.bootstrap(config.admin_token_path)
         async with embedded(config, services, agents) if config.local_agent else nullcontext():
             await services.volumes.release_orphan_caches()
-            await jobs.adopt()
+            await jobs.adopt(predecessor)
             leader.periodic("host monitor", config.host_check_interval,
                             HostMonitor(db, jobs, services.hosts, agents).check_all)
             leader.periodic("reconcile", config.reconcile_interval,

@@ -100,6 +100,11 @@ class ControllerConfig(BaseModel):
         return os.path.join(self.state_dir, ADMIN_TOKEN_FILE)
 
     @property
+    def instance_path(self) -> str:
+        """The instance id of the controller running on this state directory."""
+        return os.path.join(self.state_dir, "instance")
+
+    @property
     def tls_dir(self) -> str:
         """The controller's client credential for the agent channel, issued at each start."""
         return os.path.join(self.state_dir, "tls")

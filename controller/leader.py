@@ -42,6 +42,22 @@ def new_instance_id() -> str:
     return f"{socket.gethostname()[:64]}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def replace_instance(path: str, owner: str) -> str | None:
+    """Records `owner` as the instance on this state directory; returns the one before
+    it, which is dead (one controller per state directory), so a restarted controller
+    resumes its jobs at once."""
+    try:
+        with open(path) as f:
+            previous: str | None = f.read().strip() or None
+    except FileNotFoundError:
+        previous = None
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(owner + "\n")
+    os.replace(tmp, path)
+    return previous
+
+
 class Leadership:
     """`owner`: this controller's instance id (also the jobs' owner)."""
 

@@ -207,13 +207,16 @@ class JobEngine:
         self._tasks[job.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
 
-    async def adopt(self) -> int:
+    async def adopt(self, predecessor: str | None = None) -> int:
         """Takes over the running jobs no live controller holds (no owner, or a lapsed
         lease), each by compare-and-swap on its row; returns how many. Run at start and
-        after each lease renewal."""
+        after each lease renewal. `predecessor`: the instance this process replaces (the
+        same state directory's last one), known dead, whose jobs need not wait for their
+        leases to lapse."""
         now = time.time()
         orphaned = or_(Job.owner.is_(None), Job.lease_expires_at.is_(None),
-                       Job.lease_expires_at < now)
+                       Job.lease_expires_at < now,
+                       Job.owner == (predecessor or self.owner))
         async with self._db() as session:
             found = (await session.execute(
                 select(Job.id, Job.owner).where(Job.state == JobState.RUNNING, orphaned)
