@@ -73,7 +73,8 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
 async def copy_image(
     svc: AgentServices, payload: CopyImagePayload, progress: Callable[[float], None]
 ) -> ImageFacts:
-    async with flattened(svc, payload.src_path, payload.flatten, progress) as (path, rest):
+    async with flattened(svc, payload.src_path, payload.flatten, progress,
+                          payload.src_format) as (path, rest):
         src = await svc.files.open_read(path)
         try:
             writer = VerifiedImageWriter(
@@ -93,9 +94,11 @@ STAGING = "staging"
 @contextlib.asynccontextmanager
 async def flattened(
     svc: AgentServices, path: str, flatten: bool, progress: Callable[[float], None],
+    src_format: ImageFormat = "qcow2",
 ) -> AsyncIterator[tuple[str, Callable[[float], None]]]:
     """`path` as it is, or with `flatten`, one qcow2 file of all its chain reads (a
-    snapshot or a linked clone becoming a backup or an image), made by `qemu-img convert`
+    snapshot or a linked clone becoming a backup or an image; a raw LUN snapshot, of
+    `src_format` raw, one too), made by `qemu-img convert`
     under a temporary name in the agent's staging directory and removed whatever
     happens. Yields the file to read and the progress callback for the rest of the copy
     (the conversion takes the first half)."""
@@ -107,7 +110,7 @@ async def flattened(
     files = svc.files.for_path(local)
     try:
         await files.makedirs(staging)
-        await svc.qemu_img.convert(path, local, src_fmt="qcow2", dest_fmt="qcow2",
+        await svc.qemu_img.convert(path, local, src_fmt=src_format, dest_fmt="qcow2",
                                    progress=lambda pct: progress(pct / 2))
         yield local, lambda pct: progress(50 + pct / 2)
     finally:

@@ -89,7 +89,8 @@ async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
 @handles(S3_UPLOAD)
 async def s3_upload(svc: AgentServices, payload: S3UploadPayload,
                     progress: Progress) -> UploadResult:
-    async with flattened(svc, payload.local_path, payload.flatten, progress) as (local, rest):
+    async with flattened(svc, payload.local_path, payload.flatten, progress,
+                          payload.src_format) as (local, rest):
         size, digest = await _store(svc, payload.endpoint).upload(
             svc.files, local, payload.key, rest)
     return UploadResult(path=payload.key, size=size, sha256=digest, capacity=UNMEASURED)

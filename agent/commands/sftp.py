@@ -98,7 +98,8 @@ async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
 @handles(SFTP_UPLOAD)
 async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
                       progress: Progress) -> UploadResult:
-    async with (flattened(svc, payload.local_path, payload.flatten, progress) as (local, rest),
+    async with (flattened(svc, payload.local_path, payload.flatten, progress,
+                          payload.src_format) as (local, rest),
                 connect(payload.endpoint) as session):
         await session.makedirs(payload.remote_dir)
         path, size, digest = await session.upload(

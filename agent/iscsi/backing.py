@@ -17,6 +17,7 @@ from agent.tools import cp, reflink
 from agent.tools.lvm import LvInfo, Lvm
 from agent.tools.qemuimg import QemuImg
 from shared.errors import Conflict, InsufficientCapacity, InvalidInput, NotFound
+from shared.names import is_nfs_url
 from shared.protocol.files import BackingFile
 from shared.protocol.types import FsCapacity
 
@@ -92,7 +93,8 @@ class FileBacking(Backing):
         try:
             if source is None:
                 await asyncio.to_thread(_create_empty, tmp, size)
-            elif not await asyncio.to_thread(os.path.isfile, source.path):
+            elif (not is_nfs_url(source.path)
+                  and not await asyncio.to_thread(os.path.isfile, source.path)):
                 raise NotFound(f"source {source.path} does not exist")
             else:
                 await self._copy_from(source, tmp, size, progress)
@@ -104,8 +106,9 @@ class FileBacking(Backing):
     async def _copy_from(self, source: BackingFile, tmp: str, size: int,
                          progress: Progress) -> None:
         """As cheap a copy as the filesystem allows: a reflink of a raw cache (a plain
-        sparse copy where reflinks are not supported), else a sparse convert to raw."""
-        if source.format == "raw":
+        sparse copy where reflinks are not supported), else a sparse convert to raw (which
+        also reads a volume on an NFS export by its `nfs://` URL, for a migration)."""
+        if source.format == "raw" and not is_nfs_url(source.path):
             await cp.copy_sparse(self._exec, source.path, tmp)
         else:
             await self._qemu_img.convert(source.path, tmp, src_fmt=source.format,

@@ -8,8 +8,11 @@ migration). Each bids on a `MigrateRequest`; the service hands the copy to the h
 - `StagedMigration`: no host reaches both; a host of the source makes a whole copy of
   the volume beside it, sends it up to a backup storage through its matrix cell's upload
   direction, and a host of the destination brings it down into the destination's volume
-  directory through the download direction, sha256-checked at both ends. Every staged
-  file is removed once the next step has it. A volume with snapshots is not staged."""
+  directory through the download direction, sha256-checked at both ends, and rebases it
+  onto the destination's image cache when there is one. Every staged file is removed
+  once the next step has it, and by `abandon_migrate` after a failure (a run cut short
+  by a controller restart may not have got to it). A volume with snapshots is not
+  staged."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from controller.db.models import Host, Image, ImageCache, ImageStoreRef, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.files import delete_file
 from controller.plugins.interfaces.backend import VolumeCreated
+from controller.plugins.interfaces.backup import IMAGES
 from controller.plugins.interfaces.mediator import (
     Cell,
     DownloadRequest,
@@ -26,7 +30,7 @@ from controller.plugins.interfaces.mediator import (
     UploadRequest,
 )
 from controller.plugins.interfaces.motion import DataMotionStrategy, Migrated, MigrateRequest
-from controller.plugins.interfaces.stores import Backup
+from controller.plugins.interfaces.stores import Backup, Primary
 from controller.plugins.local.kvm import volume_file_name
 from controller.plugins.registry import PluginRegistry
 from shared.errors import Unsupported
@@ -66,7 +70,7 @@ class SharedHostMigration(VolumeMigrationStrategy):
         source = self._registry.backend_of(request.source).copy_source(request.source,
                                                                        request.volume)
         dest = self._registry.backend_of(request.dest)
-        if source is None or not dest.can_copy(request.dest, source):
+        if source is None or not dest.can_copy(request.dest, source, request.source):
             return 0
         if request.layers and not dest.copies_onto_cache:
             return 0
@@ -129,9 +133,8 @@ class StagedMigration(VolumeMigrationStrategy):
                                                                        volume)
         assert source is not None
         src_host, dest_host = request.source_hosts[0], request.dest_hosts[0]
-        staged_name = f"{volume.id}.staged.qcow2"
-        src_dir = self._registry.primary_provider(request.source.row.type).driver.volume_dir(
-            request.source)
+        staged_name = staged_file_name(volume)
+        src_dir = self._volume_dir(request.source)
         whole = await ctx.call(src_host, COPY_VOLUME, CopyVolumePayload(
             source=source, dest_dir=src_dir, file_name=staged_name),
             task_id=f"{prefix}.stage", span=(0, 30))
@@ -144,17 +147,46 @@ class StagedMigration(VolumeMigrationStrategy):
             await delete_file(ctx, src_host, src_dir, staged_name, "unstage-source")
         ref = ImageStoreRef(id=f"staged-{volume.id}", image_id=staged_name,
                             backup_storage_id=backup.id, path=uploaded.path)
-        dest_dir = self._registry.primary_provider(request.dest.row.type).driver.volume_dir(
-            request.dest)
+        dest_dir = self._volume_dir(request.dest)
+        # With an image cache the copy comes down beside the volume's name, then only
+        # what differs from the image is kept: a linked clone stays one.
+        landed = staged_name if request.backing else volume_file_name(volume)
         try:
             facts = await down.mediator.download(ctx, DownloadRequest(
                 image=Image(id=staged_name, name=volume.name, sha256=uploaded.sha256,
                             format="qcow2"),
                 ref=ref, backup=backup, primary=request.dest,
                 cache=ImageCache(id=ref.id), host=dest_host, task_id=f"{prefix}.down",
-                dest=(dest_dir, volume_file_name(volume))))
+                dest=(dest_dir, landed)))
         finally:
             await self._registry.backup_provider(backup.row.type).driver.delete(
                 ctx, backup, ref, dest_host)
-        return Migrated(VolumeCreated(facts.path, facts.virtual_size, facts.capacity),
-                        on_cache=False)
+        if request.backing is None:
+            return Migrated(VolumeCreated(facts.path, facts.virtual_size, facts.capacity),
+                            on_cache=False)
+        created = await self._registry.backend_of(request.dest).clone_layer(
+            ctx, request.dest, facts.path, volume, dest_host, request.backing,
+            drop_source=True)
+        return Migrated(created, on_cache=True)
+
+    async def abandon_migrate(self, ctx: JobContext, request: MigrateRequest) -> None:
+        """Removes the staged copy wherever a host still reaches: beside the source, in
+        the backup storage, beside the destination."""
+        name = staged_file_name(request.volume)
+        route = self._route(request)
+        hosts = [*request.dest_hosts, *request.source_hosts]
+        if route is not None and hosts:
+            await self._registry.backup_provider(route[0].row.type).driver.delete_file(
+                ctx, route[0], IMAGES, name, hosts[0])
+        for store, reaching, side in ((request.source, request.source_hosts, "source"),
+                                      (request.dest, request.dest_hosts, "dest")):
+            if reaching:
+                await delete_file(ctx, reaching[0], self._volume_dir(store), name,
+                                  f"abandon-{side}")
+
+    def _volume_dir(self, store: Primary[Any]) -> str:
+        return self._registry.primary_provider(store.row.type).driver.volume_dir(store)
+
+
+def staged_file_name(volume: Volume) -> str:
+    return f"{volume.id}.staged.qcow2"

@@ -96,6 +96,12 @@ class DataMotionService:
     async def migrate(self, ctx: JobContext, request: MigrateRequest) -> Migrated:
         return await self.migration_strategy(request).migrate(ctx, request)
 
+    async def abandon_migrate(self, ctx: JobContext, request: MigrateRequest) -> None:
+        """Every strategy clears what it may have left: the one that carried the failed
+        migration is not recorded, and may not bid any more."""
+        for strategy in self._strategies:
+            await strategy.abandon_migrate(ctx, request)
+
     def check_download(self, primary: PrimaryStorage, backup_types: Sequence[str]) -> None:
         """Refuses up front (a 409 naming a missing matrix cell) an image that no strategy
         could bring into `primary` from any of the backup storage types holding it."""

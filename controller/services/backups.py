@@ -1,12 +1,12 @@
 """SnapshotBackupService: a snapshot backed up to a backup storage, through the upload
 direction of the primary x backup matrix, and such a backup deleted.
 
-The snapshot's chain is flattened on the host that reaches it (`qemu-img convert` into a
-temporary file) and stored as `snapshots/<volume id>.<snapshot id>.qcow2`, sha256
-verified where it lands. While the copy runs the snapshot's volume is `snapshotting`, so
-nothing merges or removes a layer being read. A backup outlives its snapshot and its
-volume: a volume can be made from it (`VolumeService`) on any primary storage the matrix
-reaches from its backup storage.
+The snapshot's chain (or an iSCSI snapshot's raw copy) is flattened on the host that
+reaches it (`qemu-img convert` into a temporary qcow2 file) and stored as
+`snapshots/<volume id>.<snapshot id>.qcow2`, sha256 verified where it lands. While the
+copy runs the snapshot's volume is `snapshotting`, so nothing merges or removes a layer
+being read. A backup outlives its snapshot and its volume: a volume can be made from it
+(`VolumeService`) on any primary storage the matrix reaches from its backup storage.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class SnapshotBackupService:
             row = await ready_backup_storage(session, backup_storage_id)
             volume = await get_or_404(session, Volume, snapshot.volume_id, "volume")
             primary = await self._d.store_of(session, volume)
-            self._d.registry.backend_of(primary).check_snapshot_copies(primary)
+            self._d.registry.backend_of(primary).check_snapshot_backups(primary)
             self._d.motion.check_upload(primary.row, row)
             await ready_snapshot(session, snapshot.id)
             held = await session.scalar(select(SnapshotBackup.id).where(
@@ -101,7 +101,8 @@ class SnapshotBackupService:
         uploaded = await self._d.motion.upload(ctx, UploadRequest(
             volume=volume, primary=primary, backup=store, host=host,
             file_name=backup_file_name(backup), task_id=ctx.task_id("upload"),
-            source=snapshot.path, flatten=True, folder=SNAPSHOTS))
+            source=snapshot.path, flatten=True, folder=SNAPSHOTS,
+            source_format=volume.format))
         result = {"path": uploaded.path, "size": uploaded.size, "sha256": uploaded.sha256}
         async with ctx.db.begin() as session:
             await hold_backup(session, backup.id, ObjectState.CREATING, ObjectState.READY,

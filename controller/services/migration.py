@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from controller.db.lookup import get_fresh
 from controller.db.models import (
     BackupStorage,
+    Host,
     Image,
     Job,
     ObjectState,
@@ -140,14 +141,24 @@ class MigrationService:
 
     async def _request(self, session: AsyncSession, volume: Volume, source: Primary[Any],
                        dest: Primary[Any], backing: BackingFile | None,
-                       task_prefix: str) -> MigrateRequest:
+                       task_prefix: str, strict: bool = True) -> MigrateRequest:
+        """`strict`: a storage no host reaches is a 409; else it has no hosts (a failed
+        job's clean-up does what it still can)."""
         staging = (await session.scalars(select(BackupStorage).where(
             BackupStorage.state == StoreState.READY).order_by(BackupStorage.name))).all()
         tree = [s for s in await snapshots_of(session, volume.id) if s.path]
+
+        async def reaching(store: Primary[Any]) -> list[Host]:
+            try:
+                return await self._d.selector.reaching(session, store)
+            except Conflict:
+                if strict:
+                    raise
+                return []
+
         return MigrateRequest(
             volume=volume, source=source, dest=dest,
-            source_hosts=await self._d.selector.reaching(session, source),
-            dest_hosts=await self._d.selector.reaching(session, dest),
+            source_hosts=await reaching(source), dest_hosts=await reaching(dest),
             backing=backing, staging=[self._d.registry.backup(b) for b in staging],
             task_prefix=task_prefix, layers=layers(tree),
             file_name=file_name(volume.path) if tree else None,
@@ -259,9 +270,16 @@ class MigrationService:
         if switched:
             return
         async with ctx.db() as session:
+            source = self._d.registry.primary(await get_fresh(
+                session, PrimaryStorage, ctx.params["source"], "primary storage"))
             dest = self._d.registry.primary(await get_fresh(
                 session, PrimaryStorage, dest_id, "primary storage"))
-            host = await self._d.selector.for_primary(session, dest)
+            request = await self._request(session, volume, source, dest, None, "",
+                                          strict=False)
+        await self._d.motion.abandon_migrate(ctx, request)
+        if not request.dest_hosts:
+            return
+        host = request.dest_hosts[0]
         backend = self._d.registry.backend_of(dest)
         copied = ctx.params.get("layers", [])
         directory = self._d.registry.primary_provider(dest.row.type).driver.volume_dir(dest)

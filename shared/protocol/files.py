@@ -53,8 +53,9 @@ class DownloadImagePayload(Model):
 class CopyImagePayload(Model):
     """Copy an image file (or a volume becoming one) between two places the agent reaches,
     verifying as it goes; without expectations, the result says what was copied.
-    `flatten`: the source is a qcow2 layer on a chain, copied as one file that holds all
-    it reads (`qemu-img convert` in the agent's staging directory first)."""
+    `flatten`: the source is a layer on a chain (or a raw file, `src_format`), copied as
+    one qcow2 file that holds all it reads (`qemu-img convert` in the agent's staging
+    directory first)."""
 
     src_path: StorePath
     dest_dir: StorePath
@@ -62,6 +63,7 @@ class CopyImagePayload(Model):
     expected_sha256: Sha256 | None = None
     expected_format: ImageFormat | None = None
     flatten: bool = False
+    src_format: ImageFormat = "qcow2"
 
 
 class BackingFile(Model):

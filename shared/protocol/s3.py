@@ -62,12 +62,13 @@ class S3DownloadPayload(Model):
 
 
 class S3UploadPayload(Model):
-    """`flatten` as in `CopyImagePayload`."""
+    """`flatten` and `src_format` as in `CopyImagePayload`."""
 
     endpoint: S3Endpoint
     local_path: StorePath
     key: S3Key
     flatten: bool = False
+    src_format: ImageFormat = "qcow2"
 
 
 class S3DeletePayload(Model):

@@ -68,13 +68,14 @@ class SftpDownloadPayload(Model):
 
 class SftpUploadPayload(Model):
     """Copy a local file to the SFTP server, verified there before it gets its name;
-    `flatten` as in `CopyImagePayload`."""
+    `flatten` and `src_format` as in `CopyImagePayload`."""
 
     endpoint: SftpEndpoint
     local_path: StorePath
     remote_dir: AbsPath
     file_name: FileName
     flatten: bool = False
+    src_format: ImageFormat = "qcow2"
 
 
 class SftpDeletePayload(Model):

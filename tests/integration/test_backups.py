@@ -19,6 +19,7 @@ from tests.integration.test_nfs import chain, nfs_storage, register, volume
 from tests.integration.test_snapshots import Points, qemu_io, take
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
+from tests.support.postgres import PostgresServer
 from tests.support.s3server import S3Server
 from tests.support.sshd import SshServer
 
@@ -27,6 +28,10 @@ EVERY = [0x11, 0x22, 0x33]
 
 @pytest.fixture(params=["sqlite"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite; PostgreSQL too for the one test that asks for it (CI time)."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return server.new_database()
     return f"sqlite:///{tmp_path / 'strata.sqlite'}"
 
 
@@ -63,6 +68,7 @@ def snapshots_with_patterns(stack: Stack, primary: str,
     return vol, snaps
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_backups_to_every_store_and_restores(
         stack: Stack, sshd: SshServer, s3: S3Server, nfs: NfsServer,
         file_server: FileServer, image_dir: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from tests.integration.test_snapshots import IMAGE_PATTERN, qemu_io, revert, tak
 from tests.support.enrol import enrol_host
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
+from tests.support.postgres import PostgresServer
 from tests.support.procs import debug_tasks, start_agent
 
 MIB = 1 << 20
@@ -34,6 +36,10 @@ MIB = 1 << 20
 
 @pytest.fixture(params=["sqlite"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite; PostgreSQL too for the one test that asks for it (CI time)."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return server.new_database()
     return f"sqlite:///{tmp_path / 'controller' / 'strata.sqlite'}"
 
 
@@ -139,6 +145,7 @@ def test_root_volume_between_local_and_nfs_every_way(
     patterns.check(stack.api.get(f"/v1/volumes/{vol['id']}")["path"])
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_volume_with_snapshots_carries_its_tree(
         stack: Stack, nfs: NfsServer, file_server: FileServer, image_dir: Path,
         tmp_path: Path) -> None:
@@ -146,7 +153,7 @@ def test_volume_with_snapshots_carries_its_tree(
     copy (the oldest onto the destination's image cache), each snapshot row follows with
     its capacity, the source chain goes; revert and merge work on the moved chain. A copy
     that fails part way leaves the source whole and no layer on the destination."""
-    share = nfs.share("mig-snap")
+    share = nfs.share(f"mig-snap-{tmp_path.name}")
     nfs_a = nfs_storage(stack, nfs, share, [stack.host_id])
     image = register(stack, file_server, image_dir, stack.backup_id, "base")
     vol = volume(stack, stack.primary_id, name="snapped", image_id=image["id"],
@@ -209,8 +216,11 @@ def test_volume_with_snapshots_carries_its_tree(
 def test_staged_through_backup_storage_when_no_host_reaches_both(
         stack: Stack, file_server: FileServer, image_dir: Path, tmp_path: Path) -> None:
     """Two hosts, a local storage each: the volume goes up to the dir backup storage from
-    host A and comes down on host B, whole (sha256-checked both ways); nothing is left
-    staged on either side or in the backup storage."""
+    host A and comes down on host B (sha256-checked both ways), where it is rebased onto
+    the image cache fetched there; nothing is left staged on either side or in the
+    backup storage. Then a staged migration whose controller is killed while host A
+    stages, and whose job fails after the restart (host B gone meanwhile): the volume is
+    ready where it was and the staged copy is removed."""
     agent_b, debug_b = start_agent(tmp_path / "agent-b")
     try:
         host_b = enrol_host(stack.api, "host-b", agent_b)
@@ -221,13 +231,46 @@ def test_staged_through_backup_storage_when_no_host_reaches_both(
         patterns.write(vol["path"])
         images_before = names(stack.backup_path / "images")
         vol = migrate(stack, vol, local_b)
-        assert chain(vol["path"]) == [vol["path"]], "a staged copy holds all its data"
+        cache_b = str(tmp_path / "primary-b" / "imagecache" / image["id"])
+        assert chain(vol["path"]) == [vol["path"], cache_b], "rebased onto the cache"
         patterns.check(vol["path"])
         assert names(tmp_path / "primary-b" / "volumes") == [f"{vol['id']}.qcow2"]
         assert names(stack.primary_path / "volumes") == []
         assert names(stack.backup_path / "images") == images_before
         commands = {t["command"] for t in debug_tasks(debug_b)["recent"]}
-        assert "copy_image" in commands and "copy_volume" not in commands
+        assert {"copy_image", "clone_layer"} <= commands and "copy_volume" not in commands
+
+        big = volume(stack, stack.primary_id, name="big", size=1024 * MIB)
+        qemu_io(big["path"], "write -P 0x3c 0 1000M")
+        before_b = allocated(stack, local_b)
+        accepted = stack.api.post(f"/v1/volumes/{big['id']}/migrate",
+                                  {"primary_storage_id": local_b})
+        deadline = time.monotonic() + 30
+        while not any(t["command"] == "copy_volume" for t in
+                      debug_tasks(stack.agent_debug)["running"]):
+            assert time.monotonic() < deadline, "the staging never started"
+            time.sleep(0.05)
+        stack.controller.stop(signal.SIGKILL)
+        while any(t["command"] == "copy_volume" for t in
+                  debug_tasks(stack.agent_debug)["running"]):
+            assert time.monotonic() < deadline + 60, "the staging never ended"
+            time.sleep(0.05)
+        staged = f"{big['id']}.staged.qcow2"
+        assert staged in names(stack.primary_path / "volumes")
+        agent_b.stop()
+        db = sqlite3.connect(stack.db_url.removeprefix("sqlite:///"))
+        with db:
+            db.execute("UPDATE hosts SET state = 'disconnected' WHERE id = ?", (host_b,))
+        db.close()
+        stack.restart_controller()
+        failed = stack.wait(accepted, ok=False)
+        assert failed["error"]["code"] == "no_connected_host", failed
+        shown = stack.api.get(f"/v1/volumes/{big['id']}")
+        assert shown["state"] == "ready" and shown["primary_storage_id"] == stack.primary_id
+        assert names(stack.primary_path / "volumes") == [f"{big['id']}.qcow2"]
+        assert names(stack.backup_path / "images") == images_before
+        qemu_io(big["path"], "read -P 0x3c 0 1M", "read -P 0x3c 999M 1M")
+        assert allocated(stack, local_b) == before_b
     finally:
         agent_b.stop()
 
@@ -352,13 +395,15 @@ def test_bad_migration_requests(stack: Stack, tmp_path: Path) -> None:
         assert api.get(f"/v1/volumes/{v['id']}")["state"] == "ready"
 
 
-def test_between_local_and_iscsi(cloud: Cloud, file_server: FileServer,
+def test_between_local_and_iscsi(cloud: Cloud, nfs: NfsServer, file_server: FileServer,
                                  image_dir: Path) -> None:
-    """The iSCSI storage server also serves a local storage: its agent fills a LUN from the
-    local volume's chain (and compares them), and copies a LUN into a qcow2 file; a
-    granted host reads the migrated LUN through libiscsi. A local storage on another host
-    is staged through the dir backup storage from iSCSI, and refused towards it (no host
-    reaches both, and a LUN is not filled from a backup storage)."""
+    """The iSCSI storage server also serves a local storage, an NFS one (libnfs) and a
+    second iSCSI storage: its agent fills a LUN from the local volume's chain (and compares
+    them), copies a LUN into a qcow2 file, a volume on NFS into a LUN and back, and a LUN
+    into a LUN of the other storage; a granted host reads the migrated LUN through
+    libiscsi. A local storage on another host is staged through the dir backup storage
+    from iSCSI, and refused towards it (no host reaches both, and a LUN is not filled
+    from a backup storage). A LUN with snapshots is refused, naming them."""
     api = cloud.api
     server_dir, kvm_dir = cloud.state / "local-server", cloud.state / "local-kvm"
     on_server = str(cloud.wait(api.post("/v1/primary-storages", {
@@ -402,11 +447,45 @@ def test_between_local_and_iscsi(cloud: Cloud, file_server: FileServer,
     assert refused.value.status == 409 and refused.value.code == "volume_in_use"
     cloud.wait(api.delete(f"/v1/volumes/{vol['id']}/access/{cloud.host_a}"))
 
+    snap = cloud.wait(api.post(f"/v1/volumes/{vol['id']}/snapshots", {"name": "lun-snap"}))
+    with pytest.raises(ApiError) as refused:
+        api.post(f"/v1/volumes/{vol['id']}/migrate", {"primary_storage_id": on_server})
+    assert refused.value.status == 409 and refused.value.code == "volume_has_snapshots"
+    assert "lun-snap" in refused.value.message
+    cloud.wait(api.delete(f"/v1/snapshots/{snap['resource_id']}"))
+
     vol = move(on_server)
     assert vol["format"] == "qcow2" and chain(vol["path"]) == [vol["path"]]
     patterns.check(vol["path"])
     assert names(cloud.luns) == []
 
+    def read_lun(path: str) -> None:
+        read_shared(f"json:{{\"driver\": \"raw\", \"file\": {{\"driver\": \"file\", "
+                    f"\"filename\": \"{path}\"}}}}",
+                    *[f"read -P {p} {2 + i}M 64k" for i, p in enumerate(patterns.written)],
+                    *IMAGE_PATTERN)
+
+    share = nfs.share("mig-iscsi")
+    on_nfs = nfs_storage(cloud, nfs, share, [cloud.server])  # type: ignore[arg-type]
+    san_2 = str(cloud.wait(api.post("/v1/primary-storages", {
+        "name": "san-2", "type": "iscsi", "overprovision_factor": 4.0,
+        "config": {"server_host_id": cloud.server, "path": str(cloud.state / "iscsi-2"),
+                   "portal": api.get(f"/v1/primary-storages/{cloud.primary}")["config"][
+                       "portal"], "target_prefix": "iqn.2026-11.org.strata.second"},
+        "hosts": [cloud.host_a]}))["resource_id"])
+    vol = move(on_nfs)
+    patterns.check(vol["path"])
+    vol = move(cloud.primary)
+    read_lun(vol["path"])
+    assert names(share / "volumes") == []
+    vol = move(san_2)
+    assert vol["path"] == str(cloud.state / "iscsi-2" / "luns" / f"{vol['id']}.raw")
+    assert vol["export"]["target"].startswith("iqn.2026-11.org.strata.second:")
+    read_lun(vol["path"])
+    assert [n for n in names(cloud.luns) if not n.startswith("lost")] == []
+    vol = move(on_nfs)
+    patterns.check(vol["path"])
+    assert names(cloud.state / "iscsi-2" / "luns") == []
     vol = move(cloud.primary)
     vol = move(on_kvm)
     assert names(kvm_dir / "volumes") == [f"{vol['id']}.qcow2"]

@@ -27,5 +27,6 @@ class DirKvmMediator(FileCacheMediator[PC, DirectoryConfig]):
                      request: UploadRequest[PC, DirectoryConfig]) -> Uploaded:
         payload = CopyImagePayload(src_path=self.volume_path(request),
                                    dest_dir=folder_dir(request.backup, request.folder),
-                                   file_name=request.file_name, flatten=request.flatten)
+                                   file_name=request.file_name, flatten=request.flatten,
+                                   src_format=request.source_format)
         return await self.send(ctx, request, COPY_IMAGE, payload)

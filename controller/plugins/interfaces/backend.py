@@ -99,6 +99,11 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
                           "restores and copies of its snapshots are not supported yet",
                           code="snapshot_copies_not_supported")
 
+    def check_snapshot_backups(self, store: Primary[C]) -> None:
+        """Raises a 409 when snapshots on this storage can't be backed up (copied up as
+        one qcow2 file each); by default, where they can't be copied out at all."""
+        self.check_snapshot_copies(store)
+
     async def take_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
                             snapshot: Snapshot, overlay: str, host: Host) -> SnapshotTaken:
         """Freezes the volume's active layer as `snapshot`; a new active layer named
@@ -157,8 +162,9 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
         can read it as a file."""
         return None
 
-    def can_copy(self, store: Primary[C], source: BackingFile) -> bool:
-        """Whether `copy` can make a volume of `store` from `source`."""
+    def can_copy(self, store: Primary[C], source: BackingFile, origin: Primary[Any]) -> bool:
+        """Whether `copy` can make a volume of `store` from `source`, a volume of
+        `origin`."""
         return False
 
     async def copy(self, ctx: JobContext, store: Primary[C], volume: Volume,

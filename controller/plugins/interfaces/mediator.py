@@ -43,7 +43,8 @@ class UploadRequest(Generic[PC, BC]):
     """Copy `volume` from `primary` into `backup` as `file_name` in `folder`, through
     `host` (the host that reaches the volume), as the agent task `task_id`. `source`: the
     layer to copy, if not the volume's active layer (a snapshot's frozen file);
-    `flatten`: it sits on a chain, copied as one file of all it reads."""
+    `flatten`: it sits on a chain (or is raw, `source_format`), copied as one qcow2 file
+    of all it reads."""
 
     volume: Volume
     primary: Primary[PC]
@@ -54,6 +55,7 @@ class UploadRequest(Generic[PC, BC]):
     source: str | None = None
     flatten: bool = False
     folder: Folder = IMAGES
+    source_format: ImageFormat = "qcow2"
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,12 @@ class DataMotionStrategy(abc.ABC):
         read."""
         raise Unsupported("this data motion strategy does not migrate volumes")
 
+    async def abandon_migrate(self, ctx: JobContext, request: MigrateRequest) -> None:
+        """After a failed migration, removes what a `migrate` of this strategy may have
+        left besides the destination's copy (the service removes that); idempotent, and
+        through whichever hosts of `request` are still there. By default: nothing."""
+        return None
+
 
 class TemplateInstallStrategy(abc.ABC):
     """How an image becomes the base of root volumes on a primary storage, and stops

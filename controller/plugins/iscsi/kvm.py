@@ -13,6 +13,7 @@ from __future__ import annotations
 import posixpath
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from controller.db.models import Host, ImageCache, Snapshot, Volume
 from controller.jobs.engine import JobContext
@@ -86,10 +87,15 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
             return None
         return BackingFile(path=volume.path, format="raw")
 
-    def can_copy(self, store: Primary[IscsiConfig], source: BackingFile) -> bool:
-        """From qcow2 volumes only: a raw source is another LUN, whose target, on the same
-        server with the same prefix, would be the copy's own name."""
-        return source.format == "qcow2"
+    def can_copy(self, store: Primary[IscsiConfig], source: BackingFile,
+                 origin: Primary[Any]) -> bool:
+        """From qcow2 volumes, and from a LUN of another iSCSI storage whose target
+        prefix differs: targets are named after the volume, so with the same prefix the
+        copy's target would be the source's own."""
+        if source.format == "qcow2":
+            return True
+        return (origin.row.type == ISCSI.type
+                and origin.config.target_prefix != store.config.target_prefix)
 
     async def copy(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
                    source: BackingFile, host: Host, backing: BackingFile | None,
@@ -143,6 +149,11 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
         return VolumeGrown(result.size, result.capacity)
 
     def check_snapshots(self, store: Primary[IscsiConfig]) -> None:
+        return None
+
+    def check_snapshot_backups(self, store: Primary[IscsiConfig]) -> None:
+        """A snapshot is a whole raw copy on the storage server, whose agent converts it
+        into one qcow2 file on the way up."""
         return None
 
     def _snapshot_payload(self, store: Primary[IscsiConfig], volume_id: str,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from controller.db.models import Host, ImageCache, Snapshot, Volume
 from controller.jobs.engine import JobContext
@@ -118,7 +118,7 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
         """The active layer: qemu-img reads the chain under it."""
         return BackingFile(path=volume.path, format="qcow2") if volume.path else None
 
-    def can_copy(self, store: Primary[C], source: BackingFile) -> bool:
+    def can_copy(self, store: Primary[C], source: BackingFile, origin: Primary[Any]) -> bool:
         return True
 
     async def copy(self, ctx: JobContext, store: Primary[C], volume: Volume,

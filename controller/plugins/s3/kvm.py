@@ -31,5 +31,6 @@ class S3KvmMediator(FileCacheMediator[PC, S3Config]):
                                   local_path=self.volume_path(request),
                                   key=object_key(request.backup, request.file_name,
                                                  request.folder),
-                                  flatten=request.flatten)
+                                  flatten=request.flatten,
+                                  src_format=request.source_format)
         return await self.send(ctx, request, S3_UPLOAD, payload)

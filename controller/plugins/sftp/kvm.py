@@ -30,5 +30,6 @@ class SftpKvmMediator(FileCacheMediator[PC, SftpConfig]):
         payload = SftpUploadPayload(
             endpoint=endpoint(ctx, request.backup), local_path=self.volume_path(request),
             remote_dir=folder_dir(request.backup, request.folder),
-            file_name=request.file_name, flatten=request.flatten)
+            file_name=request.file_name, flatten=request.flatten,
+            src_format=request.source_format)
         return await self.send(ctx, request, SFTP_UPLOAD, payload)

@@ -32,7 +32,13 @@ from shared.errors import Conflict
 from shared.protocol.files import COPY_IMAGE, DELETE_FILE, BackingFile, CopyImagePayload
 from shared.protocol.files import DeleteFilePayload as Delete
 from shared.protocol.iscsi import EXPORT_LUN, ExportLunPayload
-from shared.protocol.volumes import COMPARE_VOLUMES, COPY_VOLUME, CopyVolumePayload
+from shared.protocol.volumes import (
+    CLONE_LAYER,
+    COMPARE_VOLUMES,
+    COPY_VOLUME,
+    CloneLayerPayload,
+    CopyVolumePayload,
+)
 from tests.unit.controller.fakes import (
     CAPACITY,
     SHA,
@@ -107,7 +113,7 @@ async def test_one_host_reaching_both_outbids_staging(
     assert motion.migration_strategy(req) is shared
     done = await motion.migrate(ctx, req)
     assert done.on_cache and done.created.path == "/mnt/b/volumes/vol-1.qcow2"
-    assert agent.calls == [Call(A.address, COPY_VOLUME, "job-1.copy-to-ps-b", CopyVolumePayload(
+    assert agent.calls == [Call(A.address, COPY_VOLUME, "job-1.copy-vol-1.qcow2", CopyVolumePayload(
         source=BackingFile(path=VOLUME.path or "", format="qcow2"),
         dest_dir="/mnt/b/volumes", file_name="vol-1.qcow2", backing=CACHE))]
 
@@ -118,7 +124,7 @@ async def test_no_shared_host_stages_through_the_backup_storage(
     req = request(LOCAL_A, NFS_B, [A], [B], backing=CACHE)
     assert (shared.bid_migrate(req), staged.bid_migrate(req)) == (0, STAGED_BID)
     done = await service(registry, shared, staged).migrate(ctx, req)
-    assert not done.on_cache, "what comes down holds all its data"
+    assert done.on_cache, "what comes down is rebased onto the cache"
     staged_file = "/srv/a/volumes/vol-1.staged.qcow2"
     assert agent.calls == [
         Call(A.address, COPY_VOLUME, "job-1.migrate.stage", CopyVolumePayload(
@@ -131,11 +137,37 @@ async def test_no_shared_host_stages_through_the_backup_storage(
              Delete(dir="/srv/a/volumes", file_name="vol-1.staged.qcow2")),
         Call(B.address, COPY_IMAGE, "job-1.migrate.down", CopyImagePayload(
             src_path="/srv/backup/images/vol-1.staged.qcow2",
-            dest_dir="/mnt/b/volumes", file_name="vol-1.qcow2",
+            dest_dir="/mnt/b/volumes", file_name="vol-1.staged.qcow2",
             expected_sha256=SHA, expected_format="qcow2")),
         Call(B.address, DELETE_FILE, "job-1.delete-staged-vol-1",
              Delete(dir="/srv/backup/images", file_name="vol-1.staged.qcow2")),
+        Call(B.address, CLONE_LAYER, "job-1.clone-vol-1", CloneLayerPayload(
+            dir="/mnt/b/volumes", source="vol-1.staged.qcow2", file_name="vol-1.qcow2",
+            backing=CACHE, drop_source=True)),
     ]
+    # Without a cache the copy comes down under the volume's own name, whole.
+    agent.calls.clear()
+    done = await staged.migrate(ctx, request(LOCAL_A, NFS_B, [A], [B]))
+    assert not done.on_cache and done.created.path == "/mnt/b/volumes/vol-1.qcow2"
+    assert CLONE_LAYER not in [c.command for c in agent.calls]
+
+
+async def test_a_failed_migration_abandons_what_staging_left(
+        ctx: JobContext, agent: RecordingAgent, registry: PluginRegistry) -> None:
+    """Every strategy clears up after a failure, through the hosts still there: the staged
+    copy beside the source, in the backup storage and beside the destination; none of
+    it where no host reaches."""
+    motion = service(registry, SharedHostMigration(registry), StagedMigration(registry))
+    await motion.abandon_migrate(ctx, request(LOCAL_A, NFS_B, [A], [B]))
+    assert [(c.address, c.payload) for c in agent.calls] == [
+        (B.address, Delete(dir="/srv/backup/images", file_name="vol-1.staged.qcow2")),
+        (A.address, Delete(dir="/srv/a/volumes", file_name="vol-1.staged.qcow2")),
+        (B.address, Delete(dir="/mnt/b/volumes", file_name="vol-1.staged.qcow2"))]
+    agent.calls.clear()
+    await motion.abandon_migrate(ctx, request(LOCAL_A, NFS_B, [A], []))
+    assert [(c.address, c.payload) for c in agent.calls] == [
+        (A.address, Delete(dir="/srv/backup/images", file_name="vol-1.staged.qcow2")),
+        (A.address, Delete(dir="/srv/a/volumes", file_name="vol-1.staged.qcow2"))]
 
 
 async def test_iscsi_is_filled_by_its_server_and_compared(
@@ -145,7 +177,15 @@ async def test_iscsi_is_filled_by_its_server_and_compared(
     shared, staged = SharedHostMigration(registry), StagedMigration(registry)
     assert staged.bid_migrate(request(LOCAL_A, SAN, [A], [SERVER])) == 0
     assert shared.bid_migrate(request(LOCAL_A, SAN, [A], [SERVER])) == 0
-    assert shared.bid_migrate(request(SAN, SAN, [SERVER], [SERVER])) == 0, "LUN to LUN"
+    assert shared.bid_migrate(request(SAN, SAN, [SERVER], [SERVER])) == 0, "one prefix"
+    other = primary(ISCSI, {"server_host_id": SERVER.id, "path": "/srv/san-2",
+                            "portal": "10.0.0.9:3260", "target_prefix": "iqn.2026-11.x.two"},
+                    "ps-san-2")
+    lun = volume(id="vol-1", path="/srv/san/luns/vol-1.raw", format="raw")
+    between = MigrateRequest(volume=lun, source=SAN, dest=other, source_hosts=[SERVER],
+                             dest_hosts=[SERVER], backing=None, staging=[STORE],
+                             task_prefix="job-1.migrate")
+    assert shared.bid_migrate(between) == SHARED_HOST_BID, "LUN to LUN of another prefix"
     req = request(LOCAL_A, SAN, [SERVER], [SERVER], backing=CACHE)
     assert shared.bid_migrate(req) == SHARED_HOST_BID
     done = await service(registry, shared, staged).migrate(ctx, req)
