@@ -72,6 +72,10 @@ class AgentConfig(BaseModel):
         default="virtio",
         description="How volumes are plugged: virtio-blk (vdX), or disks on a virtio-scsi "
                     "controller (sdX; unplugged without the guest's help).")
+    live_copy_bandwidth: int = Field(
+        default=0, ge=0,
+        description="Bytes per second a live storage migration may copy (0: no limit), "
+                    "so that a running VM keeps most of its storage's bandwidth.")
     s3_part_size: int = Field(
         default=32 << 20, ge=5 << 20,
         description="Bytes per S3 multipart part and ranged GET (S3's minimum part: 5 MiB).")

@@ -1,4 +1,5 @@
-"""Hot-plugging volumes into libvirt domains on this host, and unplugging them."""
+"""Hot-plugging volumes into libvirt domains on this host, unplugging them, and live
+operations on their disks (snapshots, storage migration)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import libvirt
 from agent.commands.registry import handles
 from agent.libvirt import disks
 from agent.libvirt.attach import Attacher
+from agent.libvirt.migrate import live_copy
 from agent.libvirt.snapshots import take_live
 from agent.services import AgentServices
 from agent.tools.libvirt import Libvirt
@@ -18,6 +20,7 @@ from shared.protocol.libvirt import (
     ATTACH_VOLUME,
     DETACH_VOLUME,
     DOMAIN_INFO,
+    LIVE_COPY,
     LIVE_SNAPSHOT,
     AttachVolumePayload,
     AttachVolumeResult,
@@ -25,6 +28,8 @@ from shared.protocol.libvirt import (
     DetachVolumeResult,
     DomainFacts,
     DomainPayload,
+    LiveCopied,
+    LiveCopyPayload,
     LiveSnapshotFacts,
     LiveSnapshotPayload,
 )
@@ -82,3 +87,10 @@ async def live_snapshot(svc: AgentServices, payload: LiveSnapshotPayload,
                              actual_size=info.actual_size or 0, virtual_size=info.virtual_size,
                              capacity=await svc.files.for_path(payload.dir).capacity(payload.dir),
                              quiesced=quiesced, seconds=seconds)
+
+
+@handles(LIVE_COPY)
+async def live_copy_volume(svc: AgentServices, payload: LiveCopyPayload,
+                           progress: Progress) -> LiveCopied:
+    return await live_copy(_libvirt(svc), _attacher(svc), payload,
+                           svc.config.live_copy_bandwidth, progress)

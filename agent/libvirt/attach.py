@@ -58,7 +58,8 @@ class Attacher:
         _, active, persistent = await self._lv.domain_state(domain)
         return (AFFECT_LIVE if active else 0) | (AFFECT_CONFIG if persistent else 0)
 
-    async def _chain(self, path: str, fmt: str) -> list[Layer]:
+    async def chain(self, path: str, fmt: str) -> list[Layer]:
+        """The image at `path` and its backing files, top first."""
         if fmt == "raw":
             return [Layer(path, "raw")]
         return [Layer(layer.filename, layer.format)
@@ -107,7 +108,7 @@ class Attacher:
             opened = await self._open_iscsi(serial, source.iscsi)
         else:
             assert source.path is not None
-            opened = Opened(chain=await self._chain(source.path, source.format))
+            opened = Opened(chain=await self.chain(source.path, source.format))
         try:
             if self._bus == "scsi" and not disks.has_scsi_controller(live):
                 await self._lv.attach_device(domain, disks.scsi_controller_xml(), flags)

@@ -1,5 +1,6 @@
-"""MigrationService: moving a volume that no VM holds open to another primary storage
-(cold migration).
+"""MigrationService: moving a volume to another primary storage: cold when no VM holds
+it open; live (`motion/live.py`) when it is attached to a running domain, whose disk
+moves by a block copy and a pivot before the same switch of the row.
 
 The volume is `migrating` from the request to the end (a compare-and-swap from `ready`,
 so a volume another job holds is a 409), and the destination's capacity is reserved in
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from controller.db.lookup import get_fresh
 from controller.db.models import (
     BackupStorage,
+    Host,
     Image,
     Job,
     ObjectState,
@@ -39,9 +41,9 @@ from controller.db.transitions import (
     transition,
 )
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.motion import Migrated, MigrateRequest
+from controller.plugins.interfaces.motion import LiveTarget, Migrated, MigrateRequest
 from controller.plugins.interfaces.stores import Primary
-from controller.services.attachments import refuse_attached
+from controller.services.attachments import live_target
 from controller.services.base import ServiceDeps
 from controller.services.snapshots import HELD
 from shared.errors import Conflict, InvalidInput, StrataError
@@ -76,14 +78,15 @@ class MigrationService:
                                f"{volume.name} is for {source.row.hypervisor}",
                                code="hypervisor_mismatch")
             self._check_apart(source, dest)
-            await self._check_free(session, volume)
-            request = await self._request(session, volume, source, dest, None, "")
             if not await transition(session, Volume, volume.id, ObjectState.READY,
                                     ObjectState.MIGRATING,
                                     where={"primary_storage_id": source.id}):
                 raise Conflict(f"volume {volume.name} changed meanwhile; try again",
                                code="volume_busy")
-            await refuse_attached(session, volume, "migrated cold")
+            # After the compare-and-swap, so that an attach committed meanwhile is seen.
+            live = await self._live(session, volume)
+            await self._check_free(session, volume, attached=live is not None)
+            request = await self._request(session, volume, source, dest, None, "", live)
             self._d.motion.migration_strategy(request)
             await reserve_capacity(session, row, volume.size)
             job = self._d.jobs.new_job(
@@ -103,8 +106,19 @@ class MigrationService:
                            f"the same directory ({directory})", code="same_directory")
 
     @staticmethod
-    async def _check_free(session: AsyncSession, volume: Volume) -> None:
-        """No snapshots to leave behind, no host holding the volume."""
+    async def _live(session: AsyncSession, volume: Volume) -> LiveTarget | None:
+        """The running domain the volume is attached to, if any (a 409 while it is being
+        attached or detached)."""
+        target = await live_target(session, volume)
+        if target is None:
+            return None
+        return LiveTarget(await get_fresh(session, Host, target["host_id"], "host"),
+                          target["domain"])
+
+    @staticmethod
+    async def _check_free(session: AsyncSession, volume: Volume, attached: bool) -> None:
+        """No snapshots to leave behind, no host holding the volume but the one it is
+        attached to."""
         snapshots = (await session.scalars(select(Snapshot.name).where(
             Snapshot.volume_id == volume.id, Snapshot.state.in_(HELD))
             .order_by(Snapshot.name))).all()
@@ -114,13 +128,13 @@ class MigrationService:
                            code="volume_has_snapshots")
         granted = await session.scalar(select(VolumeAccess.host_id).where(
             VolumeAccess.volume_id == volume.id).limit(1))
-        if granted is not None:
+        if granted is not None and not attached:
             raise Conflict(f"volume {volume.name} is granted to host {granted}; revoke the "
                            "access first", code="volume_in_use")
 
     async def _request(self, session: AsyncSession, volume: Volume, source: Primary[Any],
                        dest: Primary[Any], backing: BackingFile | None,
-                       task_prefix: str) -> MigrateRequest:
+                       task_prefix: str, live: LiveTarget | None) -> MigrateRequest:
         staging = (await session.scalars(select(BackupStorage).where(
             BackupStorage.state == StoreState.READY).order_by(BackupStorage.name))).all()
         return MigrateRequest(
@@ -128,7 +142,7 @@ class MigrationService:
             source_hosts=await self._d.selector.reaching(session, source),
             dest_hosts=await self._d.selector.reaching(session, dest),
             backing=backing, staging=[self._d.registry.backup(b) for b in staging],
-            task_prefix=task_prefix)
+            task_prefix=task_prefix, live=live)
 
     async def run_migrate(self, ctx: JobContext) -> dict[str, Any]:
         source_id, dest_id = ctx.params["source"], ctx.params["dest"]
@@ -143,7 +157,8 @@ class MigrationService:
             backing = cache[1] if cache else None
             async with ctx.db() as session:
                 request = await self._request(session, volume, source, dest, backing,
-                                              ctx.task_id("migrate"))
+                                              ctx.task_id("migrate"),
+                                              await self._live(session, volume))
             migrated = await self._d.motion.migrate(ctx, request)
             await self._switch(ctx, volume, source, dest, migrated,
                                cache[0] if cache and migrated.on_cache else None)

@@ -41,11 +41,20 @@ class EndPointSelector(abc.ABC):
 
 
 @dataclass(frozen=True)
+class LiveTarget:
+    """The running domain on `host` that has the volume attached."""
+
+    host: Host
+    domain: str
+
+
+@dataclass(frozen=True)
 class MigrateRequest:
     """Move `volume` from `source` to `dest`. `source_hosts` and `dest_hosts` reach each
     storage's files; `backing` is the destination's image cache the copy sits on (None:
     a whole copy); `staging` the backup storages a copy may pass through; agent tasks
-    are named from `task_prefix`."""
+    are named from `task_prefix`; `live`, the domain holding the volume open, when it is
+    attached (only a live strategy may move it then)."""
 
     volume: Volume
     source: Primary[Any]
@@ -55,6 +64,7 @@ class MigrateRequest:
     backing: BackingFile | None
     staging: Sequence[Backup[Any]]
     task_prefix: str
+    live: LiveTarget | None = None
 
 
 @dataclass(frozen=True)
