@@ -21,7 +21,7 @@ from agent.libvirt import disks
 from agent.libvirt.attach import Attacher
 from agent.libvirt.blockjobs import BlockJob, BlockJobs, Outcome
 from agent.tools.libvirt import Libvirt
-from shared.errors import Conflict, NotFound, StrataError
+from shared.errors import Conflict, NotFound, StrataError, Unsupported
 from shared.protocol.libvirt import LIVE_COPY, LiveCopied, LiveCopyPayload
 
 _FLAGS = (libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
@@ -35,7 +35,9 @@ _END_TIMEOUT = 120.0
 async def live_copy(lv: Libvirt, attacher: Attacher, payload: LiveCopyPayload,
                     bandwidth: int, progress: Callable[[float], None]) -> LiveCopied:
     dest = payload.dest
-    assert dest.path is not None, "live copies go to qcow2 files or nfs:// URLs"
+    if dest.path is None:
+        raise Unsupported("a live copy goes to a file or an nfs:// URL, not an iSCSI LUN",
+                          code="live_copy_not_supported")
     disk = disks.find_disk(await lv.domain_xml(payload.domain), payload.serial)
     if disk is None:
         raise NotFound(f"domain {payload.domain} has no disk of volume {payload.serial}",
