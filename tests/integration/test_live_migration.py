@@ -34,6 +34,7 @@ BANDWIDTH = 4 << 20
 @dataclass
 class Site:
     stack: Stack
+    daemon: Libvirtd
     conn: libvirt.virConnect
     nfs: NfsServer
     share: Path
@@ -85,12 +86,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, nfs: NfsServer) -> Iterator[S
             ["resource_id"])
         share = nfs.share("live")
         image = register(stack, files, www, stack.backup_id, "base")
-        conn = libvirt.open(daemon.uri)
+        nfs_id = nfs_storage(stack, nfs, share, [stack.host_id])
+        site = Site(stack, daemon, libvirt.open(daemon.uri), nfs, share, nfs_id, image, tmp)
         try:
-            yield Site(stack, conn, nfs, share, nfs_storage(stack, nfs, share,
-                                                            [stack.host_id]), image, tmp)
+            yield site
         finally:
-            conn.close()
+            site.conn.close()
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -236,8 +237,39 @@ def test_readme_vm_tour(site: Site) -> None:
     strata("snapshots", "take", "vm1-root", "before-upgrade", "--wait")
     assert strata("snapshots", "show", "before-upgrade", "--field",
                   "consistency").strip() == "crash"
+    refused = cli_strata(stack, "volumes", "migrate", "vm1-root", "local-a", ok=False)
+    assert "volume_has_snapshots" in refused.stderr and "before-upgrade" in refused.stderr
     strata("volumes", "detach", "vm1-root", "--wait")
     strata("volumes", "revert", "vm1-root", "before-upgrade", "--wait")
     reverted = strata("volumes", "show", "vm1-root", "--field", "path").strip()
     assert chain(reverted)[1] == path, "the new active layer sits on the snapshot"
     virsh("destroy", "vm1")
+
+
+def test_libvirtd_restarted_mid_copy(site: Site) -> None:
+    """libvirtd stops and starts again while the copy runs: the agent waits it out, finds
+    the job again and pivots; the data is whole on the destination."""
+    stack = site.stack
+    vol = volume(stack, stack.primary_id, name="vm-c-data", size=32 << 20)
+    qemu_io(vol["path"], "write -P 0x41 0 12M")
+    expect = flat_copy(vol["path"], site.tmp / "vm-c.expected")
+    dom = site.domain("vm-c")
+    device = site.attach(vol, "vm-c")
+    accepted = stack.api.post(f"/v1/volumes/{vol['id']}/migrate",
+                              {"primary_storage_id": site.nfs_id})
+    deadline = time.monotonic() + 60
+    while not dom.blockJobInfo(device, 0).get("cur"):
+        assert time.monotonic() < deadline, "the copy never started"
+        time.sleep(0.05)
+    site.conn.close()
+    site.daemon.stop_daemon()
+    site.daemon.start()
+    site.conn = libvirt.open(site.daemon.uri)
+    stack.wait(accepted)
+    shown = site.show(vol)
+    assert shown["primary_storage_id"] == site.nfs_id
+    dom = site.conn.lookupByName("vm-c")
+    assert "protocol='nfs'" in disk_source(dom, vol["id"]), "pivoted onto NFS"
+    stack.wait(stack.api.post(f"/v1/volumes/{vol['id']}/detach", {}))
+    same(shown["path"], expect)
+    dom.destroy()
