@@ -76,6 +76,10 @@ class AgentConfig(BaseModel):
         default=0, ge=0,
         description="Bytes per second a live merge (block commit) may move on this host, "
                     "so it leaves the guests' I/O room; 0 for no limit.")
+    live_copy_bandwidth: int = Field(
+        default=0, ge=0,
+        description="Bytes per second a live storage migration may copy (0: no limit), "
+                    "so that a running VM keeps most of its storage's bandwidth.")
     s3_part_size: int = Field(
         default=32 << 20, ge=5 << 20,
         description="Bytes per S3 multipart part and ranged GET (S3's minimum part: 5 MiB).")

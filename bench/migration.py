@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.snapshots import timed  # noqa: E402
-from bench.volumes import start_embedded, wait_seeded  # noqa: E402
+from bench.runner import MIB, Bench, run, timed, wait_ok  # noqa: E402
 from cli.client import Client  # noqa: E402
-
-MIB = 1 << 20
 
 
 def write_data(path: str, mib: int) -> None:
@@ -52,10 +48,8 @@ def api_migrations(api: Client, work: Path, primary: str, mib: int,
         dest = other if i % 2 == 0 else primary
 
         def move(dest: str = dest) -> None:
-            done = api.wait_job(api.post(f"/v1/volumes/{volume}/migrate",
-                                         {"primary_storage_id": dest})["job_id"], timeout=600)
-            if done["state"] != "succeeded":
-                raise RuntimeError(f"migration failed: {done['error']}")
+            wait_ok(api, api.post(f"/v1/volumes/{volume}/migrate",
+                                  {"primary_storage_id": dest}), "migration")
         seconds.append(timed(move))
     return seconds
 
@@ -89,29 +83,21 @@ def run_all(steps: list[list[str]]) -> None:
         subprocess.run(argv, check=True)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mib", type=int, default=512, help="data the volume holds")
     p.add_argument("--rounds", type=int, default=4)
-    args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="strata-bench-"))
-    controller = start_embedded(work)
-    try:
-        api = Client(controller.url, controller.token)
-        primary, _ = wait_seeded(api)
-        ours = statistics.median(api_migrations(api, work, primary, args.mib, args.rounds))
-        print(f"cold migration of a volume holding {args.mib} MiB between two local "
-              f"storages; median of {args.rounds}; API {args.mib / ours:.1f} MiB/s "
-              f"({ours:.2f} s)")
-        for what, checked in (("qemu-img convert", False),
-                              ("convert+compare+sync", True)):
-            raw = statistics.median(raw_converts(work, args.mib, args.rounds, checked))
-            print(f"  {what:21} {args.mib / raw:7.1f} MiB/s ({raw:5.2f} s)   "
-                  f"ratio raw/API throughput {ours / raw:5.2f}")
-    finally:
-        controller.stop()
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def figures(b: Bench) -> Iterator[str]:
+    mib, rounds = b.args.mib, b.args.rounds
+    ours = statistics.median(api_migrations(b.api, b.work, b.primary, mib, rounds))
+    yield (f"cold migration of a volume holding {mib} MiB between two local storages; "
+           f"median of {rounds}; API {mib / ours:.1f} MiB/s ({ours:.2f} s)")
+    for what, checked in (("qemu-img convert", False), ("convert+compare+sync", True)):
+        raw = statistics.median(raw_converts(b.work, mib, rounds, checked))
+        yield (f"  {what:21} {mib / raw:7.1f} MiB/s ({raw:5.2f} s)   "
+               f"ratio raw/API throughput {ours / raw:5.2f}")
 
 
 if __name__ == "__main__":
-    main()
+    run(__doc__ or "", figures, options)

@@ -21,22 +21,17 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.volumes import start_embedded, wait_seeded  # noqa: E402
+from bench.runner import MIB, Bench, run, timed, wait_ok  # noqa: E402
 from cli.client import Client  # noqa: E402
-
-MIB = 1 << 20
 
 
 def write_layer(path: str, index: int, layer_mib: int) -> None:
@@ -45,12 +40,6 @@ def write_layer(path: str, index: int, layer_mib: int) -> None:
     subprocess.run(["qemu-io", "-f", "qcow2", "-c",
                     f"write -P {index % 256} {offset} {layer_mib * MIB}", path],
                    check=True, stdout=subprocess.DEVNULL)
-
-
-def timed(step: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    step()
-    return time.perf_counter() - start
 
 
 def api_chain(api: Client, primary: str, layers: int, layer_mib: int) -> tuple[
@@ -65,18 +54,14 @@ def api_chain(api: Client, primary: str, layers: int, layer_mib: int) -> tuple[
         write_layer(api.get(f"/v1/volumes/{volume}")["path"], i, layer_mib)
 
         def take(i: int = i) -> None:
-            done = api.wait_job(api.post(f"/v1/volumes/{volume}/snapshots",
-                                         {"name": f"s{i}"})["job_id"])
-            if done["state"] != "succeeded":
-                raise RuntimeError(f"take s{i} failed: {done['error']}")
-            snapshots.append(done["resource_id"])
+            done = wait_ok(api, api.post(f"/v1/volumes/{volume}/snapshots",
+                                         {"name": f"s{i}"}), f"take s{i}")
+            snapshots.append(str(done["resource_id"]))
         takes.append(timed(take))
     deletes = []
     for snapshot in snapshots[1:]:
         def delete(snapshot: str = snapshot) -> None:
-            done = api.wait_job(api.delete(f"/v1/snapshots/{snapshot}")["job_id"])
-            if done["state"] != "succeeded":
-                raise RuntimeError(f"delete {snapshot} failed: {done['error']}")
+            wait_ok(api, api.delete(f"/v1/snapshots/{snapshot}"), f"delete {snapshot}")
         deletes.append(timed(delete))
     return takes, deletes
 
@@ -124,10 +109,8 @@ def backup_chain(api: Client, primary: str, store: str, work: Path, layers: int,
                                          {"name": f"b{i}"})["job_id"])["resource_id"]
 
     def backup() -> None:
-        done = api.wait_job(api.post(f"/v1/snapshots/{snapshot}/backups",
-                                     {"backup_storage_id": store})["job_id"])
-        if done["state"] != "succeeded":
-            raise RuntimeError(f"backup failed: {done['error']}")
+        wait_ok(api, api.post(f"/v1/snapshots/{snapshot}/backups",
+                              {"backup_storage_id": store}), "backup")
     ours = timed(backup)
     path = api.get(f"/v1/snapshots/{snapshot}")["path"]
 
@@ -142,45 +125,39 @@ def backup_chain(api: Client, primary: str, store: str, work: Path, layers: int,
     return ours, raw, synced
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=12,
                    help="snapshots taken in a row (at most the chain depth bound, 16)")
     p.add_argument("--layer-mib", type=int, default=16)
     p.add_argument("--backup-layers", type=int, default=4)
     p.add_argument("--backup-layer-mib", type=int, default=48)
-    args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="strata-bench-"))
-    controller = start_embedded(work)
-    try:
-        api = Client(controller.url, controller.token)
-        primary, store = wait_seeded(api)
-        api_take, api_delete = api_chain(api, primary, args.layers, args.layer_mib)
-        raw_take, raw_delete = raw_chain(work / "raw", args.layers, args.layer_mib)
-        api_backup, raw_convert, raw_synced = backup_chain(
-            api, primary, store, work, args.backup_layers, args.backup_layer_mib)
 
-        def line(what: str, ours: list[float], raw: list[float]) -> None:
-            a, r = statistics.median(ours), statistics.median(raw)
-            print(f"  {what:7} API {1000 * a:8.1f} ms   qemu-img {1000 * r:8.1f} ms   "
-                  f"ratio API/raw {a / r:6.2f}")
 
-        print(f"qcow2 snapshots, a chain of {args.layers} layers of {args.layer_mib} MiB "
-              "each; median latency")
-        line("take", api_take, raw_take)
-        line("delete", api_delete, raw_delete)
-        data = args.backup_layers * args.backup_layer_mib
-        print(f"backup of a chain of {args.backup_layers} layers of {args.backup_layer_mib} "
-              f"MiB to dir; throughput of its data")
-        print(f"  API {data / api_backup:7.1f} MiB/s ({api_backup:.2f} s)")
-        for what, raw in (("qemu-img convert", raw_convert),
-                          ("qemu-img convert + sync", raw_synced)):
-            print(f"  {what:23} {data / raw:7.1f} MiB/s ({raw:.2f} s)   "
-                  f"ratio raw/API throughput {api_backup / raw:5.2f}")
-    finally:
-        controller.stop()
-        shutil.rmtree(work, ignore_errors=True)
+def figures(b: Bench) -> Iterator[str]:
+    args = b.args
+    api_take, api_delete = api_chain(b.api, b.primary, args.layers, args.layer_mib)
+    raw_take, raw_delete = raw_chain(b.work / "raw", args.layers, args.layer_mib)
+    api_backup, raw_convert, raw_synced = backup_chain(
+        b.api, b.primary, b.store, b.work, args.backup_layers, args.backup_layer_mib)
+
+    def line(what: str, ours: list[float], raw: list[float]) -> str:
+        a, r = statistics.median(ours), statistics.median(raw)
+        return (f"  {what:7} API {1000 * a:8.1f} ms   qemu-img {1000 * r:8.1f} ms   "
+                f"ratio API/raw {a / r:6.2f}")
+
+    yield (f"qcow2 snapshots, a chain of {args.layers} layers of {args.layer_mib} MiB "
+           "each; median latency")
+    yield line("take", api_take, raw_take)
+    yield line("delete", api_delete, raw_delete)
+    data = args.backup_layers * args.backup_layer_mib
+    yield (f"backup of a chain of {args.backup_layers} layers of {args.backup_layer_mib} "
+           "MiB to dir; throughput of its data")
+    yield f"  API {data / api_backup:7.1f} MiB/s ({api_backup:.2f} s)"
+    for what, raw in (("qemu-img convert", raw_convert),
+                      ("qemu-img convert + sync", raw_synced)):
+        yield (f"  {what:23} {data / raw:7.1f} MiB/s ({raw:.2f} s)   "
+               f"ratio raw/API throughput {api_backup / raw:5.2f}")
 
 
 if __name__ == "__main__":
-    main()
+    run(__doc__ or "", figures, options)

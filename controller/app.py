@@ -24,6 +24,7 @@ from controller.leader import Leadership, new_instance_id, replace_instance
 from controller.localagent import embedded
 from controller.motion.endpoints import ConnectedHostSelector
 from controller.motion.install import CacheThenCloneInstall
+from controller.motion.live import LiveMigration
 from controller.motion.migration import SharedHostMigration, StagedMigration
 from controller.motion.service import DataMotionService
 from controller.motion.strategies import MediatorMotionStrategy
@@ -95,7 +96,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         selector = ConnectedHostSelector(registry)
         motion = DataMotionService(registry, selector, [
             MediatorMotionStrategy(registry), SharedHostMigration(registry),
-            StagedMigration(registry)])
+            StagedMigration(registry), LiveMigration(registry)])
         deps = ServiceDeps(db=db, jobs=jobs, registry=registry, selector=selector,
                            secrets=secrets, motion=motion, paths=path_policy(config),
                            install=CacheThenCloneInstall(motion, registry, selector))

@@ -1,4 +1,5 @@
-"""Hot-plugging volumes into libvirt domains on this host, and unplugging them."""
+"""Hot-plugging volumes into libvirt domains on this host, unplugging them, and live
+operations on their disks (snapshots, storage migration)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import libvirt
 from agent.commands.registry import handles
 from agent.libvirt import disks
 from agent.libvirt.attach import Attacher
+from agent.libvirt.migrate import live_copy
 from agent.libvirt.snapshots import commit_live, take_live
 from agent.services import AgentServices
 from agent.tools.libvirt import Libvirt
@@ -19,6 +21,7 @@ from shared.protocol.libvirt import (
     DETACH_VOLUME,
     DOMAIN_INFO,
     LIVE_COMMIT,
+    LIVE_COPY,
     LIVE_SNAPSHOT,
     AttachVolumePayload,
     AttachVolumeResult,
@@ -28,6 +31,8 @@ from shared.protocol.libvirt import (
     DomainPayload,
     LiveCommitFacts,
     LiveCommitPayload,
+    LiveCopied,
+    LiveCopyPayload,
     LiveSnapshotFacts,
     LiveSnapshotPayload,
 )
@@ -101,3 +106,10 @@ async def live_commit(svc: AgentServices, payload: LiveCommitPayload,
     await files.remove(top)
     return LiveCommitFacts(path=chain[0], chain=chain,
                            capacity=await files.capacity(payload.dir))
+
+
+@handles(LIVE_COPY)
+async def live_copy_volume(svc: AgentServices, payload: LiveCopyPayload,
+                           progress: Progress) -> LiveCopied:
+    return await live_copy(_libvirt(svc), _attacher(svc), payload,
+                           svc.config.live_copy_bandwidth, progress)

@@ -60,7 +60,7 @@ class Attacher:
         _, active, persistent = await self._lv.domain_state(domain)
         return (AFFECT_LIVE if active else 0) | (AFFECT_CONFIG if persistent else 0)
 
-    async def _chain(self, source: VolumeSource) -> list[Layer]:
+    async def chain(self, source: VolumeSource) -> list[Layer]:
         """The chain from the images' headers, each image confined to the source's
         directories: a header naming any other file never reaches the domain."""
         assert source.path is not None
@@ -125,7 +125,7 @@ class Attacher:
         if source.iscsi is not None:
             opened = await self._open_iscsi(serial, source.iscsi)
         else:
-            opened = Opened(chain=await self._chain(source))
+            opened = Opened(chain=await self.chain(source))
         try:
             if self._bus == "scsi" and not disks.has_scsi_controller(live):
                 await self._lv.attach_device(domain, disks.scsi_controller_xml(), flags)

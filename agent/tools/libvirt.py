@@ -167,6 +167,15 @@ class Libvirt:
             flags | (libvirt.VIR_DOMAIN_BLOCK_COMMIT_BANDWIDTH_BYTES if bandwidth else 0)),
             f"starting a block commit on {disk} of domain {domain}")
 
+    async def block_copy(self, domain: str, disk: str, dest_xml: str, flags: int,
+                         bandwidth: int = 0) -> None:
+        """Starts a block copy of `disk` into the `<disk>` described by `dest_xml`;
+        `bandwidth` in bytes per second, 0 for no limit."""
+        params = {libvirt.VIR_DOMAIN_BLOCK_COPY_BANDWIDTH: bandwidth} if bandwidth else None
+        await self.call(lambda c: c.lookupByName(domain).blockCopy(disk, dest_xml, params,
+                                                                   flags),
+                        f"starting a block copy of {disk} of domain {domain}")
+
     async def block_job_info(self, domain: str, disk: str) -> BlockJobInfo | None:
         """The disk's block job, None when it has none."""
         def info(c: libvirt.virConnect) -> BlockJobInfo | None:

@@ -1,5 +1,6 @@
 """Data motion strategies that move a volume between two primary storages (cold
-migration). Each bids on a `MigrateRequest`; the service hands the copy to the highest:
+migration: neither bids on an attached volume, see `live.py`). Each bids on a
+`MigrateRequest`; the service hands the copy to the highest:
 
 - `SharedHostMigration`: one host reaches both storages' files (two local storages of a
   host, local and NFS, NFS and NFS, an iSCSI storage server that also reaches the other
@@ -67,6 +68,8 @@ def shared_hosts(request: MigrateRequest) -> list[Host]:
 
 class SharedHostMigration(VolumeMigrationStrategy):
     def bid_migrate(self, request: MigrateRequest) -> int:
+        if request.live is not None:
+            return 0
         source = self._registry.backend_of(request.source).copy_source(request.source,
                                                                        request.volume)
         dest = self._registry.backend_of(request.dest)
@@ -117,6 +120,8 @@ class StagedMigration(VolumeMigrationStrategy):
 
     def bid_migrate(self, request: MigrateRequest) -> int:
         """Only into storages whose volumes are qcow2 files: what comes down is one."""
+        if request.live is not None:
+            return 0
         source = self._registry.backend_of(request.source).copy_source(request.source,
                                                                        request.volume)
         if (source is None or not self._registry.backend_of(request.dest).copies_onto_cache

@@ -85,6 +85,13 @@ class DataMotionService:
         """The first of the highest bidders on moving a volume; none bids: a 409."""
         bids = [strategy.bid_migrate(request) for strategy in self._strategies]
         best = max(bids, default=0)
+        if best <= 0 and request.live is not None:
+            raise Conflict(
+                f"volume {request.volume.name} is attached to domain {request.live.domain} "
+                f"on host {request.live.host.name}, and no live migration reaches from "
+                f"{request.source.name} to {request.dest.name} (it needs qcow2 file storages "
+                "on both sides, the host reaching both, and no snapshots); detach it (or "
+                "stop the VM) to migrate it cold", code="volume_attached")
         if best <= 0:
             raise Conflict(
                 f"no strategy can move volume {request.volume.name} from "

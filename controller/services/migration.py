@@ -1,5 +1,6 @@
-"""MigrationService: moving a volume that no VM holds open to another primary storage
-(cold migration).
+"""MigrationService: moving a volume to another primary storage: cold when no VM holds
+it open; live (`motion/live.py`) when it is attached to a running domain, whose disk
+moves by a block copy and a pivot before the same switch of the row.
 
 The volume is `migrating` from the request to the end (a compare-and-swap from `ready`,
 so a volume another job holds is a 409), and the destination's capacity is reserved in
@@ -47,9 +48,9 @@ from controller.db.transitions import (
     transition,
 )
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.motion import Layer, Migrated, MigrateRequest
+from controller.plugins.interfaces.motion import Layer, LiveTarget, Migrated, MigrateRequest
 from controller.plugins.interfaces.stores import Primary
-from controller.services.attachments import refuse_attached
+from controller.services.attachments import live_target
 from controller.services.base import ServiceDeps
 from controller.services.snapshots import chain_of, snapshots_of
 from shared.errors import Conflict, InvalidInput, StrataError
@@ -85,14 +86,15 @@ class MigrationService:
                                f"{volume.name} is for {source.row.hypervisor}",
                                code="hypervisor_mismatch")
             self._check_apart(source, dest)
-            tree = await self._check_free(session, volume, source, dest)
-            request = await self._request(session, volume, source, dest, None, "")
             if not await transition(session, Volume, volume.id, ObjectState.READY,
                                     ObjectState.MIGRATING,
                                     where={"primary_storage_id": source.id}):
                 raise Conflict(f"volume {volume.name} changed meanwhile; try again",
                                code="volume_busy")
-            await refuse_attached(session, volume, "migrated cold")
+            # After the compare-and-swap, so that an attach committed meanwhile is seen.
+            live = await self._live(session, volume)
+            tree = await self._check_free(session, volume, source, dest, live is not None)
+            request = await self._request(session, volume, source, dest, None, "", live)
             self._d.motion.migration_strategy(request)
             held = volume.size + sum(s.size for s in tree)
             await reserve_capacity(session, row, held)
@@ -114,18 +116,31 @@ class MigrationService:
             raise Conflict(f"primary storages {source.name} and {dest.name} keep volumes in "
                            f"the same directory ({directory})", code="same_directory")
 
+    @staticmethod
+    async def _live(session: AsyncSession, volume: Volume) -> LiveTarget | None:
+        """The running domain the volume is attached to, if any (a 409 while it is being
+        attached or detached)."""
+        target = await live_target(session, volume)
+        if target is None:
+            return None
+        return LiveTarget(await get_fresh(session, Host, target["host_id"], "host"),
+                          target["domain"])
+
     async def _check_free(self, session: AsyncSession, volume: Volume, source: Primary[Any],
-                          dest: Primary[Any]) -> list[Snapshot]:
-        """No host holding the volume; snapshots (returned) only where their chain can
-        move, and all settled."""
+                          dest: Primary[Any], attached: bool) -> list[Snapshot]:
+        """No host holding the volume but the one it is attached to; snapshots (returned)
+        only where their chain can move (cold, between storages of qcow2 files), and all
+        settled."""
         tree = await snapshots_of(session, volume.id)
         registry = self._d.registry
         chains = (registry.backend_of(source).copies_onto_cache
                   and registry.backend_of(dest).copies_onto_cache)
-        if tree and not chains:
+        if tree and (attached or not chains):
             names = ", ".join(sorted(s.name for s in tree))
-            raise Conflict(f"volume {volume.name} has snapshots ({names}), which move only "
-                           "between storages of qcow2 files; delete them first",
+            where = ("a live migration does not carry" if attached else
+                     "move only between storages of qcow2 files")
+            raise Conflict(f"volume {volume.name} has snapshots ({names}), which {where}; "
+                           "delete them first",
                            code="volume_has_snapshots")
         unsettled = sorted(s.name for s in tree if s.state != ObjectState.READY and s.path)
         if unsettled:
@@ -134,14 +149,15 @@ class MigrationService:
                            code="snapshot_not_ready")
         granted = await session.scalar(select(VolumeAccess.host_id).where(
             VolumeAccess.volume_id == volume.id).limit(1))
-        if granted is not None:
+        if granted is not None and not attached:
             raise Conflict(f"volume {volume.name} is granted to host {granted}; revoke the "
                            "access first", code="volume_in_use")
         return tree
 
     async def _request(self, session: AsyncSession, volume: Volume, source: Primary[Any],
                        dest: Primary[Any], backing: BackingFile | None,
-                       task_prefix: str, strict: bool = True) -> MigrateRequest:
+                       task_prefix: str, live: LiveTarget | None,
+                       strict: bool = True) -> MigrateRequest:
         """`strict`: a storage no host reaches is a 409; else it has no hosts (a failed
         job's clean-up does what it still can)."""
         staging = (await session.scalars(select(BackupStorage).where(
@@ -162,7 +178,7 @@ class MigrationService:
             backing=backing, staging=[self._d.registry.backup(b) for b in staging],
             task_prefix=task_prefix, layers=layers(tree),
             file_name=file_name(volume.path) if tree else None,
-            active_parent=volume.snapshot_id if tree else None)
+            active_parent=volume.snapshot_id if tree else None, live=live)
 
     async def run_migrate(self, ctx: JobContext) -> dict[str, Any]:
         source_id, dest_id = ctx.params["source"], ctx.params["dest"]
@@ -177,7 +193,8 @@ class MigrationService:
             backing = cache[1] if cache else None
             async with ctx.db() as session:
                 request = await self._request(session, volume, source, dest, backing,
-                                              ctx.task_id("migrate"))
+                                              ctx.task_id("migrate"),
+                                              await self._live(session, volume))
             migrated = await self._d.motion.migrate(ctx, request)
             await self._switch(ctx, volume, source, dest, migrated,
                                cache[0] if cache and migrated.on_cache else None)
@@ -274,7 +291,7 @@ class MigrationService:
                 session, PrimaryStorage, ctx.params["source"], "primary storage"))
             dest = self._d.registry.primary(await get_fresh(
                 session, PrimaryStorage, dest_id, "primary storage"))
-            request = await self._request(session, volume, source, dest, None, "",
+            request = await self._request(session, volume, source, dest, None, "", None,
                                           strict=False)
         await self._d.motion.abandon_migrate(ctx, request)
         if not request.dest_hosts:

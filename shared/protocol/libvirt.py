@@ -123,3 +123,26 @@ class LiveCommitFacts(Model):
 
 
 LIVE_COMMIT = Command("live_commit", LiveCommitPayload, LiveCommitFacts, timeout=7200)
+
+
+class LiveCopyPayload(Model):
+    """Move the attached disk of volume `serial` onto `dest` while the domain runs (live
+    storage migration): a block copy into `dest`, which exists already (only the top
+    layer is copied with `shallow`: `dest` then sits on a chain reading the same as the
+    one under `source`), a wait until it mirrors every write, then the pivot. A failure
+    before the pivot cancels the copy and leaves the domain on `source`, its disk's
+    current top; the domain on `dest` already is the answer again."""
+
+    domain: DomainName
+    serial: DiskSerial
+    source: StorePath
+    dest: VolumeSource
+    shallow: bool
+
+
+class LiveCopied(Model):
+    copied: int = Field(description="Bytes the block job copied.")
+    seconds: float = Field(description="From the copy's start to the pivot.")
+
+
+LIVE_COPY = Command("live_copy", LiveCopyPayload, LiveCopied, timeout=7200)

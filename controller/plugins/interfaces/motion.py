@@ -53,12 +53,22 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class LiveTarget:
+    """The running domain on `host` that has the volume attached."""
+
+    host: Host
+    domain: str
+
+
+@dataclass(frozen=True)
 class MigrateRequest:
     """Move `volume` from `source` to `dest`. `source_hosts` and `dest_hosts` reach each
     storage's files; `backing` is the destination's image cache the copy sits on (None:
     a whole copy); `staging` the backup storages a copy may pass through; agent tasks
     are named from `task_prefix`. `layers`: the volume's snapshots, parents first; the
-    active layer is then copied as `file_name` onto the copy of `active_parent`."""
+    active layer is then copied as `file_name` onto the copy of `active_parent`. `live`:
+    the domain holding the volume open, when it is attached (only a live strategy may
+    move it then)."""
 
     volume: Volume
     source: Primary[Any]
@@ -71,6 +81,7 @@ class MigrateRequest:
     layers: Sequence[Layer] = ()
     file_name: str | None = None
     active_parent: str | None = None
+    live: LiveTarget | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 from controller.db.models import Host
 from controller.jobs.engine import JobContext
 from controller.motion.endpoints import ConnectedHostSelector
+from controller.motion.live import LIVE_BID, LiveMigration
 from controller.motion.migration import (
     SHARED_HOST_BID,
     STAGED_BID,
@@ -22,7 +23,7 @@ from controller.motion.service import DataMotionService
 from controller.motion.strategies import MediatorMotionStrategy
 from controller.plugins.dir.provider import DIR
 from controller.plugins.interfaces.backend import VolumeCreated
-from controller.plugins.interfaces.motion import Migrated, MigrateRequest
+from controller.plugins.interfaces.motion import LiveTarget, Migrated, MigrateRequest
 from controller.plugins.iscsi.provider import ISCSI
 from controller.plugins.local.provider import LOCAL
 from controller.plugins.matrix import default_registry
@@ -32,12 +33,15 @@ from shared.errors import Conflict
 from shared.protocol.files import COPY_IMAGE, DELETE_FILE, BackingFile, CopyImagePayload
 from shared.protocol.files import DeleteFilePayload as Delete
 from shared.protocol.iscsi import EXPORT_LUN, ExportLunPayload
+from shared.protocol.libvirt import LIVE_COPY, LiveCopied, LiveCopyPayload, VolumeSource
 from shared.protocol.volumes import (
     CLONE_LAYER,
     COMPARE_VOLUMES,
     COPY_VOLUME,
+    CREATE_VOLUME,
     CloneLayerPayload,
     CopyVolumePayload,
+    CreateVolumePayload,
 )
 from tests.unit.controller.fakes import (
     CAPACITY,
@@ -62,10 +66,11 @@ VOLUME = volume(id="vol-1", path="/srv/a/volumes/vol-1.qcow2")
 
 
 def request(source: Any, dest: Any, source_hosts: list[Host], dest_hosts: list[Host],
-            backing: BackingFile | None = None) -> MigrateRequest:
+            backing: BackingFile | None = None,
+            live: LiveTarget | None = None) -> MigrateRequest:
     return MigrateRequest(volume=VOLUME, source=source, dest=dest, source_hosts=source_hosts,
                           dest_hosts=dest_hosts, backing=backing, staging=[STORE],
-                          task_prefix="job-1.migrate")
+                          task_prefix="job-1.migrate", live=live)
 
 
 class Fixed(VolumeMigrationStrategy):
@@ -196,3 +201,32 @@ async def test_iscsi_is_filled_by_its_server_and_compared(
     export = agent.calls[0].payload
     assert isinstance(export, ExportLunPayload)
     assert export.source == BackingFile(path=VOLUME.path or "", format="qcow2")
+
+
+async def test_an_attached_volume_moves_live_only(
+        ctx: JobContext, agent: RecordingAgent, registry: PluginRegistry) -> None:
+    """Only the live strategy bids on an attached volume, and only where its host reaches
+    the destination and both sides are qcow2 files: the destination is made on that
+    host (on the image cache: a shallow copy), then the domain copies into it."""
+    strategies = SharedHostMigration(registry), StagedMigration(registry), LiveMigration(
+        registry)
+    vm = LiveTarget(A, "vm1")
+    req = request(LOCAL_A, NFS_B, [A], [B, A], backing=CACHE, live=vm)
+    assert [s.bid_migrate(req) for s in strategies] == [0, 0, LIVE_BID]
+    assert strategies[2].bid_migrate(request(LOCAL_A, NFS_B, [A], [A])) == 0, "not attached"
+    assert strategies[2].bid_migrate(request(LOCAL_A, NFS_B, [A], [B], live=vm)) == 0
+    with pytest.raises(Conflict) as refused:
+        service(registry, *strategies).migration_strategy(
+            request(LOCAL_A, SAN, [A], [SERVER], live=vm))
+    assert refused.value.code == "volume_attached" and "vm1" in str(refused.value)
+
+    agent.answers["live_copy"] = lambda p: LiveCopied(copied=1 << 20, seconds=0.5)
+    done = await service(registry, *strategies).migrate(ctx, req)
+    assert done.on_cache and done.created.path == "/mnt/b/volumes/vol-1.qcow2"
+    assert agent.calls == [
+        Call(A.address, CREATE_VOLUME, "job-1.create-volume", CreateVolumePayload(
+            dest_dir="/mnt/b/volumes", file_name="vol-1.qcow2", size=VOLUME.size,
+            backing=CACHE)),
+        Call(A.address, LIVE_COPY, "job-1.migrate.live", LiveCopyPayload(
+            domain="vm1", serial="vol-1", source=VOLUME.path or "", shallow=True,
+            dest=VolumeSource(path="/mnt/b/volumes/vol-1.qcow2", format="qcow2")))]
