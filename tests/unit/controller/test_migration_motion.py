@@ -229,4 +229,5 @@ async def test_an_attached_volume_moves_live_only(
             backing=CACHE)),
         Call(A.address, LIVE_COPY, "job-1.migrate.live", LiveCopyPayload(
             domain="vm1", serial="vol-1", source=VOLUME.path or "", shallow=True,
-            dest=VolumeSource(path="/mnt/b/volumes/vol-1.qcow2", format="qcow2")))]
+            dest=VolumeSource(path="/mnt/b/volumes/vol-1.qcow2", format="qcow2",
+                                  dirs=["/mnt/b/volumes", "/mnt/b/imagecache"])))]
