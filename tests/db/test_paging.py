@@ -4,8 +4,6 @@ walk began is seen once, in order, whatever is inserted between two pages."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
@@ -13,28 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.api.request import paginate
-from controller.db.engine import create_engine, migrate, sessionmaker
 from controller.db.models import ObjectState, PrimaryStorage, StoreState, Volume
 from shared.errors import InvalidInput
-from tests.support.postgres import PostgresServer
 
 FILTERS = ("state", "primary_storage_id")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        server: PostgresServer = request.getfixturevalue("postgres")
-        return server.new_database()
-    return f"sqlite:///{tmp_path / 'strata.sqlite'}"
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(db_url)
-    await migrate(engine)
-    yield sessionmaker(engine)
-    await engine.dispose()
 
 
 async def _insert(db: async_sessionmaker[AsyncSession], store: str,

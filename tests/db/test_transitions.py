@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from controller.db.engine import create_engine, migrate, sessionmaker
 from controller.db.models import (
     Image,
     ImageCache,
@@ -37,14 +35,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         server: PostgresServer = request.getfixturevalue("postgres")
         return server.new_database()
     return f"{request.param}:///{tmp_path / 'strata.sqlite'}"
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(db_url)
-    await migrate(engine)
-    yield sessionmaker(engine)
-    await engine.dispose()
 
 
 async def _storage(db: async_sessionmaker[AsyncSession], total: int = 1000,
