@@ -73,8 +73,9 @@ async def domain_info(svc: AgentServices, payload: DomainPayload,
                       progress: Progress) -> DomainFacts:
     lv = _libvirt(svc)
     state, _, _ = await lv.domain_state(payload.domain)
+    xml = await lv.domain_xml(payload.domain)
     return DomainFacts(state=_STATES.get(state, "other"),  # type: ignore[arg-type]
-                       disks=disks.disks_by_target(await lv.domain_xml(payload.domain)))
+                       disks=disks.disks_by_target(xml), tops=disks.tops_by_serial(xml))
 
 
 @handles(LIVE_SNAPSHOT)

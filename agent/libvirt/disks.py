@@ -164,6 +164,16 @@ def disks_by_target(domain_xml: str) -> dict[str, str]:
     return found
 
 
+def tops_by_serial(domain_xml: str) -> dict[str, str]:
+    """Serial -> the image the domain writes for that disk (its chain's top)."""
+    found = {}
+    for disk in parse(domain_xml).iterfind("devices/disk"):
+        serial, chain = disk.findtext("serial"), chain_of(disk)
+        if serial and chain:
+            found[serial] = chain[0]
+    return found
+
+
 def free_target(taken: Iterable[str], bus: Bus) -> str:
     """The first free name on the bus: vdb after vda, ..., vdaa after vdz."""
     used = set(taken)

@@ -21,6 +21,7 @@ is refused (409 naming the snapshots).
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from collections.abc import Sequence
 from typing import Any
@@ -56,6 +57,9 @@ from controller.services.snapshots import chain_of, snapshots_of
 from shared.errors import Conflict, InvalidInput, StrataError
 from shared.names import validate_file_name
 from shared.protocol.files import BackingFile
+from shared.protocol.libvirt import DOMAIN_INFO, DomainPayload
+
+log = logging.getLogger(__name__)
 
 
 class MigrationService:
@@ -102,7 +106,8 @@ class MigrationService:
                 session, self.run_migrate, resource_type="volume", resource_id=volume.id,
                 params={"source": source.id, "dest": row.id, "source_path": volume.path,
                         "held": held, "layers": [[layer.snapshot_id, layer.source.path]
-                                                 for layer in request.layers]})
+                                                 for layer in request.layers],
+                        "live": [live.host.id, live.domain] if live else None})
         self._d.jobs.start(job)
         return job
 
@@ -275,11 +280,22 @@ class MigrationService:
         copies (if any were made) go; after it, the volume is ready on the destination
         and only the source's files may be left."""
         dest_id = ctx.params["dest"]
-        async with ctx.db.begin() as session:
+        async with ctx.db() as session:
             volume = await session.get(Volume, ctx.job.resource_id, populate_existing=True)
             if volume is None:
                 return
             switched = volume.primary_storage_id == dest_id
+            source = self._d.registry.primary(await get_fresh(
+                session, PrimaryStorage, ctx.params["source"], "primary storage"))
+        if not switched and not await self._left_on_source(ctx, source, volume):
+            async with ctx.db.begin() as session:
+                await transition(
+                    session, Volume, volume.id, ObjectState.MIGRATING, ObjectState.ERROR,
+                    reason=f"live migration failed: {reason}; the domain's disk could not "
+                           "be confirmed on the source, so the copy on the destination is "
+                           "kept: check which one the domain uses before removing either")
+            return
+        async with ctx.db.begin() as session:
             if await transition(session, Volume, volume.id, ObjectState.MIGRATING,
                                 ObjectState.READY,
                                 reason=f"migration failed: {reason}") and not switched:
@@ -287,8 +303,6 @@ class MigrationService:
         if switched:
             return
         async with ctx.db() as session:
-            source = self._d.registry.primary(await get_fresh(
-                session, PrimaryStorage, ctx.params["source"], "primary storage"))
             dest = self._d.registry.primary(await get_fresh(
                 session, PrimaryStorage, dest_id, "primary storage"))
             request = await self._request(session, volume, source, dest, None, "", None,
@@ -308,6 +322,27 @@ class MigrationService:
         moved = [[sid, posixpath.join(directory, file_name(src))] for sid, src in copied]
         for snapshot in leaves_first(moved):
             await backend.delete_snapshot(ctx, dest, snapshot, [], host)
+
+    async def _left_on_source(self, ctx: JobContext, source: Primary[Any],
+                              volume: Volume) -> bool:
+        """Whether a failed migration left the volume's data only on the source. A live
+        copy may still have pivoted after the controller stopped waiting (an agent out
+        of reach): then the domain writes to the copy, which must not be removed. A
+        domain that can't be asked counts as not left on the source."""
+        live = ctx.params.get("live")
+        if live is None:
+            return True
+        expected = self._d.registry.backend_of(source).volume_source(ctx, source, volume).path
+        async with ctx.db() as session:
+            host = await get_fresh(session, Host, live[0], "host")
+        try:
+            facts = await ctx.call(host, DOMAIN_INFO, DomainPayload(domain=live[1]),
+                                   step="live-check")
+        except StrataError as exc:
+            log.warning("volume %s: cannot ask domain %s which file it uses: %s",
+                        volume.id, live[1], exc)
+            return False
+        return facts.tops.get(volume.id) == expected
 
 
 def file_name(path: str | None) -> str:

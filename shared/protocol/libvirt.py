@@ -78,6 +78,9 @@ class DomainPayload(Model):
 class DomainFacts(Model):
     state: Literal["running", "paused", "shut off", "other"]
     disks: dict[str, str] = Field(description="target name -> serial, of the live disks")
+    tops: dict[str, str] = Field(
+        default_factory=dict,
+        description="serial -> the image the domain writes for that disk (its chain's top)")
 
 
 ATTACH_VOLUME = Command("attach_volume", AttachVolumePayload, AttachVolumeResult, timeout=300)
