@@ -147,13 +147,12 @@ def test_root_volume_between_local_and_nfs_every_way(
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_volume_with_snapshots_carries_its_tree(
-        stack: Stack, nfs: NfsServer, file_server: FileServer, image_dir: Path,
-        tmp_path: Path) -> None:
+        stack: Stack, nfs: NfsServer, file_server: FileServer, image_dir: Path) -> None:
     """local -> NFS -> local with two snapshots: every layer is copied onto its parent's
     copy (the oldest onto the destination's image cache), each snapshot row follows with
     its capacity, the source chain goes; revert and merge work on the moved chain. A copy
     that fails part way leaves the source whole and no layer on the destination."""
-    share = nfs.share(f"mig-snap-{tmp_path.name}")
+    share = nfs.share("mig-snap")
     nfs_a = nfs_storage(stack, nfs, share, [stack.host_id])
     image = register(stack, file_server, image_dir, stack.backup_id, "base")
     vol = volume(stack, stack.primary_id, name="snapped", image_id=image["id"],

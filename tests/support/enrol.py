@@ -20,9 +20,9 @@ from tests.support.procs import Proc
 
 
 def put_join_token(agent_state: Path, token: str) -> None:
-    path = agent_state / JOIN_TOKEN_FILE
-    path.write_text(token + "\n")
-    path.chmod(0o600)
+    """Published whole (temp + rename), as Ansible's copy does: the connect job may
+    already be asking the agent, which must never read a half-written file."""
+    pki.write_private(str(agent_state / JOIN_TOKEN_FILE), token + "\n")
 
 
 def agent_state(agent: Proc) -> Path:

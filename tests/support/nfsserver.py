@@ -51,6 +51,7 @@ class NfsServer:
         self.dir = workdir
         self.server = host.address if host else "127.0.0.1"
         self.export = workdir / "export"
+        self._shares = 0
         self.export.mkdir(parents=True)
         (workdir / "recovery").mkdir()
         conf = workdir / "ganesha.conf"
@@ -90,10 +91,11 @@ class NfsServer:
                 time.sleep(0.2)
 
     def share(self, name: str) -> Path:
-        """A fresh directory under the export, for one test's storage."""
-        path = self.export / name
-        if path.exists():
-            shutil.rmtree(path)
+        """A directory under the export that no earlier test used, for one test's
+        storage: nfs-ganesha keeps the handles of directories it has seen, so one removed
+        and made again under the same name reads as gone (NFS3ERR_NOENT)."""
+        self._shares += 1
+        path = self.export / f"{name}-{self._shares}"
         path.mkdir()
         return path
 
