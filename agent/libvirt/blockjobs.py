@@ -108,8 +108,16 @@ class BlockJobs:
         self._reconnect = reconnect
 
     async def chain(self, domain: str, disk: str) -> list[str]:
-        """The disk's images, top first, as the domain has them open now."""
-        return (await self._look(BlockJob(domain, disk, ""))).chain
+        """The disk's images, top first, as the domain has them open now; a libvirtd
+        restart (a job may end just before one) is waited out, as in `wait`."""
+        away_since = time.monotonic()
+        while True:
+            try:
+                return (await self._look(BlockJob(domain, disk, ""))).chain
+            except LibvirtUnavailable:
+                if time.monotonic() - away_since > self._reconnect:
+                    raise
+                await asyncio.sleep(self._poll)
 
     async def _look(self, job: BlockJob) -> _Seen:
         try:

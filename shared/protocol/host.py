@@ -70,7 +70,7 @@ class SleepResult(Model):
     slept: float
 
 
-HOST_INFO = Command("host_info", EmptyPayload, HostInfoResult, timeout=15)
+HOST_INFO = Command("host_info", EmptyPayload, HostInfoResult, timeout=60)
 SLEEP = Command("sleep", SleepPayload, SleepResult)
 
 
