@@ -260,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("id")
         a.add_argument("host_id")
     waitable(ps.add_parser("delete")).add_argument("id")
+    mt = waitable(ps.add_parser("maintain", help="put in maintenance: no new work, running "
+                                                 "jobs end first, hosts release it"))
+    mt.add_argument("id")
+    mt.add_argument("--drain-timeout", type=float, default=300.0,
+                    help="seconds to wait for running jobs on it (default 300)")
+    waitable(ps.add_parser("cancel-maintain", help="end maintenance: hosts attach it again "
+                                                   "and report its capacity")).add_argument("id")
     waitable(ps.add_parser("reconcile", help="compare its files with the rows; with --wait, "
                                              "print the report")).add_argument("id")
     ps.add_parser("report", help="the last reconcile report: orphans, missing files, size "
@@ -513,6 +520,11 @@ def run(args: argparse.Namespace) -> int:
                             ["removed"], ("cache_id", "image_name", "path", "size",
                                           "last_used_at"))
             return status
+        if action == "maintain":
+            return cli.submitted(c.post(f"/v1/primary-storages/{args.id}/maintain",
+                                        {"drain_timeout": args.drain_timeout}))
+        if action == "cancel-maintain":
+            return cli.submitted(c.post(f"/v1/primary-storages/{args.id}/cancel-maintain"))
         if action == "quarantine":
             return cli.submitted(c.post(f"/v1/primary-storages/{args.id}/reconcile/quarantine",
                                         {"paths": args.paths}), show=False)

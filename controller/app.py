@@ -42,6 +42,7 @@ from controller.services.enrolment import Enrolment
 from controller.services.health import StorageHealth
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
+from controller.services.maintenance import MaintenanceService
 from controller.services.migration import MigrationService
 from controller.services.monitor import HostMonitor
 from controller.services.paths import path_policy
@@ -112,6 +113,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             attachments=AttachmentService(deps, volumes), migration=MigrationService(deps),
             audit=AuditLog(db), reconcile=ReconcileService(deps),
             cache_gc=CacheGcService(deps),
+            maintenance=MaintenanceService(deps, primary_storages),
         )
         app[SERVICES] = services
         await services.tokens.bootstrap(config.admin_token_path)

@@ -110,6 +110,16 @@ ROUTES: tuple[Route, ...] = (
           "Collect image caches nothing needs, least recently used first, while the disk "
           "is above the high watermark (dry_run: only report what would go)",
           body=s.CacheGcRequest, response=s.JobAccepted, status=202, role=Role.ADMIN),
+    Route("POST", "/v1/primary-storages/{id}/maintain", storages.maintain_primary,
+          "Put a primary storage in maintenance: it takes no new work (409 "
+          "storage_in_maintenance), running jobs on it end first (or the job fails with "
+          "storage_busy naming them), then every host releases it (NFS unmount); "
+          "volumes_attached 409 names the domains using it",
+          body=s.MaintainRequest, response=s.JobAccepted, status=202, role=Role.ADMIN),
+    Route("POST", "/v1/primary-storages/{id}/cancel-maintain", storages.cancel_maintain_primary,
+          "End a primary storage's maintenance: every host attaches it again (mount) and "
+          "reports its capacity; ready once one host did (not_in_maintenance 409)",
+          response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("DELETE", "/v1/primary-storages/{id}", storages.delete_primary,
           "Delete a primary storage", response=s.JobAccepted, status=202, role=Role.ADMIN),
     Route("GET", "/v1/backup-storages", storages.list_backup, "List backup storages",

@@ -380,6 +380,14 @@ class QuarantineRequest(Request):
                     "storage's quarantine directory.")
 
 
+class MaintainRequest(Request):
+    drain_timeout: float = Field(
+        default=300.0, ge=0, le=86400,
+        description="Seconds to wait for the jobs running on the storage to end (no new "
+                    "one starts meanwhile); jobs still running then fail the maintenance "
+                    "with storage_busy, naming them, and the storage is ready again.")
+
+
 class CacheGcRequest(Request):
     dry_run: bool = Field(default=False,
                           description="Only report what would be removed, removing nothing.")

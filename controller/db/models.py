@@ -62,11 +62,23 @@ LIVE = (ObjectState.ALLOCATED, ObjectState.CREATING, ObjectState.READY, ObjectSt
 
 
 class StoreState(enum.StrEnum):
+    """creating -> ready; ready -> entering_maintenance -> maintenance (or back to ready
+    when entering fails); maintenance -> leaving_maintenance -> ready (or back to
+    maintenance when no host attached it again); -> deleting; error."""
+
     CREATING = "creating"
     READY = "ready"
+    ENTERING_MAINTENANCE = "entering_maintenance"
     MAINTENANCE = "maintenance"
+    LEAVING_MAINTENANCE = "leaving_maintenance"
     DELETING = "deleting"
     ERROR = "error"
+
+
+# A storage in these states takes no new work (`services.maintenance.ensure_accepting`) and
+# no host attaches it but the cancel of its maintenance.
+IN_MAINTENANCE = (StoreState.ENTERING_MAINTENANCE, StoreState.MAINTENANCE,
+                  StoreState.LEAVING_MAINTENANCE)
 
 
 class HostState(enum.StrEnum):
@@ -84,6 +96,9 @@ class AttachState(enum.StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     DETACHING = "detaching"
+    # Released on the host (unmounted) for the storage's maintenance: nothing attaches it
+    # again but cancelling the maintenance.
+    MAINTENANCE = "maintenance"
 
 
 class JobState(enum.StrEnum):
@@ -145,7 +160,7 @@ class PrimaryStorage(Timestamps, Base):
     type: Mapped[str] = mapped_column(String(32))
     hypervisor: Mapped[str] = mapped_column(String(32), default="kvm")
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    state: Mapped[str] = mapped_column(String(16), default=StoreState.READY)
+    state: Mapped[str] = mapped_column(String(32), default=StoreState.READY)
     capacity_total: Mapped[int] = mapped_column(default=0)
     capacity_available: Mapped[int] = mapped_column(default=0)
     capacity_allocated: Mapped[int] = mapped_column(default=0)

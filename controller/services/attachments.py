@@ -33,6 +33,7 @@ from controller.db.transitions import transition
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.stores import Primary
 from controller.services.base import ServiceDeps
+from controller.services.maintenance import ensure_reachable
 from shared.errors import Conflict, NotFound
 from shared.protocol.libvirt import (
     ATTACH_VOLUME,
@@ -85,6 +86,7 @@ class AttachmentService:
             volume = await get_or_404(session, Volume, volume_id, "volume")
             host = await get_or_404(session, Host, host_id, "host")
             store = await self._d.store_of(session, volume)
+            ensure_reachable(store.row)
             driver = self._d.registry.primary_provider(store.row.type).driver
             if driver.grants_per_host:
                 driver.check_grant(store, host)

@@ -32,6 +32,7 @@ from controller.plugins.interfaces.backup import SNAPSHOTS
 from controller.plugins.interfaces.mediator import UploadRequest
 from controller.plugins.interfaces.stores import Backup
 from controller.services.base import ServiceDeps
+from controller.services.maintenance import ensure_reachable
 from controller.services.snapshots import lock_volume, ready_snapshot, unlock_volume
 from shared.errors import Conflict
 
@@ -66,6 +67,7 @@ class SnapshotBackupService:
             row = await ready_backup_storage(session, backup_storage_id)
             volume = await get_or_404(session, Volume, snapshot.volume_id, "volume")
             primary = await self._d.store_of(session, volume)
+            ensure_reachable(primary.row)
             self._d.registry.backend_of(primary).check_snapshot_backups(primary)
             self._d.motion.check_upload(primary.row, row)
             await ready_snapshot(session, snapshot.id)

@@ -16,6 +16,7 @@ from controller.services.backups import SnapshotBackupService
 from controller.services.cache_gc import CacheGcService
 from controller.services.hosts import HostService
 from controller.services.images import ImageService
+from controller.services.maintenance import MaintenanceService
 from controller.services.migration import MigrationService
 from controller.services.primary_storages import PrimaryStorageService
 from controller.services.reconcile import ReconcileService
@@ -43,3 +44,4 @@ class Services:
     audit: AuditLog
     reconcile: ReconcileService
     cache_gc: CacheGcService
+    maintenance: MaintenanceService

@@ -12,6 +12,7 @@ from yarl import URL
 from controller.agentchannel import AgentTarget
 from controller.db.lookup import get_or_404
 from controller.db.models import (
+    IN_MAINTENANCE,
     AttachState,
     Host,
     HostState,
@@ -138,7 +139,9 @@ class HostService:
                 select(PrimaryStorageHostRef, PrimaryStorage)
                 .join(PrimaryStorage, PrimaryStorage.id == PrimaryStorageHostRef.primary_storage_id)
                 .where(PrimaryStorageHostRef.host_id == host.id,
-                       PrimaryStorageHostRef.state != AttachState.DETACHING)
+                       PrimaryStorageHostRef.state.not_in((AttachState.DETACHING,
+                                                           AttachState.MAINTENANCE)),
+                       PrimaryStorage.state.not_in(IN_MAINTENANCE))
             )).all()
         failed = {}
         for ref, store in refs:

@@ -26,6 +26,7 @@ from controller.jobs.engine import JobContext, JobHandler
 from controller.plugins.interfaces.mediator import UploadRequest
 from controller.services.base import ServiceDeps
 from controller.services.commands import RegisterImage
+from controller.services.maintenance import ensure_reachable
 from controller.services.snapshots import lock_volume, ready_snapshot, unlock_volume
 from shared.errors import ChecksumMismatch, Conflict, InUse
 from shared.protocol.types import ImageFormat
@@ -77,6 +78,7 @@ class ImageService:
         volume = await get_or_404(session, Volume, volume_id, "volume")
         primary = await get_or_404(session, PrimaryStorage, volume.primary_storage_id,
                                    "primary storage")
+        ensure_reachable(primary)
         self._d.motion.check_upload(primary, store)
         if not await transition(session, Volume, volume.id, ObjectState.READY,
                                 ObjectState.COPYING):
@@ -90,6 +92,7 @@ class ImageService:
         snapshot = await get_or_404(session, Snapshot, snapshot_id, "snapshot")
         volume = await get_or_404(session, Volume, snapshot.volume_id, "volume")
         primary = await self._d.store_of(session, volume)
+        ensure_reachable(primary.row)
         self._d.registry.backend_of(primary).check_snapshot_copies(primary)
         self._d.motion.check_upload(primary.row, store)
         await ready_snapshot(session, snapshot.id)

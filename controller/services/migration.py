@@ -53,6 +53,7 @@ from controller.plugins.interfaces.motion import Layer, LiveTarget, Migrated, Mi
 from controller.plugins.interfaces.stores import Primary
 from controller.services.attachments import live_target
 from controller.services.base import ServiceDeps
+from controller.services.maintenance import ensure_accepting, ensure_reachable
 from controller.services.snapshots import chain_of, snapshots_of
 from shared.errors import Conflict, InvalidInput, StrataError
 from shared.names import validate_file_name
@@ -79,10 +80,9 @@ class MigrationService:
             if volume.state != ObjectState.READY:
                 raise Conflict(f"volume {volume.name} is {volume.state}; it can be migrated "
                                "when ready", code="volume_busy")
-            if row.state != StoreState.READY:
-                raise Conflict(f"primary storage {row.name} is {row.state}, not ready",
-                               code="storage_not_ready")
+            ensure_accepting(row)
             source = await self._d.store_of(session, volume)
+            ensure_reachable(source.row)
             dest = self._d.registry.primary(row)
             self._d.registry.backend(row.type, row.hypervisor)
             if row.hypervisor != source.row.hypervisor:

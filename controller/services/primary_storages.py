@@ -160,7 +160,7 @@ class PrimaryStorageService:
         async with ctx.db() as session:
             store = await self._job_store(session, ctx)
             host = await get_or_404(session, Host, ctx.params["host_id"], "host")
-        await self._release(ctx, store, [host])
+        await self.release(ctx, store, [host])
         async with ctx.db.begin() as session:
             await session.execute(delete(PrimaryStorageHostRef)
                                   .where(PrimaryStorageHostRef.id == ctx.params["ref_id"]))
@@ -179,7 +179,7 @@ class PrimaryStorageService:
             await transition(session, PrimaryStorage, ctx.job.resource_id or "",
                              StoreState.DELETING, StoreState.ERROR)
 
-    async def _release(self, ctx: JobContext, store: Primary[Any], hosts: list[Host]) -> None:
+    async def release(self, ctx: JobContext, store: Primary[Any], hosts: list[Host]) -> None:
         """Runs the storage type's detach on each connected host; a host that is not
         connected keeps what it holds (its agent is told nothing)."""
         lifecycle = self._d.registry.primary_provider(store.row.type).lifecycle
@@ -215,7 +215,7 @@ class PrimaryStorageService:
                 PrimaryStorageHostRef.primary_storage_id == store.id))).all()
         for cache in caches:
             await self._d.install.remove(ctx, store, cache)
-        await self._release(ctx, store, list(hosts))
+        await self.release(ctx, store, list(hosts))
         async with ctx.db.begin() as session:
             await session.execute(delete(ImageCache)
                                   .where(ImageCache.primary_storage_id == store.id))

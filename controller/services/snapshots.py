@@ -36,6 +36,7 @@ from controller.plugins.interfaces.backend import PrimaryStorageBackend, VolumeC
 from controller.plugins.interfaces.stores import Primary
 from controller.services.attachments import live_target, refuse_attached
 from controller.services.base import ServiceDeps
+from controller.services.maintenance import ensure_accepting, ensure_reachable
 from shared.errors import Conflict, InUse, InvalidInput
 
 # The longest chain of snapshots under a volume's active layer. Every layer is one more
@@ -59,6 +60,7 @@ class SnapshotService:
         async with self._d.db.begin() as session:
             volume = await get_or_404(session, Volume, volume_id, "volume")
             store = await self._d.store_of(session, volume)
+            ensure_accepting(store.row)
             self._d.registry.backend_of(store).check_snapshots(store)
             tree = await snapshots_of(session, volume.id)
             depth = len(chain_of(tree, volume.snapshot_id))
@@ -133,6 +135,7 @@ class SnapshotService:
             if snapshot.state != ObjectState.READY:
                 raise Conflict(f"snapshot {snapshot.name} is {snapshot.state}, not ready")
             store = await self._d.store_of(session, volume)
+            ensure_reachable(store.row)
             self._d.registry.backend_of(store).check_snapshots(store)
             await lock_volume(session, volume)
             await refuse_attached(session, volume, "reverted offline")
@@ -183,6 +186,7 @@ class SnapshotService:
             snapshot = await get_or_404(session, Snapshot, snapshot_id, "snapshot")
             volume = await get_or_404(session, Volume, snapshot.volume_id, "volume")
             store = await self._d.store_of(session, volume)
+            ensure_reachable(store.row)
             self._d.registry.backend_of(store).check_snapshots(store)
             tree = await snapshots_of(session, volume.id)
             unsettled = [s.name for s in tree if s.parent_id == snapshot.id

@@ -24,7 +24,6 @@ from controller.db.models import (
     PrimaryStorage,
     Snapshot,
     SnapshotBackup,
-    StoreState,
     Volume,
     VolumeAccess,
     new_id,
@@ -45,6 +44,7 @@ from controller.services.attachments import refuse_attached
 from controller.services.backups import ready_backup_storage
 from controller.services.base import ServiceDeps
 from controller.services.commands import CreateVolume, ResizeVolume
+from controller.services.maintenance import ensure_accepting, ensure_reachable
 from controller.services.snapshots import (
     doom_snapshots,
     drop_snapshots,
@@ -98,9 +98,7 @@ class VolumeService:
             row = await get_fresh(session, PrimaryStorage, req.primary_storage_id,
                                   "primary storage")
             self._d.registry.backend(row.type, row.hypervisor)
-            if row.state != StoreState.READY:
-                raise Conflict(f"primary storage {row.name} is {row.state}, not ready",
-                               code="storage_not_ready")
+            ensure_accepting(row)
             store = self._d.registry.primary(row)
             host = await self._d.selector.for_primary(session, store)
             size = req.size
@@ -332,6 +330,7 @@ class VolumeService:
         """`cascade`: its snapshots go too; without it, a volume with any is a 409."""
         async with self._d.db.begin() as session:
             volume = await get_or_404(session, Volume, volume_id, "volume")
+            ensure_reachable((await self._d.store_of(session, volume)).row)
             await doom_snapshots(session, volume, cascade)
             # A volume in error gave its capacity back when it failed.
             release = volume.state == ObjectState.READY
@@ -384,6 +383,7 @@ class VolumeService:
             volume = await get_or_404(session, Volume, volume_id, "volume")
             host = await get_or_404(session, Host, host_id, "host")
             store = await self._d.store_of(session, volume)
+            ensure_reachable(store.row)
             self._driver(store).check_grant(store, host)
             if volume.state != ObjectState.READY:
                 raise Conflict(f"volume {volume.name} is {volume.state}, not ready")
@@ -507,6 +507,7 @@ class VolumeService:
             if req.size > volume.size:
                 row = await get_fresh(session, PrimaryStorage, volume.primary_storage_id,
                                       "primary storage")
+                ensure_accepting(row)
                 store = self._d.registry.primary(row)
                 self._d.registry.backend(row.type, row.hypervisor)
                 await self._d.selector.for_primary(session, store)

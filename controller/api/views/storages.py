@@ -17,6 +17,7 @@ from controller.api.schemas import (
     CacheGcRequest,
     Capacity,
     HostRef,
+    MaintainRequest,
     PrimaryStorageCreate,
     PrimaryStorageOut,
     QuarantineRequest,
@@ -90,6 +91,16 @@ async def detach_primary(request: web.Request) -> web.Response:
 
 async def delete_primary(request: web.Request) -> web.Response:
     return accepted(await request.app[SERVICES].primary_storages.delete(request.match_info["id"]))
+
+
+async def maintain_primary(request: web.Request) -> web.Response:
+    req = await body(request, MaintainRequest)
+    return accepted(await request.app[SERVICES].maintenance.maintain(
+        request.match_info["id"], req.drain_timeout))
+
+
+async def cancel_maintain_primary(request: web.Request) -> web.Response:
+    return accepted(await request.app[SERVICES].maintenance.cancel(request.match_info["id"]))
 
 
 async def reconcile_primary(request: web.Request) -> web.Response:
