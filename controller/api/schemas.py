@@ -382,7 +382,7 @@ class QuarantineRequest(Request):
 
 class MaintainRequest(Request):
     drain_timeout: float = Field(
-        default=300.0, ge=0, le=86400,
+        default=300.0, ge=0, le=3600,
         description="Seconds to wait for the jobs running on the storage to end (no new "
                     "one starts meanwhile); jobs still running then fail the maintenance "
                     "with storage_busy, naming them, and the storage is ready again.")

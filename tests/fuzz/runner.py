@@ -31,7 +31,7 @@ API = "http://127.0.0.1:8640"
 FILES = ("127.0.0.2", 8000)
 TRANSITIONAL = {
     "hosts": {"enrolling", "connecting"},
-    "primary-storages": {"creating", "deleting"},
+    "primary-storages": {"creating", "deleting", "entering_maintenance", "leaving_maintenance"},
     "backup-storages": {"creating", "deleting"},
     "images": {"allocated", "creating", "copying", "destroying"},
     "volumes": {"allocated", "creating", "copying", "resizing", "destroying", "snapshotting"},
