@@ -7,6 +7,7 @@ again."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack
+from tests.integration.test_cli import strata
 from tests.integration.test_grow import refused
 from tests.integration.test_nfs import nfs_storage
 from tests.support.nfsserver import NfsServer
@@ -94,6 +96,9 @@ def test_local_storage_maintenance(stack: Stack) -> None:
             "not_in_maintenance")
     made = stack.wait(new_volume(stack, ps, "after"))
     assert Path(str(api.get(f"/v1/volumes/{made['resource_id']}")["path"])).is_file()
+    paths = api.get("/v1/openapi.json")["paths"]
+    assert {"/v1/primary-storages/{id}/maintain",
+            "/v1/primary-storages/{id}/cancel-maintain"} <= set(paths)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -105,13 +110,16 @@ def test_nfs_storage_maintenance(stack: Stack, nfs: NfsServer) -> None:
     ps = nfs_storage(stack, nfs, share, [stack.host_id])
     local = str(stack.wait(new_volume(stack, stack.primary_id, "mover"))["resource_id"])
 
-    maintain(stack, ps)
+    name = f"nfs-{share.name}"
+    shown = strata(stack, "ps", "maintain", name, "--wait").stdout.splitlines()
+    assert shown[1].split()[1:4] == [name, "nfs", "maintenance"]
     assert storage(stack, ps)["hosts"][0]["state"] == "maintenance"
     refused(lambda: new_volume(stack, ps, "refused"), 409, "storage_in_maintenance")
     refused(lambda: api.post(f"/v1/volumes/{local}/migrate", {"primary_storage_id": ps}),
             409, "storage_in_maintenance")
     assert list((share / "volumes").iterdir()) == []
 
-    assert_back(stack, ps, share, cancel(stack, ps))
+    job = json.loads(strata(stack, "--json", "ps", "cancel-maintain", name, "--wait").stdout)
+    assert_back(stack, ps, share, job)
     made = stack.wait(new_volume(stack, ps, "after"))
     assert [p.name for p in (share / "volumes").iterdir()] == [f"{made['resource_id']}.qcow2"]
