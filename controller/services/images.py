@@ -173,6 +173,12 @@ class ImageService:
             if users:
                 raise InUse(f"image {image.name} is still needed by volumes: "
                             f"{', '.join(users)}; delete them first")
+            # Its caches go with it: not from a storage whose hosts released it.
+            for store in (await session.scalars(select(PrimaryStorage).join(
+                    ImageCache, ImageCache.primary_storage_id == PrimaryStorage.id).where(
+                    ImageCache.image_id == image.id,
+                    ImageCache.state != ObjectState.DESTROYED))).all():
+                ensure_reachable(store)
             if not await transition(session, Image, image.id,
                                     (ObjectState.READY, ObjectState.ERROR),
                                     ObjectState.DESTROYING):

@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import Stack
 from tests.integration.test_cli import strata
 from tests.integration.test_grow import refused
-from tests.integration.test_nfs import nfs_storage
+from tests.integration.test_nfs import nfs_storage, register, volume
+from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
 
 MiB = 1 << 20
@@ -54,9 +55,14 @@ def assert_back(stack: Stack, store_id: str, root: Path, job: dict[str, Any]) ->
     assert abs(shown["capacity"]["available"] - st.f_bavail * st.f_frsize) < 256 * MiB
 
 
-def test_local_storage_maintenance(stack: Stack) -> None:
+def test_local_storage_maintenance(stack: Stack, file_server: FileServer,
+                                   image_dir: Path) -> None:
     api, ps = stack.api, stack.primary_id
     vid = str(stack.wait(new_volume(stack, ps, "data"))["resource_id"])
+    # An image whose cache on the storage outlives its only volume.
+    image = register(stack, file_server, image_dir, stack.backup_id, "base")
+    root = volume(stack, ps, name="root", image_id=image["id"])
+    stack.wait(api.delete(f"/v1/volumes/{root['id']}"))
 
     # A growth held by a stopped agent keeps a job running on the storage: entering
     # maintenance waits for it, refuses new work meanwhile, then gives up naming it.
@@ -85,6 +91,7 @@ def test_local_storage_maintenance(stack: Stack) -> None:
                  lambda: api.post(f"/v1/volumes/{vid}/resize", {"size": 16 * MiB}),
                  lambda: api.post(f"/v1/volumes/{vid}/snapshots", {"name": "s"}),
                  lambda: api.delete(f"/v1/volumes/{vid}"),
+                 lambda: api.delete(f"/v1/images/{image['id']}"),
                  lambda: api.post(f"/v1/primary-storages/{ps}/maintain", {})):
         refused(call, 409, "storage_in_maintenance")
     # A host reconnect (what the host monitor does) leaves the storage released.
