@@ -1,9 +1,9 @@
 """Maintenance mode of primary storages against a real controller and agent: a local
-storage (on SQLite and PostgreSQL, whose column must hold the longer states) and an NFS
-one on nfs-ganesha (libnfs mode). New work is refused with 409 storage_in_maintenance,
-the hosts' attachments are released, a maintenance that cannot drain the running jobs
-settles back to ready, and cancelling brings the storage back with its capacity read
-again."""
+storage (on SQLite and PostgreSQL, whose column must hold the longer states), an NFS
+one on nfs-ganesha (libnfs mode) and an iSCSI one on tgtd. New work is refused with 409
+storage_in_maintenance, the hosts' attachments are released, a maintenance that cannot
+drain the running jobs settles back to ready, and cancelling brings the storage back
+with its capacity read again."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import Stack
 from tests.integration.test_cli import strata
 from tests.integration.test_grow import refused
+from tests.integration.test_iscsi import Cloud, cloud, spec  # noqa: F401
+from tests.integration.test_iscsi_agent import IQN_A, qemu_io
 from tests.integration.test_nfs import nfs_storage, register, volume
 from tests.support.fileserver import FileServer
 from tests.support.nfsserver import NfsServer
@@ -130,3 +132,36 @@ def test_nfs_storage_maintenance(stack: Stack, nfs: NfsServer) -> None:
     assert_back(stack, ps, share, job)
     made = stack.wait(new_volume(stack, ps, "after"))
     assert [p.name for p in (share / "volumes").iterdir()] == [f"{made['resource_id']}.qcow2"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_iscsi_storage_maintenance(cloud: Cloud) -> None:  # noqa: F811
+    """tgtd on the storage server: both hypervisors' attachments are released, a grant
+    is refused meanwhile, and a LUN granted before serves its bytes after the cancel,
+    whose prepare on the storage server reads the capacity again."""
+    api, ps = cloud.api, cloud.primary
+    vid = str(cloud.wait(api.post("/v1/volumes", {
+        "name": "san-data", "primary_storage_id": ps, "size": 16 * MiB}))["resource_id"])
+    lun = spec(str(cloud.wait(api.post(f"/v1/volumes/{vid}/access",
+                                       {"host_id": cloud.host_a}))["result"]["uri"]), IQN_A)
+    assert qemu_io(lun, "write -P 0x3c 0 1M").returncode == 0
+
+    job = cloud.wait(api.post(f"/v1/primary-storages/{ps}/maintain", {}))
+    assert sorted(job["result"]["released"]) == ["kvm-a", "kvm-b"]
+    shown = api.get(f"/v1/primary-storages/{ps}")
+    assert (shown["state"], {h["state"] for h in shown["hosts"]}) == (
+        "maintenance", {"maintenance"})
+    refused(lambda: api.post(f"/v1/volumes/{vid}/access", {"host_id": cloud.host_b}), 409,
+            "storage_in_maintenance")
+    refused(lambda: api.post("/v1/volumes", {"name": "late", "primary_storage_id": ps,
+                                             "size": 4 * MiB}), 409, "storage_in_maintenance")
+
+    job = cloud.wait(api.post(f"/v1/primary-storages/{ps}/cancel-maintain"))
+    assert sorted(job["result"]["attached"]) == ["kvm-a", "kvm-b"]
+    st = os.statvfs(cloud.luns.parent)
+    assert job["result"]["capacity_total"] == st.f_blocks * st.f_frsize
+    shown = api.get(f"/v1/primary-storages/{ps}")
+    assert (shown["state"], {h["state"] for h in shown["hosts"]}) == ("ready", {"connected"})
+    out = qemu_io(lun, "read -P 0x3c 0 1M")
+    assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out
+    cloud.wait(api.post(f"/v1/volumes/{vid}/access", {"host_id": cloud.host_b}))
