@@ -30,6 +30,7 @@ from controller.db.models import (
     IN_MAINTENANCE,
     AttachState,
     Host,
+    HostState,
     ImageCache,
     Job,
     JobState,
@@ -106,10 +107,14 @@ class MaintenanceService:
         released: list[str] = []
         try:
             for n, (ref, host) in enumerate(refs):
+                # A host whose agent is not reachable is told nothing (`release`): what
+                # it holds stays, and its attachment says so.
+                reason = (RELEASED if host.state == HostState.CONNECTED else
+                          f"{RELEASED}; host {host.state}, so nothing was released on it")
                 async with ctx.db.begin() as session:
                     await transition(session, PrimaryStorageHostRef, ref.id,
                                      (AttachState.CONNECTED, AttachState.DISCONNECTED),
-                                     AttachState.MAINTENANCE, reason=RELEASED)
+                                     AttachState.MAINTENANCE, reason=reason)
                 released.append(host.name)
                 await self._ps.release(ctx, store, [host])
                 ctx.progress(50 + 50 * (n + 1) / len(refs))

@@ -7,12 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.db.models import (
     AttachmentState,
     AttachState,
+    Host,
+    HostState,
     JobState,
     PrimaryStorage,
     PrimaryStorageHostRef,
@@ -139,3 +141,21 @@ async def test_volumes_attached_to_domains_refuse_maintenance(
     assert "vm1 on kvm-1 (volume root)" in info.value.message
     assert await states(db) == (StoreState.READY, [AttachState.CONNECTED] * 2)
     assert agent.calls == []
+
+
+async def test_a_disconnected_host_is_told_nothing_and_its_attachment_says_so(
+        db: async_sessionmaker[AsyncSession], agent: RecordingAgent) -> None:
+    await seed(db)
+    async with db.begin() as session:
+        await session.execute(update(Host).where(Host.id == "host-kvm-2")
+                              .values(state=HostState.DISCONNECTED))
+    svc = service(db, agent)
+    job = await run(svc, (await svc.maintain("ps-1", 5)).id)
+    assert job.state == JobState.SUCCEEDED
+    assert sent(agent) == [("kvm-1", "nfs_unmount")]
+    async with db() as session:
+        reasons = (await session.scalars(select(PrimaryStorageHostRef.reason)
+                                         .order_by(PrimaryStorageHostRef.host_id))).all()
+    assert reasons == ["released for the storage's maintenance",
+                       "released for the storage's maintenance; host disconnected, so "
+                       "nothing was released on it"]
