@@ -40,8 +40,9 @@ from controller.db.models import (
 from controller.db.transitions import transition
 from controller.jobs.engine import JobContext
 from controller.services.base import ServiceDeps
+from controller.services.maintenance import ensure_accepting
 from controller.services.reconcile import STORAGE_KIND, relative
-from shared.errors import Conflict, StrataError
+from shared.errors import StrataError
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +149,7 @@ class CacheGcService:
                 Job.state == JobState.RUNNING).limit(1))
             if running is not None:
                 return running
-            if store.state != StoreState.READY:
-                raise Conflict(f"primary storage {store.name} is {store.state}",
-                               code="storage_not_ready")
+            ensure_accepting(store)
             job = self._d.jobs.new_job(session, self.run, resource_type="primary_storage",
                                        resource_id=store.id, params={"dry_run": dry_run})
         self._d.jobs.start(job)

@@ -50,6 +50,7 @@ from controller.plugins.interfaces.backup import IMAGES, SNAPSHOTS
 from controller.plugins.interfaces.stores import Primary
 from controller.services.backups import backup_file_name
 from controller.services.base import ServiceDeps
+from controller.services.maintenance import ensure_reachable
 from shared.errors import Conflict, InvalidInput, NotFound, StrataError
 from shared.names import temp_task_id
 from shared.protocol.objects import QUARANTINE_OBJECTS, QuarantinePayload, StoreObject
@@ -193,6 +194,8 @@ class ReconcileService:
             running = await self._running(session, store.id)
             if running is not None:
                 return running
+            if isinstance(store, PrimaryStorage):
+                ensure_reachable(store)
             if store.state != StoreState.READY:
                 raise Conflict(f"{storage_kind} storage {store.name} is {store.state}",
                                code="storage_not_ready")
@@ -243,6 +246,8 @@ class ReconcileService:
             raise InvalidInput(f"not orphans of the last reconcile report: "
                                f"{', '.join(unknown[:20])}", code="not_an_orphan")
         async with self._d.db.begin() as session:
+            ensure_reachable(await get_or_404(session, PrimaryStorage, store_id,
+                                              "primary storage"))
             if await self._running(session, store_id) is not None:
                 raise Conflict("a reconcile or quarantine of this storage is running; "
                                "wait for it", code="storage_busy")

@@ -94,6 +94,8 @@ def test_local_storage_maintenance(stack: Stack, file_server: FileServer,
                  lambda: api.post(f"/v1/volumes/{vid}/snapshots", {"name": "s"}),
                  lambda: api.delete(f"/v1/volumes/{vid}"),
                  lambda: api.delete(f"/v1/images/{image['id']}"),
+                 lambda: api.post(f"/v1/primary-storages/{ps}/reconcile"),
+                 lambda: api.post(f"/v1/primary-storages/{ps}/cache-gc/run", {}),
                  lambda: api.post(f"/v1/primary-storages/{ps}/maintain", {})):
         refused(call, 409, "storage_in_maintenance")
     # A host reconnect (what the host monitor does) leaves the storage released.
