@@ -99,6 +99,18 @@ def test_thresholds_tags_and_the_allocator(stack: Stack, tmp_path: Path) -> None
     names = {v["name"] for v in api.get("/v1/volumes")["items"]}
     assert names == {"fast-1", "any-1"}, "refusals leave no volume behind"
 
+    # A snapshot is an allocation too (8 of the 12 MiB left); a copy of it goes on its
+    # own storage, where the 4 MiB left are too few, until the threshold is raised.
+    snap = stack.wait(api.post(f"/v1/volumes/{vol['id']}/snapshots", {"name": "s1"}))
+    message = refused(lambda: api.post("/v1/volumes", {
+        "name": "copy", "snapshot_id": snap["resource_id"]}), 409, "insufficient_capacity")
+    assert message.startswith("primary storage local-b cannot hold"), message
+    assert cli(stack, "ps", "update", "local-b", "--threshold", "90")["allocation_threshold"] == 90
+    job = stack.wait(api.post("/v1/volumes", {"name": "copy",
+                                              "snapshot_id": snap["resource_id"]}))
+    assert "allocation" not in job["result"]
+    assert api.get(f"/v1/volumes/{job['resource_id']}")["primary_storage_id"] == b_id
+
     # Bad settings are 400s.
     for bad in ({"allocation_threshold": 0}, {"allocation_threshold": 101},
                 {"tags": ["a/b"]}, {"tags": ["x" * 65]}, {"colour": "red"}):
