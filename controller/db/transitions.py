@@ -73,9 +73,9 @@ async def reserve_capacity(session: AsyncSession, storage: PrimaryStorage, size:
         raise InsufficientCapacity(threshold_refusal(fresh or storage, size))
 
 
-def used_percent(storage: PrimaryStorage, allocated: int) -> float:
-    """`allocated` bytes as a percent of the storage's over-provisioned total."""
-    limit = storage.capacity_total * storage.overprovision_factor
+def used_percent(allocated: int, total: int, overprovision_factor: float) -> float:
+    """`allocated` bytes as a percent of a storage's over-provisioned total."""
+    limit = total * overprovision_factor
     return allocated * 100 / limit if limit > 0 else float("inf")
 
 
@@ -89,7 +89,8 @@ def percent_text(value: float) -> str:
 
 def threshold_refusal(storage: PrimaryStorage, size: int) -> str:
     """Why `size` more bytes do not fit: the percent the storage would be at, its threshold."""
-    after = used_percent(storage, storage.capacity_allocated + size)
+    after = used_percent(storage.capacity_allocated + size, storage.capacity_total,
+                         storage.overprovision_factor)
     limit = int(storage.capacity_total * storage.overprovision_factor)
     return (f"primary storage {storage.name} cannot hold {size} more bytes: it would be "
             f"{percent_text(after)} allocated, above its allocation threshold of "

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from controller.db.models import StoreState
-from controller.db.transitions import percent_text
+from controller.db.transitions import percent_text, used_percent
 from shared.errors import InsufficientCapacity
 
 
@@ -47,10 +47,8 @@ class Candidate:
 
     def used_after(self, size: int) -> float:
         """Percent of the over-provisioned total allocated once `size` (and `extra`) are."""
-        limit = self.capacity_total * self.overprovision_factor
-        if limit <= 0:
-            return float("inf")
-        return (self.allocated + size + self.extra) * 100 / limit
+        return used_percent(self.allocated + size + self.extra, self.capacity_total,
+                            self.overprovision_factor)
 
     def room_after(self, size: int) -> float:
         """Bytes still allocatable below the threshold once `size` (and `extra`) are."""
