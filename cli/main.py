@@ -73,6 +73,8 @@ def _cell(column: str, value: Any) -> str:
                 f"x{value['overprovision_factor']:g}")
     if isinstance(value, list):
         return ",".join(v.get("state", "?") if isinstance(v, dict) else str(v) for v in value)
+    if column == "allocation_threshold" and isinstance(value, float | int):
+        return f"{value:g}%"
     if column in SIZE_COLUMNS and isinstance(value, int):
         return human_size(value)
     return "" if value is None else str(value)
