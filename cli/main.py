@@ -15,7 +15,8 @@ DEFAULT_URL = "http://127.0.0.1:8640"
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "hosts": ("id", "name", "state", "enrolled", "address", "agent_version"),
-    "primary-storages": ("id", "name", "type", "state", "capacity", "hosts"),
+    "primary-storages": ("id", "name", "type", "state", "capacity", "allocation_threshold",
+                         "tags", "hosts"),
     "backup-storages": ("id", "name", "type", "state", "capacity_available"),
     "images": ("id", "name", "state", "format", "size", "virtual_size"),
     "volumes": ("id", "name", "state", "size", "image_id", "primary_storage_id", "access"),
@@ -72,6 +73,8 @@ def _cell(column: str, value: Any) -> str:
                 f"x{value['overprovision_factor']:g}")
     if isinstance(value, list):
         return ",".join(v.get("state", "?") if isinstance(v, dict) else str(v) for v in value)
+    if column == "allocation_threshold" and isinstance(value, float | int):
+        return f"{value:g}%"
     if column in SIZE_COLUMNS and isinstance(value, int):
         return human_size(value)
     return "" if value is None else str(value)
@@ -255,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--portal", help="iscsi: HOST:PORT initiators log in at")
     c.add_argument("--chap", action="store_true", help="iscsi: protect targets with CHAP")
     c.add_argument("--overprovision", type=float, default=1.0)
+    allocation_options(c)
+    u = ps.add_parser("update", help="change the allocation threshold or the tags")
+    u.add_argument("id")
+    allocation_options(u)
+    u.add_argument("--no-tags", action="store_true", help="remove every tag")
     for verb in ("attach", "detach"):
         a = waitable(ps.add_parser(verb))
         a.add_argument("id")
@@ -310,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     volumes = resource("volumes", ["volume"])
     c = waitable(volumes.add_parser("create"))
     c.add_argument("name")
-    c.add_argument("--primary-storage", required=True, help="primary storage (name or id)")
+    c.add_argument("--primary-storage", help="primary storage (name or id); without it the "
+                                             "allocator picks one (see --tag)")
+    c.add_argument("--tag", action="append", default=[], dest="tags",
+                   help="without --primary-storage: a tag the picked storage must carry "
+                        "(repeatable)")
     c.add_argument("--image", help="image (name or id): make a linked-clone root volume")
     c.add_argument("--snapshot", help="snapshot (name or id): a copy of it, on its storage")
     c.add_argument("--backup", help="snapshot backup id: restore it onto the storage")
@@ -411,6 +423,24 @@ def store_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
+def allocation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=float,
+                        help="allocation threshold: percent of the over-provisioned total "
+                             "past which new allocations are refused (default 90)")
+    parser.add_argument("--tag", action="append", dest="tags",
+                        help="a storage tag (repeatable; replaces the tags on update)")
+
+
+def allocation_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The threshold and tags given on the command line, and only those."""
+    body: dict[str, Any] = {}
+    if args.threshold is not None:
+        body["allocation_threshold"] = args.threshold
+    if args.tags:
+        body["tags"] = args.tags
+    return body
+
+
 def run(args: argparse.Namespace) -> int:
     cli = Cli(args)
     c = cli.client
@@ -498,9 +528,13 @@ def run(args: argparse.Namespace) -> int:
             if args.type == "iscsi":
                 config |= {"server_host_id": args.server_host, "portal": args.portal,
                            "chap": args.chap}
-            return cli.submitted(c.post("/v1/primary-storages", {
-                "name": args.name, "type": args.type, "config": config,
-                "hosts": args.host, "overprovision_factor": args.overprovision}))
+            body = {"name": args.name, "type": args.type, "config": config,
+                    "hosts": args.host, "overprovision_factor": args.overprovision}
+            return cli.submitted(c.post("/v1/primary-storages", body | allocation_body(args)))
+        if action == "update":
+            changes = allocation_body(args) | ({"tags": []} if args.no_tags else {})
+            cli.out(c.request("PATCH", f"/v1/primary-storages/{args.id}", changes), res)
+            return 0
         if action == "cache-gc":
             path = f"/v1/primary-storages/{args.id}/cache-gc"
             if args.high is not None or args.low is not None:
@@ -569,7 +603,11 @@ def run(args: argparse.Namespace) -> int:
     if res == "volumes" and action == "revoke":
         return cli.submitted(c.delete(f"/v1/volumes/{args.id}/access/{args.host_id}"))
     if res == "volumes":
-        body = {"name": args.name, "primary_storage_id": args.primary_storage}
+        body = {"name": args.name}
+        if args.primary_storage:
+            body["primary_storage_id"] = args.primary_storage
+        if args.tags:
+            body["storage_tags"] = args.tags
         for key, value in (("image_id", args.image), ("snapshot_id", args.snapshot),
                            ("backup_id", args.backup)):
             if value:

@@ -20,6 +20,12 @@ from shared.protocol.objects import ObjectPath
 from shared.protocol.types import SHA256_RE, HttpUrl, ImageFormat, Iqn
 
 Name = Annotated[str, AfterValidator(validate_name)]
+Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                           description="A storage tag: 1-64 letters, digits, '.', '_' or '-'.")]
+Tags = Annotated[list[Tag], Field(max_length=32)]
+Threshold = Annotated[float, Field(
+    gt=0, le=100, description="Percent of the over-provisioned total past which no new "
+    "allocation (volume, growth, snapshot, image cache, migration) is accepted: 409.")]
 # Far above any disk, and below what a 64-bit database column holds with room to add.
 MAX_VOLUME_SIZE = 1 << 62
 T = TypeVar("T")
@@ -71,6 +77,17 @@ class PrimaryStorageCreate(Request):
         default_factory=list,
         description="Host ids to attach at once (at least one): the storage is ready once "
         "one of them has attached it, and in error if none could.")
+    allocation_threshold: Threshold = 90.0
+    tags: Tags = Field(default_factory=list, description="Tags volume requests that name no "
+                       "storage can ask for (storage_tags).")
+
+
+class PrimaryStorageUpdate(Request):
+    """Only the fields given change. A threshold below what is allocated already refuses
+    new allocations only; nothing allocated is taken back."""
+
+    allocation_threshold: Threshold | None = None
+    tags: Tags | None = Field(default=None, description="The storage's tags (replaces them).")
 
 
 class HostRef(Request):
@@ -108,7 +125,14 @@ class ImageCreate(Request):
 
 class VolumeCreate(Request):
     name: Name
-    primary_storage_id: str
+    primary_storage_id: str | None = Field(
+        default=None, description="Where the volume goes; without it the allocator picks a "
+        "ready storage carrying storage_tags with the most room below its allocation "
+        "threshold (a snapshot's copy goes on the snapshot's storage), and the job's "
+        "message and result say why.")
+    storage_tags: Tags = Field(default_factory=list,
+                               description="Tags the allocator's pick must carry (only "
+                               "without primary_storage_id).")
     image_id: str | None = Field(default=None, description="Make a root volume of this image.")
     snapshot_id: str | None = Field(
         default=None, description="Make a copy of this snapshot (on its own storage).")
@@ -124,6 +148,12 @@ class VolumeCreate(Request):
             raise ValueError("give at most one of image_id, snapshot_id and backup_id")
         if self.size is not None and (self.snapshot_id or self.backup_id):
             raise ValueError("a volume of a snapshot or a backup has its size")
+        if self.storage_tags and self.primary_storage_id is not None:
+            raise ValueError("storage_tags choose a storage: give them only without "
+                             "primary_storage_id")
+        if self.storage_tags and self.snapshot_id:
+            raise ValueError("a snapshot's copy goes on the snapshot's storage: give no "
+                             "storage_tags with snapshot_id")
         return self
 
 
@@ -245,6 +275,9 @@ class PrimaryStorageOut(Out):
     config: dict[str, Any]
     state: str
     capacity: Capacity
+    allocation_threshold: float = Field(description="Percent of the over-provisioned total "
+                                        "past which new allocations are refused.")
+    tags: list[str]
     hosts: list[AttachmentOut]
     created_at: float
 

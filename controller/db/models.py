@@ -171,6 +171,11 @@ class PrimaryStorage(Timestamps, Base):
                                                            server_default="85")
     cache_gc_low_watermark: Mapped[float] = mapped_column(Float, default=70.0,
                                                           server_default="70")
+    # Allocation: no new bytes are reserved past this percent of the over-provisioned
+    # total; the allocator picks among storages by their tags.
+    allocation_threshold: Mapped[float] = mapped_column(Float, default=90.0,
+                                                        server_default="90")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
 
 
 class PrimaryStorageHostRef(Timestamps, Base):

@@ -7,6 +7,7 @@ the state change that causes it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,7 +23,7 @@ from controller.db.models import (
     SnapshotBackup,
     StoreState,
 )
-from shared.errors import InsufficientCapacity
+from shared.errors import Conflict, InsufficientCapacity
 
 PRIMARY: Any = PrimaryStorage.__table__
 
@@ -49,24 +50,53 @@ async def transition(
 
 
 async def reserve_capacity(session: AsyncSession, storage: PrimaryStorage, size: int) -> None:
-    """Adds `size` to the allocated bytes if the over-provisioned total still allows it."""
+    """Adds `size` to the allocated bytes if that keeps the storage at or below its
+    allocation threshold (a percent of the over-provisioned total). Every allocation (a
+    volume, a growth, a snapshot, an image cache, a migration's destination) goes
+    through here, so every one obeys the threshold."""
     ps = PRIMARY.c
     result: Any = await session.execute(
         update(PRIMARY)
         .where(
             ps.id == storage.id,
             ps.state == StoreState.READY,
-            ps.capacity_allocated + size <= ps.capacity_total * ps.overprovision_factor,
+            (ps.capacity_allocated + size) * 100
+            <= ps.capacity_total * ps.overprovision_factor * ps.allocation_threshold,
         )
         .values(capacity_allocated=ps.capacity_allocated + size)
     )
     if result.rowcount != 1:
-        limit = int(storage.capacity_total * storage.overprovision_factor)
-        raise InsufficientCapacity(
-            f"primary storage {storage.name} cannot hold {size} more bytes: "
-            f"{storage.capacity_allocated} of {limit} allocated "
-            f"(total {storage.capacity_total} x over-provisioning {storage.overprovision_factor})"
-        )
+        fresh = await session.get(PrimaryStorage, storage.id, populate_existing=True)
+        if fresh is not None and fresh.state != StoreState.READY:
+            raise Conflict(f"primary storage {fresh.name} is {fresh.state}, not ready",
+                           code="storage_not_ready")
+        raise InsufficientCapacity(threshold_refusal(fresh or storage, size))
+
+
+def used_percent(allocated: int, total: int, overprovision_factor: float) -> float:
+    """`allocated` bytes as a percent of a storage's over-provisioned total."""
+    limit = total * overprovision_factor
+    return allocated * 100 / limit if limit > 0 else float("inf")
+
+
+def percent_text(value: float) -> str:
+    """One decimal where it matters, rounded up: 90.01 is `90.1%`, never a `90%` that
+    would read as within a 90% threshold."""
+    if value == float("inf"):
+        return "over 100%"
+    return f"{math.ceil(round(value * 10, 6)) / 10:.1f}".removesuffix(".0") + "%"
+
+
+def threshold_refusal(storage: PrimaryStorage, size: int) -> str:
+    """Why `size` more bytes do not fit: the percent the storage would be at, its threshold."""
+    after = used_percent(storage.capacity_allocated + size, storage.capacity_total,
+                         storage.overprovision_factor)
+    limit = int(storage.capacity_total * storage.overprovision_factor)
+    return (f"primary storage {storage.name} cannot hold {size} more bytes: it would be "
+            f"{percent_text(after)} allocated, above its allocation threshold of "
+            f"{storage.allocation_threshold:g}% ({storage.capacity_allocated} of {limit} "
+            f"allocated: total {storage.capacity_total} x over-provisioning "
+            f"{storage.overprovision_factor:g})")
 
 
 async def release_capacity(session: AsyncSession, storage_id: str, size: int) -> None:

@@ -26,6 +26,16 @@ class CreatePrimaryStorage:
     config: dict[str, Any]
     hosts: tuple[str, ...]
     overprovision_factor: float = 1.0
+    allocation_threshold: float = 90.0
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UpdatePrimaryStorage:
+    """The settings an operator may change on a storage; None leaves one as it is."""
+
+    allocation_threshold: float | None = None
+    tags: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -54,14 +64,16 @@ class RegisterImage:
 class CreateVolume:
     """A linked clone of `image_id`, a copy of the snapshot `snapshot_id` (on its
     storage), a restore of the snapshot backup `backup_id`, or an empty volume of `size`
-    bytes."""
+    bytes. Without `primary_storage_id` the allocator picks a storage carrying every one
+    of `storage_tags` (a snapshot's copy goes on the snapshot's storage)."""
 
     name: str
-    primary_storage_id: str
+    primary_storage_id: str | None
     image_id: str | None = None
     size: int | None = None
     snapshot_id: str | None = None
     backup_id: str | None = None
+    storage_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from controller.db.transitions import record_fs_capacity, transition
 from controller.jobs.engine import JobContext
 from controller.plugins.interfaces.stores import Primary
 from controller.services.base import ServiceDeps, check_store_paths, ensure_unique_name
-from controller.services.commands import CreatePrimaryStorage
+from controller.services.commands import CreatePrimaryStorage, UpdatePrimaryStorage
 from shared.errors import Conflict, InUse, InvalidInput, StrataError
 
 ATTACHED = (AttachState.CONNECTING, AttachState.CONNECTED, AttachState.DISCONNECTED)
@@ -60,7 +60,8 @@ class PrimaryStorageService:
             store = PrimaryStorage(name=req.name, type=req.type,
                                    config=config.sealed(self._d.secrets),
                                    overprovision_factor=req.overprovision_factor,
-                                   state=StoreState.CREATING)
+                                   allocation_threshold=req.allocation_threshold,
+                                   tags=sorted(set(req.tags)), state=StoreState.CREATING)
             session.add(store)
             await session.flush()
             for host_id in req.hosts:
@@ -68,6 +69,16 @@ class PrimaryStorageService:
         for job in jobs:
             self._d.jobs.start(job)
         return store, jobs[0]
+
+    async def update(self, store_id: str, req: UpdatePrimaryStorage) -> PrimaryStorage:
+        """Changes the allocation settings; they apply to the next reservation."""
+        async with self._d.db.begin() as session:
+            store = await get_or_404(session, PrimaryStorage, store_id, "primary storage")
+            if req.allocation_threshold is not None:
+                store.allocation_threshold = req.allocation_threshold
+            if req.tags is not None:
+                store.tags = sorted(set(req.tags))
+        return store
 
     async def attach(self, store_id: str, host_id: str) -> Job:
         async with self._d.db.begin() as session:

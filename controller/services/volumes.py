@@ -40,6 +40,7 @@ from controller.plugins.interfaces.backend import VolumeCreated
 from controller.plugins.interfaces.mediator import RestoreRequest
 from controller.plugins.interfaces.primary import PrimaryDataStoreDriver
 from controller.plugins.interfaces.stores import Primary
+from controller.services.allocator import Candidate, allocate
 from controller.services.attachments import refuse_attached
 from controller.services.backups import ready_backup_storage
 from controller.services.base import ServiceDeps
@@ -93,10 +94,18 @@ class VolumeService:
         deps.jobs.register("volume.resize", self.run_resize, on_failure=self._fail_resize)
 
     async def create(self, req: CreateVolume) -> tuple[Volume, Job]:
-        """The volume is `creating` from the start: its job is in the same transaction."""
+        """The volume is `creating` from the start: its job is in the same transaction.
+        A request naming no storage has the allocator pick one; the job says why."""
         async with self._d.db.begin() as session:
-            row = await get_fresh(session, PrimaryStorage, req.primary_storage_id,
-                                  "primary storage")
+            allocation: str | None = None
+            if req.primary_storage_id is not None:
+                storage_id = req.primary_storage_id
+            elif req.snapshot_id is not None:
+                snapshot = await get_or_404(session, Snapshot, req.snapshot_id, "snapshot")
+                storage_id = snapshot.primary_storage_id
+            else:
+                storage_id, allocation = await self._allocate(session, req)
+            row = await get_fresh(session, PrimaryStorage, storage_id, "primary storage")
             self._d.registry.backend(row.type, row.hypervisor)
             ensure_accepting(row)
             store = self._d.registry.primary(row)
@@ -111,17 +120,10 @@ class VolumeService:
                 copy = await self._of_backup(session, req.backup_id, row)
             if copy is not None:
                 size = copy.size
-            elif req.image_id is not None:
-                image = await get_or_404(session, Image, req.image_id, "image")
-                if image.state != ObjectState.READY:
-                    raise Conflict(f"image {image.name} is {image.state}, not ready",
-                                   code="image_not_ready")
-                cache = await self._check_matrix(session, image, store)
-                assert image.virtual_size is not None
-                size = max(size or 0, image.virtual_size)
-            elif size is None:
-                raise InvalidInput("an empty volume needs a size in bytes")
-            assert size is not None
+            else:
+                size, image = await self._own_size(session, req)
+                if image is not None:
+                    cache = await self._check_matrix(session, image, store)
             await reserve_capacity(session, row, size)
             # The id is set here, so the volume and its job are written in one flush.
             volume = Volume(id=new_id(), name=req.name, primary_storage_id=row.id,
@@ -129,13 +131,68 @@ class VolumeService:
                             image_cache_id=copy.image_cache_id if copy else None,
                             size=size, state=ObjectState.CREATING)
             session.add(volume)
+            params = dict(copy.params) if copy else {}
+            if allocation is not None:
+                params["allocation"] = allocation
             job = self._d.jobs.new_job(session, self.run_create, resource_type="volume",
-                                       resource_id=volume.id,
-                                       params=copy.params if copy else None)
+                                       resource_id=volume.id, params=params)
+            job.message = allocation
         if copy is None:
             self._read[job.id] = _Read(volume, store, image, cache, host)
         self._d.jobs.start(job)
         return volume, job
+
+    async def _own_size(self, session: AsyncSession,
+                        req: CreateVolume) -> tuple[int, Image | None]:
+        """The size of a root volume (at least its image's) or of an empty one, and the
+        image; neither depends on the storage."""
+        if req.image_id is None:
+            if req.size is None:
+                raise InvalidInput("an empty volume needs a size in bytes")
+            return req.size, None
+        image = await get_or_404(session, Image, req.image_id, "image")
+        if image.state != ObjectState.READY:
+            raise Conflict(f"image {image.name} is {image.state}, not ready",
+                           code="image_not_ready")
+        assert image.virtual_size is not None
+        return max(req.size or 0, image.virtual_size), image
+
+    async def _allocate(self, session: AsyncSession, req: CreateVolume) -> tuple[str, str]:
+        """The storage the allocator picks for `req` (an image's volume, an empty one or
+        a restore), and its reasons. Each storage is checked as a request naming it would
+        be (a connected host, the matrix cell); an image not cached there counts its
+        cache's bytes too."""
+        image: Image | None = None
+        if req.backup_id is not None:
+            size = (await get_or_404(session, SnapshotBackup, req.backup_id,
+                                     "snapshot backup")).virtual_size
+        else:
+            size, image = await self._own_size(session, req)
+        rows = (await session.scalars(select(PrimaryStorage)
+                                      .order_by(PrimaryStorage.name))).all()
+        candidates = []
+        for row in rows:
+            extra, refusal = 0, None
+            if row.state == StoreState.READY:
+                try:
+                    self._d.registry.backend(row.type, row.hypervisor)
+                    store = self._d.registry.primary(row)
+                    await self._d.selector.for_primary(session, store)
+                    if req.backup_id is not None:
+                        await self._of_backup(session, req.backup_id, row)
+                    elif image is not None and \
+                            await self._check_matrix(session, image, store) is None:
+                        extra = image.size or 0
+                except StrataError as exc:
+                    refusal = exc.message
+            candidates.append(Candidate(
+                id=row.id, name=row.name, state=row.state, tags=frozenset(row.tags),
+                capacity_total=row.capacity_total,
+                overprovision_factor=row.overprovision_factor,
+                allocated=row.capacity_allocated, threshold=row.allocation_threshold,
+                extra=extra, refusal=refusal))
+        picked = allocate(candidates, size, req.storage_tags)
+        return picked.chosen.id, picked.explain(req.storage_tags)
 
     async def release_orphan_caches(self) -> int:
         """At start, before jobs resume: an image cache left filling by a controller that
@@ -190,6 +247,8 @@ class VolumeService:
         else:
             facts = await backend.create_volume(ctx, store, volume, host, backing)
         result = {"path": facts.path, "virtual_size": facts.virtual_size}
+        if "allocation" in ctx.params:
+            result["allocation"] = ctx.params["allocation"]
         export = facts.export.model_dump() if facts.export else None
         if export and export["chap"]:
             export["chap"]["password"] = self._d.secrets.seal(export["chap"]["password"])

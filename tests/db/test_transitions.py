@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.db.models import (
@@ -23,7 +24,7 @@ from controller.db.transitions import (
     reserve_capacity,
     transition,
 )
-from shared.errors import InsufficientCapacity
+from shared.errors import Conflict, InsufficientCapacity
 from tests.support.postgres import PostgresServer
 
 
@@ -38,11 +39,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 async def _storage(db: async_sessionmaker[AsyncSession], total: int = 1000,
-                   factor: float = 1.5) -> PrimaryStorage:
+                   factor: float = 1.5, threshold: float = 100.0) -> PrimaryStorage:
     async with db.begin() as session:
         store = PrimaryStorage(name="ps", type="local", config={"path": "/x"},
                                capacity_total=total, overprovision_factor=factor,
-                               state=StoreState.READY)
+                               allocation_threshold=threshold, state=StoreState.READY)
         session.add(store)
     return store
 
@@ -81,6 +82,34 @@ async def test_capacity_respects_overprovisioning(db: async_sessionmaker[AsyncSe
     with pytest.raises(InsufficientCapacity, match="1500 of 1500"):
         async with db.begin() as session:
             await reserve_capacity(session, row, 1)
+
+
+async def test_capacity_stops_at_the_allocation_threshold(
+        db: async_sessionmaker[AsyncSession]) -> None:
+    """The threshold is a percent of the over-provisioned total, checked in the same
+    statement that reserves; the refusal says where the storage would be."""
+    store = await _storage(db, total=1000, factor=2.0, threshold=90)
+    async with db.begin() as session:
+        await reserve_capacity(session, store, 1800)
+    with pytest.raises(InsufficientCapacity,
+                       match=r"ps cannot hold 1 more bytes: it would be 90.1% allocated, "
+                             r"above its allocation threshold of 90%"):
+        async with db.begin() as session:
+            await reserve_capacity(session, store, 1)
+    async with db.begin() as session:
+        await session.execute(update(PrimaryStorage).where(PrimaryStorage.id == store.id)
+                              .values(allocation_threshold=95, state=StoreState.MAINTENANCE))
+    with pytest.raises(Conflict) as refused:
+        async with db.begin() as session:
+            await reserve_capacity(session, store, 1)
+    assert refused.value.code == "storage_not_ready"
+    async with db.begin() as session:
+        await transition(session, PrimaryStorage, store.id, StoreState.MAINTENANCE,
+                         StoreState.READY)
+        await reserve_capacity(session, store, 100)
+    async with db() as session:
+        row = await session.get(PrimaryStorage, store.id)
+        assert row is not None and row.capacity_allocated == 1900
 
 
 async def test_cache_bytes_are_released_exactly_once(

@@ -20,12 +20,17 @@ from controller.api.schemas import (
     MaintainRequest,
     PrimaryStorageCreate,
     PrimaryStorageOut,
+    PrimaryStorageUpdate,
     QuarantineRequest,
 )
 from controller.api.views.common import accepted, listing, ok, showing
 from controller.db.models import BackupStorage, PrimaryStorage, PrimaryStorageHostRef
 from controller.services.cache_gc import CacheGcSettings
-from controller.services.commands import CreateBackupStorage, CreatePrimaryStorage
+from controller.services.commands import (
+    CreateBackupStorage,
+    CreatePrimaryStorage,
+    UpdatePrimaryStorage,
+)
 from controller.services.container import Services
 from controller.services.reconcile import BACKUP_KIND
 
@@ -44,6 +49,7 @@ async def _primary_out(services: Services, session: AsyncSession,
             capacity=Capacity(total=s.capacity_total, available=s.capacity_available,
                               allocated=s.capacity_allocated,
                               overprovision_factor=s.overprovision_factor),
+            allocation_threshold=s.allocation_threshold, tags=s.tags,
             hosts=[AttachmentOut.model_validate(r) for r in refs
                    if r.primary_storage_id == s.id],
         ))
@@ -73,8 +79,17 @@ async def create_primary(request: web.Request) -> web.Response:
     req = await body(request, PrimaryStorageCreate)
     _, job = await services.primary_storages.create(CreatePrimaryStorage(
         name=req.name, type=req.type, config=req.config,
-        overprovision_factor=req.overprovision_factor, hosts=tuple(req.hosts)))
+        overprovision_factor=req.overprovision_factor, hosts=tuple(req.hosts),
+        allocation_threshold=req.allocation_threshold, tags=tuple(req.tags)))
     return accepted(job)
+
+
+async def update_primary(request: web.Request) -> web.Response:
+    req = await body(request, PrimaryStorageUpdate)
+    settings = UpdatePrimaryStorage(allocation_threshold=req.allocation_threshold,
+                                    tags=None if req.tags is None else tuple(req.tags))
+    await request.app[SERVICES].primary_storages.update(request.match_info["id"], settings)
+    return await get_primary(request)
 
 
 async def attach_primary(request: web.Request) -> web.Response:

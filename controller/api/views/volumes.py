@@ -65,7 +65,8 @@ async def create_volume(request: web.Request) -> web.Response:
     req = await body(request, VolumeCreate)
     _, job = await request.app[SERVICES].volumes.create(CreateVolume(
         name=req.name, primary_storage_id=req.primary_storage_id, image_id=req.image_id,
-        size=req.size, snapshot_id=req.snapshot_id, backup_id=req.backup_id))
+        size=req.size, snapshot_id=req.snapshot_id, backup_id=req.backup_id,
+        storage_tags=tuple(req.storage_tags)))
     return accepted(job)
 
 
