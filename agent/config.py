@@ -32,6 +32,11 @@ class AgentConfig(BaseModel):
         default=2.0, ge=0,
         description="How long POST /v1/commands waits for the task before answering 202.",
     )
+    shutdown_grace: float = Field(
+        default=30, ge=0,
+        description="Seconds running tasks get to finish after SIGTERM (no new task is "
+                    "taken meanwhile); those still running then are cancelled and "
+                    "recorded as interrupted, for the controller to retry.")
     max_image_size: int = Field(default=1 << 40, gt=0,
                                 description="Largest image file accepted, in bytes.")
     max_virtual_size: int = Field(default=16 << 40, gt=0,

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 
 from aiohttp import web
 
 from agent.app import create_app, create_debug_app
 from agent.config import DEFAULT_STATE_DIR, AgentConfig
-from agent.keys import TLS
+from agent.keys import TASKS, TLS
 from shared.config import load_config, parse_listen
 from shared.errors import StrataError
 from shared.http import JsonErrorRunner
 from shared.logs import FORMATS, setup_logging
-from shared.sdnotify import ready_and_alive
+from shared.sdnotify import notify, ready_and_alive
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,6 +41,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def serve(config: AgentConfig) -> None:
+    """Until SIGTERM or SIGINT, then a graceful stop: no new task is taken (submits are
+    answered 503 `agent_shutting_down`), running tasks get `shutdown_grace` seconds, and
+    those still running then are recorded interrupted before the process exits. The
+    API keeps answering meanwhile, so the controller still reads the tasks' ends."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     app = create_app(config)
     runner = JsonErrorRunner(app, access_log=None)
     await runner.setup()
@@ -48,13 +58,19 @@ async def serve(config: AgentConfig) -> None:
     dhost, dport = parse_listen(config.debug_listen)
     await web.TCPSite(runner, host, port, ssl_context=app[TLS].context).start()
     await web.TCPSite(debug_runner, dhost, dport).start()
-    logging.getLogger("strata.agent").info(
+    log = logging.getLogger("strata.agent")
+    log.info(
         "agent listening on https://%s (%s)", config.listen,
         "enrolled" if app[TLS].enrolled else f"waiting for enrolment; join token file "
                                               f"{config.join_token_path}")
     notifier = asyncio.create_task(ready_and_alive())
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        with contextlib.suppress(OSError):
+            notify("STOPPING=1")
+        log.info("stopping: new tasks are refused; running ones get %gs",
+                 config.shutdown_grace)
+        await app[TASKS].drain(config.shutdown_grace)
     finally:
         notifier.cancel()
         await debug_runner.cleanup()

@@ -3,6 +3,11 @@
 The controller picks each task id; the same id again returns the same task, never a second
 execution. Every task is written to a small SQLite file before it starts and again when it
 ends, so a restarted agent can still say what became of it.
+
+A task that cannot finish because the agent stops ends `failed` with the code
+`interrupted`: on SIGTERM (`TaskManager.drain`) once the shutdown grace ran out, with the
+grace in its reason; after a kill, when the next agent process opens the log. The
+controller retries such a step under a new task id if its command is idempotent.
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.metrics import TaskMetrics
-from shared.errors import Cancelled, Conflict, NotFound, StrataError, Timeout
+from shared.errors import (
+    AgentShuttingDown,
+    Cancelled,
+    Conflict,
+    Interrupted,
+    NotFound,
+    StrataError,
+    Timeout,
+)
 from shared.protocol.envelope import ErrorBody, TaskInfo, TaskState
 
 log = logging.getLogger(__name__)
@@ -120,11 +133,18 @@ def _row_to_info(row: tuple[Any, ...]) -> TaskInfo:
     )
 
 
+# How long a task cancelled at shutdown may take to remove its temporaries before it is
+# recorded interrupted all the same (a call blocked in a thread ends with the process).
+CANCEL_WAIT = 5.0
+
+
 @dataclass
 class _Running:
     info: TaskInfo
     job: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the agent stops it: it ends interrupted with this reason, not cancelled.
+    interrupted: str | None = None
 
 
 class TaskManager:
@@ -139,6 +159,7 @@ class TaskManager:
         self._store = store
         self._public_message = public_message
         self._running: dict[str, _Running] = {}
+        self._closing = False
         self.metrics = TaskMetrics()
         interrupted = store.fail_interrupted()
         if interrupted:
@@ -155,6 +176,9 @@ class TaskManager:
                     code="task_id_reused",
                 )
             return existing
+        if self._closing:
+            raise AgentShuttingDown(f"the agent is shutting down and starts no new task; "
+                                    f"send task {task_id} again once it is back")
         now = time.time()
         info = TaskInfo(task_id=task_id, command=command, state=TaskState.RUNNING,
                         created_at=now, updated_at=now)
@@ -198,11 +222,49 @@ class TaskManager:
     def recent(self) -> list[TaskInfo]:
         return self._store.list_recent()
 
-    async def shutdown(self) -> None:
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def drain(self, grace: float) -> int:
+        """The SIGTERM path: takes no new task, gives the running ones `grace` seconds to
+        finish, then interrupts the rest; returns how many it interrupted."""
+        self._closing = True
         jobs = [r.job for r in self._running.values() if r.job is not None]
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        if jobs and grace > 0:
+            log.info("shutting down: %d running task(s) get %gs to finish", len(jobs), grace)
+            await asyncio.wait(jobs, timeout=grace)
+        return await self._interrupt(f"agent shutting down after {grace:g}s grace; the "
+                                     "task was cut short")
+
+    async def shutdown(self) -> None:
+        """Interrupts whatever still runs (after `drain`, nothing)."""
+        self._closing = True
+        await self._interrupt("the agent stopped while the task was running")
+
+    async def _interrupt(self, reason: str) -> int:
+        """Cancels every running task (each removes its temporaries as it ends) and
+        records it interrupted with `reason`; one that does not end within CANCEL_WAIT
+        is recorded so all the same."""
+        running = list(self._running.values())
+        for entry in running:
+            entry.interrupted = reason
+            if entry.job is not None:
+                entry.job.cancel()
+        jobs = [r.job for r in running if r.job is not None]
+        if jobs:
+            await asyncio.wait(jobs, timeout=CANCEL_WAIT)
+        for entry in running:
+            if not entry.done.is_set():
+                log.warning("task %s did not end within %gs of its cancel",
+                            entry.info.task_id, CANCEL_WAIT)
+                entry.info.state = TaskState.FAILED
+                entry.info.error = ErrorBody(code=Interrupted.default_code, message=reason)
+                entry.info.updated_at = time.time()
+                self._store.finish(entry.info)
+        if running:
+            log.warning("interrupted %d task(s): %s", len(running), reason)
+        return len(running)
 
     async def _run(self, running: _Running, deadline: float | None, body: TaskBody) -> None:
         info = running.info
@@ -228,7 +290,10 @@ class TaskManager:
         except TimeoutError:
             fail(TaskState.FAILED, Timeout(f"task {info.task_id} passed its deadline"))
         except asyncio.CancelledError:
-            fail(TaskState.CANCELLED, Cancelled(f"task {info.task_id} was cancelled"))
+            if running.interrupted is not None:
+                fail(TaskState.FAILED, Interrupted(running.interrupted))
+            else:
+                fail(TaskState.CANCELLED, Cancelled(f"task {info.task_id} was cancelled"))
         except StrataError as exc:
             fail(TaskState.FAILED, exc)
         except Exception as exc:

@@ -25,7 +25,8 @@ MAX_WAIT = 60.0
 
 async def healthz(request: web.Request) -> web.Response:
     tasks = request.app[TASKS]
-    return web.json_response({"status": "ok", "running_tasks": len(tasks.running())})
+    return web.json_response({"status": "shutting_down" if tasks.closing else "ok",
+                              "running_tasks": len(tasks.running())})
 
 
 def _wait_param(request: web.Request) -> float:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from controller.agentchannel import AgentChannel, AgentTarget
 from shared.errors import (
+    AgentShuttingDown,
     AgentUnreachable,
     AgentUntrusted,
     NotFound,
@@ -196,15 +197,16 @@ class AgentClient:
         self, deadline: float, address: str, notice: NoticeCallback | None,
         request: Callable[[], Awaitable[TaskInfo]],
     ) -> TaskInfo:
-        """Retries only what a network or a restarting agent causes, until the command's
-        deadline or for `unreachable_timeout`, whichever comes first; errors the agent
-        states (4xx bodies) go straight to the caller."""
+        """Retries only what a network or a restarting agent causes (an agent shutting
+        down, which refuses new tasks, included), until the command's deadline or for
+        `unreachable_timeout`, whichever comes first; errors the agent states (4xx
+        bodies) go straight to the caller."""
         attempt = 0
         give_up = deadline
         while True:
             try:
                 info = await request()
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            except (aiohttp.ClientConnectionError, TimeoutError, AgentShuttingDown) as exc:
                 if attempt == 0:
                     give_up = min(deadline, time.time() + self.unreachable_timeout)
                 if time.time() >= give_up:

@@ -20,6 +20,7 @@ from controller.auth.agentca import AgentCa
 from controller.config import ControllerConfig
 from controller.db.engine import create_engine, migrate, sessionmaker
 from controller.jobs.engine import JobEngine
+from controller.jobs.retry import RetryPolicy
 from controller.leader import Leadership, new_instance_id, replace_instance
 from controller.localagent import embedded
 from controller.motion.endpoints import ConnectedHostSelector
@@ -90,7 +91,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         owner = new_instance_id()
         predecessor = replace_instance(config.instance_path, owner)
         jobs = JobEngine(db, agents, secrets, owner=owner, lease_ttl=config.lease_ttl,
-                         lease_renew=config.lease_renew_interval)
+                         lease_renew=config.lease_renew_interval,
+                         retry=RetryPolicy(config.step_attempts, config.step_retry_delay))
         leader = Leadership(engine, owner, config.lease_ttl, config.lease_renew_interval,
                             jobs.metrics)
         registry = app[REGISTRY]

@@ -53,6 +53,14 @@ class ControllerConfig(BaseModel):
         default=120, gt=0,
         description="Seconds a job waits for an agent that does not answer before it fails "
                     "with agent_unreachable.")
+    step_attempts: int = Field(
+        default=3, ge=1,
+        description="Attempts a job's agent step gets when the agent is interrupted while "
+                    "running it (a restart or shutdown); idempotent commands only.")
+    step_retry_delay: float = Field(
+        default=2, ge=0,
+        description="Seconds before a step's second attempt, doubled for each further one "
+                    "(at most 30).")
     lease_ttl: float = Field(
         default=15, gt=0,
         description="Seconds a controller's hold on its running jobs, and on leadership "

@@ -36,6 +36,10 @@ SEED_BACKUP = "images"
 # back-off) before it registers the host all the same; the host monitor connects it
 # once its agent answers.
 AGENT_START_WAIT = 300.0
+# The local agent's shutdown grace: it stops with the controller, which waits STOP_WAIT
+# for it, so its unfinished tasks are recorded interrupted before any kill.
+LOCAL_AGENT_GRACE = 5.0
+STOP_WAIT = 10.0
 
 
 @contextlib.asynccontextmanager
@@ -77,14 +81,15 @@ class LocalAgent:
 
     def _argv(self) -> list[str]:
         c = self._config
-        argv = [sys.executable, "-m", "agent", "--listen", c.local_agent_listen,
-                "--debug-listen", c.local_agent_debug_listen, "--state-dir", self._state]
+        settings: dict[str, object] = {"shutdown_grace": LOCAL_AGENT_GRACE}
         if c.local_agent_download_allow:
-            toml = os.path.join(self._state, "agent.toml")
-            with open(toml, "w") as f:
-                f.write(f"download_allow = {json.dumps(c.local_agent_download_allow)}\n")
-            argv += ["--config", toml]
-        return argv
+            settings["download_allow"] = c.local_agent_download_allow
+        toml = os.path.join(self._state, "agent.toml")
+        with open(toml, "w") as f:
+            f.write("".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))
+        return [sys.executable, "-m", "agent", "--listen", c.local_agent_listen,
+                "--debug-listen", c.local_agent_debug_listen, "--state-dir", self._state,
+                "--config", toml]
 
     async def run(self) -> None:
         os.makedirs(self._state, exist_ok=True)
@@ -116,7 +121,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), 10)
+            await asyncio.wait_for(proc.wait(), STOP_WAIT)
         except TimeoutError:
             proc.kill()
             await proc.wait()

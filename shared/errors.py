@@ -85,7 +85,8 @@ class Timeout(OperationFailed):
 
 
 class Interrupted(OperationFailed):
-    """The agent restarted while the task ran: the step can be tried again."""
+    """The agent stopped while the task ran (a restart, or a shutdown whose grace ran
+    out): the step can be tried again under a new attempt if its command is idempotent."""
 
     default_code = "interrupted"
 
@@ -97,6 +98,14 @@ class Cancelled(StrataError):
 
 class AgentUnreachable(OperationFailed):
     default_code = "agent_unreachable"
+
+
+class AgentShuttingDown(AgentUnreachable):
+    """The agent is stopping (SIGTERM): it finishes or interrupts the tasks it runs and
+    takes no new one. The controller waits for it as for an unreachable agent."""
+
+    status = 503
+    default_code = "agent_shutting_down"
 
 
 class AgentUntrusted(OperationFailed):

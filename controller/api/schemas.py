@@ -402,6 +402,10 @@ class JobOut(Out):
                                    "made it, in its log lines and its agent tasks' too.")
     owner: str | None = Field(description="The controller instance running it while it "
                                           "runs (host-pid-random).")
+    attempts: dict[str, int] = Field(
+        description="The steps tried again after their agent was interrupted (it restarted "
+                    "or shut down), each with the attempt it reached; attempt N runs as "
+                    "the agent task `<job id>.<step>.aN`.")
     created_at: float
     updated_at: float
 

@@ -391,6 +391,9 @@ class Job(Timestamps, Base):
     lease_expires_at: Mapped[float | None] = mapped_column(Float)
     # Set by `DELETE /v1/jobs/{id}`: the owner stops the job and rolls its resource back.
     cancel_requested_at: Mapped[float | None] = mapped_column(Float)
+    # The steps tried again after the agent interrupted them, and the attempt each is on
+    # (its agent task `<job>.<step>.a<N>`); a resumed job re-attaches to that attempt.
+    attempts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class LeaderLease(Base):

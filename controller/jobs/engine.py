@@ -30,10 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from controller.agentchannel import AgentTarget
 from controller.agentclient import AgentClient
 from controller.db.models import Host, Job, JobState
+from controller.jobs.retry import RetryPolicy, attempt_task_id
 from controller.leader import new_instance_id
 from controller.metrics import Metrics
 from controller.secrets import SecretBox
-from shared.errors import Conflict, NotFound, StrataError
+from shared.errors import Conflict, Interrupted, NotFound, StrataError
 from shared.logs import REQUEST_ID
 from shared.protocol.command import Command
 from shared.protocol.types import Model
@@ -76,7 +77,10 @@ class JobContext:
         span: tuple[float, float] = (0.0, 100.0),
     ) -> R:
         """Runs one agent command as this job's `step` (or as the agent task `task_id`,
-        which other jobs may share); its progress fills `span` of the job's progress."""
+        which other jobs may share); its progress fills `span` of the job's progress.
+        A step of the job's own that the agent interrupted (it restarted or shut down
+        meanwhile) runs again as a new attempt when its command is idempotent (see
+        `controller.jobs.retry`)."""
         if (step is None) == (task_id is None):
             raise ValueError("give exactly one of step and task_id")
         lo, hi = span
@@ -84,17 +88,42 @@ class JobContext:
         def on_progress(pct: float) -> None:
             self.progress(lo + (hi - lo) * pct / 100.0)
 
-        target, task = AgentTarget.of(host), task_id or self.task_id(step or "")
-        # A task other jobs may share (an image cache's fill) is never cancelled for one.
-        own = task.startswith(self.task_id(""))
-        if own:
+        target, base = AgentTarget.of(host), task_id or self.task_id(step or "")
+        prefix = self.task_id("")
+        if not base.startswith(prefix):
+            # A task other jobs may share (an image cache's fill) is never cancelled or
+            # retried for one: its owner does both.
+            shared = await self.agents.call(target, command, base, payload, timeout=timeout,
+                                            progress=on_progress, notice=self.notice)
+            self.progress(hi)
+            return shared
+        key = base[len(prefix):]
+        retry = self.engine.retry
+        attempt = (self.job.attempts or {}).get(key, 1)
+        while True:
+            task = attempt_task_id(base, attempt)
+            # Kept until the task has answered, so a cancel of the job still finds it.
             self._calls[task] = target
-        # Kept until the task has answered, so a cancel of the job still finds it.
-        result = await self.agents.call(target, command, task, payload, timeout=timeout,
-                                        progress=on_progress, notice=self.notice)
-        self._calls.pop(task, None)
-        self.progress(hi)
-        return result
+            try:
+                result = await self.agents.call(target, command, task, payload,
+                                                timeout=timeout, progress=on_progress,
+                                                notice=self.notice)
+            except Interrupted as exc:
+                self._calls.pop(task, None)
+                delay = retry.next_delay(command, key, base, attempt, exc)
+                self.notice(f"step {key}: attempt {attempt} of {retry.attempts} was "
+                            f"interrupted ({exc.message}); trying again in {delay:g}s")
+                log.info("job %s: step %s attempt %d interrupted: %s", self.job.id, key,
+                         attempt, exc.message)
+                await asyncio.sleep(delay)
+                attempt += 1
+                await self.engine.record_attempt(self.job, key, attempt)
+                continue
+            self._calls.pop(task, None)
+            if attempt > 1:
+                self.notice(None)
+            self.progress(hi)
+            return result
 
     async def succeed(self, session: AsyncSession, result: dict[str, Any] | None) -> None:
         """Marks the job succeeded inside the handler's final transaction, so the resource's
@@ -137,9 +166,11 @@ class JobEngine:
 
     def __init__(self, db: async_sessionmaker[AsyncSession], agents: AgentClient,
                  secrets: SecretBox, *, owner: str | None = None, lease_ttl: float = 15,
-                 lease_renew: float = 5) -> None:
-        """`owner`: this controller's instance id (see `controller.leader`)."""
+                 lease_renew: float = 5, retry: RetryPolicy | None = None) -> None:
+        """`owner`: this controller's instance id (see `controller.leader`); `retry`:
+        how interrupted agent steps are tried again."""
         self.owner = owner or new_instance_id()
+        self.retry = retry or RetryPolicy()
         self._lease_ttl = lease_ttl
         self._lease_renew = lease_renew
         self._renewed_at = time.monotonic()
@@ -298,6 +329,12 @@ class JobEngine:
             else:
                 # Run by another controller process: poll the database.
                 await asyncio.sleep(min(remaining, 1.0))
+
+    async def record_attempt(self, job: Job, step: str, attempt: int) -> None:
+        """Notes that `step` moves on to `attempt`, before its task is sent: a job resumed
+        after a restart then re-attaches to that task, not to an interrupted one."""
+        job.attempts = {**(job.attempts or {}), step: attempt}
+        await self._update(job.id, attempts=job.attempts)
 
     def schedule_progress(self, job_id: str, **values: Any) -> None:
         task = asyncio.create_task(self._update(job_id, **values))

@@ -91,7 +91,9 @@ class DeleteFileResult(Model):
 
 
 PREPARE_STORAGE = Command("prepare_storage", PrepareStoragePayload, PrepareStorageResult,
-                          timeout=120)
-DOWNLOAD_IMAGE = Command("download_image", DownloadImagePayload, ImageFacts)
-COPY_IMAGE = Command("copy_image", CopyImagePayload, ImageFacts)
-DELETE_FILE = Command("delete_file", DeleteFilePayload, DeleteFileResult, timeout=300)
+                          timeout=120, idempotent=True)
+DOWNLOAD_IMAGE = Command("download_image", DownloadImagePayload, ImageFacts,
+                         idempotent=True)
+COPY_IMAGE = Command("copy_image", CopyImagePayload, ImageFacts, idempotent=True)
+DELETE_FILE = Command("delete_file", DeleteFilePayload, DeleteFileResult, timeout=300,
+                      idempotent=True)

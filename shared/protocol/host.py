@@ -70,8 +70,8 @@ class SleepResult(Model):
     slept: float
 
 
-HOST_INFO = Command("host_info", EmptyPayload, HostInfoResult, timeout=60)
-SLEEP = Command("sleep", SleepPayload, SleepResult)
+HOST_INFO = Command("host_info", EmptyPayload, HostInfoResult, timeout=60, idempotent=True)
+SLEEP = Command("sleep", SleepPayload, SleepResult, idempotent=True)
 
 
 # How many storages one probe request may name, and the longest a probe may wait.

@@ -91,9 +91,12 @@ class ConnectVolumeResult(Model):
 
 
 EXPORT_LUN = Command("export_lun", ExportLunPayload, ExportLunResult)
-UNEXPORT_LUN = Command("unexport_lun", UnexportLunPayload, DeleteFileResult, timeout=300)
-GRANT_LUN = Command("grant_lun", LunAccessPayload, LunAccessResult, timeout=60)
-REVOKE_LUN = Command("revoke_lun", LunAccessPayload, LunAccessResult, timeout=60)
+UNEXPORT_LUN = Command("unexport_lun", UnexportLunPayload, DeleteFileResult, timeout=300,
+                       idempotent=True)
+GRANT_LUN = Command("grant_lun", LunAccessPayload, LunAccessResult, timeout=60,
+                    idempotent=True)
+REVOKE_LUN = Command("revoke_lun", LunAccessPayload, LunAccessResult, timeout=60,
+                     idempotent=True)
 CONNECT_VOLUME = Command("connect_volume", ConnectVolumePayload, ConnectVolumeResult,
                          timeout=300)
 DISCONNECT_VOLUME = Command("disconnect_volume", ConnectVolumePayload, EmptyPayload,
@@ -122,7 +125,8 @@ class LunResized(Model):
     capacity: FsCapacity
 
 
-RESIZE_LUN = Command("resize_lun", ResizeLunPayload, LunResized, timeout=300)
+RESIZE_LUN = Command("resize_lun", ResizeLunPayload, LunResized, timeout=300,
+                     idempotent=True)
 
 
 # ---- snapshots of a LUN's backing store ----------------------------------------------------
@@ -185,7 +189,8 @@ class LunReverted(Model):
     capacity: FsCapacity
 
 
-SNAPSHOT_LUN = Command("snapshot_lun", LunSnapshotPayload, LunSnapshotFacts)
-REVERT_LUN = Command("revert_lun", RevertLunPayload, LunReverted)
+SNAPSHOT_LUN = Command("snapshot_lun", LunSnapshotPayload, LunSnapshotFacts,
+                       idempotent=True)
+REVERT_LUN = Command("revert_lun", RevertLunPayload, LunReverted, idempotent=True)
 DELETE_LUN_SNAPSHOT = Command("delete_lun_snapshot", DeleteLunSnapshotPayload,
-                              DeleteFileResult, timeout=300)
+                              DeleteFileResult, timeout=300, idempotent=True)

@@ -83,9 +83,12 @@ class DomainFacts(Model):
         description="serial -> the image the domain writes for that disk (its chain's top)")
 
 
-ATTACH_VOLUME = Command("attach_volume", AttachVolumePayload, AttachVolumeResult, timeout=300)
-DETACH_VOLUME = Command("detach_volume", DetachVolumePayload, DetachVolumeResult, timeout=900)
-DOMAIN_INFO = Command("domain_info", DomainPayload, DomainFacts, timeout=60)
+ATTACH_VOLUME = Command("attach_volume", AttachVolumePayload, AttachVolumeResult, timeout=300,
+                        idempotent=True)
+DETACH_VOLUME = Command("detach_volume", DetachVolumePayload, DetachVolumeResult, timeout=900,
+                        idempotent=True)
+DOMAIN_INFO = Command("domain_info", DomainPayload, DomainFacts, timeout=60,
+                      idempotent=True)
 
 
 class LiveSnapshotPayload(TakeSnapshotPayload):

@@ -34,5 +34,7 @@ class NfsUnmountPayload(Model):
     user: MountUser
 
 
-NFS_MOUNT = Command("nfs_mount", NfsMountPayload, NfsMountResult, timeout=120)
-NFS_UNMOUNT = Command("nfs_unmount", NfsUnmountPayload, NfsMountResult, timeout=120)
+NFS_MOUNT = Command("nfs_mount", NfsMountPayload, NfsMountResult, timeout=120,
+                    idempotent=True)
+NFS_UNMOUNT = Command("nfs_unmount", NfsUnmountPayload, NfsMountResult, timeout=120,
+                      idempotent=True)

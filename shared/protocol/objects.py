@@ -59,7 +59,8 @@ class ObjectList(Model):
     capacity: FsCapacity | None = None
 
 
-LIST_OBJECTS = Command("list_objects", ListObjectsPayload, ObjectList, timeout=300)
+LIST_OBJECTS = Command("list_objects", ListObjectsPayload, ObjectList, timeout=300,
+                       idempotent=True)
 
 
 ObjectPath = Annotated[str, AfterValidator(validate_object_path)]
@@ -87,4 +88,4 @@ class QuarantineResult(Model):
 
 
 QUARANTINE_OBJECTS = Command("quarantine_objects", QuarantinePayload, QuarantineResult,
-                             timeout=300)
+                             timeout=300, idempotent=True)

@@ -76,11 +76,13 @@ class S3DeletePayload(Model):
     key: S3Key
 
 
-S3_PREPARE = Command("s3_prepare", S3PreparePayload, PrepareStorageResult, timeout=120)
-S3_REGISTER = Command("s3_register", S3RegisterPayload, ImageFacts)
-S3_DOWNLOAD = Command("s3_download", S3DownloadPayload, ImageFacts)
-S3_UPLOAD = Command("s3_upload", S3UploadPayload, UploadResult)
-S3_DELETE = Command("s3_delete", S3DeletePayload, DeleteFileResult, timeout=300)
+S3_PREPARE = Command("s3_prepare", S3PreparePayload, PrepareStorageResult, timeout=120,
+                     idempotent=True)
+S3_REGISTER = Command("s3_register", S3RegisterPayload, ImageFacts, idempotent=True)
+S3_DOWNLOAD = Command("s3_download", S3DownloadPayload, ImageFacts, idempotent=True)
+S3_UPLOAD = Command("s3_upload", S3UploadPayload, UploadResult, idempotent=True)
+S3_DELETE = Command("s3_delete", S3DeletePayload, DeleteFileResult, timeout=300,
+                    idempotent=True)
 
 
 # ---- what a bucket holds ------------------------------------------------------------------
@@ -97,4 +99,4 @@ class S3ListPayload(Model):
     dirs: list[ObjectDir] = Field(min_length=1, max_length=16)
 
 
-S3_LIST = Command("s3_list", S3ListPayload, ObjectList, timeout=300)
+S3_LIST = Command("s3_list", S3ListPayload, ObjectList, timeout=300, idempotent=True)

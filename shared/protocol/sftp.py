@@ -84,11 +84,13 @@ class SftpDeletePayload(Model):
     file_name: FileName
 
 
-SFTP_PREPARE = Command("sftp_prepare", SftpPreparePayload, PrepareStorageResult, timeout=120)
-SFTP_REGISTER = Command("sftp_register", SftpRegisterPayload, ImageFacts)
-SFTP_DOWNLOAD = Command("sftp_download", SftpDownloadPayload, ImageFacts)
-SFTP_UPLOAD = Command("sftp_upload", SftpUploadPayload, UploadResult)
-SFTP_DELETE = Command("sftp_delete", SftpDeletePayload, DeleteFileResult, timeout=300)
+SFTP_PREPARE = Command("sftp_prepare", SftpPreparePayload, PrepareStorageResult, timeout=120,
+                       idempotent=True)
+SFTP_REGISTER = Command("sftp_register", SftpRegisterPayload, ImageFacts, idempotent=True)
+SFTP_DOWNLOAD = Command("sftp_download", SftpDownloadPayload, ImageFacts, idempotent=True)
+SFTP_UPLOAD = Command("sftp_upload", SftpUploadPayload, UploadResult, idempotent=True)
+SFTP_DELETE = Command("sftp_delete", SftpDeletePayload, DeleteFileResult, timeout=300,
+                      idempotent=True)
 
 
 class SftpListPayload(Model):
@@ -99,4 +101,4 @@ class SftpListPayload(Model):
     dirs: list[ObjectDir] = Field(min_length=1, max_length=16)
 
 
-SFTP_LIST = Command("sftp_list", SftpListPayload, ObjectList, timeout=300)
+SFTP_LIST = Command("sftp_list", SftpListPayload, ObjectList, timeout=300, idempotent=True)

@@ -24,7 +24,8 @@ class VolumeFacts(Model):
     capacity: FsCapacity
 
 
-CREATE_VOLUME = Command("create_volume", CreateVolumePayload, VolumeFacts, timeout=600)
+CREATE_VOLUME = Command("create_volume", CreateVolumePayload, VolumeFacts, timeout=600,
+                        idempotent=True)
 
 
 # Snapshots of qcow2 volumes: external overlays in the volume directory `dir`, the chain
@@ -133,11 +134,16 @@ class VolumesCompared(Model):
     same: bool
 
 
-TAKE_SNAPSHOT = Command("take_snapshot", TakeSnapshotPayload, SnapshotFacts, timeout=600)
-REVERT_SNAPSHOT = Command("revert_snapshot", RevertSnapshotPayload, VolumeFacts, timeout=600)
-DELETE_SNAPSHOT = Command("delete_snapshot", DeleteSnapshotPayload, SnapshotDeleted)
-CLONE_LAYER = Command("clone_layer", CloneLayerPayload, VolumeFacts)
-RESIZE_VOLUME = Command("resize_volume", ResizeVolumePayload, VolumeResized, timeout=300)
-COPY_VOLUME = Command("copy_volume", CopyVolumePayload, VolumeFacts, timeout=7200)
+TAKE_SNAPSHOT = Command("take_snapshot", TakeSnapshotPayload, SnapshotFacts, timeout=600,
+                        idempotent=True)
+REVERT_SNAPSHOT = Command("revert_snapshot", RevertSnapshotPayload, VolumeFacts, timeout=600,
+                          idempotent=True)
+DELETE_SNAPSHOT = Command("delete_snapshot", DeleteSnapshotPayload, SnapshotDeleted,
+                          idempotent=True)
+CLONE_LAYER = Command("clone_layer", CloneLayerPayload, VolumeFacts, idempotent=True)
+RESIZE_VOLUME = Command("resize_volume", ResizeVolumePayload, VolumeResized, timeout=300,
+                        idempotent=True)
+COPY_VOLUME = Command("copy_volume", CopyVolumePayload, VolumeFacts, timeout=7200,
+                      idempotent=True)
 COMPARE_VOLUMES = Command("compare_volumes", CompareVolumesPayload, VolumesCompared,
-                          timeout=7200)
+                          timeout=7200, idempotent=True)

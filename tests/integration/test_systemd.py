@@ -4,6 +4,7 @@ expect: READY=1 once they serve, then WATCHDOG=1 heartbeats."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import AgentConfig
 from tests.support.procs import ROOT, Proc, start_agent, start_controller
 
 UNITS = ("strata-agent.service", "strata-controller.service")
@@ -32,6 +34,14 @@ def test_unit_passes_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", proc.stderr  # unknown keys are only warned about
+
+
+def test_agent_stop_timeout_outlasts_its_shutdown_grace() -> None:
+    """systemd kills the agent only after its running tasks had their grace, so they are
+    recorded interrupted (with the reason) rather than cut by the kill."""
+    text = (ROOT / "systemd" / UNITS[0]).read_text()
+    stop = re.search(r"^TimeoutStopSec=(\d+)$", text, re.M)
+    assert stop is not None and int(stop.group(1)) > AgentConfig().shutdown_grace + 5
 
 
 def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.tasks import TaskManager, TaskStore
-from shared.errors import Conflict, InvalidInput
+from shared.errors import AgentShuttingDown, Conflict, InvalidInput
 from shared.protocol.envelope import TaskState
 
 
@@ -69,3 +69,34 @@ async def test_interrupted_tasks_are_marked_at_start(tmp_path: Path) -> None:
     assert info and info.state is TaskState.FAILED and info.error
     assert info.error.code == "interrupted"
     await manager.shutdown()
+
+
+async def test_a_drain_lets_tasks_finish_within_the_grace_then_interrupts_the_rest(
+        tmp_path: Path) -> None:
+    store = TaskStore(str(tmp_path / "t.sqlite"))
+    manager = TaskManager(store)
+
+    async def quick(progress):
+        await asyncio.sleep(0.1)
+        return {"done": True}
+
+    async def forever(progress):
+        await asyncio.sleep(3600)
+        return {}
+
+    manager.submit("quick", "cmd", None, quick)
+    manager.submit("long", "cmd", None, forever)
+    drain = asyncio.create_task(manager.drain(0.5))
+    await asyncio.sleep(0)
+    with pytest.raises(AgentShuttingDown) as refused:
+        manager.submit("new", "cmd", None, quick)
+    assert refused.value.status == 503 and refused.value.code == "agent_shutting_down"
+    # A task it already has is still answered (the controller re-attaching).
+    assert manager.submit("long", "cmd", None, forever).state is TaskState.RUNNING
+    assert await drain == 1
+    quick_info, long_info = store.get("quick"), store.get("long")
+    assert quick_info and quick_info.state is TaskState.SUCCEEDED
+    assert long_info and long_info.state is TaskState.FAILED and long_info.error
+    assert long_info.error.code == "interrupted"
+    assert long_info.error.message.startswith("agent shutting down after 0.5s grace")
+    assert store.get("new") is None

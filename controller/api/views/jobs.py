@@ -24,7 +24,7 @@ def job_out(job: Job) -> JobOut:
         error=Error(code=job.error_code, message=job.error_message or "")
         if job.error_code else None, request_id=job.request_id,
         owner=job.owner if job.state == JobState.RUNNING else None,
-        created_at=job.created_at, updated_at=job.updated_at,
+        attempts=job.attempts or {}, created_at=job.created_at, updated_at=job.updated_at,
     )
 
 
