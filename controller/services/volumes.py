@@ -24,6 +24,7 @@ from controller.db.models import (
     PrimaryStorage,
     Snapshot,
     SnapshotBackup,
+    StoreState,
     Volume,
     VolumeAccess,
     new_id,
