@@ -133,8 +133,9 @@ class Cli:
         elif resource and isinstance(data, dict) and "items" in data:
             print_table(data["items"], COLUMNS[resource])
             if data.get("next"):
-                print(f"({len(data['items'])} of {data['total']}; next page: "
-                      f"--after {data['next']})")
+                shown = (f"{len(data['items'])} of {data['total']}"
+                         if data.get("total") is not None else f"{len(data['items'])}")
+                print(f"({shown}; next page: --after {data['next']})")
         elif resource and isinstance(data, dict):
             print_table([data], COLUMNS[resource])
         else:

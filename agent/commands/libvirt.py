@@ -1,20 +1,16 @@
 """Hot-plugging volumes into libvirt domains on this host, unplugging them, and live
-operations on their disks (snapshots, storage migration)."""
+operations on their disks (snapshots, storage migration). The policy modules (and
+libvirt-python with them) are imported by the first command that needs them: most hosts'
+agents start without."""
 
 from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
-
-import libvirt
+from typing import TYPE_CHECKING
 
 from agent.commands.registry import handles
-from agent.libvirt import disks
-from agent.libvirt.attach import Attacher
-from agent.libvirt.migrate import live_copy
-from agent.libvirt.snapshots import commit_live, take_live
 from agent.services import AgentServices
-from agent.tools.libvirt import Libvirt
 from shared.errors import Unsupported
 from shared.protocol.libvirt import (
     ATTACH_VOLUME,
@@ -37,10 +33,11 @@ from shared.protocol.libvirt import (
     LiveSnapshotPayload,
 )
 
-Progress = Callable[[float], None]
+if TYPE_CHECKING:
+    from agent.libvirt.attach import Attacher
+    from agent.tools.libvirt import Libvirt
 
-_STATES = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
-           libvirt.VIR_DOMAIN_SHUTOFF: "shut off"}
+Progress = Callable[[float], None]
 
 
 def _libvirt(svc: AgentServices) -> Libvirt:
@@ -50,6 +47,8 @@ def _libvirt(svc: AgentServices) -> Libvirt:
 
 
 def _attacher(svc: AgentServices) -> Attacher:
+    from agent.libvirt.attach import Attacher
+
     return Attacher(_libvirt(svc), svc.qemu_img, svc.initiator, svc.config.disk_bus)
 
 
@@ -71,16 +70,24 @@ async def detach_volume(svc: AgentServices, payload: DetachVolumePayload,
 @handles(DOMAIN_INFO)
 async def domain_info(svc: AgentServices, payload: DomainPayload,
                       progress: Progress) -> DomainFacts:
+    import libvirt
+
+    from agent.libvirt import disks
+
+    states = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
+              libvirt.VIR_DOMAIN_SHUTOFF: "shut off"}
     lv = _libvirt(svc)
     state, _, _ = await lv.domain_state(payload.domain)
     xml = await lv.domain_xml(payload.domain)
-    return DomainFacts(state=_STATES.get(state, "other"),  # type: ignore[arg-type]
+    return DomainFacts(state=states.get(state, "other"),  # type: ignore[arg-type]
                        disks=disks.disks_by_target(xml), tops=disks.tops_by_serial(xml))
 
 
 @handles(LIVE_SNAPSHOT)
 async def live_snapshot(svc: AgentServices, payload: LiveSnapshotPayload,
                         progress: Progress) -> LiveSnapshotFacts:
+    from agent.libvirt.snapshots import take_live
+
     frozen = posixpath.join(payload.dir, payload.active)
     overlay = posixpath.join(payload.dir, payload.overlay)
     quiesced, seconds = await take_live(_libvirt(svc), payload.domain, payload.serial,
@@ -98,6 +105,8 @@ async def live_commit(svc: AgentServices, payload: LiveCommitPayload,
                       progress: Progress) -> LiveCommitFacts:
     """The block commit (progress: its bytes), then `top`'s file goes: no image of the
     domain's uses it any more."""
+    from agent.libvirt.snapshots import commit_live
+
     top = posixpath.join(payload.dir, payload.top)
     chain = await commit_live(_libvirt(svc), payload.domain, payload.serial,
                               posixpath.join(payload.dir, payload.base), top,
@@ -112,5 +121,7 @@ async def live_commit(svc: AgentServices, payload: LiveCommitPayload,
 @handles(LIVE_COPY)
 async def live_copy_volume(svc: AgentServices, payload: LiveCopyPayload,
                            progress: Progress) -> LiveCopied:
+    from agent.libvirt.migrate import live_copy
+
     return await live_copy(_libvirt(svc), _attacher(svc), payload,
                            svc.config.live_copy_bandwidth, progress)

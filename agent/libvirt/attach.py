@@ -14,7 +14,7 @@ import libvirt
 from agent.iscsi.initiator import Initiator
 from agent.libvirt import disks
 from agent.libvirt.disks import Bus, IscsiSource, Layer
-from agent.tools.libvirt import AFFECT_CONFIG, AFFECT_LIVE, DomainNotFound, Libvirt
+from agent.tools.libvirt import DomainNotFound, Libvirt
 from agent.tools.qemuimg import QemuImg
 from shared.errors import OperationFailed, Unsupported
 from shared.names import validate_store_path
@@ -58,7 +58,8 @@ class Attacher:
     async def _flags(self, domain: str) -> int:
         """The live definition if it runs, the persistent one if it has one."""
         _, active, persistent = await self._lv.domain_state(domain)
-        return (AFFECT_LIVE if active else 0) | (AFFECT_CONFIG if persistent else 0)
+        return ((libvirt.VIR_DOMAIN_AFFECT_LIVE if active else 0)
+                | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if persistent else 0))
 
     async def chain(self, source: VolumeSource) -> list[Layer]:
         """The chain from the images' headers, each image confined to the source's
@@ -130,7 +131,7 @@ class Attacher:
             if self._bus == "scsi" and not disks.has_scsi_controller(live):
                 await self._lv.attach_device(domain, disks.scsi_controller_xml(), flags)
             taken = set(disks.disks_by_target(live))
-            if flags & AFFECT_CONFIG:
+            if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG:
                 taken |= set(disks.disks_by_target(
                     await self._lv.domain_xml(domain, inactive=True)))
             device = disks.free_target(taken, self._bus)
@@ -156,9 +157,11 @@ class Attacher:
         config = (disks.find_disk(await self._lv.domain_xml(domain, inactive=True), serial)
                   if persistent else None)
         if config is not None:
-            await self._lv.detach_device(domain, disks.to_xml(config), AFFECT_CONFIG)
+            await self._lv.detach_device(domain, disks.to_xml(config),
+                                         libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         if live is not None and active:
-            await self._lv.detach_device(domain, disks.to_xml(live), AFFECT_LIVE)
+            await self._lv.detach_device(domain, disks.to_xml(live),
+                                         libvirt.VIR_DOMAIN_AFFECT_LIVE)
             await self._wait_gone(domain, serial, timeout)
         await self._release(serial, source)
         return live is not None or config is not None

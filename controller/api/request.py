@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import InvalidInput
@@ -57,7 +57,8 @@ def flag_param(request: web.Request, name: str) -> bool:
 @dataclass
 class PageResult:
     rows: list[Any]
-    total: int
+    # The number of matching rows; None when not counted (keyset pages, or `?count=false`).
+    total: int | None
     limit: int
     offset: int
     # The cursor of the next page (`?after=`), when this one was full.
@@ -74,8 +75,9 @@ def _cursor(row: Any, order: tuple[Any, ...]) -> str:
 
 
 def _after(raw: str, order: tuple[Any, ...]) -> Any:
-    """The condition "after the row this cursor names", in `order`: (a, b) > (x, y) spelt
-    out, which both databases serve from an index on the order's columns."""
+    """The condition "after the row this cursor names", in `order`: a row-value
+    comparison, `(a, b) > (x, y)`, which both databases serve as a range of an index on
+    the order's columns (spelt out with OR, SQLite scans every row before the cursor)."""
     try:
         values = json.loads(base64.urlsafe_b64decode(raw.encode()))
     except (ValueError, binascii.Error):
@@ -83,10 +85,8 @@ def _after(raw: str, order: tuple[Any, ...]) -> Any:
     if not isinstance(values, list) or len(values) != len(order) \
             or not all(isinstance(v, str | int | float) for v in values):
         raise InvalidInput("after must be the next cursor of a previous page")
-    later = []
-    for i, column in enumerate(order):
-        later.append(and_(*(order[j] == values[j] for j in range(i)), column > values[i]))
-    return or_(*later)
+    return tuple_(*order) > tuple_(*(literal(v, column.type)
+                                     for v, column in zip(values, order, strict=True)))
 
 
 async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any],
@@ -95,9 +95,11 @@ async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any
     """Applies `?name=value` equality filters (only the listed ones) and a page of `limit`
     rows in `order` (creation by default; its last column must be unique): after the
     row of the cursor `after` (keyset paging: deep pages cost what the first does, and
-    rows inserted meanwhile neither repeat nor hide others), or at `offset`. Unknown
-    query parameters are refused rather than silently ignored."""
-    allowed = {*filters, "limit", "offset", "after"}
+    rows inserted meanwhile neither repeat nor hide others), or at `offset`. `total`
+    costs every matching row: it is counted for offset pages and on `?count=true`, not
+    for keyset pages or on `?count=false`. Unknown query parameters are refused rather
+    than silently ignored."""
+    allowed = {*filters, "limit", "offset", "after", "count"}
     unknown = sorted(set(request.query) - allowed)
     if unknown:
         raise InvalidInput(f"unknown query parameter(s) {', '.join(unknown)}; "
@@ -108,8 +110,10 @@ async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any
     order = order or (model.created_at, model.id)
     limit = number_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = number_param(request, "offset", 0, 0, 1 << 31)
-    total = await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     after = request.query.get("after")
+    counted = flag_param(request, "count") if "count" in request.query else after is None
+    total = (await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+             if counted else None)
     if after is not None:
         if offset:
             raise InvalidInput("give after or offset, not both")

@@ -47,7 +47,7 @@ class Route:
     text: bool = False
 
 
-LIST_QUERY = ("limit", "offset", "after")
+LIST_QUERY = ("limit", "offset", "after", "count")
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/capabilities", meta.capabilities, "Storage types and the matrix",
           response=s.Capabilities),

@@ -257,10 +257,13 @@ class ImageCache(Timestamps, Base):
 
 class Volume(Timestamps, Base):
     __tablename__ = "volumes"
-    # Keyset pages of the list, all and per storage (`controller.api.request.paginate`).
+    # Keyset pages of the list, all, per storage, and per storage and state (whose
+    # `total` it also counts without reading the rows): `controller.api.request.paginate`.
     __table_args__ = (Index("ix_volumes_created", "created_at", "id"),
                       Index("ix_volumes_storage_created", "primary_storage_id", "created_at",
-                            "id"))
+                            "id"),
+                      Index("ix_volumes_storage_state_created", "primary_storage_id",
+                            "state", "created_at", "id"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(128))
     primary_storage_id: Mapped[str] = mapped_column(ForeignKey("primary_storages.id"))

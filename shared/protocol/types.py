@@ -18,7 +18,7 @@ from shared.names import (
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class EmptyPayload(Model):

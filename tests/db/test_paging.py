@@ -10,7 +10,7 @@ from aiohttp.test_utils import make_mocked_request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from controller.api.request import paginate
+from controller.api.request import PageResult, paginate
 from controller.db.models import ObjectState, PrimaryStorage, StoreState, Volume
 from shared.errors import InvalidInput
 
@@ -26,11 +26,15 @@ async def _insert(db: async_sessionmaker[AsyncSession], store: str,
     return [r.id for r in rows]
 
 
+async def _paginate(db: async_sessionmaker[AsyncSession], query: str) -> PageResult:
+    async with db() as session:
+        return await paginate(session, make_mocked_request("GET", f"/v1/volumes?{query}"),
+                              select(Volume), Volume, FILTERS)
+
+
 async def _page(db: async_sessionmaker[AsyncSession], query: str) -> tuple[list[Volume],
                                                                            str | None]:
-    async with db() as session:
-        page = await paginate(session, make_mocked_request("GET", f"/v1/volumes?{query}"),
-                              select(Volume), Volume, FILTERS)
+    page = await _paginate(db, query)
     return page.rows, page.next
 
 
@@ -72,3 +76,21 @@ async def test_bad_cursors_are_refused(db: async_sessionmaker[AsyncSession]) -> 
                   "after=WzEsICJ4Il0=&offset=1"):
         with pytest.raises(InvalidInput):
             await _page(db, query)
+
+
+async def test_total_is_counted_for_offset_pages_and_on_request(
+        db: async_sessionmaker[AsyncSession]) -> None:
+    """Counting costs every matching row: keyset pages skip it unless asked."""
+    async with db.begin() as session:
+        store = PrimaryStorage(name="c", type="local", config={"path": "/c"},
+                               capacity_total=1, state=StoreState.READY)
+        session.add(store)
+    await _insert(db, store.id, [time.time() + i for i in range(5)])
+    first = await _paginate(db, "limit=2")
+    assert first.total == 5 and first.next is not None
+    assert (await _paginate(db, f"limit=2&after={first.next}")).total is None
+    assert (await _paginate(db, f"limit=2&after={first.next}&count=true")).total == 5
+    assert (await _paginate(db, "limit=2&offset=2")).total == 5
+    assert (await _paginate(db, "limit=2&count=false")).total is None
+    with pytest.raises(InvalidInput):
+        await _paginate(db, "count=maybe")
