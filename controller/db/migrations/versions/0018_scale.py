@@ -7,7 +7,7 @@ Create Date: 2026-11-22 19:40:00
 from alembic import op
 
 revision = '0018'
-down_revision = '0014'
+down_revision = '0017'
 branch_labels = None
 depends_on = None
 
