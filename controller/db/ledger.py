@@ -80,7 +80,7 @@ async def check_ledger(session: AsyncSession) -> list[LedgerCheck]:
     return [LedgerCheck(i, int(n), recomputed.get(i, 0)) for i, n in recorded]
 
 
-_JOB_OF = {ObjectState.RESIZING: RESIZE, ObjectState.DESTROYING: DELETE,
+_JOB_OF: dict[str, str] = {ObjectState.RESIZING: RESIZE, ObjectState.DESTROYING: DELETE,
            ObjectState.MIGRATING: MIGRATE}
 
 
