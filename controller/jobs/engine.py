@@ -399,11 +399,21 @@ class JobEngine:
     async def _fail(self, ctx: JobContext, code: str, message: str) -> None:
         settle = ((code == CANCELLED and self._on_cancel.get(ctx.job.kind))
                   or self._on_failure.get(ctx.job.kind))
-        if settle is not None:
+        delay = 0.05
+        while settle is not None:
             try:
                 await settle(ctx, message)
+                break
+            except (SQLAlchemyError, OSError) as exc:
+                # The database failed, not the rule: settling again is a compare-and-swap
+                # that finds done what was done, so the resource is not left transitional.
+                log.warning("settling the resource of failed job %s failed (trying "
+                            "again): %s", ctx.job.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self._lease_renew)
             except Exception:
                 log.exception("settling the resource of failed job %s failed", ctx.job.id)
+                break
         await self._finish(ctx.job, JobState.FAILED, error_code=code, error_message=message)
 
     async def _run(self, job: Job) -> None:
