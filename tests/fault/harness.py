@@ -35,6 +35,8 @@ from tests.support.procs import start_agent, start_controller
 
 MiB = 1 << 20
 SETTLE_TIMEOUT = 120.0
+WEIGHTS = {"register_image": 1, "create_volume": 4, "snapshot": 3, "delete_snapshot": 2,
+           "backup_snapshot": 1, "delete_volume": 2, "migrate": 2}
 
 
 @dataclass
@@ -184,14 +186,13 @@ class Harness:
 
     # --- the run ----------------------------------------------------------------------
 
-    def run(self, ops: int, kills: int) -> Report:
+    def run(self, ops: int, kills: int, weights: dict[str, int] | None = None) -> Report:
+        """`weights`: how often each operation is picked, over WEIGHTS."""
         started = time.monotonic()
         self.settle(self.register_image())
         kill_at = set(self.rng.sample(range(1, ops), min(kills, ops - 1)))
         operations = self.operations()
-        weights = {"register_image": 1, "create_volume": 4, "snapshot": 3,
-                   "delete_snapshot": 2, "backup_snapshot": 1, "delete_volume": 2,
-                   "migrate": 2}
+        weights = {**WEIGHTS, **(weights or {})}
         names = sorted(operations)
         for n in range(ops):
             name = self.rng.choices(names, [weights[k] for k in names])[0]
@@ -205,7 +206,7 @@ class Harness:
                 self.report.outcomes[f"{name}: {exc.status} {exc.code}"] += 1
             self.report.ops += 1
             if n in kill_at:
-                time.sleep(self.rng.uniform(0, 0.5))  # into the jobs in flight
+                self._into_a_job()
                 self.kill()
             if len(self._running()) >= 3:
                 self.settle()
@@ -213,6 +214,13 @@ class Harness:
         self.check()
         self.report.seconds = time.monotonic() - started
         return self.report
+
+    def _into_a_job(self) -> None:
+        """A random moment while some job runs (if one starts within a few seconds)."""
+        deadline = time.monotonic() + 3
+        while not self._running() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(self.rng.uniform(0, 0.3))
 
     def _running(self) -> list[dict[str, Any]]:
         return self.api.get("/v1/jobs?state=running&limit=500")[  # type: ignore[no-any-return]
@@ -263,10 +271,11 @@ class Harness:
                 r.unverified.append(f"image {image['id']}: its bytes are not its sha256")
 
 
-def run(root: Path, seed: int, ops: int, kills: int) -> Report:
+def run(root: Path, seed: int, ops: int, kills: int,
+        weights: dict[str, int] | None = None) -> Report:
     harness = Harness(root, seed)
     try:
-        return harness.run(ops, kills)
+        return harness.run(ops, kills, weights)
     finally:
         harness.close()
 
