@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.agentchannel import AgentTarget
@@ -48,6 +49,8 @@ JOBS: Any = Job.__table__
 PROGRESS_INTERVAL = 1.0
 FINISHED_KEPT = 10_000
 CANCELLED = "cancelled"
+# The columns a job's end sets.
+ENDING = ("state", "progress", "result", "error_code", "error_message", "updated_at")
 
 
 @dataclass
@@ -391,12 +394,29 @@ class JobEngine:
                 .execution_options(synchronize_session=False))
 
     async def _finish(self, job: Job, state: JobState, **values: Any) -> None:
+        """Writes the job's end until the database takes it: a job whose end was lost
+        would stay `running` with its lease renewed, never resumed, while this controller
+        lives. If the row had ended already (a final transaction that committed although
+        its commit raised), pollers are shown the row's end."""
         values = finished_values(state, **values)
-        async with self._db.begin() as session:
-            await session.execute(
-                update(Job).where(Job.id == job.id, Job.state == JobState.RUNNING)
-                .values(**values)
-                .execution_options(synchronize_session=False))
+        delay = 0.05
+        while True:
+            try:
+                async with self._db.begin() as session:
+                    ended: Any = await session.execute(
+                        update(Job).where(Job.id == job.id, Job.state == JobState.RUNNING)
+                        .values(**values)
+                        .execution_options(synchronize_session=False))
+                    row = None if ended.rowcount == 1 else await session.get(
+                        Job, job.id, populate_existing=True)
+                break
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("writing the end of job %s failed (trying again): %s",
+                            job.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self._lease_renew)
+        if row is not None and JobState(row.state).finished:
+            values = {key: getattr(row, key) for key in ENDING}
         self._finished_in_memory(job, values)
 
     def _finished_in_memory(self, job: Job, values: dict[str, Any]) -> None:
@@ -416,11 +436,21 @@ class JobEngine:
     async def _fail(self, ctx: JobContext, code: str, message: str) -> None:
         settle = ((code == CANCELLED and self._on_cancel.get(ctx.job.kind))
                   or self._on_failure.get(ctx.job.kind))
-        if settle is not None:
+        delay = 0.05
+        while settle is not None:
             try:
                 await settle(ctx, message)
+                break
+            except (SQLAlchemyError, OSError) as exc:
+                # The database failed, not the rule: settling again is a compare-and-swap
+                # that finds done what was done, so the resource is not left transitional.
+                log.warning("settling the resource of failed job %s failed (trying "
+                            "again): %s", ctx.job.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self._lease_renew)
             except Exception:
                 log.exception("settling the resource of failed job %s failed", ctx.job.id)
+                break
         await self._finish(ctx.job, JobState.FAILED, error_code=code, error_message=message)
 
     async def _run(self, job: Job) -> None:
@@ -478,10 +508,7 @@ class JobEngine:
         async with self._db() as session:
             row = await session.get(Job, job.id, populate_existing=True)
         if row is not None and JobState(row.state).finished:
-            self._finished_in_memory(job, {
-                key: getattr(row, key) for key in ("state", "progress", "result",
-                                                   "error_code", "error_message",
-                                                   "updated_at")})
+            self._finished_in_memory(job, {key: getattr(row, key) for key in ENDING})
             return
         log.info("job %s (%s) cancelled", job.id, job.kind)
         await self._fail(ctx, CANCELLED, "cancelled on request")

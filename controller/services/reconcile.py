@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controller.db.ledger import check_ledger
 from controller.db.lookup import get_or_404
 from controller.db.models import (
     TRANSITIONAL,
@@ -110,6 +111,10 @@ class ReconcileReport(BaseModel):
     in_progress: list[str]
     # Orphans moved aside since this report was made (by the operator's request).
     quarantined: list[Quarantined] = []
+    # The storage's capacity ledger and its recomputation from the rows (primary
+    # storages only): they differ only if an allocation was lost or counted twice.
+    capacity_allocated: int | None = None
+    capacity_recomputed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -332,7 +337,11 @@ class ReconcileService:
         listing = await driver.list_objects(ctx, store, host)
         async with ctx.db() as session:
             rows = await self._rows(session, store, driver.object_root(store), started)
-        return self._report(ctx, store.id, host, started, listing.objects, rows)
+            ledger = {c.storage_id: c for c in await check_ledger(session)}[store.id]
+        report = self._report(ctx, store.id, host, started, listing.objects, rows)
+        report.capacity_allocated = ledger.recorded
+        report.capacity_recomputed = ledger.recomputed
+        return report
 
     def _report(self, ctx: JobContext, store_id: str, host: Host, started: float,
                 objects: list[StoreObject], rows: Rows) -> ReconcileReport:
