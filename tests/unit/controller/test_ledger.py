@@ -133,18 +133,12 @@ async def faulty_db() -> AsyncIterator[tuple[async_sessionmaker[AsyncSession], F
         if faults.roll("commit_lost", 0.01):
             raise InjectedCommitFailure("before the commit")
 
-    def after_commit(session: Session) -> None:
-        if faults.roll("commit_unacknowledged", 0.0):
-            raise InjectedCommitFailure("after the commit")
-
     event.listen(FaultySession, "before_commit", before_commit)
-    event.listen(FaultySession, "after_commit", after_commit)
     try:
         yield async_sessionmaker(engine, expire_on_commit=False,
                                  sync_session_class=FaultySession), faults
     finally:
         event.remove(FaultySession, "before_commit", before_commit)
-        event.remove(FaultySession, "after_commit", after_commit)
         await engine.dispose()
 
 
