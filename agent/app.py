@@ -101,6 +101,7 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
                                     config.max_image_size),
                 files=files, mounts=mounts, clones=OverlayTemplates(qemu_img),
                 running_tasks=lambda: {task.task_id for task in tasks.running()},
+                task_ended=tasks.ended,
                 target_driver=target_driver,
                 initiator=build_initiator(config, executor, qemu_img),
                 libvirt=lv,

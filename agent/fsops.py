@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 from pydantic import TypeAdapter
 
 from agent.tasks import current_task_id
 from shared.errors import Conflict
-from shared.names import TEMP_HEAD, TEMP_PREFIX, temp_task_id
+from shared.names import TEMP_HEAD, TEMP_PREFIX, task_in_flight, temp_task_id
 from shared.protocol.types import FsCapacity
 
 T = TypeVar("T")
@@ -35,13 +35,23 @@ def temp_path(dest_dir: str, file_name: str) -> str:
     return os.path.join(dest_dir, temp_name(file_name))
 
 
-def is_leftover(name: str, running_tasks: Collection[str]) -> bool:
-    """A temporary file no running task of this agent writes: its task ended (or the
-    agent restarted), or its name is of the older kind, with no task id."""
+def is_leftover(name: str, running_tasks: Collection[str], elsewhere: Collection[str] = (),
+                ended_here: Callable[[str], bool] | None = None) -> bool:
+    """A temporary file no task writes: not one of this agent's `running_tasks`, nor one
+    the controller says is in flight `elsewhere` (a task's id, or its job's id for every
+    step of the job), unless this agent ran that very task and saw it end (a step cut
+    short by a restart, tried again since under a new attempt id). A name of the older
+    kind, with no task id, is a leftover."""
     if not name.startswith(TEMP_PREFIX):
         return False
     task_id = temp_task_id(name)
-    return task_id is None or task_id not in running_tasks
+    if task_id is None:
+        return True
+    if task_id in running_tasks:
+        return False
+    if ended_here is not None and ended_here(task_id):
+        return True
+    return not task_in_flight(task_id, elsewhere)
 
 
 def public_message(text: str, state_dir: str | None = None) -> str:

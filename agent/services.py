@@ -35,6 +35,8 @@ class AgentServices:
     clones: OverlayTemplates
     # The ids of the tasks running now: their temporary files are not leftovers.
     running_tasks: Callable[[], Collection[str]]
+    # Whether this agent ran a task that has ended: its temporaries are leftovers.
+    task_ended: Callable[[str], bool]
     target_driver: TargetDriver | None = None
     initiator: Initiator | None = None
     libvirt: Libvirt | None = None

@@ -216,6 +216,11 @@ class TaskManager:
             raise NotFound(f"no task {task_id}")
         return info
 
+    def ended(self, task_id: str) -> bool:
+        """This agent ran the task (and still remembers it), and it has ended."""
+        info = self.get(task_id)
+        return info is not None and info.state.finished
+
     def running(self) -> list[TaskInfo]:
         return [r.info for r in self._running.values()]
 

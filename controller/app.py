@@ -104,12 +104,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                            secrets=secrets, motion=motion, paths=path_policy(config),
                            install=CacheThenCloneInstall(motion, registry, selector))
         primary_storages = PrimaryStorageService(deps)
+        backup_storages = BackupStorageService(deps)
         volumes = VolumeService(deps)
         services = Services(
             db=db, jobs=jobs, leader=leader, registry=registry,
-            hosts=HostService(deps, primary_storages,
+            hosts=HostService(deps, primary_storages, backup_storages,
                               Enrolment(ca, secrets, config.join_token_ttl)),
-            primary_storages=primary_storages, backup_storages=BackupStorageService(deps),
+            primary_storages=primary_storages, backup_storages=backup_storages,
             images=ImageService(deps), volumes=volumes, tokens=TokenService(db),
             snapshots=SnapshotService(deps), backups=SnapshotBackupService(deps),
             attachments=AttachmentService(deps, volumes), migration=MigrationService(deps),

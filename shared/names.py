@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Collection
 
 from shared.errors import InvalidInput
 
@@ -105,6 +106,12 @@ def temp_task_id(name: str) -> str | None:
     for temporaries of the older kind, which carry none."""
     head = TEMP_HEAD.match(name)
     return head.group(1) if head else None
+
+
+def task_in_flight(task_id: str, in_flight: Collection[str]) -> bool:
+    """Whether `in_flight` names the task, or the job it is a step of (`<job id>.<step>`,
+    attempts included)."""
+    return task_id in in_flight or task_id.split(".", 1)[0] in in_flight
 
 
 _OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9._:~-]{1,255}$")

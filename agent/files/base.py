@@ -206,15 +206,18 @@ class FileStore(abc.ABC):
         return await self._run(f"cannot list {directory}", self._scan, directory)
 
     async def sweep_temp_files(self, directory: str,
-                               running_tasks: Callable[[], Collection[str]]) -> list[str]:
+                               running_tasks: Callable[[], Collection[str]],
+                               elsewhere: Collection[str] = (),
+                               ended_here: Callable[[str], bool] | None = None) -> list[str]:
         """Removes leftovers of interrupted work; called before a storage is (re)used.
         The running tasks are asked after listing: a file listed was made before, so if
-        its task is not running then, it has ended and left the file behind."""
+        its task is not running then, it has ended and left the file behind. See
+        `fsops.is_leftover` for `elsewhere` and `ended_here`."""
         names = await self._run(f"cannot list {directory}", self._listdir, directory)
         running = running_tasks()
         removed = []
         for name in names:
-            if fsops.is_leftover(name, running):
+            if fsops.is_leftover(name, running, elsewhere, ended_here):
                 path = posixpath.join(directory, name)
                 if await self.is_file(path):
                     await self.remove(path)

@@ -254,6 +254,11 @@ class ImageCache(Timestamps, Base):
     state: Mapped[str] = mapped_column(String(16), default=ObjectState.CREATING)
     reason: Mapped[str | None] = mapped_column(Text)
 
+    @property
+    def task_id(self) -> str:
+        """The agent task filling it: one per attempt, shared by every job waiting on it."""
+        return f"cache-{self.id}-{self.attempt}"
+
 
 class Volume(Timestamps, Base):
     __tablename__ = "volumes"

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.agentchannel import AgentTarget
 from controller.agentclient import AgentClient
-from controller.db.models import Host, Job, JobState
+from controller.db.models import Host, ImageCache, Job, JobState, ObjectState
 from controller.jobs.retry import RetryPolicy, attempt_task_id
 from controller.leader import new_instance_id
 from controller.metrics import Metrics
@@ -53,6 +53,16 @@ CANCELLED = "cancelled"
 ENDING = ("state", "progress", "result", "error_code", "error_message", "updated_at")
 
 
+async def in_flight(session: AsyncSession) -> list[str]:
+    """What may be writing temporary files on a storage now, from any host: the jobs
+    running on any controller (their tasks are named after them) and the image caches
+    being filled (each by a task the jobs waiting on it share)."""
+    jobs = (await session.scalars(select(Job.id).where(Job.state == JobState.RUNNING))).all()
+    caches = (await session.scalars(
+        select(ImageCache).where(ImageCache.state == ObjectState.CREATING))).all()
+    return [*jobs, *(cache.task_id for cache in caches)]
+
+
 @dataclass
 class JobContext:
     """What a running job handler gets: its job, the database, the agents, progress."""
@@ -73,6 +83,11 @@ class JobContext:
 
     def task_id(self, step: str) -> str:
         return f"{self.job.id}.{step}"
+
+    async def in_flight(self) -> list[str]:
+        """See `in_flight`: a storage prepared again spares their temporaries."""
+        async with self.db() as session:
+            return await in_flight(session)
 
     async def call(
         self, host: Host, command: Command[P, R], payload: P, *, step: str | None = None,

@@ -59,7 +59,7 @@ class DataMotionService:
         for ref, backup in rows:
             request = DownloadRequest(image=image, ref=ref, backup=self._registry.backup(backup),
                                       primary=primary, cache=cache, host=host,
-                                      task_id=f"cache-{cache.id}-{cache.attempt}")
+                                      task_id=cache.task_id)
             try:
                 strategy = self._winner([s.bid_download(request) for s in self._strategies],
                                         primary, request.backup)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import delete, select
 
 from controller.db.lookup import get_or_404
 from controller.db.models import (
     BackupStorage,
+    Host,
     ImageStoreRef,
     Job,
     ObjectState,
@@ -49,12 +52,19 @@ class BackupStorageService:
         async with ctx.db() as session:
             row = await get_or_404(session, BackupStorage, ctx.job.resource_id or "",
                                    "backup storage")
-            store = self._d.registry.backup(row)
-            host = await self._d.selector.for_backup(session, store)
+            host = await self._d.selector.for_backup(session, self._d.registry.backup(row))
+        await self.attach_on(ctx, row, host, CONNECTABLE)
+
+    async def attach_on(self, ctx: JobContext, row: BackupStorage, host: Host,
+                        states: Iterable[StoreState] = (StoreState.READY,)) -> None:
+        """Has `host` attach the storage (prove it reaches it, clear leftovers of work cut
+        short there) and records its capacity; the storage is ready after, if it was in
+        one of `states`."""
+        store = self._d.registry.backup(row)
         lifecycle = self._d.registry.backup_provider(row.type).lifecycle
         capacity = await lifecycle.attach(ctx, store, host)
         async with ctx.db.begin() as session:
-            await transition(session, BackupStorage, store.id, CONNECTABLE, StoreState.READY,
+            await transition(session, BackupStorage, store.id, states, StoreState.READY,
                              reason=None, capacity_total=capacity.total,
                              capacity_available=capacity.available)
 

@@ -14,14 +14,17 @@ from controller.db.lookup import get_or_404
 from controller.db.models import (
     IN_MAINTENANCE,
     AttachState,
+    BackupStorage,
     Host,
     HostState,
     Job,
     PrimaryStorage,
     PrimaryStorageHostRef,
+    StoreState,
 )
 from controller.db.transitions import transition
 from controller.jobs.engine import JobContext
+from controller.services.backup_storages import BackupStorageService
 from controller.services.base import ServiceDeps, ensure_unique_name
 from controller.services.commands import AddHost
 from controller.services.enrolment import NO_ENROLMENT, NO_JOIN_TOKEN, Enrolment
@@ -42,9 +45,10 @@ def revoked(host: Host) -> bool:
 
 class HostService:
     def __init__(self, deps: ServiceDeps, primary_storages: PrimaryStorageService,
-                 enrolment: Enrolment) -> None:
+                 backup_storages: BackupStorageService, enrolment: Enrolment) -> None:
         self._d = deps
         self._primary_storages = primary_storages
+        self._backup_storages = backup_storages
         self._enrolment = enrolment
         deps.jobs.register("host.connect", self.run_connect, on_failure=self._fail_connect)
         deps.jobs.register("host.delete", self.run_delete)
@@ -112,7 +116,9 @@ class HostService:
 
     async def run_connect(self, ctx: JobContext) -> dict[str, Any]:
         """Enrols the agent if the host has a join token waiting, checks the agent, then
-        re-attaches every storage the host had, reporting capacity."""
+        re-attaches every primary storage the host had and every ready backup storage
+        (any host reaches those), reporting capacity. An agent that restarted clears
+        the leftovers of its work cut short there."""
         async with ctx.db() as session:
             host = await get_or_404(session, Host, ctx.job.resource_id or "", "host")
         if host.join_token_id is not None:
@@ -143,6 +149,8 @@ class HostService:
                                                            AttachState.MAINTENANCE)),
                        PrimaryStorage.state.not_in(IN_MAINTENANCE))
             )).all()
+            backups = (await session.scalars(select(BackupStorage).where(
+                BackupStorage.state == StoreState.READY))).all()
         failed = {}
         for ref, store in refs:
             try:
@@ -150,6 +158,11 @@ class HostService:
                     ctx, ref, self._d.registry.primary(store), host)
             except StrataError as exc:
                 failed[store.name] = exc.message
+        for backup in backups:
+            try:
+                await self._backup_storages.attach_on(ctx, backup, host)
+            except StrataError as exc:
+                failed[backup.name] = exc.message
         return {"hostname": info.hostname, "qemu_img_version": info.qemu_img_version,
                 "storages_failed": failed,
                 "network": info.network.model_dump(mode="json") if info.network else None}

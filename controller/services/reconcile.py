@@ -46,14 +46,14 @@ from controller.db.models import (
     StoreState,
     Volume,
 )
-from controller.jobs.engine import JobContext
+from controller.jobs.engine import JobContext, in_flight
 from controller.plugins.interfaces.backup import IMAGES, SNAPSHOTS
 from controller.plugins.interfaces.stores import Primary
 from controller.services.backups import backup_file_name
 from controller.services.base import ServiceDeps
 from controller.services.maintenance import ensure_reachable
 from shared.errors import Conflict, InvalidInput, NotFound, StrataError
-from shared.names import temp_task_id
+from shared.names import task_in_flight, temp_task_id
 from shared.protocol.objects import QUARANTINE_OBJECTS, QuarantinePayload, StoreObject
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,10 @@ class Known:
 @dataclass(frozen=True)
 class Rows:
     known: dict[str, Known]
-    # Ids of objects in a transitional state, and running jobs: a file named after one
-    # (or a temporary its task writes) is work in progress.
+    # Ids of objects in a transitional state, and what is in flight (`in_flight`): a file
+    # named after one (or a temporary its task writes) is work in progress.
     busy_ids: frozenset[str]
-    running_jobs: frozenset[str]
+    in_flight: frozenset[str]
 
 
 def relative(root: str, path: str) -> str:
@@ -150,8 +150,8 @@ def _in_progress(obj: StoreObject, rows: Rows) -> bool:
         task_id = temp_task_id(name)
         if task_id is None:
             return False
-        job_id = task_id.split(".", 1)[0]
-        return job_id in rows.running_jobs or any(i in task_id for i in rows.busy_ids)
+        return (task_in_flight(task_id, rows.in_flight)
+                or any(i in task_id for i in rows.busy_ids))
     return any(i in name for i in rows.busy_ids)
 
 
@@ -419,15 +419,14 @@ class ReconcileService:
 
 async def _with_work(session: AsyncSession, known: dict[str, Known],
                      models: tuple[type[Any], ...]) -> Rows:
-    """`known`, with the ids of `models` rows in a transitional state and the running
-    jobs: what work in progress is named after."""
+    """`known`, with the ids of `models` rows in a transitional state and what is in
+    flight: what work in progress is named after."""
     busy: set[str] = set()
     for model in models:
         busy.update((await session.scalars(select(model.id).where(
             model.state.in_(TRANSITIONAL)))).all())
-    running = (await session.scalars(select(Job.id).where(
-        Job.state == JobState.RUNNING))).all()
-    return Rows(known=known, busy_ids=frozenset(busy), running_jobs=frozenset(running))
+    return Rows(known=known, busy_ids=frozenset(busy),
+                in_flight=frozenset(await in_flight(session)))
 
 
 async def _store_row(session: AsyncSession, store_id: str,

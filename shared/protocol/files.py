@@ -14,16 +14,20 @@ from shared.protocol.types import (
     Model,
     Sha256,
     StorePath,
+    TaskId,
     VolumeGroup,
 )
 
 
 class PrepareStoragePayload(Model):
-    """`volume_group`: volumes live there, so it is its capacity that counts."""
+    """`volume_group`: volumes live there, so it is its capacity that counts.
+    `in_flight`: what may be writing here from any host (a task's id, or its job's id for
+    every step of the job); their temporaries are not leftovers."""
 
     path: StorePath
     subdirs: list[FileName] = Field(default_factory=list)
     volume_group: VolumeGroup | None = None
+    in_flight: list[TaskId] = Field(default_factory=list, max_length=100_000)
 
 
 class PrepareStorageResult(Model):

@@ -27,6 +27,7 @@ class EmptyPayload(Model):
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 SHA256_RE = r"^[0-9a-f]{64}$"
+TaskId = Annotated[str, Field(pattern=TASK_ID_RE.pattern)]
 
 ImageFormat = Literal["qcow2", "raw"]
 Sha256 = Annotated[str, Field(pattern=SHA256_RE)]

@@ -48,6 +48,20 @@ def test_detach_and_delete_in_order(stack: Stack) -> None:
     assert api.get("/v1/backup-storages")["total"] == 0
 
 
+def test_a_reconnect_clears_leftovers_on_backup_storage(stack: Stack) -> None:
+    """A temporary file a task that no longer runs left in the dir backup storage (an
+    image download cut short by the agent's death, say) is removed when the host
+    connects again, as it is on the host's primary storages."""
+    leftovers = [stack.backup_path / "images" / ".strata-tmp-job-0.download~0123456789ab-img",
+                 stack.primary_path / "imagecache" / ".strata-tmp-cache-0-1~0123456789ab-c"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half")
+    job = stack.wait(stack.api.post(f"/v1/hosts/{stack.host_id}/reconnect"))
+    assert job["result"]["storages_failed"] == {}, job
+    assert [p for p in leftovers if p.exists()] == []
+    assert (stack.backup_path / "images").is_dir()
+
+
 def test_unreachable_agent_marks_host_disconnected(stack: Stack) -> None:
     """Enrolling waits for the agent at most the agent-unreachable timeout."""
     stack.restart_controller({"agent_unreachable_timeout": 5})

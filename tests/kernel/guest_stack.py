@@ -1,8 +1,9 @@
 """The whole stack in the guest: a controller and an agent (real processes) with an NFS
 primary storage in `mount` mode, the kernel's NFS client against nfs-ganesha (a root
-volume from an image, a snapshot, a revert, deletes, and the storage detached, which
-unmounts it); and an iSCSI storage served by LIO, its volumes granted to a host whose
-kernel initiator logs in, with and without CHAP (guest only)."""
+volume from an image, a snapshot, a revert, maintenance, which unmounts the export until
+it is cancelled, deletes, and the storage detached, which unmounts it); and an iSCSI
+storage served by LIO, its volumes granted to a host whose kernel initiator logs in,
+with and without CHAP (guest only)."""
 
 from __future__ import annotations
 
@@ -135,6 +136,22 @@ def test_nfs_mount_mode_through_the_api(ganesha: Any, cloud: Cloud, tmp_path: Pa
                         {"snapshot_id": snap["resource_id"]}))
     vol = api.get(f"/v1/volumes/{vol['id']}")
     qemu_io(vol["path"], "read -P 0x5a 0 64k", "read -P 0x11 1M 64k")
+
+    # Maintenance unmounts the export on the host; cancelling it mounts it again.
+    job = cloud.wait(api.post(f"/v1/primary-storages/{ps['resource_id']}/maintain", {}))
+    assert job["result"]["released"] == ["kvm-1"], job
+    shown = api.get(f"/v1/primary-storages/{ps['resource_id']}")
+    assert (shown["state"], [h["state"] for h in shown["hosts"]]) == (
+        "maintenance", ["maintenance"])
+    assert mounts_at(mount_point) == [], "maintenance unmounts the export"
+    job = cloud.wait(api.post(f"/v1/primary-storages/{ps['resource_id']}/cancel-maintain"))
+    assert job["result"]["attached"] == ["kvm-1"], job
+    shown = api.get(f"/v1/primary-storages/{ps['resource_id']}")
+    assert (shown["state"], [h["state"] for h in shown["hosts"]]) == ("ready", ["connected"])
+    (found,) = mounts_at(mount_point)
+    assert " nfs4 127.0.0.1:/strata " in found, found
+    qemu_io(vol["path"], "read -P 0x5a 0 64k", "read -P 0x11 1M 64k")
+
     cloud.wait(api.delete(f"/v1/snapshots/{snap['resource_id']}"))
     qemu_io(vol["path"], "read -P 0x11 1M 64k")
     cloud.wait(api.delete(f"/v1/volumes/{vol['id']}"))

@@ -89,7 +89,7 @@ def services(tmp_path: Path, tools: LvmTools, target: TargetDriver) -> AgentServ
     return AgentServices(config=config, agent_id="agent-1", executor=tools.exec,
                          qemu_img=qemu_img, files=files, mounts=mounts,
                          clones=OverlayTemplates(qemu_img),
-                         running_tasks=set, target_driver=target,
+                         running_tasks=set, task_ended=lambda _: False, target_driver=target,
                          url_policy=UrlPolicy(),
                          inspector=Inspector(qemu_img, files, config.max_virtual_size,
                                              config.max_image_size),

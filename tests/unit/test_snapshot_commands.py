@@ -44,7 +44,7 @@ def services(tmp_path: Path) -> AgentServices:
     return AgentServices(config=config, agent_id="agent-1", executor=executor,
                          qemu_img=qemu_img, files=files, clones=OverlayTemplates(qemu_img),
                          mounts=MountTable(executor, files, str(tmp_path / "mounts.json")),
-                         running_tasks=set, url_policy=UrlPolicy(),
+                         running_tasks=set, task_ended=lambda _: False, url_policy=UrlPolicy(),
                          inspector=Inspector(qemu_img, files, config.max_virtual_size,
                                              config.max_image_size),
                          http=None)  # type: ignore[arg-type]  # no HTTP here

@@ -44,7 +44,8 @@ class DirLifeCycle(BackupLifeCycle[DirectoryConfig]):
 
     async def attach(self, ctx: JobContext, store: Backup[DirectoryConfig],
                      host: Host) -> FsCapacity:
-        payload = PrepareStoragePayload(path=store.config.path, subdirs=[IMAGES, SNAPSHOTS])
+        payload = PrepareStoragePayload(path=store.config.path, subdirs=[IMAGES, SNAPSHOTS],
+                                        in_flight=await ctx.in_flight())
         result = await ctx.call(host, PREPARE_STORAGE, payload,
                                 step=f"prepare-{store.id}-{host.id}")
         return result.capacity

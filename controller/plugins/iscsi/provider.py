@@ -88,7 +88,8 @@ class IscsiLifeCycle(PrimaryLifeCycle[IscsiConfig]):
         require_iqn(host)
         payload = PrepareStoragePayload(path=store.config.path,
                                         subdirs=[LUNS, IMAGE_CACHE, SNAPSHOTS],
-                                        volume_group=store.config.volume_group)
+                                        volume_group=store.config.volume_group,
+                                        in_flight=await ctx.in_flight())
         result = await ctx.call(await server(ctx, store), PREPARE_STORAGE, payload,
                                 step=f"prepare-{store.id}-{host.id}")
         return result.capacity

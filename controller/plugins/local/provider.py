@@ -47,7 +47,8 @@ class LocalLifeCycle(PrimaryLifeCycle[DirectoryConfig]):
 
     async def attach(self, ctx: JobContext, store: Primary[DirectoryConfig],
                      host: Host) -> FsCapacity:
-        payload = PrepareStoragePayload(path=store.config.path, subdirs=[VOLUMES, IMAGE_CACHE])
+        payload = PrepareStoragePayload(path=store.config.path, subdirs=[VOLUMES, IMAGE_CACHE],
+                                        in_flight=await ctx.in_flight())
         result = await ctx.call(host, PREPARE_STORAGE, payload,
                                 step=f"prepare-{store.id}-{host.id}")
         return result.capacity

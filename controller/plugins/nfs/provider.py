@@ -99,7 +99,8 @@ class NfsLifeCycle(PrimaryLifeCycle[NfsConfig]):
                 mount_point=mount_point(store), options=store.config.mount_options,
                 user=store.id), step=f"mount-{store.id}-{host.id}")
         payload = PrepareStoragePayload(path=self._driver.root(store),
-                                        subdirs=[VOLUMES, IMAGE_CACHE])
+                                        subdirs=[VOLUMES, IMAGE_CACHE],
+                                        in_flight=await ctx.in_flight())
         result = await ctx.call(host, PREPARE_STORAGE, payload,
                                 step=f"prepare-{store.id}-{host.id}")
         return result.capacity

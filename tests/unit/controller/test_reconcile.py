@@ -26,7 +26,7 @@ def test_orphans_in_progress_missing_and_mismatches() -> None:
                "volumes/new.qcow2": Known("volume", "n", "new", "creating", 100),
                "imagecache/img": Known("image_cache", "c", "img", "ready", 50),
                "strata-lv": Known("volume", "l", "lv", "ready", 100)},
-        busy_ids=frozenset({BUSY, CACHE}), running_jobs=frozenset({JOB}))
+        busy_ids=frozenset({BUSY, CACHE}), in_flight=frozenset({JOB}))
     orphans, missing, mismatches, in_progress = compare([
         obj(f"volumes/{VOL}.qcow2"),
         obj("imagecache/img", kind="cache", virtual_size=60),
