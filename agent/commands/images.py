@@ -81,7 +81,7 @@ async def copy_image(
                 svc.inspector, svc.files, payload.dest_dir,
                 payload.file_name, expected_sha256=payload.expected_sha256,
                 expected_format=payload.expected_format, expected_size=src.size,
-                progress=rest,
+                progress=rest, manifest=payload.manifest,
             )
             return await writer.write_all(src.chunks(CHUNK))
         finally:

@@ -82,7 +82,7 @@ async def s3_download(svc: AgentServices, payload: S3DownloadPayload,
     writer = VerifiedImageWriter(
         svc.inspector, svc.files, payload.dest_dir, payload.file_name,
         expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
-        expected_size=size, progress=progress)
+        expected_size=size, progress=progress, manifest=payload.manifest)
     return await writer.write_all(chunks)
 
 
@@ -93,7 +93,8 @@ async def s3_upload(svc: AgentServices, payload: S3UploadPayload,
                           payload.src_format) as (local, rest):
         size, digest = await _store(svc, payload.endpoint).upload(
             svc.files, local, payload.key, rest)
-    return UploadResult(path=payload.key, size=size, sha256=digest, capacity=UNMEASURED)
+    return UploadResult(path=payload.key, size=size, sha256=digest.sha256,
+                        manifest=digest.manifest, capacity=UNMEASURED)
 
 
 @handles(S3_DELETE)

@@ -89,6 +89,7 @@ async def sftp_download(svc: AgentServices, payload: SftpDownloadPayload,
             payload.file_name,
             expected_sha256=payload.expected_sha256, expected_format=payload.expected_format,
             expected_size=await session.size(payload.remote_path), progress=progress,
+            manifest=payload.manifest,
         )
         async with ssh.read_file(svc.executor, payload.endpoint, payload.remote_path,
                                  key_dir(svc.config.state_dir)) as chunks:
@@ -104,7 +105,8 @@ async def sftp_upload(svc: AgentServices, payload: SftpUploadPayload,
         await session.makedirs(payload.remote_dir)
         path, size, digest = await session.upload(
             svc.files, local, payload.remote_dir, payload.file_name, rest)
-        return UploadResult(path=path, size=size, sha256=digest,
+        return UploadResult(path=path, size=size, sha256=digest.sha256,
+                            manifest=digest.manifest,
                             capacity=await session.capacity(payload.remote_dir))
 
 

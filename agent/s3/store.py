@@ -11,7 +11,6 @@ checked on reading. S3 reports no capacity: prepare and deletes report zeros, me
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ import botocore.config
 import botocore.exceptions
 
 from agent.files import FileReader, FileStores
+from agent.images.digests import Digest, ManifestHasher
 from shared.errors import Conflict, NotFound, OperationFailed, StrataError
 from shared.protocol.s3 import S3Endpoint
 
@@ -116,13 +116,13 @@ class S3Store:
         raise AssertionError("unreachable")
 
     async def upload(self, files: FileStores, src_path: str, key: str,
-                     progress: Callable[[float], None] | None = None) -> tuple[int, str]:
-        """Returns (size, sha256) once the object is whole and verified by a HEAD."""
+                     progress: Callable[[float], None] | None = None) -> tuple[int, Digest]:
+        """Returns (size, digest) once the object is whole and verified by a HEAD."""
         if await self.head(key) is not None:
             raise Conflict(f"object {key} already exists in {self.bucket}; "
                            "a ready object is never overwritten")
         size, digest = await self._hash(files, src_path)
-        meta = {SHA_KEY: digest}
+        meta = {SHA_KEY: digest.sha256}
         src = await files.open_read(src_path)
         try:
             if size <= self.part_size:
@@ -134,22 +134,23 @@ class S3Store:
             await src.close()
         head = await self.head(key)
         if head is None or int(head["ContentLength"]) != size or \
-                head.get("Metadata", {}).get(SHA_KEY) != digest:
+                head.get("Metadata", {}).get(SHA_KEY) != digest.sha256:
             raise OperationFailed(f"object {key} is not what was sent", code="s3_failed")
         return size, digest
 
-    async def _hash(self, files: FileStores, path: str) -> tuple[int, str]:
-        """The sha256 goes into the object's metadata, so it is known before sending."""
-        digest = hashlib.sha256()
+    async def _hash(self, files: FileStores, path: str) -> tuple[int, Digest]:
+        """The sha256 goes into the object's metadata, so it is known before sending;
+        the chunk manifest is made in the same read."""
         size = 0
         src = await files.open_read(path)
+        hasher = ManifestHasher(src.size)
         try:
             async for chunk in src.chunks(self.part_size):
-                await asyncio.to_thread(digest.update, chunk)
+                await hasher.update(chunk)
                 size += len(chunk)
         finally:
             await src.close()
-        return size, digest.hexdigest()
+        return size, await hasher.result()
 
     async def _multipart(self, src: FileReader, key: str, size: int, meta: dict[str, str],
                          progress: Callable[[float], None] | None) -> None:

@@ -8,8 +8,8 @@ the server, and only then get their name (SFTP's plain rename does not overwrite
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hashlib
 import posixpath
 import shlex
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +18,7 @@ import asyncssh
 
 from agent.files import FileStores
 from agent.fsops import temp_name
+from agent.images.digests import Digest, ManifestHasher
 from agent.tools import ssh
 from shared.errors import ChecksumMismatch, Conflict, OperationFailed, Timeout
 from shared.protocol.sftp import SftpEndpoint
@@ -52,35 +53,37 @@ class SftpSession:
             raise ssh.RemoteFileMissing(path, self.endpoint.host) from None
 
     async def upload(self, files: FileStores, src_path: str, remote_dir: str, file_name: str,
-                     progress: Callable[[float], None] | None = None) -> tuple[str, int, str]:
-        """Returns (remote path, size, sha256) once the server holds the verified copy."""
+                     progress: Callable[[float], None] | None = None,
+                     ) -> tuple[str, int, Digest]:
+        """Returns (remote path, size, digest) once the server holds the verified copy; the
+        digest's manifest is made from the bytes sent."""
         final = posixpath.join(remote_dir, file_name)
         if await self.exists(final):
             raise Conflict(f"{final} already exists on {self.endpoint.host}; "
                            "a ready object is never overwritten")
         tmp = posixpath.join(remote_dir, temp_name(file_name))
-        digest = hashlib.sha256()
         size = 0
         src = await files.open_read(src_path)
+        hasher = ManifestHasher(src.size)
         try:
             total = max(1, src.size)
             async with await self.sftp.open(tmp, "wb") as dst:
                 async for chunk in src.chunks(CHUNK):
-                    await dst.write(chunk)
-                    digest.update(chunk)
+                    await asyncio.gather(dst.write(chunk), hasher.update(chunk))
                     size += len(chunk)
                     if progress:
                         progress(min(99.0, 100.0 * size / total))
+            digest = await hasher.result()
             remote = await self.sha256(tmp)
-            if remote != digest.hexdigest():
+            if remote != digest.sha256:
                 raise ChecksumMismatch(f"the server holds {remote} for {final}, "
-                                       f"sent {digest.hexdigest()}")
+                                       f"sent {digest.sha256}")
             await self.sftp.rename(tmp, final)
         finally:
             await src.close()
             with contextlib.suppress(asyncssh.SFTPError):
                 await self.sftp.remove(tmp)
-        return final, size, digest.hexdigest()
+        return final, size, digest
 
     async def sha256(self, path: str) -> str:
         result = await self._conn.run(shlex.join(["sha256sum", "--", path]), check=False)

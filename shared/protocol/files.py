@@ -35,8 +35,24 @@ class PrepareStorageResult(Model):
     capacity: FsCapacity
 
 
+# A manifest has at most this many chunks, so it stays small (under 70 KB of hex).
+MAX_CHUNKS = 1024
+
+
+class ChunkManifest(Model):
+    """The sha256 of each `chunk_size` bytes of an image file, in order (the last chunk may
+    be shorter; an empty file has none). Made beside the whole-file sha256 as an image is
+    registered: a copy checked against it hashes several chunks at once, where one
+    sha256 of the whole file is a single stream no core count speeds up."""
+
+    chunk_size: int = Field(ge=1 << 20)
+    chunks: list[Sha256] = Field(max_length=MAX_CHUNKS)
+
+
 class ImageFacts(Model):
-    """What was verified of an image file that now sits at `path`."""
+    """What was verified of an image file that now sits at `path`. `manifest`: its chunk
+    digests, when known (None for a download of unannounced length past `MAX_CHUNKS`
+    base-size chunks)."""
 
     path: str
     size: int
@@ -44,6 +60,7 @@ class ImageFacts(Model):
     format: ImageFormat
     virtual_size: int
     capacity: FsCapacity
+    manifest: ChunkManifest | None = None
 
 
 class DownloadImagePayload(Model):
@@ -59,13 +76,15 @@ class CopyImagePayload(Model):
     verifying as it goes; without expectations, the result says what was copied.
     `flatten`: the source is a layer on a chain (or a raw file, `src_format`), copied as
     one qcow2 file that holds all it reads (`qemu-img convert` in the agent's staging
-    directory first)."""
+    directory first). `manifest` (with `expected_sha256`): the copy is checked chunk by
+    chunk against it rather than by one whole-file sha256."""
 
     src_path: StorePath
     dest_dir: StorePath
     file_name: FileName
     expected_sha256: Sha256 | None = None
     expected_format: ImageFormat | None = None
+    manifest: ChunkManifest | None = None
     flatten: bool = False
     src_format: ImageFormat = "qcow2"
 
@@ -76,12 +95,14 @@ class BackingFile(Model):
 
 
 class UploadResult(Model):
-    """What a backup storage holds after an upload, verified there."""
+    """What a backup storage holds after an upload, verified there, with the chunk
+    manifest made as it was sent."""
 
     path: str
     size: int
     sha256: str
     capacity: FsCapacity
+    manifest: ChunkManifest | None = None
 
 
 class DeleteFilePayload(Model):

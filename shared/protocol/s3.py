@@ -9,6 +9,7 @@ from pydantic import Field
 
 from shared.protocol.command import Command
 from shared.protocol.files import (
+    ChunkManifest,
     DeleteFileResult,
     ImageFacts,
     PrepareStorageResult,
@@ -53,12 +54,15 @@ class S3RegisterPayload(Model):
 
 
 class S3DownloadPayload(Model):
+    """`manifest` as in `CopyImagePayload`."""
+
     endpoint: S3Endpoint
     key: S3Key
     dest_dir: StorePath
     file_name: FileName
     expected_sha256: Sha256
     expected_format: ImageFormat
+    manifest: ChunkManifest | None = None
 
 
 class S3UploadPayload(Model):

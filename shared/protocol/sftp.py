@@ -7,6 +7,7 @@ from pydantic import Field
 
 from shared.protocol.command import Command
 from shared.protocol.files import (
+    ChunkManifest,
     DeleteFileResult,
     ImageFacts,
     PrepareStorageResult,
@@ -56,7 +57,8 @@ class SftpRegisterPayload(Model):
 
 
 class SftpDownloadPayload(Model):
-    """Copy a stored image from the SFTP server into `dest_dir`, verified."""
+    """Copy a stored image from the SFTP server into `dest_dir`, verified (chunk by chunk
+    when given a `manifest`, as in `CopyImagePayload`)."""
 
     endpoint: SftpEndpoint
     remote_path: AbsPath
@@ -64,6 +66,7 @@ class SftpDownloadPayload(Model):
     file_name: FileName
     expected_sha256: Sha256
     expected_format: ImageFormat
+    manifest: ChunkManifest | None = None
 
 
 class SftpUploadPayload(Model):

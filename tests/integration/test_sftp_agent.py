@@ -42,10 +42,13 @@ def test_register_download_upload_delete(sshd: SshServer, agent: Agent, tmp_path
     assert (store / "images" / "img-1").read_bytes() == image.read_bytes()
     assert os.listdir(tmp_path / "agent" / "staging") == [], "no local copy left behind"
 
+    assert facts["manifest"] == {"chunk_size": 64 << 20, "chunks": [sha]}  # one chunk
+
     cache = tmp_path / "cache"
     state, copied = agent.call("sftp_download", {
         "endpoint": sshd.endpoint(), "remote_path": facts["path"], "dest_dir": str(cache),
-        "file_name": "img-1", "expected_sha256": sha, "expected_format": "qcow2"})
+        "file_name": "img-1", "expected_sha256": sha, "expected_format": "qcow2",
+        "manifest": facts["manifest"]})
     assert state == "succeeded", copied
     assert (cache / "img-1").read_bytes() == image.read_bytes()
 
@@ -55,6 +58,7 @@ def test_register_download_upload_delete(sshd: SshServer, agent: Agent, tmp_path
         "remote_dir": str(store / "images"), "file_name": "vol-backup-1"})
     assert state == "succeeded", up
     assert up["sha256"] == hashlib.sha256(volume.read_bytes()).hexdigest()
+    assert up["manifest"] == {"chunk_size": 64 << 20, "chunks": [up["sha256"]]}
     assert (store / "images" / "vol-backup-1").read_bytes() == volume.read_bytes()
     state, again = agent.call("sftp_upload", {
         "endpoint": sshd.endpoint(), "local_path": str(volume),
@@ -87,6 +91,13 @@ def test_bad_checksum_and_corruption_leave_nothing(sshd: SshServer, agent: Agent
         "dest_dir": str(tmp_path / "cache"), "file_name": "img-3", "expected_sha256": sha,
         "expected_format": "qcow2"})
     assert state == "failed" and err["code"] == "checksum_mismatch"
+    assert os.listdir(tmp_path / "cache") == []
+    state, err = agent.call("sftp_download", {
+        "endpoint": sshd.endpoint(), "remote_path": str(store / "img-3"),
+        "dest_dir": str(tmp_path / "cache"), "file_name": "img-3", "expected_sha256": sha,
+        "expected_format": "qcow2", "manifest": {"chunk_size": 64 << 20, "chunks": [sha]}})
+    assert state == "failed" and err["code"] == "checksum_mismatch"
+    assert "chunk 0 (from byte 0)" in err["message"], err
     assert os.listdir(tmp_path / "cache") == []
 
 
