@@ -226,6 +226,13 @@ class Image(Timestamps, Base):
     virtual_size: Mapped[int | None] = mapped_column()
     state: Mapped[str] = mapped_column(String(16), default=ObjectState.ALLOCATED)
     reason: Mapped[str | None] = mapped_column(Text)
+    # The chunk manifest made at registration (`shared.protocol.files.ChunkManifest`),
+    # sent with every cache fill; none for images registered before manifests. The
+    # digests (up to ~70 KB) are read only by the fill that sends them, never with the
+    # row: touching the attribute raises instead of loading it.
+    chunk_size: Mapped[int | None] = mapped_column()
+    chunk_sha256s: Mapped[list[str] | None] = mapped_column(
+        JSON(none_as_null=True), deferred=True, deferred_raiseload=True)
 
 
 class ImageStoreRef(Timestamps, Base):

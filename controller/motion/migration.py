@@ -162,7 +162,7 @@ class StagedMigration(VolumeMigrationStrategy):
                             format="qcow2"),
                 ref=ref, backup=backup, primary=request.dest,
                 cache=ImageCache(id=ref.id), host=dest_host, task_id=f"{prefix}.down",
-                dest=(dest_dir, landed)))
+                dest=(dest_dir, landed), manifest=uploaded.manifest))
         finally:
             await self._registry.backup_provider(backup.row.type).driver.delete(
                 ctx, backup, ref, dest_host)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import (
     BackupStorage,
@@ -31,7 +32,7 @@ from controller.plugins.interfaces.motion import (
 from controller.plugins.interfaces.stores import Backup, Primary
 from controller.plugins.registry import PluginRegistry
 from shared.errors import Conflict, Unsupported
-from shared.protocol.files import ImageFacts
+from shared.protocol.files import ChunkManifest, ImageFacts
 
 
 class DataMotionService:
@@ -43,8 +44,10 @@ class DataMotionService:
 
     async def download(self, ctx: JobContext, image: Image, primary: Primary[Any],
                        cache: ImageCache) -> ImageFacts:
-        """Fills `cache` from whichever backup storage holding `image` a strategy serves."""
+        """Fills `cache` from whichever backup storage holding `image` a strategy serves,
+        checked against the image's chunk manifest when it has one."""
         async with ctx.db() as session:
+            manifest = await chunk_manifest(session, image.id)
             rows = (await session.execute(
                 select(ImageStoreRef, BackupStorage)
                 .join(BackupStorage, BackupStorage.id == ImageStoreRef.backup_storage_id)
@@ -59,7 +62,7 @@ class DataMotionService:
         for ref, backup in rows:
             request = DownloadRequest(image=image, ref=ref, backup=self._registry.backup(backup),
                                       primary=primary, cache=cache, host=host,
-                                      task_id=cache.task_id)
+                                      task_id=cache.task_id, manifest=manifest)
             try:
                 strategy = self._winner([s.bid_download(request) for s in self._strategies],
                                         primary, request.backup)
@@ -138,3 +141,12 @@ class DataMotionService:
             self._registry.cell(primary.row.type, backup.row.type, primary.row.hypervisor)
             raise Unsupported("no data motion strategy can carry out this copy")
         return winner
+
+
+async def chunk_manifest(session: AsyncSession, image_id: str) -> ChunkManifest | None:
+    """The image's chunk manifest, read alone: the row's digests are never loaded with it."""
+    row = (await session.execute(select(Image.chunk_size, Image.chunk_sha256s)
+                                 .where(Image.id == image_id))).one_or_none()
+    if row is None or row.chunk_size is None or row.chunk_sha256s is None:
+        return None
+    return ChunkManifest(chunk_size=row.chunk_size, chunks=row.chunk_sha256s)

@@ -19,7 +19,13 @@ from controller.plugins.interfaces.mediator import (
 from controller.plugins.interfaces.primary import PrimaryDataStoreDriver
 from controller.plugins.interfaces.stores import Backup, HostDir, Primary, StoreConfig
 from shared.protocol.command import Command
-from shared.protocol.files import DELETE_FILE, DeleteFilePayload, ImageFacts, UploadResult
+from shared.protocol.files import (
+    DELETE_FILE,
+    ChunkManifest,
+    DeleteFilePayload,
+    ImageFacts,
+    UploadResult,
+)
 from shared.protocol.types import FsCapacity, ImageFormat, Model
 
 P = TypeVar("P", bound=Model)
@@ -72,14 +78,16 @@ class FileCacheMediator(PrimaryToBackupStorageMediator[PC, BC]):
         dest_dir, file_name = request.dest or (self._primary.cache_dir(request.primary),
                                                image.id)
         target = FetchTarget(dest_dir=dest_dir, file_name=file_name,
-                             expected_sha256=image.sha256, expected_format=image.format)
+                             expected_sha256=image.sha256, expected_format=image.format,
+                             manifest=request.manifest)
         command, payload = self.fetch_command(ctx, request.backup, request.ref.path, target)
         return await ctx.call(request.host, command, payload, task_id=request.task_id,
                               span=(0, 50))
 
     async def restore(self, ctx: JobContext, request: RestoreRequest[PC, BC]) -> ImageFacts:
         target = FetchTarget(dest_dir=request.dest_dir, file_name=request.file_name,
-                             expected_sha256=request.sha256, expected_format=request.format)
+                             expected_sha256=request.sha256, expected_format=request.format,
+                             manifest=None)
         command, payload = self.fetch_command(ctx, request.backup, request.source, target)
         return await ctx.call(request.host, command, payload, task_id=request.task_id,
                               span=(0, 70))
@@ -96,14 +104,15 @@ class FileCacheMediator(PrimaryToBackupStorageMediator[PC, BC]):
                    command: Command[P, Stored], payload: P) -> Uploaded:
         result = await ctx.call(request.host, command, payload, task_id=request.task_id,
                                 span=(0, 99))
-        return Uploaded(result.path, result.size, result.sha256)
+        return Uploaded(result.path, result.size, result.sha256, result.manifest)
 
 
 class FetchTarget(TypedDict):
     """Where a fetched file lands, and what it must prove to be (the fields every fetch
-    payload shares)."""
+    payload shares): its sha256, proven chunk by chunk when there is a manifest."""
 
     dest_dir: str
     file_name: str
     expected_sha256: str
     expected_format: ImageFormat
+    manifest: ChunkManifest | None

@@ -29,6 +29,7 @@ from controller.services.commands import RegisterImage
 from controller.services.maintenance import ensure_reachable
 from controller.services.snapshots import lock_volume, ready_snapshot, unlock_volume
 from shared.errors import ChecksumMismatch, Conflict, InUse
+from shared.protocol.files import ChunkManifest
 from shared.protocol.types import ImageFormat
 
 
@@ -132,7 +133,8 @@ class ImageService:
                   "virtual_size": snapshot.virtual_size if snapshot else volume.size}
         async with ctx.db.begin() as session:
             await _give_back(session, ctx)
-            await _image_ready(session, image.id, ref.id, uploaded.path, result)
+            await _image_ready(session, image.id, ref.id, uploaded.path, result,
+                               uploaded.manifest)
             await ctx.succeed(session, result)
         return result
 
@@ -158,7 +160,7 @@ class ImageService:
         result = {"sha256": facts.sha256, "size": facts.size, "format": facts.format,
                   "virtual_size": facts.virtual_size}
         async with ctx.db.begin() as session:
-            await _image_ready(session, image.id, ref.id, facts.path, result)
+            await _image_ready(session, image.id, ref.id, facts.path, result, facts.manifest)
             backup = await get_or_404(session, BackupStorage, store.id, "backup storage")
             backup.capacity_total = facts.capacity.total
             backup.capacity_available = facts.capacity.available
@@ -257,8 +259,11 @@ async def _give_back(session: AsyncSession, ctx: JobContext) -> None:
 
 
 async def _image_ready(session: AsyncSession, image_id: str, ref_id: str, path: str,
-                       facts: dict[str, Any]) -> None:
+                       facts: dict[str, Any], manifest: ChunkManifest | None) -> None:
     """The image and its copy on the store are ready: `facts` are sha256, size, format
-    and virtual_size, as verified by the agent."""
+    and virtual_size, as verified by the agent, and `manifest` the chunk digests it made
+    in the same pass (kept on the row, out of the job's result)."""
     await transition(session, ImageStoreRef, ref_id, UNFINISHED, ObjectState.READY, path=path)
-    await transition(session, Image, image_id, UNFINISHED, ObjectState.READY, **facts)
+    await transition(session, Image, image_id, UNFINISHED, ObjectState.READY, **facts,
+                     chunk_size=manifest.chunk_size if manifest else None,
+                     chunk_sha256s=manifest.chunks if manifest else None)

@@ -3,6 +3,7 @@ qemu-img, an image served over HTTP; once on SQLite and once on PostgreSQL."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,31 @@ def test_register_image_and_linked_clones(stack: Stack, file_server: FileServer,
     assert 0 < ps["capacity"]["available"] <= ps["capacity"]["total"]
     assert [{k: h[k] for k in ("host_id", "state", "reason")} for h in ps["hosts"]] == [
         {"host_id": stack.host_id, "state": "connected", "reason": None}]
+
+
+def test_a_cache_fill_is_checked_against_the_chunk_manifest(
+        stack: Stack, file_server: FileServer, image_dir: Path) -> None:
+    """Registration records the image's chunk digests (never shown by the API); the
+    cache fill checks the copy chunk by chunk, so a chunk corrupted at rest in the store
+    fails it, named, and leaves nothing in the cache."""
+    chunk = 64 << 20
+    image_id, _ = register(stack, file_server, image_dir, name="big", fmt="raw", size="72M")
+    data = (image_dir / "big.raw").read_bytes()
+    tasks = debug_tasks(stack.agent_debug)["recent"]
+    download = next(t for t in tasks if t["command"] == "download_image")
+    assert download["result"]["manifest"] == {"chunk_size": chunk, "chunks": [
+        hashlib.sha256(data[i:i + chunk]).hexdigest() for i in range(0, len(data), chunk)]}
+    assert not [k for k in stack.api.get(f"/v1/images/{image_id}") if "chunk" in k]
+
+    with open(stack.backup_path / "images" / image_id, "r+b") as stored:
+        stored.seek(chunk + 4096)
+        stored.write(b"\x01")
+    job = stack.wait(stack.api.post("/v1/volumes", {
+        "name": "root", "primary_storage_id": stack.primary_id, "image_id": image_id}),
+        ok=False)
+    assert job["state"] == "failed" and job["error"]["code"] == "checksum_mismatch", job
+    assert f"chunk 1 (from byte {chunk})" in job["error"]["message"]
+    assert list((stack.primary_path / "imagecache").iterdir()) == []
 
 
 def test_empty_volume_resize_and_delete(stack: Stack) -> None:

@@ -14,7 +14,7 @@ from controller.plugins.interfaces.backup import IMAGES, BackupStorageProvider, 
 from controller.plugins.interfaces.primary import PrimaryStorageProvider
 from controller.plugins.interfaces.stores import Backup, Primary, StoreConfig
 from shared.errors import Unsupported
-from shared.protocol.files import ImageFacts
+from shared.protocol.files import ChunkManifest, ImageFacts
 from shared.protocol.types import ImageFormat
 
 PC = TypeVar("PC", bound=StoreConfig)
@@ -26,7 +26,9 @@ class DownloadRequest(Generic[PC, BC]):
     """Bring `image` from `backup` (where `ref` is its copy) into the image cache `cache`
     of `primary`, through `host`, as the agent task `task_id` (shared by every job
     waiting for that cache). `dest`, a (directory, file name) of the primary storage,
-    lands the copy there instead (a volume staged through the backup storage)."""
+    lands the copy there instead (a volume staged through the backup storage).
+    `manifest`: the image's chunk digests, which the copy is checked against when given
+    (else its whole sha256 is)."""
 
     image: Image
     ref: ImageStoreRef
@@ -36,6 +38,7 @@ class DownloadRequest(Generic[PC, BC]):
     host: Host
     task_id: str
     dest: tuple[str, str] | None = None
+    manifest: ChunkManifest | None = None
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,13 @@ class RestoreRequest(Generic[PC, BC]):
 
 @dataclass(frozen=True)
 class Uploaded:
+    """The stored copy, and the chunk manifest made as it was sent (if the agent made
+    one)."""
+
     path: str
     size: int
     sha256: str
+    manifest: ChunkManifest | None = None
 
 
 class PrimaryToBackupStorageMediator(abc.ABC, Generic[PC, BC]):

@@ -29,7 +29,7 @@ from controller.plugins.nfs.provider import NFS
 from controller.plugins.s3.provider import S3
 from controller.plugins.sftp.provider import SFTP
 from shared.protocol.command import Command
-from shared.protocol.files import COPY_IMAGE, CopyImagePayload
+from shared.protocol.files import COPY_IMAGE, ChunkManifest, CopyImagePayload
 from shared.protocol.s3 import (
     S3_DOWNLOAD,
     S3_UPLOAD,
@@ -73,14 +73,16 @@ PRIMARIES = {
 }
 BACKUPS = {"dir": backup(DIR, {"path": "/srv/images"}), "sftp": backup(SFTP, SFTP_CONFIG),
            "s3": backup(S3, S3_CONFIG)}
+MANIFEST = ChunkManifest(chunk_size=64 << 20, chunks=["c" * 64])
 # Where each backup type keeps image img-1.
 STORED = {"dir": "/srv/images/images/img-1", "sftp": "/srv/sftp/images/img-1",
           "s3": "strata/images/img-1"}
 
 
-def expected_download(backup_type: str, cache_dir: str) -> tuple[Command[Any, Any], Model]:
+def expected_download(backup_type: str, cache_dir: str,
+                      manifest: ChunkManifest | None = None) -> tuple[Command[Any, Any], Model]:
     target = {"dest_dir": cache_dir, "file_name": "img-1", "expected_sha256": SHA,
-              "expected_format": "qcow2"}
+              "expected_format": "qcow2", "manifest": manifest}
     source = STORED[backup_type]
     if backup_type == "dir":
         return COPY_IMAGE, CopyImagePayload(src_path=source, **target)
@@ -124,6 +126,32 @@ async def test_download_into_the_image_cache(cell: Cell, ctx: JobContext,
     command, payload = expected_download(cell.backup.type, cache_dir)
     assert agent.calls == [Call(HOST.address, command, "cache-cache-1-1", payload)]
     assert facts.path == f"{cache_dir}/img-1"
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=cell_id)
+async def test_a_download_is_checked_against_the_image_manifest(
+        cell: Cell, ctx: JobContext, agent: RecordingAgent) -> None:
+    store, cache_dir, _, backup_store = stores(cell)
+    request = DownloadRequest(image=image(), ref=store_ref(STORED[cell.backup.type]),
+                              backup=backup_store, primary=store,
+                              cache=cache(f"{cache_dir}/img-1"), host=HOST,
+                              task_id="cache-cache-1-1", manifest=MANIFEST)
+    await MediatorMotionStrategy(default_registry()).download(ctx, request)
+    command, payload = expected_download(cell.backup.type, cache_dir, MANIFEST)
+    assert agent.calls == [Call(HOST.address, command, "cache-cache-1-1", payload)]
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=cell_id)
+async def test_an_upload_brings_back_the_manifest_made_as_it_was_sent(
+        cell: Cell, ctx: JobContext, agent: RecordingAgent) -> None:
+    store, _, volume_path, backup_store = stores(cell)
+    name = {"dir": "copy_image", "sftp": "sftp_upload", "s3": "s3_upload"}[cell.backup.type]
+    answer = agent.answers[name]
+    agent.answers[name] = lambda p: answer(p).model_copy(update={"manifest": MANIFEST})
+    uploaded = await MediatorMotionStrategy(default_registry()).upload(ctx, UploadRequest(
+        volume=volume(path=volume_path), primary=store, backup=backup_store, host=HOST,
+        file_name="img-2", task_id="job-1.upload"))
+    assert uploaded.manifest == MANIFEST
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=cell_id)
