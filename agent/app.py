@@ -95,7 +95,8 @@ def create_app(config: AgentConfig, executor: Executor | None = None) -> web.App
         connector = aiohttp.TCPConnector(resolver=PolicyResolver(policy))
         async with aiohttp.ClientSession(connector=connector) as http:
             app[SERVICES] = AgentServices(
-                config=config, agent_id=agent_id, executor=executor, qemu_img=qemu_img,
+                config=config, agent_id=agent_id, instance=tasks.instance, executor=executor,
+                qemu_img=qemu_img,
                 http=http, url_policy=policy,
                 inspector=Inspector(qemu_img, files, config.max_virtual_size,
                                     config.max_image_size),

@@ -25,6 +25,8 @@ from agent.tools.qemuimg import QemuImg
 class AgentServices:
     config: AgentConfig
     agent_id: str
+    # This start of the agent (`TaskManager.instance`).
+    instance: str
     executor: Executor
     qemu_img: QemuImg
     http: aiohttp.ClientSession

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -161,6 +162,8 @@ class TaskManager:
         self._running: dict[str, _Running] = {}
         self._closing = False
         self.metrics = TaskMetrics()
+        # This start of the agent: tasks of any earlier one were cut short.
+        self.instance = secrets.token_hex(8)
         interrupted = store.fail_interrupted()
         if interrupted:
             log.warning("marked %d interrupted task(s) as failed", interrupted)

@@ -26,7 +26,8 @@ MAX_WAIT = 60.0
 async def healthz(request: web.Request) -> web.Response:
     tasks = request.app[TASKS]
     return web.json_response({"status": "shutting_down" if tasks.closing else "ok",
-                              "running_tasks": len(tasks.running())})
+                              "running_tasks": len(tasks.running()),
+                              "instance": tasks.instance})
 
 
 def _wait_param(request: web.Request) -> float:

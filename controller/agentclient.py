@@ -13,6 +13,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
@@ -47,6 +48,15 @@ NoticeCallback = Callable[[str | None], None]
 POLL_WAIT = 2
 RETRY_DELAYS = (0.2, 0.5, 1, 2, 5)
 PROBE_TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class Health:
+    """`problem`: what went wrong, None when the agent answered. `instance`: which start
+    of the agent answered; a new one means it restarted, cutting its tasks short."""
+
+    problem: str | None
+    instance: str | None = None
 
 
 class AgentClient:
@@ -108,20 +118,21 @@ class AgentClient:
         return await self._request("POST", target, "/v1/enrol/cert", req.model_dump(),
                                    CertResponse.model_validate, enrolment=True)
 
-    async def health(self, target: AgentTarget, *, enrolment: bool = False) -> str | None:
-        """None when the enrolled agent answers its health check, else what went wrong.
-        With `enrolment`, any agent at the address will do (one not enrolled yet, whose
-        join token the next connect spends): `/healthz` is all that is asked of it."""
+    async def health(self, target: AgentTarget, *, enrolment: bool = False) -> Health:
+        """The enrolled agent's answer to its health check, or what went wrong. With
+        `enrolment`, any agent at the address will do (one not enrolled yet, whose join
+        token the next connect spends): `/healthz` is all that is asked of it."""
         try:
-            await self._request("GET", target, "/healthz", None, lambda data: data,
-                                enrolment=enrolment, timeout=PROBE_TIMEOUT)
+            data = await self._request("GET", target, "/healthz", None, lambda data: data,
+                                       enrolment=enrolment, timeout=PROBE_TIMEOUT)
         except TimeoutError:
-            return f"no answer within {PROBE_TIMEOUT}s"
+            return Health(f"no answer within {PROBE_TIMEOUT}s")
         except AgentUntrusted as exc:
-            return exc.message
+            return Health(exc.message)
         except (aiohttp.ClientError, OperationFailed) as exc:
-            return getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return None
+            return Health(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+        instance = data.get("instance") if isinstance(data, dict) else None
+        return Health(None, instance if isinstance(instance, str) else None)
 
     async def network(self, target: AgentTarget, servers: list[str]) -> NetworkFacts:
         """The agent's interfaces and its routes to `servers` (and to those it uses)."""

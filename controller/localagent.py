@@ -165,7 +165,7 @@ async def wait_for_agent(agents: AgentClient, address: str, timeout: float) -> b
     target = AgentTarget(host_id="", host_name=SEED_HOST, address=address,
                          enrolment_id=None)
     deadline = time.monotonic() + timeout
-    while (problem := await agents.health(target, enrolment=True)) is not None:
+    while (problem := (await agents.health(target, enrolment=True)).problem) is not None:
         if time.monotonic() >= deadline:
             log.warning("the local agent at %s did not answer within %gs (%s); seeding "
                         "all the same", address, timeout, problem)

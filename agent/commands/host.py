@@ -30,6 +30,7 @@ async def host_info(
 ) -> HostInfoResult:
     return HostInfoResult(
         hostname=socket.gethostname(), agent_id=svc.agent_id, agent_version=__version__,
+        instance=svc.instance,
         qemu_img_version=await svc.qemu_img.version(),
         initiator_iqn=svc.initiator.iqn if svc.initiator else None,
         network=await network_facts(svc),

@@ -127,6 +127,9 @@ class Host(Timestamps, Base):
     agent_version: Mapped[str | None] = mapped_column(String(64))
     # What the agent says it is (a random id it keeps): one host per agent.
     agent_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The start of the agent its last connect found: another one answering means the
+    # agent restarted, cutting its tasks short (`services/monitor.py`).
+    agent_instance: Mapped[str | None] = mapped_column(String(32))
     initiator_iqn: Mapped[str | None] = mapped_column(String(223))
     # Set by the operator: the agent's report does not replace it.
     initiator_iqn_pinned: Mapped[bool] = mapped_column(default=False, server_default=false())

@@ -138,6 +138,7 @@ class HostService:
                                     HostState.CONNECTED,
                                     where={"enrolment_id": host.enrolment_id}, reason=None,
                                     agent_version=info.agent_version, agent_id=info.agent_id,
+                                    agent_instance=info.instance,
                                     **reported):
                 raise Conflict(f"{REVOKED} while host {host.name} was connecting",
                                code="credential_revoked")

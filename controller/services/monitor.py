@@ -1,10 +1,13 @@
 """Watching the agents, so that the operator need not: a connected host whose agent stops
 answering is marked disconnected (jobs then fail fast instead of waiting on it), and
 once it answers again it is reconnected, which re-attaches its storages (NFS mounts are
-checked and remounted). A host whose first connect failed because its agent was not
-up yet (a slow start, a host registered before its agent) is connected, and so enrolled
-with its join token, as soon as its agent answers. A host disconnected for another
-reason (a revoked credential among them) is left to the operator.
+checked and remounted, leftovers of the tasks it cut short swept). So is a host whose
+agent restarted between two checks: it answers as another instance than the one its
+last connect found, whichever controller ran that. A host whose first connect failed
+because its agent was not up yet (a slow start, a host registered before its agent) is
+connected, and so enrolled with its join token, as soon as its agent answers. A host
+disconnected for another reason (a revoked credential among them) is left to the
+operator.
 
 Only the leading controller runs the checks (`controller.leader`), every
 `host_check_interval` seconds.
@@ -54,7 +57,8 @@ class HostMonitor:
         if host.enrolment_id is None:
             await self._check_unenrolled(host)
             return
-        problem = await self._agents.health(AgentTarget.of(host))
+        health = await self._agents.health(AgentTarget.of(host))
+        problem = health.problem
         if host.state == HostState.CONNECTED and problem is not None:
             async with self._db.begin() as session:
                 if await transition(session, Host, host.id, HostState.CONNECTED,
@@ -63,6 +67,12 @@ class HostMonitor:
         elif (host.state == HostState.DISCONNECTED and problem is None
               and (host.reason or "").startswith(LOST) and not await self._reconnecting(host)):
             log.info("host %s answers again; reconnecting it", host.name)
+            self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
+        elif (host.state == HostState.CONNECTED and None not in (health.instance,
+                                                                 host.agent_instance)
+              and health.instance != host.agent_instance
+              and not await self._reconnecting(host)):
+            log.info("host %s's agent restarted; reconnecting it", host.name)
             self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
 
     async def _check_unenrolled(self, host: Host) -> None:
@@ -78,7 +88,7 @@ class HostMonitor:
                 .order_by(Job.created_at.desc()).limit(1))
         if last != AGENT_UNREACHABLE:
             return
-        if await self._agents.health(AgentTarget.of(host), enrolment=True) is None:
+        if (await self._agents.health(AgentTarget.of(host), enrolment=True)).problem is None:
             log.info("host %s's agent answers now; connecting it", host.name)
             self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
 

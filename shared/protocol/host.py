@@ -53,6 +53,9 @@ class HostInfoResult(Model):
     agent_id: str = Field(description="The agent's own id, made on its first start and "
                                       "kept: one agent, one host, whatever its address.")
     agent_version: str
+    instance: str | None = Field(
+        default=None, description="This start of the agent, as `/healthz` names it: a new "
+                                  "one after every restart.")
     qemu_img_version: str
     initiator_iqn: Iqn | None = Field(
         default=None, description="The host's iSCSI initiator name, if it has one.")

@@ -35,6 +35,8 @@ from tests.support.procs import start_agent, start_controller
 
 MiB = 1 << 20
 SETTLE_TIMEOUT = 120.0
+# Checks frequent enough to see a restarted agent within the harness's patience.
+CONFIG: dict[str, object] = {"host_check_interval": 1}
 WEIGHTS = {"register_image": 1, "create_volume": 4, "snapshot": 3, "delete_snapshot": 2,
            "backup_snapshot": 1, "delete_volume": 2, "migrate": 2}
 
@@ -79,7 +81,7 @@ class Harness:
         self.www.mkdir(parents=True, exist_ok=True)
         self.files = FileServer(self.www)
         self.agent, _ = start_agent(root / "agent")
-        self.controller = start_controller(root / "controller", self.db_url)
+        self.controller = start_controller(root / "controller", self.db_url, config=CONFIG)
         self.api = Client(self.controller.url, self.controller.token)
         self.host_id = enrol_host(self.api, "host-a", self.agent)
         self.primaries = [self._add("/v1/primary-storages", {
@@ -163,9 +165,11 @@ class Harness:
 
     def kill(self) -> None:
         """SIGKILL of the agent or the controller, then the same one started again on
-        its port and state, and the host connected again."""
+        its port and state, and the host connected again (after an agent's restart, by
+        a new connect, which sweeps what its tasks left)."""
         which = self.rng.choice(["agent", "controller"])
         self.report.kills[which] += 1
+        connects = self._connects()
         proc = self.agent if which == "agent" else self.controller
         proc.stop(signal.SIGKILL)
         port = int(proc.url.rsplit(":", 1)[1])
@@ -173,16 +177,29 @@ class Harness:
             self.agent, _ = start_agent(self.root / "agent", port=port)
         else:
             self.controller = start_controller(self.root / "controller", self.db_url,
+                                               config=CONFIG,
                                                port=port)
             self.api = Client(self.controller.url, self.api.token)
-        self._wait_connected()
+        self._wait_connected(connects if which == "agent" else None)
 
-    def _wait_connected(self) -> None:
+    def _connects(self) -> list[dict[str, Any]]:
+        return self.api.get(  # type: ignore[no-any-return]
+            f"/v1/jobs?kind=host.connect&resource_id={self.host_id}&limit=500")["items"]
+
+    def _wait_connected(self, before: list[dict[str, Any]] | None) -> None:
+        """Until the host is connected and, given the connect jobs `before` a restart, a
+        new one has ended."""
         deadline = time.monotonic() + 60
-        while self.api.get(f"/v1/hosts/{self.host_id}")["state"] != "connected":
+        while (self.api.get(f"/v1/hosts/{self.host_id}")["state"] != "connected"
+               or (before is not None and not self._connected_since(before))):
             if time.monotonic() > deadline:
                 raise RuntimeError("the host did not connect again after a restart")
             time.sleep(0.2)
+
+    def _connected_since(self, before: list[dict[str, Any]]) -> bool:
+        known = {job["id"] for job in before}
+        new = [job for job in self._connects() if job["id"] not in known]
+        return bool(new) and all(job["state"] != "running" for job in new)
 
     # --- the run ----------------------------------------------------------------------
 

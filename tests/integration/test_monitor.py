@@ -4,6 +4,7 @@ back, without the operator. Real controller and agent processes."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,40 @@ def test_lost_agent_is_marked_then_reconnected(tmp_path: Path) -> None:
 
         connects = eventually(settled)
         assert sorted(j["state"] for j in connects) == ["succeeded", "succeeded"], connects
+    finally:
+        controller.stop()
+        agent.stop()
+
+
+def test_an_agent_restarted_between_checks_is_reconnected_and_its_leftovers_swept(
+        tmp_path: Path) -> None:
+    """kill -9 and a start again, quicker than the checks come: the agent answers as a
+    new instance, so the host is connected again (as it is when a check saw it down),
+    and what the tasks it cut short left on its storages is removed."""
+    agent, _ = start_agent(tmp_path / "agent")
+    controller = start_controller(tmp_path / "controller",
+                                  f"sqlite:///{tmp_path / 'strata.sqlite'}",
+                                  config={"host_check_interval": 3})
+    try:
+        api = Client(controller.url, controller.token)
+        host = enrol_host(api, "kvm-1", agent)
+        api.wait_job(api.post("/v1/primary-storages", {
+            "name": "local-1", "type": "local", "config": {"path": str(tmp_path / "ps")},
+            "hosts": [host]})["job_id"])
+        leftover = tmp_path / "ps" / "volumes" / ".strata-tmp-job-1.create~0123456789ab-v"
+        leftover.write_bytes(b"half")
+
+        agent.stop(signal.SIGKILL)
+        agent, _ = start_agent(tmp_path / "agent", port=int(agent.url.rsplit(":", 1)[1]))
+
+        def reconnected() -> list[dict[str, Any]]:
+            jobs: list[dict[str, Any]] = api.get("/v1/jobs?kind=host.connect")["items"]
+            done = [j for j in jobs if j["state"] == "succeeded"]
+            return done if len(done) == 2 and not leftover.exists() else []
+
+        assert eventually(reconnected), (api.get("/v1/jobs?kind=host.connect"),
+                                         leftover.exists())
+        assert api.get(f"/v1/hosts/{host}")["state"] == "connected"
     finally:
         controller.stop()
         agent.stop()

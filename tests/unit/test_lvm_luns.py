@@ -86,7 +86,7 @@ def services(tmp_path: Path, tools: LvmTools, target: TargetDriver) -> AgentServ
     files = FileStores(nfs_timeout=5)
     mounts = MountTable(tools.exec, files, str(tmp_path / "mounts.json"))
     qemu_img = QemuImg(tools.exec)
-    return AgentServices(config=config, agent_id="agent-1", executor=tools.exec,
+    return AgentServices(config=config, agent_id="agent-1", instance="i-1", executor=tools.exec,
                          qemu_img=qemu_img, files=files, mounts=mounts,
                          clones=OverlayTemplates(qemu_img),
                          running_tasks=set, task_ended=lambda _: False, target_driver=target,

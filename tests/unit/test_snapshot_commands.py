@@ -41,7 +41,7 @@ def services(tmp_path: Path) -> AgentServices:
     files = FileStores(nfs_timeout=5)
     executor = Executor()
     qemu_img = QemuImg(executor)
-    return AgentServices(config=config, agent_id="agent-1", executor=executor,
+    return AgentServices(config=config, agent_id="agent-1", instance="i-1", executor=executor,
                          qemu_img=qemu_img, files=files, clones=OverlayTemplates(qemu_img),
                          mounts=MountTable(executor, files, str(tmp_path / "mounts.json")),
                          running_tasks=set, task_ended=lambda _: False, url_policy=UrlPolicy(),

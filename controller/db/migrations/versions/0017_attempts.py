@@ -1,7 +1,7 @@
 """job step attempts: the steps tried again after an agent interrupted them
 
 Revision ID: 0017
-Revises: 0014
+Revises: 0016
 Create Date: 2026-11-22 19:00:00
 """
 import sqlalchemy as sa
