@@ -1,14 +1,14 @@
 """images: the chunk manifest made at registration, which cache fills check copies against
 
-Revision ID: 0019
-Revises: 0018
-Create Date: 2026-11-29 10:00:00
+Revision ID: 0020
+Revises: 0019
+Create Date: 2026-11-22 21:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0019'
-down_revision = '0018'
+revision = '0020'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 
