@@ -111,23 +111,23 @@ async def copy_volume(
     """A volume's copy on another storage (a migration): converted under a temporary name,
     compared with the source, then published without overwriting. The source is only
     read, so a copy cut short leaves it as it was, and a temporary the sweep removes."""
-    source, backing = payload.source, payload.backing
+    source, backing, fmt = payload.source, payload.backing, payload.format
     files, final = await new_file(svc, payload.dest_dir, payload.file_name, [source, backing])
     tmp = fsops.temp_path(payload.dest_dir, payload.file_name)
     try:
         await svc.qemu_img.convert(
-            source.path, tmp, src_fmt=source.format, dest_fmt="qcow2",
+            source.path, tmp, src_fmt=source.format, dest_fmt=fmt,
             backing=backing.path if backing else None,
             backing_fmt=backing.format if backing else None,
             progress=lambda pct: progress(pct * 0.8))
         if not await svc.qemu_img.compare(source.path, tmp, first_fmt=source.format,
-                                          second_fmt="qcow2"):
+                                          second_fmt=fmt):
             raise OperationFailed(f"the copy of {source.path} differs from it",
                                   code="copy_mismatch")
         await files.publish(tmp, final)
     finally:
         await files.remove(tmp)
-    info = await svc.qemu_img.info(final, fmt="qcow2")
+    info = await svc.qemu_img.info(final, fmt=fmt)
     return VolumeFacts(path=final, virtual_size=info.virtual_size,
                        capacity=await files.capacity(payload.dest_dir))
 

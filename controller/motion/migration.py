@@ -5,7 +5,8 @@ migration: neither bids on an attached volume, see `live.py`). Each bids on a
 - `SharedHostMigration`: one host reaches both storages' files (two local storages of a
   host, local and NFS, NFS and NFS, an iSCSI storage server that also reaches the other
   storage), so its agent copies the volume directly, onto the destination's image cache;
-  a volume with snapshots layer by layer, its chain rebuilt on the destination.
+  a volume with snapshots layer by layer: its chain rebuilt on a destination of qcow2
+  files, whole raw copies beside the LUN on iSCSI.
 - `StagedMigration`: no host reaches both; a host of the source makes a whole copy of
   the volume beside it, sends it up to a backup storage through its matrix cell's upload
   direction, and a host of the destination brings it down into the destination's volume
@@ -75,7 +76,7 @@ class SharedHostMigration(VolumeMigrationStrategy):
         dest = self._registry.backend_of(request.dest)
         if source is None or not dest.can_copy(request.dest, source, request.source):
             return 0
-        if request.layers and not dest.copies_onto_cache:
+        if request.layers and not dest.carries_snapshots(request.dest):
             return 0
         return SHARED_HOST_BID if shared_hosts(request) else 0
 
@@ -87,21 +88,23 @@ class SharedHostMigration(VolumeMigrationStrategy):
                                                                        request.volume)
         assert source is not None
         dest = self._registry.backend_of(request.dest)
-        backing = request.backing if dest.copies_onto_cache else None
         host = shared_hosts(request)[0]
         copies: dict[str, VolumeCreated] = {}
 
         def onto(parent: str | None) -> BackingFile | None:
-            return backing if parent is None else BackingFile(path=copies[parent].path,
-                                                              format="qcow2")
+            """Where the destination's copies are chains: the copy of `parent`, or the
+            image cache under the oldest."""
+            if not dest.copies_onto_cache:
+                return None
+            return request.backing if parent is None else BackingFile(
+                path=copies[parent].path, format="qcow2")
 
         for layer in request.layers:
-            copies[layer.snapshot_id] = await dest.copy(
-                ctx, request.dest, request.volume, layer.source, host, onto(layer.parent),
-                layer.file_name)
+            copies[layer.snapshot_id] = await dest.copy_snapshot(
+                ctx, request.dest, request.volume, layer, host, onto(layer.parent))
         created = await dest.copy(ctx, request.dest, request.volume, source, host,
                                   onto(request.active_parent), request.file_name)
-        return Migrated(created, on_cache=backing is not None, layers=copies)
+        return Migrated(created, on_cache=onto(None) is not None, layers=copies)
 
 
 class StagedMigration(VolumeMigrationStrategy):
@@ -170,7 +173,8 @@ class StagedMigration(VolumeMigrationStrategy):
             return Migrated(VolumeCreated(facts.path, facts.virtual_size, facts.capacity),
                             on_cache=False)
         created = await self._registry.backend_of(request.dest).clone_layer(
-            ctx, request.dest, facts.path, volume, dest_host, request.backing,
+            ctx, request.dest, BackingFile(path=facts.path, format="qcow2"), volume,
+            dest_host, request.backing,
             drop_source=True)
         return Migrated(created, on_cache=True)
 

@@ -68,7 +68,7 @@ class SnapshotBackupService:
             volume = await get_or_404(session, Volume, snapshot.volume_id, "volume")
             primary = await self._d.store_of(session, volume)
             ensure_reachable(primary.row)
-            self._d.registry.backend_of(primary).check_snapshot_backups(primary)
+            self._d.registry.backend_of(primary).check_snapshot_copies(primary)
             self._d.motion.check_upload(primary.row, row)
             await ready_snapshot(session, snapshot.id)
             held = await session.scalar(select(SnapshotBackup.id).where(

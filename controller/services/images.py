@@ -124,7 +124,7 @@ class ImageService:
         uploaded = await self._d.motion.upload(ctx, UploadRequest(
             volume=volume, primary=primary, backup=store, host=host, file_name=image.id,
             task_id=ctx.task_id("upload"), source=snapshot.path if snapshot else None,
-            flatten=chained))
+            flatten=chained, source_format=volume.format))
         if image.declared_sha256 and uploaded.sha256 != image.declared_sha256:
             raise ChecksumMismatch(f"the volume's sha256 is {uploaded.sha256}, "
                                    f"not {image.declared_sha256} as declared")

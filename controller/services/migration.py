@@ -12,11 +12,13 @@ removes the source. Until the switch the source is the volume, untouched; a job 
 fails before it removes the half-made copy, and a job resumed after a controller
 restart re-attaches to its agent tasks (task ids derived from the job).
 
-A volume with snapshots moves with its whole tree, between storages of qcow2 files
-that one host reaches: each frozen file is copied onto its parent's copy (the oldest
-onto the image cache) and verified, and the switch moves every snapshot row (storage,
-path) and their share of the capacity ledger with the volume's. Elsewhere such a volume
-is refused (409 naming the snapshots).
+A volume with snapshots moves with its whole tree, between storages that carry
+snapshots (qcow2 files, and LUN files on iSCSI) when one host reaches both: each
+snapshot's file is copied and verified (onto its parent's copy, the oldest onto the
+image cache, where the destination keeps qcow2 chains; a whole raw copy beside the LUN
+on iSCSI), and the switch moves every snapshot row (storage, path) and their share of
+the capacity ledger with the volume's. Elsewhere such a volume is refused (409 naming
+the snapshots).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ from controller.db.transitions import (
     transition,
 )
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.motion import Layer, LiveTarget, Migrated, MigrateRequest
+from controller.plugins.interfaces.backend import Layer
+from controller.plugins.interfaces.motion import LiveTarget, Migrated, MigrateRequest
 from controller.plugins.interfaces.stores import Primary
 from controller.services.attachments import live_target
 from controller.services.base import ServiceDeps
@@ -59,6 +62,7 @@ from shared.errors import Conflict, InvalidInput, StrataError
 from shared.names import validate_file_name
 from shared.protocol.files import BackingFile
 from shared.protocol.libvirt import DOMAIN_INFO, DomainPayload
+from shared.protocol.types import ImageFormat
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +142,12 @@ class MigrationService:
         settled."""
         tree = await snapshots_of(session, volume.id)
         registry = self._d.registry
-        chains = (registry.backend_of(source).copies_onto_cache
-                  and registry.backend_of(dest).copies_onto_cache)
-        if tree and (attached or not chains):
+        carried = (registry.backend_of(source).carries_snapshots(source)
+                   and registry.backend_of(dest).carries_snapshots(dest))
+        if tree and (attached or not carried):
             names = ", ".join(sorted(s.name for s in tree))
             where = ("a live migration does not carry" if attached else
-                     "move only between storages of qcow2 files")
+                     "move only between storages of qcow2 files or LUN files")
             raise Conflict(f"volume {volume.name} has snapshots ({names}), which {where}; "
                            "delete them first",
                            code="volume_has_snapshots")
@@ -181,7 +185,7 @@ class MigrationService:
             volume=volume, source=source, dest=dest,
             source_hosts=await reaching(source), dest_hosts=await reaching(dest),
             backing=backing, staging=[self._d.registry.backup(b) for b in staging],
-            task_prefix=task_prefix, layers=layers(tree),
+            task_prefix=task_prefix, layers=layers(tree, volume.format),
             file_name=file_name(volume.path) if tree else None,
             active_parent=volume.snapshot_id if tree else None, live=live)
 
@@ -211,7 +215,7 @@ class MigrationService:
             host = await self._d.selector.for_primary(session, source)
         backend = self._d.registry.backend_of(source)
         capacity = await backend.delete_volume(ctx, source, old, host)
-        for snapshot in leaves_first(ctx.params.get("layers", [])):
+        for snapshot in leaves_first(ctx.params.get("layers", []), volume.id):
             capacity = await backend.delete_snapshot(ctx, source, snapshot, [], host)
         async with ctx.db.begin() as session:
             moved = await get_fresh(session, Volume, volume.id, "volume")
@@ -320,7 +324,7 @@ class MigrationService:
                       size=volume.size)
         await backend.delete_volume(ctx, dest, copy, host)
         moved = [[sid, posixpath.join(directory, file_name(src))] for sid, src in copied]
-        for snapshot in leaves_first(moved):
+        for snapshot in leaves_first(moved, volume.id):
             await backend.delete_snapshot(ctx, dest, snapshot, [], host)
 
     async def _left_on_source(self, ctx: JobContext, source: Primary[Any],
@@ -346,19 +350,23 @@ class MigrationService:
 
 
 def file_name(path: str | None) -> str:
-    """A layer's name, which its copy keeps on the destination."""
-    return validate_file_name(posixpath.basename(path or ""))
+    """A layer's name as a qcow2 file, which its copy keeps on a destination of qcow2
+    chains: a qcow2 layer's own name, a LUN's or LUN snapshot's with `.qcow2` for `.raw`
+    (names that never meet, so the copies of a tree never collide)."""
+    stem = posixpath.splitext(posixpath.basename(path or ""))[0]
+    return validate_file_name(f"{stem}.qcow2")
 
 
-def layers(tree: Sequence[Snapshot]) -> list[Layer]:
-    """The snapshots' frozen files, parents first."""
+def layers(tree: Sequence[Snapshot], fmt: ImageFormat) -> list[Layer]:
+    """The snapshots' frozen files (of the volume's `fmt`), parents first."""
     ordered = sorted(tree, key=lambda s: len(chain_of(tree, s.id)))
-    return [Layer(snapshot_id=s.id, source=BackingFile(path=s.path or "", format="qcow2"),
+    return [Layer(snapshot_id=s.id, source=BackingFile(path=s.path or "", format=fmt),
                   file_name=file_name(s.path), parent=s.parent_id) for s in ordered]
 
 
-def leaves_first(copied: list[list[str]]) -> list[Snapshot]:
-    """Snapshot files to remove (`copied`: snapshot id and path, parents first), each
-    once nothing sits on it any more."""
-    return [Snapshot(id=sid, path=path) for sid, path in reversed(copied)]
+def leaves_first(copied: list[list[str]], volume_id: str) -> list[Snapshot]:
+    """Snapshot files of the volume to remove (`copied`: snapshot id and path, parents
+    first), each once nothing sits on it any more."""
+    return [Snapshot(id=sid, volume_id=volume_id, path=path)
+            for sid, path in reversed(copied)]
 

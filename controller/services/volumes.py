@@ -340,9 +340,11 @@ class VolumeService:
             if "snapshot_id" in ctx.params:
                 snapshot = await get_fresh(session, Snapshot, ctx.params["snapshot_id"],
                                            "snapshot")
+                source = await get_fresh(session, Volume, snapshot.volume_id, "volume")
                 assert snapshot.path is not None
-                return await backend.clone_layer(ctx, store, snapshot.path, volume, host,
-                                                 backing)
+                return await backend.clone_layer(
+                    ctx, store, BackingFile(path=snapshot.path, format=source.format),
+                    volume, host, backing)
             backup = await get_fresh(session, SnapshotBackup, ctx.params["backup_id"],
                                      "snapshot backup")
             bstore = self._d.registry.backup(await get_or_404(
@@ -353,10 +355,11 @@ class VolumeService:
             backup=bstore, primary=store, source=backup.path, sha256=backup.sha256,
             format=backup.format, dest_dir=directory, file_name=f"{volume.id}.restored.qcow2",
             host=host, task_id=ctx.task_id("restore")))
-        if backing is None:
+        if backing is None and backend.copies_onto_cache:
             return VolumeCreated(restored.path, restored.virtual_size, restored.capacity)
-        return await backend.clone_layer(ctx, store, restored.path, volume, host, backing,
-                                         drop_source=True)
+        return await backend.clone_layer(
+            ctx, store, BackingFile(path=restored.path, format=backup.format), volume, host,
+            backing, drop_source=True)
 
     async def _fail_create(self, ctx: JobContext, reason: str) -> None:
         """Whatever step failed, the volume ends in error and gives its capacity back; the

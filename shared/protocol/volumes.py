@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.protocol.command import Command
 from shared.protocol.files import BackingFile
-from shared.protocol.types import FileName, FsCapacity, Model, StorePath
+from shared.protocol.types import FileName, FsCapacity, ImageFormat, Model, StorePath
 
 
 class CreateVolumePayload(Model):
@@ -112,15 +112,24 @@ class SnapshotDeleted(Model):
 
 
 class CopyVolumePayload(Model):
-    """Copy the volume `source` (its whole chain, as a guest reads it) into the qcow2 file
-    `dest_dir/file_name`. With `backing` (the destination's image cache, the same image as
-    the bottom of the source's chain) the copy sits on it and holds only what differs.
-    The copy is compared with the source before it is published."""
+    """Copy the volume `source` (its whole chain, as a guest reads it) into the file
+    `dest_dir/file_name` of `format`. With `backing` (the destination's image cache, the
+    same image as the bottom of the source's chain, or the copy of the layer under
+    `source`) a qcow2 copy sits on it and holds only what `source` holds above its own
+    backing file; a raw copy holds everything and sits on nothing. The copy is compared
+    with the source before it is published."""
 
     source: BackingFile
     dest_dir: StorePath
     file_name: FileName
     backing: BackingFile | None = None
+    format: ImageFormat = "qcow2"
+
+    @model_validator(mode="after")
+    def _raw_sits_on_nothing(self) -> CopyVolumePayload:
+        if self.format == "raw" and self.backing is not None:
+            raise ValueError("a raw copy has no backing file")
+        return self
 
 
 class CompareVolumesPayload(Model):

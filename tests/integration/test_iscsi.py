@@ -134,6 +134,14 @@ def test_volumes_are_luns_granted_per_host(cloud: Cloud, file_server: FileServer
     assert qemu_io(spec(uri, IQN_B), "read -P 0x77 1M 64k").returncode == 0
     cloud.wait(api.delete(f"/v1/volumes/{vol['id']}/access/{cloud.host_a}"))
     assert qemu_io(spec(uri, IQN_A), "read 0 4k").returncode != 0, "A was revoked"
+    # An image of the LUN: the raw file converted into one qcow2 file, as a guest reads it.
+    job = cloud.wait(api.post("/v1/images", {"name": "of-root-1", "volume_id": vol["id"],
+                                             "backup_storage_id": cloud.backup}))
+    copied = cloud.state / "images" / "images" / str(job["resource_id"])
+    assert api.get(f"/v1/images/{job['resource_id']}")["format"] == "qcow2"
+    out = subprocess.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0x33 0 64k", "-c",
+                          "read -P 0x77 1M 64k", str(copied)], capture_output=True, text=True)
+    assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out
     assert [a["host_id"] for a in api.get(f"/v1/volumes/{vol['id']}")["access"]] == [
         cloud.host_b]
 
@@ -258,10 +266,19 @@ def test_lun_snapshots_through_the_api(cloud: Cloud) -> None:
     assert api.get(f"/v1/volumes/{vol['id']}")["path"] == vol["path"], "the LUN stays put"
     # Backed up through the upload direction (the storage server's agent converts the
     # raw copy into one qcow2 file, sha256-checked in the dir store), then restored onto a
-    # local storage of the server: each backup reads its snapshot's patterns.
+    # local storage of the server and onto iSCSI (a new LUN filled from the restored
+    # file): each restore reads its snapshot's patterns.
     local = str(cloud.wait(api.post("/v1/primary-storages", {
         "name": "local-server", "type": "local", "hosts": [cloud.server],
         "config": {"path": str(cloud.state / "local-server")}}))["resource_id"])
+
+    def reads_points(path: str, fmt: str, seen: list[int]) -> None:
+        reads = [f"read -P {seen[-1]} 0 64k",
+                 *(f"read -P {p if p in seen else 0} {p % 16}M 64k" for p in every)]
+        out = subprocess.run(["qemu-io", "-f", fmt, *(a for r in reads for a in ("-c", r)),
+                              path], capture_output=True, text=True)
+        assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out
+
     for name in ("s1", "s2"):
         snap, seen = snaps[name]
         job = cloud.wait(api.post(f"/v1/snapshots/{snap['id']}/backups",
@@ -270,25 +287,39 @@ def test_lun_snapshots_through_the_api(cloud: Cloud) -> None:
         stored = cloud.state / "images" / "snapshots" / f"{vol['id']}.{snap['id']}.qcow2"
         assert backup["state"] == "ready" and backup["format"] == "qcow2"
         assert backup["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
-        made = cloud.wait(api.post("/v1/volumes", {"name": f"of-{name}", "backup_id":
-                                                   backup["id"], "primary_storage_id": local}))
-        restored = api.get(f"/v1/volumes/{made['resource_id']}")
-        reads = [f"read -P {seen[-1]} 0 64k",
-                 *(f"read -P {p if p in seen else 0} {p % 16}M 64k" for p in every)]
-        out = subprocess.run(["qemu-io", *(a for r in reads for a in ("-c", r)),
-                              restored["path"]], capture_output=True, text=True)
-        assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out
-        cloud.wait(api.delete(f"/v1/volumes/{restored['id']}"))
+        for where, fmt in ((local, "qcow2"), (cloud.primary, "raw")):
+            made = cloud.wait(api.post("/v1/volumes", {
+                "name": f"of-{name}", "backup_id": backup["id"],
+                "primary_storage_id": where}))
+            restored = api.get(f"/v1/volumes/{made['resource_id']}")
+            assert restored["format"] == fmt and restored["size"] == 32 << 20
+            reads_points(restored["path"], fmt, seen)
+            cloud.wait(api.delete(f"/v1/volumes/{restored['id']}"))
         cloud.wait(api.delete(f"/v1/snapshot-backups/{backup['id']}"))
-    # Volumes and images of LUN snapshots, and restores onto iSCSI, are not made yet.
-    first = snaps["s1"][0]["id"]
-    for path, body in (("/v1/volumes", {"name": "copy", "primary_storage_id": cloud.primary,
-                                        "snapshot_id": first}),
-                       ("/v1/images", {"name": "of-lun", "snapshot_id": first,
-                                       "backup_storage_id": cloud.backup})):
-        with pytest.raises(ApiError) as info:
-            api.post(path, body)
-        assert (info.value.status, info.value.code) == (409, "snapshot_copies_not_supported")
+    assert not [p for p in cloud.luns.iterdir() if not p.name.startswith(vol["id"])], \
+        "no restored file stays beside the LUNs"
+
+    # A volume of a LUN snapshot is a new LUN holding the snapshot's data, and writing to
+    # it leaves the snapshot as it was; an image of one is flattened into one qcow2 file.
+    first, seen = snaps["s1"]
+    job = cloud.wait(api.post("/v1/volumes", {"name": "copy", "snapshot_id": first["id"],
+                                              "primary_storage_id": cloud.primary}))
+    copy = api.get(f"/v1/volumes/{job['resource_id']}")
+    assert copy["path"] != vol["path"] and copy["export"]["target"] != vol["export"]["target"]
+    reads_points(copy["path"], "raw", seen)
+    assert subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x77 0 64k",
+                           copy["path"]], capture_output=True).returncode == 0
+    reads_points(str(snapshot_dir / f"{vol['id']}.{first['id']}.raw"), "raw", seen)
+    cloud.wait(api.delete(f"/v1/volumes/{copy['id']}"))
+    third, seen = snaps["s3"]
+    job = cloud.wait(api.post("/v1/images", {"name": "of-lun", "snapshot_id": third["id"],
+                                             "backup_storage_id": cloud.backup}))
+    image = api.get(f"/v1/images/{job['resource_id']}")
+    stored = cloud.state / "images" / "images" / image["id"]
+    assert image["state"] == "ready" and image["format"] == "qcow2"
+    assert image["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+    reads_points(str(stored), "qcow2", seen)
+    assert api.get(f"/v1/volumes/{vol['id']}")["state"] == "ready"
 
     # Grown after its snapshots: reverting keeps the size the volume has.
     cloud.wait(api.post(f"/v1/volumes/{vol['id']}/resize", {"size": 48 << 20}))

@@ -52,6 +52,19 @@ class VolumeGrown:
     capacity: FsCapacity
 
 
+@dataclass(frozen=True)
+class Layer:
+    """A snapshot's frozen file that moves with its volume: `source` is read; where the
+    destination keeps chains of qcow2 files, the copy is named `file_name` and sits on
+    the copy of the layer `parent` (a snapshot id; None: on the destination's image
+    cache, or on nothing)."""
+
+    snapshot_id: str
+    source: BackingFile
+    file_name: str
+    parent: str | None
+
+
 class PrimaryStorageBackend(abc.ABC, Generic[C]):
     """One per (primary storage type, hypervisor)."""
 
@@ -99,11 +112,6 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
                           "restores and copies of its snapshots are not supported yet",
                           code="snapshot_copies_not_supported")
 
-    def check_snapshot_backups(self, store: Primary[C]) -> None:
-        """Raises a 409 when snapshots on this storage can't be backed up (copied up as
-        one qcow2 file each); by default, where they can't be copied out at all."""
-        self.check_snapshot_copies(store)
-
     async def take_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
                             snapshot: Snapshot, overlay: str, host: Host) -> SnapshotTaken:
         """Freezes the volume's active layer as `snapshot`; a new active layer named
@@ -143,12 +151,12 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
         snapshots' and the active layer), then removes it."""
         raise snapshots_not_supported(store)
 
-    async def clone_layer(self, ctx: JobContext, store: Primary[C], source: str,
+    async def clone_layer(self, ctx: JobContext, store: Primary[C], source: BackingFile,
                           volume: Volume, host: Host, backing: BackingFile | None,
                           drop_source: bool = False) -> VolumeCreated:
-        """Makes `volume` a copy of what the layer `source` (a snapshot's file, or a
-        restored backup) reads: on `backing` (the image cache) holding only what differs
-        from it, or flat without. It shares no file of `source`'s chain; with
+        """Makes `volume` a copy of what `source` (a snapshot's file, or a restored
+        backup, on `store`) reads: on `backing` (the image cache) holding only what
+        differs from it, or flat without. It shares no file of `source`'s chain; with
         `drop_source`, `source` is removed whatever happens."""
         raise snapshots_not_supported(store)
 
@@ -177,6 +185,21 @@ class PrimaryStorageBackend(abc.ABC, Generic[C]):
         volume with snapshots; by default the volume's own name)."""
         raise Unsupported(f"primary storage {store.name} ({store.row.type}) takes no "
                           "copies of volumes", code="copy_not_supported")
+
+    def carries_snapshots(self, store: Primary[C]) -> bool:
+        """Whether a volume with snapshots moves onto or off `store` with them, each
+        snapshot's file read whole (`copy_source` reads the volume) and copied by
+        `copy_snapshot`."""
+        return False
+
+    async def copy_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                            layer: Layer, host: Host,
+                            backing: BackingFile | None) -> VolumeCreated:
+        """Makes on `store` a verified copy of the snapshot file `layer.source` of
+        `volume`, which `host` reads; `backing` is the copy of its parent (or the image
+        cache) where the backend `copies_onto_cache`."""
+        raise Unsupported(f"primary storage {store.name} ({store.row.type}) takes no "
+                          "copies of snapshots", code="copy_not_supported")
 
 
 def snapshots_not_supported(store: Primary[Any]) -> Unsupported:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import Host, Image, ImageCache, Volume
 from controller.jobs.engine import JobContext
-from controller.plugins.interfaces.backend import VolumeCreated
+from controller.plugins.interfaces.backend import Layer, VolumeCreated
 from controller.plugins.interfaces.mediator import (
     DownloadRequest,
     RestoreRequest,
@@ -38,18 +38,6 @@ class EndPointSelector(abc.ABC):
         """Every connected host whose agent reaches `store`'s files; by default the one
         `for_primary` picks."""
         return [await self.for_primary(session, store)]
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A snapshot's frozen file that moves with its volume: `source` is read, the copy is
-    named `file_name` and sits on the copy of the layer `parent` (a snapshot id; None:
-    on the destination's image cache, or on nothing)."""
-
-    snapshot_id: str
-    source: BackingFile
-    file_name: str
-    parent: str | None
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from typing import Any
 
 from controller.db.models import Host, ImageCache, Snapshot, Volume
 from controller.jobs.engine import JobContext
-from controller.plugins.files import delete_cache_file
+from controller.plugins.files import delete_cache_file, delete_file
 from controller.plugins.interfaces.backend import (
+    Layer,
     PrimaryStorageBackend,
     SnapshotTaken,
     Switch,
@@ -52,16 +53,21 @@ from shared.protocol.iscsi import (
 )
 from shared.protocol.libvirt import VolumeSource
 from shared.protocol.types import FsCapacity
-from shared.protocol.volumes import COMPARE_VOLUMES, CompareVolumesPayload
+from shared.protocol.volumes import (
+    COMPARE_VOLUMES,
+    COPY_VOLUME,
+    CompareVolumesPayload,
+    CopyVolumePayload,
+)
 
 
 def lun_file_name(volume_id: str) -> str:
     return f"{volume_id}.raw"
 
 
-def snapshot_file_name(snapshot: Snapshot) -> str:
+def snapshot_file_name(volume_id: str, snapshot_id: str) -> str:
     """Named after its volume and itself: a retried job makes (or finds) the same one."""
-    return f"{snapshot.volume_id}.{snapshot.id}.raw"
+    return f"{volume_id}.{snapshot_id}.raw"
 
 
 def snapshot_dir(store: Primary[IscsiConfig]) -> str:
@@ -111,6 +117,22 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
                                   "from its source", code="copy_mismatch")
         return created
 
+    def carries_snapshots(self, store: Primary[IscsiConfig]) -> bool:
+        """Snapshot files move; logical volumes do not."""
+        return not store.config.volume_group
+
+    async def copy_snapshot(self, ctx: JobContext, store: Primary[IscsiConfig],
+                            volume: Volume, layer: Layer, host: Host,
+                            backing: BackingFile | None) -> VolumeCreated:
+        """A whole raw copy in the snapshot directory, named as a snapshot taken here
+        would be, converted from what the snapshot's file reads and compared with it."""
+        payload = CopyVolumePayload(
+            source=layer.source, dest_dir=snapshot_dir(store),
+            file_name=snapshot_file_name(volume.id, layer.snapshot_id), format="raw")
+        facts = await ctx.call(host, COPY_VOLUME, payload,
+                               step=f"copy-{layer.snapshot_id}-to-{store.id}", span=(10, 90))
+        return VolumeCreated(facts.path, facts.virtual_size, facts.capacity, format="raw")
+
     async def _export(self, ctx: JobContext, store: Primary[IscsiConfig], volume: Volume,
                       host: Host, backing: BackingFile | None, step: str) -> VolumeCreated:
         payload = ExportLunPayload(
@@ -151,17 +173,31 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
     def check_snapshots(self, store: Primary[IscsiConfig]) -> None:
         return None
 
-    def check_snapshot_backups(self, store: Primary[IscsiConfig]) -> None:
+    def check_snapshot_copies(self, store: Primary[IscsiConfig]) -> None:
         """A snapshot is a whole raw copy on the storage server, whose agent converts it
-        into one qcow2 file on the way up."""
+        into one qcow2 file on the way up, and fills a new LUN from it or from a restored
+        backup (`clone_layer`)."""
         return None
+
+    async def clone_layer(self, ctx: JobContext, store: Primary[IscsiConfig],
+                          source: BackingFile, volume: Volume, host: Host,
+                          backing: BackingFile | None,
+                          drop_source: bool = False) -> VolumeCreated:
+        """A new LUN filled from `source` on the storage server, as from an image cache:
+        it holds all its data, so `backing` is not used."""
+        try:
+            return await self._export(ctx, store, volume, host, source, f"clone-{volume.id}")
+        finally:
+            if drop_source:
+                directory, name = posixpath.split(source.path)
+                await delete_file(ctx, host, directory, name, f"drop-{name}")
 
     def _snapshot_payload(self, store: Primary[IscsiConfig], volume_id: str,
                           snapshot: Snapshot) -> LunSnapshotPayload:
         return LunSnapshotPayload(dir=ISCSI.driver.volume_dir(store),
                                   file_name=lun_file_name(volume_id),
                                   snapshot_dir=snapshot_dir(store),
-                                  snapshot_name=snapshot_file_name(snapshot),
+                                  snapshot_name=snapshot_file_name(volume_id, snapshot.id),
                                   volume_group=store.config.volume_group)
 
     async def take_snapshot(self, ctx: JobContext, store: Primary[IscsiConfig],

@@ -19,6 +19,7 @@ from controller.db.models import Host, ImageCache, Snapshot, Volume
 from controller.jobs.engine import JobContext
 from controller.plugins.files import delete_cache_file, delete_file
 from controller.plugins.interfaces.backend import (
+    Layer,
     PrimaryStorageBackend,
     SnapshotTaken,
     Switch,
@@ -134,6 +135,15 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
                                span=(10, 90))
         return VolumeCreated(facts.path, facts.virtual_size, facts.capacity)
 
+    def carries_snapshots(self, store: Primary[C]) -> bool:
+        return True
+
+    async def copy_snapshot(self, ctx: JobContext, store: Primary[C], volume: Volume,
+                            layer: Layer, host: Host,
+                            backing: BackingFile | None) -> VolumeCreated:
+        return await self.copy(ctx, store, volume, layer.source, host, backing,
+                               layer.file_name)
+
     def check_snapshots(self, store: Primary[C]) -> None:
         return None
 
@@ -204,11 +214,11 @@ class Qcow2FileBackend(PrimaryStorageBackend[C]):
         result = await ctx.call(host, DELETE_SNAPSHOT, payload, step=f"merge-{snapshot.id}")
         return result.capacity
 
-    async def clone_layer(self, ctx: JobContext, store: Primary[C], source: str,
+    async def clone_layer(self, ctx: JobContext, store: Primary[C], source: BackingFile,
                           volume: Volume, host: Host, backing: BackingFile | None,
                           drop_source: bool = False) -> VolumeCreated:
         directory = self._driver.volume_dir(store)
-        payload = CloneLayerPayload(dir=directory, source=layer_name(directory, source),
+        payload = CloneLayerPayload(dir=directory, source=layer_name(directory, source.path),
                                     file_name=volume_file_name(volume), backing=backing,
                                     drop_source=drop_source)
         facts = await ctx.call(host, CLONE_LAYER, payload, step=f"clone-{volume.id}",
