@@ -78,6 +78,17 @@ def names(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
+def await_task(stack: Stack, command: str, what: str, task: str = "",
+               timeout: float = 30) -> None:
+    """Waits until the agent runs a `command` task (whose id holds `task`): the moment
+    a test kills the controller in."""
+    deadline = time.monotonic() + timeout
+    while not any(t["command"] == command and task in str(t["task_id"])
+                  for t in debug_tasks(stack.agent_debug)["running"]):
+        assert time.monotonic() < deadline, f"{what} never started"
+        time.sleep(0.05)
+
+
 class Patterns:
     """One 64 KiB region per write, each with its own pattern, all checked every time."""
 
@@ -244,15 +255,12 @@ def test_staged_through_backup_storage_when_no_host_reaches_both(
         before_b = allocated(stack, local_b)
         accepted = stack.api.post(f"/v1/volumes/{big['id']}/migrate",
                                   {"primary_storage_id": local_b})
-        deadline = time.monotonic() + 30
-        while not any(t["command"] == "copy_volume" for t in
-                      debug_tasks(stack.agent_debug)["running"]):
-            assert time.monotonic() < deadline, "the staging never started"
-            time.sleep(0.05)
+        await_task(stack, "copy_volume", "the staging")
         stack.controller.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 60
         while any(t["command"] == "copy_volume" for t in
                   debug_tasks(stack.agent_debug)["running"]):
-            assert time.monotonic() < deadline + 60, "the staging never ended"
+            assert time.monotonic() < deadline, "the staging never ended"
             time.sleep(0.05)
         staged = f"{big['id']}.staged.qcow2"
         assert staged in names(stack.primary_path / "volumes")
@@ -285,11 +293,7 @@ def test_controller_killed_mid_migration(stack: Stack, tmp_path: Path) -> None:
     patterns.write(vol["path"])
     accepted = stack.api.post(f"/v1/volumes/{vol['id']}/migrate",
                               {"primary_storage_id": local_b})
-    deadline = time.monotonic() + 30
-    while not any(t["command"] == "copy_volume" for t in
-                  debug_tasks(stack.agent_debug)["running"]):
-        assert time.monotonic() < deadline, "the copy never started"
-        time.sleep(0.05)
+    await_task(stack, "copy_volume", "the copy")
     assert stack.api.get(f"/v1/volumes/{vol['id']}")["state"] == "migrating"
     stack.controller.stop(signal.SIGKILL)
     # While no controller runs, the source is the volume, whole (read beside the copy's
@@ -320,11 +324,7 @@ def test_controller_killed_mid_snapshot_merge(stack: Stack) -> None:
     vol = stack.api.get(f"/v1/volumes/{vol['id']}")
     qemu_io(vol["path"], "write -P 0x2e 0 64k")
     accepted = stack.api.delete(f"/v1/snapshots/{snap['id']}")
-    deadline = time.monotonic() + 30
-    while not any(t["command"] == "delete_snapshot" for t in
-                  debug_tasks(stack.agent_debug)["running"]):
-        assert time.monotonic() < deadline, "the merge never started"
-        time.sleep(0.05)
+    await_task(stack, "delete_snapshot", "the merge")
     stack.controller.stop(signal.SIGKILL)
     stack.restart_controller()
     stack.wait(accepted)
@@ -334,6 +334,117 @@ def test_controller_killed_mid_snapshot_merge(stack: Stack) -> None:
             "read -P 0x4d 999M 1M")
     assert names(stack.primary_path / "volumes") == [Path(vol["path"]).name]
     assert stack.api.get(f"/v1/snapshots/{snap['id']}")["state"] == "destroyed"
+
+
+LAYER = 256 * MIB
+
+
+@pytest.mark.parametrize("outcome", ["completes", "fails"])
+def test_controller_killed_mid_chain_migration(
+        stack: Stack, file_server: FileServer, image_dir: Path, tmp_path: Path,
+        outcome: str) -> None:
+    """kill -9 of the controller while the agent copies the second of a linked clone's
+    three snapshot layers (the first one's copy done, the rest not begun). The restarted
+    controller resumes the job, which re-attaches to the layer copies already made or
+    under way and copies the rest: the chain lands on the destination, every snapshot
+    and the active layer read as before, the source chain goes. Or ("fails") a file of
+    the active layer's name waits on the destination meanwhile, so the resumed job fails
+    at the last copy: the volume is ready on the source, its chain untouched, and every
+    layer the job copied is removed from the destination. Either way the volume
+    directories hold one chain, on one side, and no temporary."""
+    local_b = local_storage(stack, "local-b", tmp_path / "primary-b", stack.host_id)
+    image = register(stack, file_server, image_dir, stack.backup_id, "base")
+    vol = volume(stack, stack.primary_id, name="chain", image_id=image["id"],
+                 size=1024 * MIB)
+    # Before each snapshot a layer of its own (`LAYER` bytes past the last one's) and a
+    # 64 KiB write over the start of the first; then one more into the active layer.
+    patterns = [0x41, 0x42, 0x43]
+    snaps: list[dict[str, Any]] = []
+    for i, pattern in enumerate(patterns):
+        qemu_io(vol["path"], f"write -P {pattern} {8 * MIB + i * LAYER} {LAYER}",
+                f"write -P {pattern} 8M 64k")
+        snaps.append(take(stack, vol["id"], f"s{i + 1}"))
+        vol = stack.api.get(f"/v1/volumes/{vol['id']}")
+    qemu_io(vol["path"], "write -P 0x44 8M 64k", "write -P 0x44 1000M 64k")
+
+    def view(layers: int, top: int) -> list[str]:
+        """What a file holding the first `layers` layers reads; `top`: the last pattern
+        written over the start of the first layer."""
+        reads = [*IMAGE_PATTERN, f"read -P {top} 8M 64k"]
+        for i, pattern in enumerate(patterns[:layers]):
+            start = 8 * MIB + i * LAYER
+            reads += [f"read -P {pattern} {start + MIB} 1M",
+                      f"read -P {pattern} {start + LAYER - MIB} 1M"]
+        return [*reads, f"read -P 0 {8 * MIB + layers * LAYER} 1M"]
+
+    views = {s["id"]: view(i + 1, patterns[i]) for i, s in enumerate(snaps)}
+    active = [*view(3, 0x44), "read -P 0x44 1000M 64k"]
+
+    def check_chain(shown: dict[str, Any], cache: str) -> None:
+        """`read_chain` of the volume's row `shown`, its snapshot rows on its storage."""
+        layers = {s["id"]: dict(stack.api.get(f"/v1/snapshots/{s['id']}")) for s in snaps}
+        assert {s["primary_storage_id"] for s in layers.values()} == {
+            shown["primary_storage_id"]}
+        read_chain(shown["path"], [layers[s["id"]]["path"] for s in snaps], cache)
+
+    def read_chain(top: str, frozen: list[str], cache: str) -> None:
+        """The chain of the active layer `top` over the snapshots' files `frozen` (oldest
+        first) on `cache`, each reading as written (beside a copy's shared lock)."""
+        assert chain(top) == [top, *reversed(frozen), cache]
+        for snap, path in zip(snaps, frozen, strict=True):
+            read_shared(path, *views[snap["id"]])
+        read_shared(top, *active)
+
+    cache_a = str(stack.primary_path / "imagecache" / image["id"])
+    cache_b = str(tmp_path / "primary-b" / "imagecache" / image["id"])
+    check_chain(vol, cache_a)
+    files = names(stack.primary_path / "volumes")
+    assert len(files) == 4
+    held = 4 * 1024 * MIB
+    before = allocated(stack, stack.primary_id), allocated(stack, local_b)
+    accepted = stack.api.post(f"/v1/volumes/{vol['id']}/migrate",
+                              {"primary_storage_id": local_b})
+    first, second = (f".copy-{Path(s['path']).name}" for s in snaps[:2])
+    await_task(stack, "copy_volume", "the second layer's copy", second, timeout=60)
+    stack.controller.stop(signal.SIGKILL)
+    tasks = debug_tasks(stack.agent_debug)
+    assert [t["state"] for t in tasks["recent"] if first in str(t["task_id"])] == [
+        "succeeded"], "the first layer was copied before the kill"
+    assert any(second in str(t["task_id"]) for t in tasks["running"]), (
+        "the kill landed while the second layer was being copied")
+    assert Path(snaps[0]["path"]).name in names(tmp_path / "primary-b" / "volumes")
+    # While no controller runs, the source chain is the volume, whole.
+    read_chain(vol["path"], [s["path"] for s in snaps], cache_a)
+    if outcome == "fails":
+        (tmp_path / "primary-b" / "volumes").mkdir(exist_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2",
+                        str(tmp_path / "primary-b" / "volumes" / Path(vol["path"]).name),
+                        "1M"], check=True)
+    stack.restart_controller()
+    job = stack.wait(accepted, ok=outcome == "completes")
+    shown = stack.api.get(f"/v1/volumes/{vol['id']}")
+    assert shown["state"] == "ready", shown
+    copies = [str(t["task_id"]) for t in debug_tasks(stack.agent_debug)["recent"]
+              if t["command"] == "copy_volume"]
+    assert len(copies) == 4, "one copy per layer: those under way re-attached"
+    if outcome == "completes":
+        assert shown["primary_storage_id"] == local_b and job["result"]["path"] == shown["path"]
+        check_chain(shown, cache_b)
+        assert names(tmp_path / "primary-b" / "volumes") == files, "each layer keeps its name"
+        assert names(stack.primary_path / "volumes") == [], "the source chain is removed"
+        assert allocated(stack, stack.primary_id) == before[0] - held
+        assert allocated(stack, local_b) == before[1] + held + int(image["size"])
+    else:
+        assert job["state"] == "failed" and "already exists" in job["error"]["message"], job
+        assert shown["primary_storage_id"] == stack.primary_id
+        check_chain(shown, cache_a)
+        assert names(stack.primary_path / "volumes") == files, "the source chain is whole"
+        assert names(tmp_path / "primary-b" / "volumes") == [], "no layer left behind"
+        assert allocated(stack, stack.primary_id) == before[0]
+        assert allocated(stack, local_b) == before[1] + int(image["size"])
+    # The image cache is all each side keeps besides the chain.
+    for directory in (stack.primary_path, tmp_path / "primary-b"):
+        assert names(directory / "imagecache") == [image["id"]]
 
 
 def test_bad_migration_requests(stack: Stack, tmp_path: Path) -> None:
@@ -373,11 +484,7 @@ def test_bad_migration_requests(stack: Stack, tmp_path: Path) -> None:
     big = volume(stack, stack.primary_id, name="big", size=1024 * MIB)
     qemu_io(big["path"], "write -P 0x3c 0 1000M")
     accepted = api.post(f"/v1/volumes/{big['id']}/migrate", {"primary_storage_id": local_b})
-    deadline = time.monotonic() + 30
-    while not any(t["command"] == "copy_volume" for t in
-                  debug_tasks(stack.agent_debug)["running"]):
-        assert time.monotonic() < deadline, "the copy never started"
-        time.sleep(0.05)
+    await_task(stack, "copy_volume", "the copy")
     busy: list[Callable[[], object]] = [
         lambda: api.post(f"/v1/volumes/{big['id']}/migrate",
                          {"primary_storage_id": local_b}),
