@@ -168,7 +168,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/volumes/{id}/migrate", volumes.migrate_volume,
           "Move a volume no host holds to another primary storage, with its snapshots: "
           "copied, verified, then switched; the source is removed last (same_storage 400; "
-          "volume_busy, volume_has_snapshots (snapshots of a LUN), snapshot_not_ready, "
+          "volume_busy, volume_has_snapshots (snapshots that do not move), snapshot_not_ready, "
           "volume_in_use, storage_not_ready, same_directory, no_migration_path 409)",
           body=s.VolumeMigrate, response=s.JobAccepted, status=202, role=Role.OPERATOR),
     Route("POST", "/v1/volumes/{id}/access", volumes.grant_access,
