@@ -135,6 +135,23 @@ def make_image(directory: Path, name: str, fmt: str = "qcow2", size: str = "16M"
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def raw_lun(directory: Path, name: str) -> Path:
+    """A sparse raw file as a LUN or its snapshot is, with a pattern written into it."""
+    path, _ = make_image(directory, name, fmt="raw", size="8M")
+    subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x6c 1M 64k", str(path)],
+                   check=True, capture_output=True)
+    return path
+
+
+def reads_as_raw(qcow2: Path, raw: Path) -> bool:
+    """Whether the qcow2 file `qcow2` is a standalone copy of what `raw` holds."""
+    info = subprocess.run(["qemu-img", "info", "-f", "qcow2", str(qcow2)],
+                          capture_output=True, text=True)
+    same = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", str(qcow2),
+                           str(raw)], capture_output=True)
+    return info.returncode == 0 and "backing file" not in info.stdout and same.returncode == 0
+
+
 @dataclass
 class Stack:
     """A controller and one agent, with a host, a local primary and a dir backup storage."""

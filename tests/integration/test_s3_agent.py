@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import raw_lun, reads_as_raw
 from tests.support.agents import Agent, start_test_agent
 from tests.support.fileserver import FileServer
 from tests.support.s3server import S3Server
@@ -74,6 +75,19 @@ def test_register_download_upload_delete(s3: S3Server, agent: Agent, tmp_path: P
         state, gone = agent.call("s3_delete", {"endpoint": s3.endpoint(),
                                                "key": "strata/volumes/vol-1"})
         assert state == "succeeded" and gone["existed"] is expected
+
+    # A raw LUN snapshot goes up as one qcow2 object of what it holds.
+    lun = raw_lun(tmp_path, "lun-snapshot.raw")
+    state, up = agent.call("s3_upload", {"endpoint": s3.endpoint(), "local_path": str(lun),
+                                         "flatten": True, "src_format": "raw",
+                                         "key": "strata/snapshots/lun-1"})
+    assert state == "succeeded", up
+    stored = tmp_path / "lun-1.qcow2"
+    stored.write_bytes(s3.client().get_object(
+        Bucket=s3.bucket, Key="strata/snapshots/lun-1")["Body"].read())
+    assert up["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+    assert reads_as_raw(stored, lun)
+    assert os.listdir(tmp_path / "agent" / "staging") == []
 
 
 def test_missing_bucket_and_server(s3: S3Server, agent: Agent) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_image
+from tests.conftest import make_image, raw_lun, reads_as_raw
 from tests.support.agents import Agent, start_test_agent
 from tests.support.fileserver import FileServer
 from tests.support.sshd import SshServer, keypair
@@ -64,6 +64,17 @@ def test_register_download_upload_delete(sshd: SshServer, agent: Agent, tmp_path
         "endpoint": sshd.endpoint(), "local_path": str(volume),
         "remote_dir": str(store / "images"), "file_name": "vol-backup-1"})
     assert state == "failed" and again["code"] == "conflict", "never overwritten"
+
+    # A raw LUN snapshot goes up as one qcow2 file of what it holds.
+    lun = raw_lun(tmp_path, "lun-snapshot.raw")
+    state, up = agent.call("sftp_upload", {
+        "endpoint": sshd.endpoint(), "local_path": str(lun), "flatten": True,
+        "src_format": "raw", "remote_dir": str(store / "images"), "file_name": "lun-1"})
+    assert state == "succeeded", up
+    assert up["sha256"] == hashlib.sha256((store / "images" / "lun-1").read_bytes()).hexdigest()
+    assert reads_as_raw(store / "images" / "lun-1", lun)
+    assert os.listdir(tmp_path / "agent" / "staging") == []
+    (store / "images" / "lun-1").unlink()
 
     for expected in (True, False):
         state, gone = agent.call("sftp_delete", {
