@@ -7,9 +7,9 @@ volumes, 100 snapshots and 10 hosts, then up to 100,000, 10,000 and 1,000; at ea
 it measures through the API:
 
 - the create rate: `--creates` root volumes (POST plus job completion) at concurrency 16;
-- `GET /v1/volumes` filtered by primary storage and state, `limit=100`: the first page
-  (which counts `total`), the first page with `count=false`, and a keyset page (`after=`)
-  nine tenths deep; p50 and p99 of `--requests` sequential requests each.
+- `GET /v1/volumes` filtered by primary storage and state, `limit=100`: the first page,
+  the first page with its `total` (`count=true`), and a keyset page (`after=`) nine
+  tenths deep; p50 and p99 of `--requests` sequential requests each.
 
 Then prints each cost at the large size over its cost at the small one (target <= 1.3)
 and the p99s (target < 50 ms). Half the seeded volumes are on the measured storage (a
@@ -145,7 +145,7 @@ def measure(controller: Any, api: Client, primary: str, image: str, args: argpar
     print(f"    keyset page after row {depth:,} of the filtered list", flush=True)
     figures: dict[str, float] = {}
     for name, path in (("first page", f"/v1/volumes?{query}&limit=100"),
-                       ("first page, count=false", f"/v1/volumes?{query}&limit=100&count=false"),
+                       ("first page, count=true", f"/v1/volumes?{query}&limit=100&count=true"),
                        ("keyset page", f"/v1/volumes?{query}&limit=100&after={cursor}")):
         ms = asyncio.run(latencies(controller.url, controller.token, path, args.requests))
         figures[f"{name} p50 ms"] = p(ms, 50)

@@ -192,8 +192,8 @@ class Cli:
 
     def listing(self, resource: str, filters: list[str]) -> int:
         query = [f"limit={self.args.limit}", f"offset={self.args.offset}"]
-        if self.args.after:
-            query.append(f"after={self.args.after}")
+        # A table says how many rows there are in all; a keyset page, how far it got.
+        query.append(f"after={self.args.after}" if self.args.after else "count=true")
         for f in filters:
             if "=" not in f:
                 raise ApiError(0, "invalid_input", f"filter {f!r} is not KEY=VALUE")

@@ -57,7 +57,7 @@ def flag_param(request: web.Request, name: str) -> bool:
 @dataclass
 class PageResult:
     rows: list[Any]
-    # The number of matching rows; None when not counted (keyset pages, or `?count=false`).
+    # The number of matching rows; None unless asked for (`?count=true`).
     total: int | None
     limit: int
     offset: int
@@ -96,9 +96,9 @@ async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any
     rows in `order` (creation by default; its last column must be unique): after the
     row of the cursor `after` (keyset paging: deep pages cost what the first does, and
     rows inserted meanwhile neither repeat nor hide others), or at `offset`. `total`
-    costs every matching row: it is counted for offset pages and on `?count=true`, not
-    for keyset pages or on `?count=false`. Unknown query parameters are refused rather
-    than silently ignored."""
+    costs every matching row, so a page costs what its rows do whatever the table
+    holds unless the client asks for it (`?count=true`). Unknown query parameters are
+    refused rather than silently ignored."""
     allowed = {*filters, "limit", "offset", "after", "count"}
     unknown = sorted(set(request.query) - allowed)
     if unknown:
@@ -111,7 +111,7 @@ async def paginate(session: AsyncSession, request: web.Request, stmt: Select[Any
     limit = number_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = number_param(request, "offset", 0, 0, 1 << 31)
     after = request.query.get("after")
-    counted = flag_param(request, "count") if "count" in request.query else after is None
+    counted = flag_param(request, "count")
     total = (await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
              if counted else None)
     if after is not None:

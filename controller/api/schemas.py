@@ -446,9 +446,9 @@ class HostAccepted(JobAccepted):
 
 class Page(BaseModel, Generic[T]):
     items: list[T]
-    total: int | None = Field(description="Every matching row, counted for offset pages "
-                                          "and on `?count=true`; null on keyset pages "
-                                          "(`?after=`) and on `?count=false`.")
+    total: int | None = Field(description="Every matching row, counted on `?count=true` "
+                                          "(at the cost of reading them); null "
+                                          "otherwise.")
     limit: int
     offset: int
     # Pass as `?after=` for the next page (keyset paging); null on the last page.

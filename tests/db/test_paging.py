@@ -78,19 +78,21 @@ async def test_bad_cursors_are_refused(db: async_sessionmaker[AsyncSession]) -> 
             await _page(db, query)
 
 
-async def test_total_is_counted_for_offset_pages_and_on_request(
+async def test_total_is_counted_on_request_only(
         db: async_sessionmaker[AsyncSession]) -> None:
-    """Counting costs every matching row: keyset pages skip it unless asked."""
+    """Counting costs every matching row: no page has it unless asked."""
     async with db.begin() as session:
         store = PrimaryStorage(name="c", type="local", config={"path": "/c"},
                                capacity_total=1, state=StoreState.READY)
         session.add(store)
     await _insert(db, store.id, [time.time() + i for i in range(5)])
     first = await _paginate(db, "limit=2")
-    assert first.total == 5 and first.next is not None
+    assert first.total is None and first.next is not None
+    assert (await _paginate(db, "limit=2&count=true")).total == 5
     assert (await _paginate(db, f"limit=2&after={first.next}")).total is None
     assert (await _paginate(db, f"limit=2&after={first.next}&count=true")).total == 5
-    assert (await _paginate(db, "limit=2&offset=2")).total == 5
+    assert (await _paginate(db, "limit=2&offset=2")).total is None
+    assert (await _paginate(db, "limit=2&offset=2&count=true")).total == 5
     assert (await _paginate(db, "limit=2&count=false")).total is None
     with pytest.raises(InvalidInput):
         await _paginate(db, "count=maybe")

@@ -112,7 +112,7 @@ def config(ids: dict[str, str], token: str, path: Path) -> None:
 def wait_jobs(api: Client, limit: float) -> int:
     deadline = time.monotonic() + limit
     while True:
-        running = int(api.get("/v1/jobs?state=running&limit=1")["total"])
+        running = int(api.get("/v1/jobs?state=running&limit=1&count=true")["total"])
         if running == 0 or time.monotonic() > deadline:
             return running
         time.sleep(1)
@@ -132,7 +132,7 @@ def stuck(api: Client) -> list[str]:
                         found.append(f"{kind} {item['id']} on host {ref['host_id']} is "
                                      f"{ref['state']}")
             offset += len(page["items"])
-            if offset >= page["total"] or not page["items"]:
+            if page["next"] is None:
                 break
     return found
 

@@ -54,7 +54,7 @@ def test_roles(stack: Stack) -> None:
             for role in ("reader", "operator")}
     reader = Client(stack.controller.url, made["reader"]["token"])
     operator = Client(stack.controller.url, made["operator"]["token"])
-    assert reader.get("/v1/volumes")["total"] == 0
+    assert reader.get("/v1/volumes")["items"] == []
     for client, method, path in ((reader, "POST", "/v1/volumes"),
                                  (reader, "DELETE", "/v1/images/x"),
                                  (operator, "POST", "/v1/hosts"),
@@ -79,7 +79,7 @@ def test_tokens_are_shown_once_stored_hashed_and_revocable(stack: Stack) -> None
     assert not [p for p in Path(stack.db_url.removeprefix("sqlite:///")).parent.glob(
         "strata.sqlite*") if secret.encode() in p.read_bytes()]
     ci = Client(stack.controller.url, made["token"])
-    assert ci.get("/v1/volumes")["total"] == 0
+    assert ci.get("/v1/volumes")["items"] == []
     revoked = stack.api.delete(f"/v1/tokens/{made['id']}")
     assert revoked["revoked_at"] is not None
     assert status_of(ci, "GET", "/v1/volumes") == 401
@@ -117,13 +117,13 @@ def test_controller_cli_manages_tokens(stack: Stack) -> None:
     out = subprocess.run([*base, "tokens", "create", "ops", "--role", "operator"],
                          capture_output=True, text=True, env=env, check=True, timeout=60)
     token = out.stdout.strip()
-    assert Client(stack.controller.url, token).get("/v1/images")["total"] == 0
+    assert Client(stack.controller.url, token).get("/v1/images")["items"] == []
     listed = subprocess.run([*base, "tokens", "list"], capture_output=True, text=True,
                             env=env, check=True, timeout=60).stdout
     assert '"name": "ops"' in listed and token.rsplit(".", 1)[1] not in listed
     token_id = token.split(".")[1]
     ops = Client(stack.controller.url, token)
-    assert ops.get("/v1/images")["total"] == 0
+    assert ops.get("/v1/images")["items"] == []
     subprocess.run([*base, "tokens", "revoke", token_id], env=env, check=True, timeout=60,
                    capture_output=True)
     # Revoked by another process: the running controller reads the row again once its

@@ -48,6 +48,12 @@ def test_tour(stack: Stack, file_server: FileServer, image_dir: Path) -> None:
     assert rows["vm1-root"][2] == "ready" and rows["vm1-data"][3] == "32M"
     as_json = json.loads(strata(stack, "--json", "volumes", "list", "name=vm1-data").stdout)
     assert as_json["items"][0]["size"] == 32 << 20
+    # A table that does not hold every row says how many there are, and where to go on.
+    paged = strata(stack, "volumes", "list", "--limit", "1").stdout.splitlines()
+    assert len(paged) == 3 and paged[-1].startswith("(1 of 2; next page: --after ")
+    cursor = paged[-1].split("--after ")[1].rstrip(")")
+    last = strata(stack, "volumes", "list", "--limit", "1", "--after", cursor).stdout
+    assert {paged[1].split()[1], last.splitlines()[1].split()[1]} == {"vm1-root", "vm1-data"}
 
     volume_path = strata(stack, "volumes", "show", "vm1-root", "--field", "path").stdout
     assert Path(volume_path.strip()).is_file()

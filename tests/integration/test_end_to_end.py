@@ -55,7 +55,7 @@ def test_register_image_and_linked_clones(stack: Stack, file_server: FileServer,
         assert chain[1]["filename"] == str(cache) and chain[1]["format"] == "qcow2"
         assert "backing-filename" not in chain[1]
 
-    listed = stack.api.get(f"/v1/volumes?image_id={image_id}&limit=2")
+    listed = stack.api.get(f"/v1/volumes?image_id={image_id}&limit=2&count=true")
     assert listed["total"] == 3 and len(listed["items"]) == 2
     page2 = stack.api.get(f"/v1/volumes?image_id={image_id}&limit=2&offset=2")
     assert len(page2["items"]) == 1

@@ -41,11 +41,11 @@ def test_detach_and_delete_in_order(stack: Stack) -> None:
     assert refused.value.status == 409 and refused.value.code == "no_connected_host"
 
     stack.wait(api.delete(f"/v1/hosts/{stack.host_id}"))
-    assert api.get("/v1/hosts")["total"] == 0
+    assert api.get("/v1/hosts")["items"] == []
     stack.wait(api.delete(f"/v1/primary-storages/{stack.primary_id}"))
     stack.wait(api.delete(f"/v1/backup-storages/{stack.backup_id}"))
-    assert api.get("/v1/primary-storages")["total"] == 0
-    assert api.get("/v1/backup-storages")["total"] == 0
+    assert api.get("/v1/primary-storages")["items"] == []
+    assert api.get("/v1/backup-storages")["items"] == []
 
 
 def test_a_reconnect_clears_leftovers_on_backup_storage(stack: Stack) -> None:
