@@ -7,6 +7,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
+import re
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -93,8 +95,7 @@ class FileBacking(Backing):
         try:
             if source is None:
                 await asyncio.to_thread(_create_empty, tmp, size)
-            elif (not is_nfs_url(source.path)
-                  and not await asyncio.to_thread(os.path.isfile, source.path)):
+            elif not await readable_source(source):
                 raise NotFound(f"source {source.path} does not exist")
             else:
                 await self._copy_from(source, tmp, size, progress)
@@ -209,6 +210,32 @@ def _create_empty(path: str, size: int) -> None:
 
 def lv_name(file_name: str) -> str:
     return "strata-" + file_name.rsplit(".", 1)[0]
+
+
+async def readable_source(source: BackingFile) -> bool:
+    """A file, an `nfs://` URL (its server answers for it), or a raw logical volume of
+    a LUN (`is_lun_device`)."""
+    if is_nfs_url(source.path):
+        return True
+    if source.format == "raw" and await asyncio.to_thread(is_lun_device, source.path):
+        return True
+    return await asyncio.to_thread(os.path.isfile, source.path)
+
+
+# A volume group's name as LVM allows it (never `.` or `..`), then a LUN's volume.
+LV_PATH = re.compile(r"/dev/(?!\.\.?/)[A-Za-z0-9+_.][A-Za-z0-9+_.-]*/strata-[A-Za-z0-9._-]+")
+
+
+def is_lun_device(path: str) -> bool:
+    """Whether `path` is a logical volume this agent's LUNs are made of (a volume or a
+    snapshot in a volume group, `/dev/<vg>/strata-...`): the only block devices a copy
+    may read, as a migration's source or a new LUN's."""
+    if not LV_PATH.fullmatch(path):
+        return False
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 class LvBacking(Backing):

@@ -174,8 +174,7 @@ class StagedMigration(VolumeMigrationStrategy):
                             on_cache=False)
         created = await self._registry.backend_of(request.dest).clone_layer(
             ctx, request.dest, BackingFile(path=facts.path, format="qcow2"), volume,
-            dest_host, request.backing,
-            drop_source=True)
+            dest_host, request.backing, drop_source=True)
         return Migrated(created, on_cache=True)
 
     async def abandon_migrate(self, ctx: JobContext, request: MigrateRequest) -> None:

@@ -3,7 +3,8 @@ primary storage in `mount` mode, the kernel's NFS client against nfs-ganesha (a 
 volume from an image, a snapshot, a revert, maintenance, which unmounts the export until
 it is cancelled, deletes, and the storage detached, which unmounts it); and an iSCSI
 storage served by LIO, its volumes granted to a host whose kernel initiator logs in,
-with and without CHAP (guest only)."""
+with and without CHAP, and one on a volume group whose logical volumes are snapshotted,
+copied and migrated away (guest only)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cli.client import Client
+from cli.client import ApiError, Client
 from tests.kernel.guestfix import rts
 from tests.support.agents import call_agent
 from tests.support.enrol import agent_state, controller_context, enrol_host
@@ -59,6 +60,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     (each start costs a minute here). The agent is an NFS client, the iSCSI storage
     server (LIO) and a kernel-initiator host at once."""
     base = tmp_path_factory.mktemp("stack")
+    # LVM makes its device nodes itself (no udev here), as for guest_lvm.py.
+    os.environ["DM_DISABLE_UDEV"] = "1"
     config = {"iscsi_target": "lio", "iscsi_portal": "127.0.0.1:3260",
               "initiator_iqn": HOST_IQN, "iscsi_access": "kernel"}
     # Both start at once, on the guest's two CPUs.
@@ -203,3 +206,49 @@ def test_iscsi_lio_and_a_kernel_initiator_through_the_api(cloud: Cloud,
         cloud.wait(api.delete(f"/v1/volumes/{vol['id']}"))
         assert not os.path.exists(vol["path"])
     assert not list(rts().RTSRoot().targets)
+
+
+def test_lvm_luns_through_the_api(cloud: Cloud, volume_group: str, tmp_path: Path) -> None:
+    """An iSCSI storage on a volume group: a LUN written through its logical volume, an
+    LVM snapshot taken, a volume made of it (a new logical volume holding the snapshot's
+    data), the tree refused for migration (logical volumes don't move as snapshots),
+    then, without it, the LUN migrated onto a local storage of the same host, read from
+    its logical volume: the qcow2 copy reads the pattern and the logical volume is gone."""
+    api = cloud.api
+    san = str(cloud.wait(api.post("/v1/primary-storages", {
+        "name": "san-lvm", "type": "iscsi", "hosts": [cloud.host],
+        "config": {"server_host_id": cloud.host, "path": str(tmp_path / "san-lvm"),
+                   "portal": "127.0.0.1:3260", "volume_group": volume_group}}))["resource_id"])
+    local = str(cloud.wait(api.post("/v1/primary-storages", {
+        "name": "local-lvm", "type": "local", "hosts": [cloud.host],
+        "config": {"path": str(tmp_path / "local")}}))["resource_id"])
+    made = cloud.wait(api.post("/v1/volumes", {"name": "lv-data", "size": 16 << 20,
+                                               "primary_storage_id": san}))
+    vol = api.get(f"/v1/volumes/{made['resource_id']}")
+    assert vol["path"] == f"/dev/{volume_group}/strata-{vol['id']}"
+    raw = "json:{{\"driver\": \"raw\", \"file\": {{\"driver\": \"host_device\", " \
+          "\"filename\": \"{}\", \"cache\": {{\"direct\": true}}}}}}"
+    qemu_io(raw.format(vol["path"]), "write -P 0x4c 1M 64k")
+    snap = cloud.wait(api.post(f"/v1/volumes/{vol['id']}/snapshots", {"name": "s1"}))
+    qemu_io(raw.format(vol["path"]), "write -P 0x4d 1M 64k")
+
+    copy = cloud.wait(api.post("/v1/volumes", {"name": "lv-copy", "primary_storage_id": san,
+                                               "snapshot_id": snap["resource_id"]}))
+    copied = api.get(f"/v1/volumes/{copy['resource_id']}")
+    qemu_io(raw.format(copied["path"]), "read -P 0x4c 1M 64k")
+    cloud.wait(api.delete(f"/v1/volumes/{copied['id']}"))
+
+    with pytest.raises(ApiError) as refused:
+        api.post(f"/v1/volumes/{vol['id']}/migrate", {"primary_storage_id": local})
+    assert (refused.value.status, refused.value.code) == (409, "volume_has_snapshots")
+    assert "s1" in refused.value.message
+    cloud.wait(api.delete(f"/v1/snapshots/{snap['resource_id']}"))
+    cloud.wait(api.post(f"/v1/volumes/{vol['id']}/migrate", {"primary_storage_id": local}))
+    moved = api.get(f"/v1/volumes/{vol['id']}")
+    assert moved["primary_storage_id"] == local and moved["format"] == "qcow2"
+    qemu_io(moved["path"], "read -P 0x4d 1M 64k")
+    assert not os.path.exists(vol["path"]), "the logical volume is removed"
+    lvs = subprocess.run(["lvs", "--noheadings", "-o", "lv_name", volume_group],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert not [lv for lv in lvs if lv.startswith("strata-")], lvs
+    cloud.wait(api.delete(f"/v1/volumes/{vol['id']}"))

@@ -16,6 +16,7 @@ from agent.executor import Result
 from agent.files import FileStores
 from agent.images.check import Inspector
 from agent.images.urlpolicy import UrlPolicy
+from agent.iscsi.backing import LV_PATH, is_lun_device
 from agent.iscsi.target import TargetDriver
 from agent.nfs.mounts import MountTable
 from agent.services import AgentServices
@@ -166,3 +167,15 @@ def test_byte_sizes_are_whole_sectors() -> None:
     LVM in tests/kernel/guest_lvm.py)."""
     assert [size_arg(n) for n in (512, 513, 1_200_001, 1 << 30)] == [
         "512b", "1024b", "1200128b", f"{1 << 30}b"]
+
+
+def test_only_a_luns_logical_volume_is_read_as_a_device(tmp_path: Path) -> None:
+    """A copy reads a block device only when it is named as LUN volumes are and is one."""
+    assert not is_lun_device("/dev/null"), "a device, not a LUN's logical volume"
+    assert not LV_PATH.fullmatch("/dev/../strata-x") and not LV_PATH.fullmatch(
+        "/dev/vg0/strata-x/../../sda")
+    assert LV_PATH.fullmatch("/dev/vg0/strata-1f2e.3c4d")
+    assert not is_lun_device("/dev/vg0/strata-missing.raw"), "named so, but not there"
+    lookalike = tmp_path / "strata-vol"
+    lookalike.write_bytes(b"")
+    assert not is_lun_device(str(lookalike)), "not under /dev"

@@ -88,8 +88,8 @@ class IscsiKvmBackend(PrimaryStorageBackend[IscsiConfig]):
         return await self._export(ctx, store, volume, host, backing, "export-lun")
 
     def copy_source(self, store: Primary[IscsiConfig], volume: Volume) -> BackingFile | None:
-        """A file LUN on the storage server; a logical volume is not read as a file."""
-        if store.config.volume_group or not volume.path:
+        """The LUN's file, or its logical volume, read raw on the storage server."""
+        if not volume.path:
             return None
         return BackingFile(path=volume.path, format="raw")
 
