@@ -89,6 +89,22 @@ def await_task(stack: Stack, command: str, what: str, task: str = "",
         time.sleep(0.05)
 
 
+def raw_spec(path: str) -> str:
+    """A raw file as qemu-io opens it without probing its format."""
+    return (f"json:{{\"driver\": \"raw\", \"file\": {{\"driver\": \"file\", "
+            f"\"filename\": \"{path}\"}}}}")
+
+
+def second_san(cloud: Cloud) -> str:
+    """Another iSCSI storage of the same server, under its own target prefix."""
+    portal = cloud.api.get(f"/v1/primary-storages/{cloud.primary}")["config"]["portal"]
+    return str(cloud.wait(cloud.api.post("/v1/primary-storages", {
+        "name": "san-2", "type": "iscsi", "overprovision_factor": 4.0,
+        "config": {"server_host_id": cloud.server, "path": str(cloud.state / "iscsi-2"),
+                   "portal": portal, "target_prefix": "iqn.2026-11.org.strata.second"},
+        "hosts": [cloud.host_a]}))["resource_id"])
+
+
 class Patterns:
     """One 64 KiB region per write, each with its own pattern, all checked every time."""
 
@@ -538,8 +554,7 @@ def test_between_local_and_iscsi(cloud: Cloud, nfs: NfsServer, file_server: File
 
     vol = move(cloud.primary)
     assert vol["format"] == "raw" and vol["path"] == str(cloud.luns / f"{vol['id']}.raw")
-    read_shared(f"json:{{\"driver\": \"raw\", \"file\": {{\"driver\": \"file\", "
-                f"\"filename\": \"{vol['path']}\"}}}}",
+    read_shared(raw_spec(vol["path"]),
                 *[f"read -P {p} {2 + i}M 64k" for i, p in enumerate(patterns.written)],
                 *IMAGE_PATTERN)
     assert names(server_dir / "volumes") == []
@@ -559,19 +574,13 @@ def test_between_local_and_iscsi(cloud: Cloud, nfs: NfsServer, file_server: File
     assert names(cloud.luns) == []
 
     def read_lun(path: str) -> None:
-        read_shared(f"json:{{\"driver\": \"raw\", \"file\": {{\"driver\": \"file\", "
-                    f"\"filename\": \"{path}\"}}}}",
+        read_shared(raw_spec(path),
                     *[f"read -P {p} {2 + i}M 64k" for i, p in enumerate(patterns.written)],
                     *IMAGE_PATTERN)
 
     share = nfs.share("mig-iscsi")
     on_nfs = nfs_storage(cloud, nfs, share, [cloud.server])  # type: ignore[arg-type]
-    san_2 = str(cloud.wait(api.post("/v1/primary-storages", {
-        "name": "san-2", "type": "iscsi", "overprovision_factor": 4.0,
-        "config": {"server_host_id": cloud.server, "path": str(cloud.state / "iscsi-2"),
-                   "portal": api.get(f"/v1/primary-storages/{cloud.primary}")["config"][
-                       "portal"], "target_prefix": "iqn.2026-11.org.strata.second"},
-        "hosts": [cloud.host_a]}))["resource_id"])
+    san_2 = second_san(cloud)
     vol = move(on_nfs)
     patterns.check(vol["path"])
     vol = move(cloud.primary)
@@ -609,12 +618,7 @@ def test_a_lun_tree_moves_every_way(cloud: Cloud, nfs: NfsServer) -> None:
         "hosts": [cloud.server]}))["resource_id"])
     share = nfs.share("lun-tree")
     on_nfs = nfs_storage(cloud, nfs, share, [cloud.server])  # type: ignore[arg-type]
-    san_2 = str(cloud.wait(api.post("/v1/primary-storages", {
-        "name": "san-2", "type": "iscsi", "overprovision_factor": 4.0,
-        "config": {"server_host_id": cloud.server, "path": str(cloud.state / "iscsi-2"),
-                   "portal": api.get(f"/v1/primary-storages/{cloud.primary}")["config"][
-                       "portal"], "target_prefix": "iqn.2026-11.org.strata.second"},
-        "hosts": [cloud.host_a]}))["resource_id"])
+    san_2 = second_san(cloud)
     stores = (cloud.primary, on_server, san_2, on_nfs)
     before = {store: int(api.get(f"/v1/primary-storages/{store}")["capacity"]["allocated"])
               for store in stores}
@@ -644,7 +648,6 @@ def test_a_lun_tree_moves_every_way(cloud: Cloud, nfs: NfsServer) -> None:
              s2: ("read -P 0x31 2M 64k", "read -P 0x32 3M 64k", "read -P 0 4M 64k"),
              "active": ("read -P 0x31 2M 64k", "read -P 0 3M 64k", "read -P 0 4M 64k",
                         "read -P 0x34 5M 64k")}
-    raw = "json:{{\"driver\": \"raw\", \"file\": {{\"driver\": \"file\", \"filename\": \"{}\"}}}}"
     luns = {cloud.primary: cloud.state / "iscsi", san_2: cloud.state / "iscsi-2"}
     files = {on_server: server_dir / "volumes", on_nfs: share / "volumes"}
     for dest in (on_server, san_2, on_nfs, cloud.primary):
@@ -658,7 +661,7 @@ def test_a_lun_tree_moves_every_way(cloud: Cloud, nfs: NfsServer) -> None:
             assert names(luns[dest] / "snapshots") == sorted(
                 f"{vol['id']}.{sid}.raw" for sid in (s1, s2))
             for key, path in paths.items():
-                read_shared(raw.format(path), *views[key])
+                read_shared(raw_spec(path), *views[key])
         else:
             assert vol["format"] == "qcow2"
             assert chain(paths[s2])[1:] == chain(paths["active"])[1:] == [paths[s1]]
@@ -674,7 +677,7 @@ def test_a_lun_tree_moves_every_way(cloud: Cloud, nfs: NfsServer) -> None:
     cloud.wait(api.post(f"/v1/volumes/{vol['id']}/revert", {"snapshot_id": s2}))
     lun_io(*views[s2])
     cloud.wait(api.delete(f"/v1/snapshots/{s1}"))
-    read_shared(raw.format(api.get(f"/v1/snapshots/{s2}")["path"]), *views[s2])
+    read_shared(raw_spec(api.get(f"/v1/snapshots/{s2}")["path"]), *views[s2])
     cloud.wait(api.delete(f"/v1/volumes/{vol['id']}?cascade=true"))
     assert names(luns[cloud.primary] / "snapshots") == []
     assert {store: int(api.get(f"/v1/primary-storages/{store}")["capacity"]["allocated"])
