@@ -64,16 +64,15 @@ class HostMonitor:
                 if await transition(session, Host, host.id, HostState.CONNECTED,
                                     HostState.DISCONNECTED, reason=f"{LOST}: {problem}"):
                     log.warning("host %s disconnected: %s", host.name, problem)
-        elif (host.state == HostState.DISCONNECTED and problem is None
-              and (host.reason or "").startswith(LOST) and not await self._reconnecting(host)):
-            log.info("host %s answers again; reconnecting it", host.name)
-            self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
-        elif (host.state == HostState.CONNECTED and None not in (health.instance,
-                                                                 host.agent_instance)
-              and health.instance != host.agent_instance
-              and not await self._reconnecting(host)):
-            log.info("host %s's agent restarted; reconnecting it", host.name)
-            self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
+            return
+        answers_again = (host.state == HostState.DISCONNECTED and problem is None
+                         and (host.reason or "").startswith(LOST))
+        restarted = (host.state == HostState.CONNECTED
+                     and None not in (health.instance, host.agent_instance)
+                     and health.instance != host.agent_instance)
+        if (answers_again or restarted) and not await self._reconnecting(host):
+            await self._reconnect(host, "answers again" if answers_again
+                                  else "has a restarted agent")
 
     async def _check_unenrolled(self, host: Host) -> None:
         """A host waiting to enrol whose last connect found no agent: connected (which
@@ -89,8 +88,11 @@ class HostMonitor:
         if last != AGENT_UNREACHABLE:
             return
         if (await self._agents.health(AgentTarget.of(host), enrolment=True)).problem is None:
-            log.info("host %s's agent answers now; connecting it", host.name)
-            self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
+            await self._reconnect(host, "has its agent answering now")
+
+    async def _reconnect(self, host: Host, why: str) -> None:
+        log.info("host %s %s; connecting it", host.name, why)
+        self._reconnects[host.id] = (await self._hosts.reconnect(host.id)).id
 
     async def _reconnecting(self, host: Host) -> bool:
         job_id = self._reconnects.get(host.id)
