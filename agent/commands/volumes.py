@@ -12,7 +12,7 @@ from agent import fsops
 from agent.clones import CloneKey
 from agent.commands.registry import handles
 from agent.files import FileStore
-from agent.iscsi.backing import is_lun_device
+from agent.iscsi.backing import is_lun_source
 from agent.services import AgentServices
 from shared.errors import Conflict, InvalidInput, NotFound, OperationFailed
 from shared.protocol.files import (
@@ -52,10 +52,9 @@ async def new_file(svc: AgentServices, dest_dir: str, file_name: str,
 
 async def require_files(svc: AgentServices, inputs: Iterable[BackingFile | None]) -> None:
     """A 404 naming the first of `inputs` (None entries skipped) that is not a file, nor
-    the logical volume of a LUN (`is_lun_device`: a raw migration source)."""
+    the logical volume of a LUN (`is_lun_source`: a raw migration source)."""
     for needed in inputs:
-        if needed is None or (needed.format == "raw" and await asyncio.to_thread(
-                is_lun_device, needed.path)):
+        if needed is None or await asyncio.to_thread(is_lun_source, needed):
             continue
         if not await svc.files.for_path(needed.path).is_file(needed.path):
             raise NotFound(f"{needed.path} does not exist")

@@ -214,12 +214,16 @@ def lv_name(file_name: str) -> str:
 
 async def readable_source(source: BackingFile) -> bool:
     """A file, an `nfs://` URL (its server answers for it), or a raw logical volume of
-    a LUN (`is_lun_device`)."""
-    if is_nfs_url(source.path):
-        return True
-    if source.format == "raw" and await asyncio.to_thread(is_lun_device, source.path):
+    a LUN (`is_lun_source`)."""
+    if is_nfs_url(source.path) or await asyncio.to_thread(is_lun_source, source):
         return True
     return await asyncio.to_thread(os.path.isfile, source.path)
+
+
+def is_lun_source(source: BackingFile) -> bool:
+    """A LUN's logical volume read raw: never as qcow2, whose header could name any
+    file of the host as its backing file."""
+    return source.format == "raw" and is_lun_device(source.path)
 
 
 # A volume group's name as LVM allows it (never `.` or `..`), then a LUN's volume.
