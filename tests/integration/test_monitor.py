@@ -6,22 +6,13 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cli.client import Client
 from tests.support.enrol import add_host, enrol_host
 from tests.support.procs import free_port, start_agent, start_controller
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
+from tests.support.waiting import eventually
 
 
 def test_lost_agent_is_marked_then_reconnected(tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,10 @@ from tests.support.netns import Host, Lab, lab
 from tests.support.nfsserver import NfsServer
 from tests.support.procs import Proc, start_agent, start_controller
 from tests.support.tgtd import Tgtd
+from tests.support.waiting import eventually
 
 IQN = "iqn.2026-11.org.strata.test:{}"
 UNROUTED = "10.9.9.9"  # no host of the lab has a route to it
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 @dataclass
@@ -134,11 +125,12 @@ def test_host_losing_its_network_is_disconnected_then_reconnected(rack: Rack) ->
     api, a, b = rack.api, rack.ids["a"], rack.ids["b"]
     with rack.lab.unplugged(rack.hosts["a"]):
         lost = eventually(lambda: (h := api.get(f"/v1/hosts/{a}"))["state"] ==
-                          "disconnected" and h)
+                          "disconnected" and h, timeout=30)
         assert lost, api.get(f"/v1/hosts/{a}")
         assert "agent not answering" in lost["reason"]
         assert api.get(f"/v1/hosts/{b}")["state"] == "connected"
-    back = eventually(lambda: (h := api.get(f"/v1/hosts/{a}"))["state"] == "connected" and h)
+    back = eventually(lambda: (h := api.get(f"/v1/hosts/{a}"))["state"] == "connected"
+                      and h, timeout=30)
     assert back, api.get(f"/v1/hosts/{a}")
     assert back["reason"] is None
 
@@ -195,8 +187,10 @@ def test_two_hosts_share_an_nfs_export(rack: Rack) -> None:
             "name": "nfs-1", "type": "nfs",
             "config": {"server": nfs.server, "export": str(nfs.share("ps")), "mode": "libnfs"},
             "hosts": [rack.ids["a"], rack.ids["b"]]}))["resource_id"]
-        assert {h["state"] for h in api.get(f"/v1/primary-storages/{store}")["hosts"]} == \
-            {"connected"}
+        # The request's job is the first host's attach; the second's runs beside it.
+        assert eventually(lambda: {h["state"] for h in api.get(
+            f"/v1/primary-storages/{store}")["hosts"]} == {"connected"}, timeout=30), \
+            api.get(f"/v1/primary-storages/{store}")["hosts"]
         vol = rack.wait(api.post("/v1/volumes", {"name": "v1", "primary_storage_id": store,
                                                  "size": 16 << 20}))["resource_id"]
         path = api.get(f"/v1/volumes/{vol}")["path"]
