@@ -156,7 +156,7 @@ def test_nfs_cells_with_sftp_and_s3(stack: Stack, nfs: NfsServer, sshd: SshServe
 def test_hung_nfs_server(stack: Stack, nfs: NfsServer, tmp_path: Path) -> None:
     """A stopped server: the agent stays responsive, local storage keeps working, NFS
     calls fail in bounded time with a reason, and the attachment says so."""
-    agent, _ = start_agent(tmp_path / "agent-n", {"nfs_timeout": 3})
+    agent, _ = start_agent(tmp_path / "agent-n", {"nfs_timeout": 6})
     try:
         host = enrol_host(stack.api, "host-n", agent)
         share = nfs.share("hung")
@@ -171,7 +171,9 @@ def test_hung_nfs_server(stack: Stack, nfs: NfsServer, tmp_path: Path) -> None:
             with urllib.request.urlopen(agent.url + "/healthz", timeout=5,
                                         context=context) as resp:
                 assert resp.status == 200
-            assert time.monotonic() - t0 < 1.0
+            # An event loop blocked on the hung call would answer only when the call
+            # timed out, 5.5 s from here; the margin absorbs a loaded machine.
+            assert time.monotonic() - t0 < 3.0
 
             local = volume(stack, stack.primary_id, name="still-fine", size=1 << 20)
             assert local["state"] == "ready"

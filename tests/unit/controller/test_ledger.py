@@ -185,12 +185,16 @@ class Controller:
         self.migration = MigrationService(self.deps)
 
     async def restart(self) -> None:
+        """As the controller started again from the same state directory: it names its
+        predecessor, whose jobs it takes over at once even where the handback of their
+        leases was lost to a failed commit."""
+        predecessor = self.deps.jobs.owner
         await self.deps.jobs.shutdown()
         self._build()
         self.agent.faults.stopped = False
         while True:
             try:
-                await self.deps.jobs.adopt()
+                await self.deps.jobs.adopt(predecessor)
                 return
             except OperationalError:
                 continue  # the injected commit failures hit the adoption too
