@@ -189,6 +189,10 @@ def main() -> None:
                       - client_before.ru_utime - client_before.ru_stime)
         print(f"  benchmark client:       {per_volume(client_cpu)}")
         print(f"  qemu-img (raw):         {per_volume(raw_cpu)}")
+        # Where the cores are the limit, ratio 1.0 leaves the whole stack this much.
+        cores = os.cpu_count() or 1
+        print(f"  budget at ratio 1.0:    {1000 * cores / raw_per_s:6.2f} ms "
+              f"(all parts together, on {cores} cores)")
     finally:
         controller.stop()
         server.close()
